@@ -1,0 +1,287 @@
+//! The one error type of eventfold.
+//!
+//! Every failure a caller can see is a variant of [`Error`], with a message
+//! written for the person who has to act on it: what went wrong, and where it
+//! helps, what to do next.
+
+use std::path::PathBuf;
+
+use uuid::Uuid;
+
+use crate::event::ExpectedVersion;
+
+/// A `Result` whose error is eventfold's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in eventfold.
+///
+/// The enum is `#[non_exhaustive]`: match the variants you handle and keep a
+/// catch-all arm for the rest.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stream is not at the version the appender expected. Nothing was
+    /// written. Reload the stream and decide again.
+    #[error("Expected version {expected}, got {actual}")]
+    WrongExpectedVersion {
+        /// The stream the append targeted.
+        stream: String,
+        /// What the appender said the version would be.
+        expected: ExpectedVersion,
+        /// The stream's version when the append was checked.
+        actual: u64,
+    },
+
+    /// An event id is already stored somewhere other than where this append
+    /// would put it (or it appears twice in one request). Nothing was written.
+    #[error(
+        "event id {event_id} is already used{}: give each event a new id, or resend exactly the original append to retry it",
+        match (.stream, .position) {
+            (Some(s), Some(p)) => format!(" by stream {s:?} at position {p}"),
+            _ => " twice in the same request".to_string(),
+        }
+    )]
+    DuplicateEventId {
+        /// The reused id.
+        event_id: Uuid,
+        /// The stream that already holds it, if it is stored.
+        stream: Option<String>,
+        /// The position that already holds it, if it is stored.
+        position: Option<u64>,
+    },
+
+    /// A stream id is empty, too long, or contains control characters.
+    #[error("invalid stream id {stream:?}: {reason}")]
+    InvalidStreamId {
+        /// The rejected id (possibly shortened for display).
+        stream: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// An event type is empty, too long, or contains control characters.
+    #[error("invalid event type {event_type:?}: {reason}")]
+    InvalidEventType {
+        /// The rejected event type.
+        event_type: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A payload declared as JSON is not valid JSON (or could not be serialized).
+    #[error("invalid payload for event type {event_type:?}: {reason}")]
+    InvalidPayload {
+        /// The event type of the offending event.
+        event_type: String,
+        /// What the JSON parser or serializer said.
+        reason: String,
+    },
+
+    /// Event metadata is not a JSON object, or a metadata field is invalid.
+    #[error("invalid metadata: {reason}")]
+    InvalidMetadata {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// One encoded event is larger than the store's limit.
+    #[error(
+        "event of {size} bytes is over the limit of {limit} bytes: store large blobs elsewhere and append a reference, or raise the limit with StoreBuilder::max_event_size"
+    )]
+    EventTooLarge {
+        /// Encoded size of the event.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+
+    /// An append carried no events.
+    #[error("an append needs at least one event")]
+    EmptyAppend,
+
+    /// The same stream appears twice in one `append_many`.
+    #[error("stream {stream:?} appears twice in one append_many: merge its events into one entry")]
+    DuplicateStreamInRequest {
+        /// The repeated stream id.
+        stream: String,
+    },
+
+    /// Another process holds the store's write lock.
+    #[error(
+        "store {} is locked by {}: stop it, or open the store read-only",
+        .path.display(),
+        match .pid { Some(p) => format!("pid {p}"), None => "another process".to_string() }
+    )]
+    Locked {
+        /// The locked data directory.
+        path: PathBuf,
+        /// The pid written in the lock file, when it could be read.
+        pid: Option<u32>,
+    },
+
+    /// This process already has the store open.
+    #[error(
+        "store {} is already open in this process: share the existing Store handle (it is cheap to clone) instead of opening it again",
+        .path.display()
+    )]
+    AlreadyOpen {
+        /// The data directory.
+        path: PathBuf,
+    },
+
+    /// The directory holds no eventfold store (read-only opens never create one).
+    #[error("no eventfold store at {}: create it with a writable open first", .path.display())]
+    NotAStore {
+        /// The directory that was opened.
+        path: PathBuf,
+    },
+
+    /// The store was written with an on-disk format this build does not read.
+    #[error(
+        "store format version {found} is not supported by this build (which reads version {supported}): use a matching eventfold release"
+    )]
+    UnsupportedFormat {
+        /// The version recorded in the store.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+
+    /// The store was written by a build whose rkyv archive format (endianness,
+    /// alignment, pointer width) differs from this build's.
+    #[error(
+        "store was written with rkyv format {found}, but this build uses {expected}: build with the same rkyv format features, or export and import the events"
+    )]
+    ArchiveFormatMismatch {
+        /// The format recorded in the store.
+        found: String,
+        /// This build's format.
+        expected: String,
+    },
+
+    /// A stored record failed its checksum or archive validation.
+    #[error("record at position {position} is corrupt ({reason}): run `eventfold verify` and restore from a backup")]
+    Corruption {
+        /// The position of the bad record.
+        position: u64,
+        /// What check failed.
+        reason: String,
+    },
+
+    /// An index or bookkeeping entry is inconsistent with the log.
+    #[error("index {index} is corrupt ({reason}): run `eventfold verify` and restore from a backup")]
+    IndexCorruption {
+        /// The database that holds the bad entry.
+        index: &'static str,
+        /// What check failed.
+        reason: String,
+    },
+
+    /// The store's map (its size limit) is full. Nothing of the failed request
+    /// was written; reads still work.
+    #[error(
+        "store is full (map size {map_size} bytes): reopen it with a larger StoreBuilder::map_size"
+    )]
+    StorageFull {
+        /// The configured map size.
+        map_size: usize,
+    },
+
+    /// A commit or fsync failed earlier, or the writer thread panicked: the
+    /// store refuses further writes. Reads still work; reopen to recover.
+    #[error("store is poisoned by an earlier write failure ({reason}): reads still work; close and reopen the store to write again")]
+    Poisoned {
+        /// The failure that poisoned the store.
+        reason: String,
+    },
+
+    /// The store was opened read-only.
+    #[error("store is open read-only: open it with StoreBuilder::open to write")]
+    ReadOnly,
+
+    /// The store has been closed.
+    #[error("store is closed")]
+    Closed,
+
+    /// A payload or metadata could not be decoded into the requested type.
+    #[error("could not decode event at position {position} ({event_type}): {reason}")]
+    Decode {
+        /// Position of the event.
+        position: u64,
+        /// Its event type.
+        event_type: String,
+        /// What the decoder said.
+        reason: String,
+    },
+
+    /// An LMDB operation failed.
+    #[error("storage error: {0}")]
+    Storage(String),
+
+    /// A file-system operation failed.
+    #[error("I/O error on {}: {source}", .path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Whether retrying the same request later could succeed without changing it.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::WrongExpectedVersion { .. } | Error::Locked { .. })
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn corruption(position: u64, reason: impl Into<String>) -> Self {
+        Error::Corruption { position, reason: reason.into() }
+    }
+
+    pub(crate) fn index(index: &'static str, reason: impl Into<String>) -> Self {
+        Error::IndexCorruption { index, reason: reason.into() }
+    }
+}
+
+/// Maps LMDB errors that have a meaning of their own; the rest stay `Storage`.
+pub(crate) fn from_heed(err: heed::Error, map_size: usize) -> Error {
+    match err {
+        heed::Error::Mdb(heed::MdbError::MapFull) => Error::StorageFull { map_size },
+        other => Error::Storage(other.to_string()),
+    }
+}
+
+impl From<heed::Error> for Error {
+    fn from(err: heed::Error) -> Self {
+        Error::Storage(err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_expected_version_reads_as_people_expect() {
+        let err = Error::WrongExpectedVersion {
+            stream: "user-1".into(),
+            expected: ExpectedVersion::Exact(5),
+            actual: 0,
+        };
+        assert_eq!(err.to_string(), "Expected version 5, got 0");
+    }
+
+    #[test]
+    fn locked_names_the_pid() {
+        let err = Error::Locked { path: "/tmp/x".into(), pid: Some(4242) };
+        assert_eq!(
+            err.to_string(),
+            "store /tmp/x is locked by pid 4242: stop it, or open the store read-only"
+        );
+    }
+}

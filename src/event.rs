@@ -1,0 +1,494 @@
+//! The event types callers build and receive: [`NewEvent`] going in,
+//! [`RecordedEvent`] coming out, and what an append answers.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// What an appender believes a stream's version is. Checked by the writer
+/// inside the batch's transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectedVersion {
+    /// No check: append whatever the version is.
+    Any,
+    /// The stream must not exist yet (version 0).
+    NoStream,
+    /// The stream must have at least one event.
+    StreamExists,
+    /// The stream must be exactly at this version (`Exact(0)` = `NoStream`).
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream at `actual` satisfies this expectation.
+    pub fn matches(self, actual: u64) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual == 0,
+            ExpectedVersion::StreamExists => actual > 0,
+            ExpectedVersion::Exact(v) => actual == v,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any"),
+            ExpectedVersion::NoStream => f.write_str("0 (no stream)"),
+            ExpectedVersion::StreamExists => f.write_str("1 or more (stream exists)"),
+            ExpectedVersion::Exact(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// How a payload is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContentType {
+    /// UTF-8 JSON, validated on append.
+    Json,
+    /// Opaque bytes.
+    Binary,
+}
+
+impl ContentType {
+    pub(crate) fn to_byte(self) -> u8 {
+        match self {
+            ContentType::Json => 0,
+            ContentType::Binary => 1,
+        }
+    }
+
+    pub(crate) fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(ContentType::Json),
+            1 => Some(ContentType::Binary),
+            _ => None,
+        }
+    }
+}
+
+/// Who and what an event relates to: correlation, causation, user, and free
+/// extra fields (a JSON object).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    /// Groups every event of one business transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    /// The event (or command) that directly caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    /// The user on whose behalf the event was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Any other fields.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
+}
+
+impl EventMetadata {
+    /// Empty metadata.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Metadata for an event caused by `cause`: causation is the cause's id,
+    /// correlation is the cause's correlation id, or its id when it has none.
+    /// The user id is carried over.
+    pub fn caused_by(cause: &RecordedEvent) -> Self {
+        EventMetadata {
+            correlation_id: Some(cause.correlation_id.unwrap_or(cause.event_id)),
+            causation_id: Some(cause.event_id),
+            user_id: cause.user_id.clone(),
+            extra: Map::new(),
+        }
+    }
+
+    /// Sets the correlation id.
+    pub fn correlation_id(mut self, id: Uuid) -> Self {
+        self.correlation_id = Some(id);
+        self
+    }
+
+    /// Sets the causation id.
+    pub fn causation_id(mut self, id: Uuid) -> Self {
+        self.causation_id = Some(id);
+        self
+    }
+
+    /// Sets the user id.
+    pub fn user_id(mut self, user: impl Into<String>) -> Self {
+        self.user_id = Some(user.into());
+        self
+    }
+
+    /// Adds an extra field.
+    pub fn extra(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// An event to append. Build it with [`NewEvent::json`] or [`NewEvent::binary`]
+/// and the `with_*` methods.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub(crate) event_type: String,
+    pub(crate) payload: Result<Vec<u8>, String>,
+    pub(crate) content_type: ContentType,
+    pub(crate) event_id: Option<Uuid>,
+    pub(crate) schema_version: u32,
+    pub(crate) metadata: EventMetadata,
+}
+
+impl NewEvent {
+    /// An event whose payload is `payload` serialized as JSON. A payload that
+    /// cannot be serialized is reported by the append as
+    /// [`Error::InvalidPayload`](crate::Error::InvalidPayload).
+    pub fn json<T: Serialize + ?Sized>(event_type: impl Into<String>, payload: &T) -> Self {
+        Self::with_payload(
+            event_type.into(),
+            serde_json::to_vec(payload).map_err(|e| e.to_string()),
+            ContentType::Json,
+        )
+    }
+
+    /// An event whose payload is already-encoded JSON text; it is validated on
+    /// append and stored byte for byte.
+    pub fn json_bytes(event_type: impl Into<String>, payload: impl Into<Vec<u8>>) -> Self {
+        Self::with_payload(event_type.into(), Ok(payload.into()), ContentType::Json)
+    }
+
+    /// An event with an opaque binary payload.
+    pub fn binary(event_type: impl Into<String>, payload: impl Into<Vec<u8>>) -> Self {
+        Self::with_payload(event_type.into(), Ok(payload.into()), ContentType::Binary)
+    }
+
+    fn with_payload(
+        event_type: String,
+        payload: Result<Vec<u8>, String>,
+        content_type: ContentType,
+    ) -> Self {
+        NewEvent {
+            event_type,
+            payload,
+            content_type,
+            event_id: None,
+            schema_version: 1,
+            metadata: EventMetadata::default(),
+        }
+    }
+
+    /// Sets the event id (default: a new UUID v7). Resending an append with the
+    /// same ids is idempotent.
+    pub fn with_id(mut self, id: Uuid) -> Self {
+        self.event_id = Some(id);
+        self
+    }
+
+    /// Sets the payload's schema version (default 1), read by upcasters.
+    pub fn with_schema_version(mut self, version: u32) -> Self {
+        self.schema_version = version;
+        self
+    }
+
+    /// Replaces the metadata.
+    pub fn with_metadata(mut self, metadata: EventMetadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Sets causation and correlation from the event that caused this one.
+    pub fn caused_by(mut self, cause: &RecordedEvent) -> Self {
+        let chained = EventMetadata::caused_by(cause);
+        self.metadata.correlation_id = chained.correlation_id;
+        self.metadata.causation_id = chained.causation_id;
+        if self.metadata.user_id.is_none() {
+            self.metadata.user_id = chained.user_id;
+        }
+        self
+    }
+
+    /// The event type.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// The event id, if one was set.
+    pub fn event_id(&self) -> Option<Uuid> {
+        self.event_id
+    }
+
+    /// The metadata.
+    pub fn metadata(&self) -> &EventMetadata {
+        &self.metadata
+    }
+}
+
+/// What a successful append answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendResult {
+    /// The stream appended to.
+    pub stream_id: String,
+    /// Global position of the first event written.
+    pub first_position: u64,
+    /// Global position of the last event written.
+    pub last_position: u64,
+    /// The stream's version after the append (the last event's version).
+    pub stream_version: u64,
+    /// The ids of the events, in order.
+    pub event_ids: Vec<Uuid>,
+    /// True when the events were already stored (an idempotent retry) and
+    /// nothing was written.
+    pub already_stored: bool,
+}
+
+/// An event read back from the store, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// Global position: 1, 2, 3… gapless, in commit order.
+    pub position: u64,
+    /// The stream (aggregate id).
+    pub stream_id: String,
+    /// The event's version in its stream (1 for the first).
+    pub version: u64,
+    /// The event id.
+    pub event_id: Uuid,
+    /// The event type.
+    pub event_type: String,
+    /// The payload's schema version.
+    pub schema_version: u32,
+    /// Microseconds since the Unix epoch, set by the writer.
+    pub recorded_at: u64,
+    /// Correlation id.
+    pub correlation_id: Option<Uuid>,
+    /// Causation id.
+    pub causation_id: Option<Uuid>,
+    /// User id.
+    pub user_id: Option<String>,
+    /// Extra metadata fields (a JSON object; empty when none).
+    pub metadata: Map<String, Value>,
+    /// How the payload is encoded.
+    pub content_type: ContentType,
+    /// The payload bytes as appended.
+    pub payload: Vec<u8>,
+}
+
+impl RecordedEvent {
+    /// The stream's category: the part of the stream id before the first `-`.
+    pub fn category(&self) -> &str {
+        crate::read::category_of(&self.stream_id)
+    }
+
+    /// Decodes a JSON payload into `T`.
+    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> crate::Result<T> {
+        serde_json::from_slice(&self.payload).map_err(|e| crate::Error::Decode {
+            position: self.position,
+            event_type: self.event_type.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The payload as a JSON value (binary payloads become a JSON string of hex digits).
+    pub fn payload_json(&self) -> crate::Result<Value> {
+        match self.content_type {
+            ContentType::Json => self.payload_as(),
+            ContentType::Binary => Ok(Value::String(hex_encode(&self.payload))),
+        }
+    }
+
+    /// The metadata as an [`EventMetadata`].
+    pub fn event_metadata(&self) -> EventMetadata {
+        EventMetadata {
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            user_id: self.user_id.clone(),
+            extra: self.metadata.clone(),
+        }
+    }
+}
+
+/// The serialized shape of a [`RecordedEvent`]: JSON payloads are embedded as
+/// JSON, binary payloads as a string of hex digits.
+#[derive(Serialize, Deserialize)]
+struct RecordedEventWire {
+    position: u64,
+    stream_id: String,
+    version: u64,
+    event_id: Uuid,
+    event_type: String,
+    schema_version: u32,
+    recorded_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    causation_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    metadata: Map<String, Value>,
+    content_type: ContentType,
+    payload: Box<serde_json::value::RawValue>,
+}
+
+impl Serialize for RecordedEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let payload = match self.content_type {
+            ContentType::Json => {
+                let text = std::str::from_utf8(&self.payload).map_err(S::Error::custom)?;
+                serde_json::value::RawValue::from_string(text.to_owned())
+                    .map_err(S::Error::custom)?
+            }
+            ContentType::Binary => serde_json::value::to_raw_value(&hex_encode(&self.payload))
+                .map_err(S::Error::custom)?,
+        };
+        RecordedEventWire {
+            position: self.position,
+            stream_id: self.stream_id.clone(),
+            version: self.version,
+            event_id: self.event_id,
+            event_type: self.event_type.clone(),
+            schema_version: self.schema_version,
+            recorded_at: self.recorded_at,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            user_id: self.user_id.clone(),
+            metadata: self.metadata.clone(),
+            content_type: self.content_type,
+            payload,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for RecordedEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let w = RecordedEventWire::deserialize(deserializer)?;
+        let payload = match w.content_type {
+            ContentType::Json => w.payload.get().as_bytes().to_vec(),
+            ContentType::Binary => {
+                let hex: String = serde_json::from_str(w.payload.get()).map_err(D::Error::custom)?;
+                hex_decode(&hex).ok_or_else(|| D::Error::custom("binary payload is not hex"))?
+            }
+        };
+        Ok(RecordedEvent {
+            position: w.position,
+            stream_id: w.stream_id,
+            version: w.version,
+            event_id: w.event_id,
+            event_type: w.event_type,
+            schema_version: w.schema_version,
+            recorded_at: w.recorded_at,
+            correlation_id: w.correlation_id,
+            causation_id: w.causation_id,
+            user_id: w.user_id,
+            metadata: w.metadata,
+            content_type: w.content_type,
+            payload,
+        })
+    }
+}
+
+pub(crate) fn hex_encode(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+    s
+}
+
+pub(crate) fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            Some((hi * 16 + lo) as u8)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_version_matching() {
+        assert!(ExpectedVersion::Any.matches(7));
+        assert!(ExpectedVersion::NoStream.matches(0));
+        assert!(!ExpectedVersion::NoStream.matches(1));
+        assert!(ExpectedVersion::StreamExists.matches(1));
+        assert!(!ExpectedVersion::StreamExists.matches(0));
+        assert!(ExpectedVersion::Exact(3).matches(3));
+        assert!(!ExpectedVersion::Exact(3).matches(2));
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let bytes = vec![0u8, 1, 0xab, 0xff];
+        assert_eq!(hex_decode(&hex_encode(&bytes)), Some(bytes));
+        assert_eq!(hex_decode("abc"), None);
+        assert_eq!(hex_decode("zz"), None);
+    }
+
+    #[test]
+    fn recorded_event_serde_round_trip_keeps_payload_bytes() {
+        let ev = RecordedEvent {
+            position: 3,
+            stream_id: "order-1".into(),
+            version: 2,
+            event_id: Uuid::now_v7(),
+            event_type: "Placed".into(),
+            schema_version: 1,
+            recorded_at: 17,
+            correlation_id: Some(Uuid::new_v4()),
+            causation_id: None,
+            user_id: Some("ann".into()),
+            metadata: Map::new(),
+            content_type: ContentType::Json,
+            payload: br#"{"b":1,"a":2}"#.to_vec(),
+        };
+        let text = serde_json::to_string(&ev).unwrap();
+        let back: RecordedEvent = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, ev);
+        let bin = RecordedEvent { content_type: ContentType::Binary, payload: vec![0, 255], ..ev };
+        let back: RecordedEvent = serde_json::from_str(&serde_json::to_string(&bin).unwrap()).unwrap();
+        assert_eq!(back, bin);
+    }
+
+    #[test]
+    fn caused_by_chains_correlation() {
+        let mut cause = RecordedEvent {
+            position: 1,
+            stream_id: "a-1".into(),
+            version: 1,
+            event_id: Uuid::new_v4(),
+            event_type: "T".into(),
+            schema_version: 1,
+            recorded_at: 0,
+            correlation_id: None,
+            causation_id: None,
+            user_id: Some("u".into()),
+            metadata: Map::new(),
+            content_type: ContentType::Json,
+            payload: b"{}".to_vec(),
+        };
+        let m = EventMetadata::caused_by(&cause);
+        assert_eq!(m.causation_id, Some(cause.event_id));
+        assert_eq!(m.correlation_id, Some(cause.event_id));
+        let corr = Uuid::new_v4();
+        cause.correlation_id = Some(corr);
+        assert_eq!(EventMetadata::caused_by(&cause).correlation_id, Some(corr));
+    }
+}

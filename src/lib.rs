@@ -1,0 +1,62 @@
+//! # eventfold
+//!
+//! An embedded event store for Rust services, on LMDB. Every change is kept
+//! as an immutable event; state is rebuilt by replaying them.
+//!
+//! - An append-only log with gapless global positions, a per-stream index and
+//!   an index of event ids (for idempotent retries), in one LMDB environment.
+//! - A group-commit writer thread: concurrent appends share one transaction
+//!   and one fsync; expected versions are checked inside the batch.
+//! - Zero-copy, checksummed reads that run beside the writer.
+//!
+//! ```
+//! use eventfold::{ExpectedVersion, NewEvent, ReadStream, Store};
+//! use serde_json::json;
+//!
+//! # let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path())?;
+//! let r = store.append(
+//!     "account-42",
+//!     ExpectedVersion::NoStream,
+//!     [NewEvent::json("AccountOpened", &json!({"owner": "ann"})),
+//!      NewEvent::json("Deposited", &json!({"amount": 100}))],
+//! )?;
+//! assert_eq!((r.first_position, r.stream_version), (1, 2));
+//!
+//! // A stale expected version is refused, with both numbers.
+//! let err = store
+//!     .append("account-42", ExpectedVersion::Exact(1), [NewEvent::json("Deposited", &json!({"amount": 5}))])
+//!     .unwrap_err();
+//! assert_eq!(err.to_string(), "Expected version 1, got 2");
+//!
+//! let reader = store.read()?;
+//! for event in reader.stream("account-42", ReadStream::forward())? {
+//!     let event = event?; // borrowed from the memory map, checksum verified
+//!     println!("{} v{} {}", event.stream_id(), event.version(), event.event_type());
+//! }
+//! # Ok::<(), eventfold::Error>(())
+//! ```
+//!
+//! See `docs/design.md` for how it works and `docs/format.md` for the bytes
+//! on disk.
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod error;
+mod event;
+mod read;
+mod record;
+mod store;
+mod writer;
+
+pub use error::{Error, Result};
+pub use event::{AppendResult, ContentType, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent};
+pub use read::{
+    AllBatches, AllIter, Direction, Filter, ReadAll, ReadStream, Reader, StreamBatches, StreamInfo, StreamIter,
+    category_of,
+};
+pub use record::{EventRef, MAX_NAME_LEN};
+pub use store::meta::{FORMAT_VERSION, archive_format};
+pub use store::{DEFAULT_MAP_SIZE, Durability, Store, StoreBuilder, StoreStats};
+pub use writer::AppendTicket;

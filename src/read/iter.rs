@@ -1,0 +1,242 @@
+//! Iterators over a [`Reader`]'s snapshot: one stream, or the global log.
+//!
+//! Both walk LMDB cursors and yield borrowed [`EventRef`]s: no allocation per
+//! event beyond what a filter needs (none).
+
+use std::ops::Bound;
+
+use heed::types::Bytes;
+use heed::{RoRange, RoRevRange};
+
+use super::{Direction, Filter, ReadAll, ReadStream, Reader};
+use crate::error::{Error, Result};
+use crate::record::{self, EventRef};
+use crate::store::keys::{Run, StreamHead, parse_position_key, parse_stream_version_key, position_key, stream_version_key};
+
+enum Cursor<'t> {
+    None,
+    Forward(RoRange<'t, Bytes, Bytes>),
+    Backward(RoRevRange<'t, Bytes, Bytes>),
+}
+
+/// Events of one stream, in version order (or reverse).
+pub struct StreamIter<'t> {
+    reader: &'t Reader,
+    stream_no: u64,
+    direction: Direction,
+    /// The next version to yield; outside `1..=last_version` means done.
+    next: u64,
+    last_version: u64,
+    remaining: usize,
+    filter: Filter,
+    up_to: Option<u64>,
+    cursor: Cursor<'t>,
+    /// Versions covered by the open cursor.
+    cursor_versions: (u64, u64),
+    failed: bool,
+}
+
+impl<'t> StreamIter<'t> {
+    pub(crate) fn new(reader: &'t Reader, head: Option<StreamHead>, o: ReadStream) -> Result<Self> {
+        let (stream_no, last_version) = head.map_or((0, 0), |h| (h.stream_no, h.version));
+        let next = match (o.direction, o.from_version) {
+            (Direction::Forward, from) => from.unwrap_or(1).max(1),
+            (Direction::Backward, from) => from.unwrap_or(last_version).min(last_version),
+        };
+        Ok(StreamIter {
+            reader,
+            stream_no,
+            direction: o.direction,
+            next,
+            last_version,
+            remaining: o.limit.unwrap_or(usize::MAX),
+            filter: o.filter,
+            up_to: o.up_to_position,
+            cursor: Cursor::None,
+            cursor_versions: (1, 0),
+            failed: false,
+        })
+    }
+
+    /// The stream's version in this snapshot.
+    pub fn stream_version(&self) -> u64 {
+        self.last_version
+    }
+
+    /// Opens a cursor over the run of the stream index that holds `self.next`.
+    fn open_run(&mut self) -> Result<()> {
+        let dbs = &self.reader.dbs;
+        let txn = &self.reader.txn;
+        let key = stream_version_key(self.stream_no, self.next);
+        let (k, v) = dbs
+            .stream_index
+            .get_lower_than_or_equal_to(txn, &key)?
+            .ok_or_else(|| Error::index("stream_index", format!("no run for stream number {} version {}", self.stream_no, self.next)))?;
+        let (no, first_version) = parse_stream_version_key("stream_index", k)?;
+        let run = Run::decode(v)?;
+        let last_version = first_version + run.count - 1;
+        if no != self.stream_no || self.next > last_version {
+            return Err(Error::index(
+                "stream_index",
+                format!("version {} of stream number {} is not indexed", self.next, self.stream_no),
+            ));
+        }
+        let pos_of = |version: u64| run.first_position + (version - first_version);
+        let txn: &'t _ = &self.reader.txn;
+        self.cursor = match self.direction {
+            Direction::Forward => {
+                let from = position_key(pos_of(self.next));
+                let to = position_key(pos_of(last_version));
+                let range = (Bound::Included(&from[..]), Bound::Included(&to[..]));
+                Cursor::Forward(self.reader.dbs.events.range(txn, &range)?)
+            }
+            Direction::Backward => {
+                let from = position_key(run.first_position);
+                let to = position_key(pos_of(self.next));
+                let range = (Bound::Included(&from[..]), Bound::Included(&to[..]));
+                Cursor::Backward(self.reader.dbs.events.rev_range(txn, &range)?)
+            }
+        };
+        self.cursor_versions = (first_version, last_version);
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<Option<EventRef<'t>>> {
+        loop {
+            if self.remaining == 0 || self.next == 0 || self.next > self.last_version {
+                return Ok(None);
+            }
+            if self.next < self.cursor_versions.0 || self.next > self.cursor_versions.1 {
+                self.open_run()?;
+            }
+            let item = match &mut self.cursor {
+                Cursor::Forward(c) => c.next(),
+                Cursor::Backward(c) => c.next(),
+                Cursor::None => None,
+            };
+            let (k, v) = match item {
+                Some(kv) => kv?,
+                None => {
+                    return Err(Error::index(
+                        "stream_index",
+                        format!("run of stream number {} points past the log", self.stream_no),
+                    ));
+                }
+            };
+            let position = parse_position_key(k)?;
+            let event = record::decode(position, v)?;
+            if event.version() != self.next {
+                return Err(Error::index(
+                    "stream_index",
+                    format!("version {} resolved to position {position}, which holds version {}", self.next, event.version()),
+                ));
+            }
+            match self.direction {
+                Direction::Forward => self.next += 1,
+                Direction::Backward => self.next -= 1,
+            }
+            if self.up_to.is_some_and(|u| position > u) {
+                match self.direction {
+                    Direction::Forward => {
+                        self.next = self.last_version + 1;
+                        return Ok(None);
+                    }
+                    Direction::Backward => continue,
+                }
+            }
+            if !self.filter.is_empty() && !self.filter.matches(event.stream_id(), event.event_type()) {
+                continue;
+            }
+            self.remaining -= 1;
+            return Ok(Some(event));
+        }
+    }
+}
+
+impl<'t> Iterator for StreamIter<'t> {
+    type Item = Result<EventRef<'t>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(e)) => Some(Ok(e)),
+            Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Events of the global log in position order.
+pub struct AllIter<'t> {
+    cursor: RoRange<'t, Bytes, Bytes>,
+    remaining: usize,
+    filter: Filter,
+    up_to: Option<u64>,
+    expected: u64,
+    done: bool,
+}
+
+impl<'t> AllIter<'t> {
+    pub(crate) fn new(reader: &'t Reader, o: ReadAll, up_to: Option<u64>) -> Result<Self> {
+        let from = position_key(o.from);
+        let range = (Bound::Included(&from[..]), Bound::Unbounded);
+        Ok(AllIter {
+            cursor: reader.dbs.events.range(&reader.txn, &range)?,
+            remaining: o.limit.unwrap_or(usize::MAX),
+            filter: o.filter,
+            up_to,
+            expected: o.from,
+            done: false,
+        })
+    }
+
+    fn step(&mut self) -> Result<Option<EventRef<'t>>> {
+        loop {
+            if self.remaining == 0 {
+                return Ok(None);
+            }
+            let Some(item) = self.cursor.next() else { return Ok(None) };
+            let (k, v) = item?;
+            let position = parse_position_key(k)?;
+            if self.up_to.is_some_and(|u| position > u) {
+                return Ok(None);
+            }
+            if position != self.expected {
+                return Err(Error::corruption(self.expected, format!("log has a gap: next stored position is {position}")));
+            }
+            self.expected += 1;
+            let event = record::decode(position, v)?;
+            if !self.filter.is_empty() && !self.filter.matches(event.stream_id(), event.event_type()) {
+                continue;
+            }
+            self.remaining -= 1;
+            return Ok(Some(event));
+        }
+    }
+}
+
+impl<'t> Iterator for AllIter<'t> {
+    type Item = Result<EventRef<'t>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(e)) => Some(Ok(e)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Reading: a [`Reader`] is one LMDB read transaction, a consistent snapshot
+//! of the store that runs beside the writer and can move between threads.
+
+mod batched;
+mod filter;
+mod iter;
+
+pub use batched::{AllBatches, StreamBatches};
+pub use filter::{Filter, category_of};
+pub use iter::{AllIter, StreamIter};
+
+use std::ops::Bound;
+
+use heed::{RoTxn, WithoutTls};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::record::{self, EventRef};
+use crate::store::env::Dbs;
+use crate::store::keys::{StreamHead, le_u64, parse_position_key, position_key};
+
+/// Which way a stream read goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Oldest first.
+    #[default]
+    Forward,
+    /// Newest first.
+    Backward,
+}
+
+/// Options of a stream read: direction, start version, limit, filter, bound.
+#[derive(Debug, Clone, Default)]
+pub struct ReadStream {
+    pub(crate) direction: Direction,
+    pub(crate) from_version: Option<u64>,
+    pub(crate) limit: Option<usize>,
+    pub(crate) filter: Filter,
+    pub(crate) up_to_position: Option<u64>,
+}
+
+impl ReadStream {
+    /// Oldest first, from version 1.
+    pub fn forward() -> Self {
+        Self::default()
+    }
+
+    /// Newest first, from the stream's current version.
+    pub fn backward() -> Self {
+        ReadStream { direction: Direction::Backward, ..Self::default() }
+    }
+
+    /// Start at this version (inclusive).
+    pub fn from_version(mut self, version: u64) -> Self {
+        self.from_version = Some(version);
+        self
+    }
+
+    /// Yield at most `limit` events.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Yield only events that pass `filter` (usually by event type).
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Ignore events after this global position (a point-in-time read).
+    pub fn up_to_position(mut self, position: u64) -> Self {
+        self.up_to_position = Some(position);
+        self
+    }
+}
+
+/// Options of a read of the global log.
+#[derive(Debug, Clone)]
+pub struct ReadAll {
+    pub(crate) from: u64,
+    pub(crate) limit: Option<usize>,
+    pub(crate) filter: Filter,
+    pub(crate) up_to_position: Option<u64>,
+    pub(crate) up_to_time: Option<u64>,
+}
+
+impl Default for ReadAll {
+    fn default() -> Self {
+        ReadAll { from: 1, limit: None, filter: Filter::default(), up_to_position: None, up_to_time: None }
+    }
+}
+
+impl ReadAll {
+    /// The whole log from position 1.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Start at this position (inclusive).
+    pub fn from_position(position: u64) -> Self {
+        ReadAll { from: position.max(1), ..Self::default() }
+    }
+
+    /// Yield at most `limit` events.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Yield only events that pass `filter`.
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Stop after this position (inclusive).
+    pub fn up_to_position(mut self, position: u64) -> Self {
+        self.up_to_position = Some(position);
+        self
+    }
+
+    /// Stop after the last event recorded at or before this time
+    /// (microseconds since the Unix epoch).
+    pub fn up_to_time(mut self, micros: u64) -> Self {
+        self.up_to_time = Some(micros);
+        self
+    }
+}
+
+/// What the store knows about one stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    /// The stream id.
+    pub stream_id: String,
+    /// Number of events (the version of the last one).
+    pub version: u64,
+    /// Global position of the last event.
+    pub last_position: u64,
+    /// When the first event was recorded (µs since the epoch).
+    pub created_at: u64,
+    /// When the last event was recorded (µs since the epoch).
+    pub updated_at: u64,
+}
+
+/// A consistent read-only view of the store.
+///
+/// It holds one LMDB read transaction: everything it reads is as of the
+/// moment it was made, while the writer goes on. It can be sent to another
+/// thread. Keep it short-lived: an open read transaction stops LMDB from
+/// reusing pages, so the file grows while it lives. For whole-log or
+/// whole-stream work use [`Store::read_all_batched`](crate::Store::read_all_batched)
+/// and [`Store::read_stream_batched`](crate::Store::read_stream_batched),
+/// which renew their transaction between batches.
+pub struct Reader {
+    pub(crate) txn: RoTxn<'static, WithoutTls>,
+    pub(crate) dbs: Dbs,
+}
+
+impl Reader {
+    pub(crate) fn new(txn: RoTxn<'static, WithoutTls>, dbs: Dbs) -> Self {
+        Reader { txn, dbs }
+    }
+
+    /// Position of the last event (0 for an empty store).
+    pub fn head(&self) -> Result<u64> {
+        match self.dbs.events.last(&self.txn)? {
+            Some((k, _)) => parse_position_key(k),
+            None => Ok(0),
+        }
+    }
+
+    /// The event at `position`, if any.
+    pub fn event(&self, position: u64) -> Result<Option<EventRef<'_>>> {
+        match self.dbs.events.get(&self.txn, &position_key(position))? {
+            Some(v) => record::decode(position, v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The event with this id, if any.
+    pub fn event_by_id(&self, id: Uuid) -> Result<Option<EventRef<'_>>> {
+        let Some(v) = self.dbs.event_ids.get(&self.txn, id.as_bytes())? else { return Ok(None) };
+        if v.len() != 8 {
+            return Err(Error::index("event_ids", format!("value of {} bytes for {id}", v.len())));
+        }
+        let position = le_u64(v);
+        match self.event(position)? {
+            Some(e) if e.event_id() == id => Ok(Some(e)),
+            _ => Err(Error::index("event_ids", format!("{id} points at position {position}, which does not hold it"))),
+        }
+    }
+
+    pub(crate) fn head_of(&self, stream: &str) -> Result<Option<StreamHead>> {
+        match self.dbs.streams.get(&self.txn, stream.as_bytes())? {
+            Some(v) => StreamHead::decode(v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The stream's version: its number of events, 0 when it does not exist.
+    pub fn stream_version(&self, stream: &str) -> Result<u64> {
+        Ok(self.head_of(stream)?.map_or(0, |h| h.version))
+    }
+
+    /// What the store knows about `stream`, or `None` when it has no events.
+    pub fn stream_info(&self, stream: &str) -> Result<Option<StreamInfo>> {
+        Ok(self.head_of(stream)?.map(|h| info(stream.to_string(), h)))
+    }
+
+    /// Streams whose id starts with `prefix`, in id order, after `after`
+    /// (exclusive; for paging), at most `limit`.
+    pub fn streams(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<StreamInfo>> {
+        let lower = match after {
+            Some(a) if a.as_bytes() >= prefix.as_bytes() => Bound::Excluded(a.as_bytes()),
+            _ => Bound::Included(prefix.as_bytes()),
+        };
+        let mut out = Vec::new();
+        for item in self.dbs.streams.range(&self.txn, &(lower, Bound::Unbounded))? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            let id = std::str::from_utf8(k).map_err(|_| Error::index("streams", "stream id is not UTF-8"))?;
+            out.push(info(id.to_string(), StreamHead::decode(v)?));
+        }
+        Ok(out)
+    }
+
+    /// Number of streams.
+    pub fn stream_count(&self) -> Result<u64> {
+        Ok(self.dbs.streams.len(&self.txn)?)
+    }
+
+    /// Events of one stream.
+    pub fn stream(&self, stream: &str, options: ReadStream) -> Result<StreamIter<'_>> {
+        let head = self.head_of(stream)?;
+        StreamIter::new(self, head, options)
+    }
+
+    /// Events of the global log.
+    pub fn all(&self, options: ReadAll) -> Result<AllIter<'_>> {
+        let mut up_to = options.up_to_position;
+        if let Some(t) = options.up_to_time {
+            let p = self.last_position_at(t)?;
+            up_to = Some(up_to.map_or(p, |u| u.min(p)));
+        }
+        AllIter::new(self, options, up_to)
+    }
+
+    /// The position of the last event recorded at or before `micros`
+    /// (0 when every event is later). `recorded_at` never decreases along
+    /// positions, so this is a binary search.
+    pub fn last_position_at(&self, micros: u64) -> Result<u64> {
+        let (mut lo, mut hi) = (0u64, self.head()?);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            let v = self
+                .dbs
+                .events
+                .get(&self.txn, &position_key(mid))?
+                .ok_or_else(|| Error::corruption(mid, "position missing from a gapless log"))?;
+            if record::recorded_at(mid, v)? <= micros {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(lo)
+    }
+}
+
+fn info(stream_id: String, h: StreamHead) -> StreamInfo {
+    StreamInfo {
+        stream_id,
+        version: h.version,
+        last_position: h.last_position,
+        created_at: h.created_at,
+        updated_at: h.updated_at,
+    }
+}

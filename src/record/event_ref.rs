@@ -1,0 +1,195 @@
+//! [`EventRef`]: a checked, borrowed view of one stored event.
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{ArchivedEventBody, EventBody, Trailer};
+use crate::error::{Error, Result};
+use crate::event::{ContentType, RecordedEvent};
+
+/// Where the body's fields are read from.
+pub(crate) enum Body<'a> {
+    /// Read in place from the memory map: no copy, no allocation.
+    Borrowed(&'a ArchivedEventBody),
+    /// Copied out because the stored bytes were not aligned for in-place access.
+    Owned(Box<EventBody>),
+}
+
+/// A stored event, borrowed from the read transaction that produced it.
+///
+/// Reading fields allocates nothing; [`EventRef::to_owned`] copies the event
+/// into a [`RecordedEvent`]. The record's checksum and archive were validated
+/// when the view was made.
+pub struct EventRef<'a> {
+    trailer: Trailer,
+    body: Body<'a>,
+    content_type: ContentType,
+}
+
+impl std::fmt::Debug for EventRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventRef")
+            .field("position", &self.position())
+            .field("stream_id", &self.stream_id())
+            .field("version", &self.version())
+            .field("event_type", &self.event_type())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> EventRef<'a> {
+    pub(crate) fn new(trailer: Trailer, body: Body<'a>) -> Result<Self> {
+        let byte = match &body {
+            Body::Borrowed(b) => b.content_type,
+            Body::Owned(b) => b.content_type,
+        };
+        let content_type = ContentType::from_byte(byte)
+            .ok_or_else(|| Error::corruption(trailer.position, format!("unknown content type {byte}")))?;
+        Ok(EventRef { trailer, body, content_type })
+    }
+
+    /// Global position.
+    pub fn position(&self) -> u64 {
+        self.trailer.position
+    }
+
+    /// Version within the stream.
+    pub fn version(&self) -> u64 {
+        self.trailer.version
+    }
+
+    /// Microseconds since the Unix epoch, set by the writer.
+    pub fn recorded_at(&self) -> u64 {
+        self.trailer.recorded_at
+    }
+
+    /// The stream id.
+    pub fn stream_id(&self) -> &str {
+        match &self.body {
+            Body::Borrowed(b) => b.stream_id.as_str(),
+            Body::Owned(b) => &b.stream_id,
+        }
+    }
+
+    /// The stream's category (the part before the first `-`).
+    pub fn category(&self) -> &str {
+        crate::read::category_of(self.stream_id())
+    }
+
+    /// The event type.
+    pub fn event_type(&self) -> &str {
+        match &self.body {
+            Body::Borrowed(b) => b.event_type.as_str(),
+            Body::Owned(b) => &b.event_type,
+        }
+    }
+
+    /// The event id.
+    pub fn event_id(&self) -> Uuid {
+        match &self.body {
+            Body::Borrowed(b) => Uuid::from_bytes(b.event_id),
+            Body::Owned(b) => Uuid::from_bytes(b.event_id),
+        }
+    }
+
+    /// The payload's schema version.
+    pub fn schema_version(&self) -> u32 {
+        match &self.body {
+            Body::Borrowed(b) => b.schema_version.to_native(),
+            Body::Owned(b) => b.schema_version,
+        }
+    }
+
+    /// How the payload is encoded.
+    pub fn content_type(&self) -> ContentType {
+        self.content_type
+    }
+
+    /// The payload bytes.
+    pub fn payload(&self) -> &[u8] {
+        match &self.body {
+            Body::Borrowed(b) => b.payload.as_slice(),
+            Body::Owned(b) => &b.payload,
+        }
+    }
+
+    /// The extra metadata as JSON object bytes (empty when there is none).
+    pub fn metadata_bytes(&self) -> &[u8] {
+        match &self.body {
+            Body::Borrowed(b) => b.metadata.as_slice(),
+            Body::Owned(b) => &b.metadata,
+        }
+    }
+
+    /// The correlation id.
+    pub fn correlation_id(&self) -> Option<Uuid> {
+        match &self.body {
+            Body::Borrowed(b) => b.correlation_id.as_ref().map(|id| Uuid::from_bytes(*id)),
+            Body::Owned(b) => b.correlation_id.map(Uuid::from_bytes),
+        }
+    }
+
+    /// The causation id.
+    pub fn causation_id(&self) -> Option<Uuid> {
+        match &self.body {
+            Body::Borrowed(b) => b.causation_id.as_ref().map(|id| Uuid::from_bytes(*id)),
+            Body::Owned(b) => b.causation_id.map(Uuid::from_bytes),
+        }
+    }
+
+    /// The user id.
+    pub fn user_id(&self) -> Option<&str> {
+        match &self.body {
+            Body::Borrowed(b) => b.user_id.as_ref().map(|u| u.as_str()),
+            Body::Owned(b) => b.user_id.as_deref(),
+        }
+    }
+
+    /// Whether the fields are read in place from the memory map (true) or from
+    /// a copy made because the stored bytes were misaligned (false).
+    pub fn is_zero_copy(&self) -> bool {
+        matches!(self.body, Body::Borrowed(_))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn value_len(&self) -> usize {
+        super::align_up(self.trailer.body_len) + super::TRAILER_LEN
+    }
+
+    /// Decodes a JSON payload into `T`.
+    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(self.payload()).map_err(|e| Error::Decode {
+            position: self.position(),
+            event_type: self.event_type().to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Copies the event into an owned [`RecordedEvent`].
+    pub fn to_owned(&self) -> Result<RecordedEvent> {
+        let meta = self.metadata_bytes();
+        let metadata = if meta.is_empty() {
+            Map::new()
+        } else {
+            match serde_json::from_slice::<Value>(meta) {
+                Ok(Value::Object(m)) => m,
+                _ => return Err(Error::corruption(self.position(), "metadata is not a JSON object")),
+            }
+        };
+        Ok(RecordedEvent {
+            position: self.position(),
+            stream_id: self.stream_id().to_string(),
+            version: self.version(),
+            event_id: self.event_id(),
+            event_type: self.event_type().to_string(),
+            schema_version: self.schema_version(),
+            recorded_at: self.recorded_at(),
+            correlation_id: self.correlation_id(),
+            causation_id: self.causation_id(),
+            user_id: self.user_id().map(str::to_string),
+            metadata,
+            content_type: self.content_type,
+            payload: self.payload().to_vec(),
+        })
+    }
+}

@@ -1,0 +1,338 @@
+//! The on-disk record: an rkyv archive of the event's body followed by a
+//! fixed 40-byte trailer. See `docs/format.md` for the byte layout.
+//!
+//! Encoding happens on the appender's thread ([`encode`]); the writer thread
+//! only patches the trailer's fixed-width fields and checksum ([`seal`]).
+//! Every read goes through [`decode`], which checks length, format byte,
+//! checksum and the archive itself before handing out a borrowed
+//! [`EventRef`].
+
+mod event_ref;
+
+pub use event_ref::EventRef;
+
+use rkyv::rancor;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::{ContentType, NewEvent};
+
+/// The record format this build reads and writes.
+pub(crate) const RECORD_FORMAT: u8 = 1;
+/// Size of the trailer that follows the archived body.
+pub(crate) const TRAILER_LEN: usize = 40;
+/// Alignment the archive needs to be read in place.
+pub(crate) const ARCHIVE_ALIGN: usize = 8;
+
+/// The archived part of a record: everything the appender decides.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub(crate) struct EventBody {
+    pub event_id: [u8; 16],
+    pub schema_version: u32,
+    pub content_type: u8,
+    pub stream_id: String,
+    pub event_type: String,
+    pub correlation_id: Option<[u8; 16]>,
+    pub causation_id: Option<[u8; 16]>,
+    pub user_id: Option<String>,
+    /// A JSON object's bytes, or empty when there are no extra fields.
+    pub metadata: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+/// An event encoded by the appender, waiting for the writer to seal it.
+#[derive(Debug)]
+pub(crate) struct EncodedEvent {
+    pub event_id: Uuid,
+    /// `[body][padding][trailer]`, trailer zeroed but for format and body length.
+    pub value: Vec<u8>,
+    /// xxh3 of the body, so the writer's checksum covers only the trailer.
+    pub body_hash: u64,
+}
+
+/// Longest stream id or event type, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+
+fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        Some("must not be empty".into())
+    } else if name.len() > MAX_NAME_LEN {
+        Some(format!("is {} bytes, the limit is {MAX_NAME_LEN}", name.len()))
+    } else if name.chars().any(char::is_control) {
+        Some("must not contain control characters".into())
+    } else {
+        None
+    }
+}
+
+fn shorten(s: &str) -> String {
+    if s.len() <= 64 {
+        return s.to_string();
+    }
+    let mut end = 64;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Checks a stream id: non-empty, at most [`MAX_NAME_LEN`] bytes, no control characters.
+pub(crate) fn validate_stream_id(stream: &str) -> Result<()> {
+    match name_problem(stream) {
+        Some(reason) => Err(Error::InvalidStreamId { stream: shorten(stream), reason }),
+        None => Ok(()),
+    }
+}
+
+/// Validates `event` and encodes it as a record for `stream`.
+pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Result<EncodedEvent> {
+    if let Some(reason) = name_problem(&event.event_type) {
+        return Err(Error::InvalidEventType { event_type: shorten(&event.event_type), reason });
+    }
+    let payload = event.payload.map_err(|reason| Error::InvalidPayload {
+        event_type: event.event_type.clone(),
+        reason,
+    })?;
+    if payload.len() > max_event_size {
+        return Err(Error::EventTooLarge { size: payload.len(), limit: max_event_size });
+    }
+    if event.content_type == ContentType::Json {
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
+            return Err(Error::InvalidPayload {
+                event_type: event.event_type.clone(),
+                reason: e.to_string(),
+            });
+        }
+    }
+    let meta = event.metadata;
+    if let Some(user) = &meta.user_id {
+        if user.len() > MAX_NAME_LEN || user.chars().any(char::is_control) {
+            return Err(Error::InvalidMetadata {
+                reason: format!(
+                    "user id must be at most {MAX_NAME_LEN} bytes without control characters"
+                ),
+            });
+        }
+    }
+    let metadata = if meta.extra.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(&meta.extra).map_err(|e| Error::InvalidMetadata { reason: e.to_string() })?
+    };
+    let event_id = event.event_id.unwrap_or_else(Uuid::now_v7);
+    let body = EventBody {
+        event_id: event_id.into_bytes(),
+        schema_version: event.schema_version,
+        content_type: event.content_type.to_byte(),
+        stream_id: stream.to_string(),
+        event_type: event.event_type,
+        correlation_id: meta.correlation_id.map(Uuid::into_bytes),
+        causation_id: meta.causation_id.map(Uuid::into_bytes),
+        user_id: meta.user_id,
+        metadata,
+        payload,
+    };
+    encode_body(&body, event_id, max_event_size)
+}
+
+pub(crate) fn encode_body(body: &EventBody, event_id: Uuid, max_event_size: usize) -> Result<EncodedEvent> {
+    let capacity = body.payload.len() + body.metadata.len() + 256;
+    let mut value = rkyv::api::high::to_bytes_in::<_, rancor::Error>(body, Vec::with_capacity(capacity))
+        .map_err(|e| Error::InvalidPayload {
+            event_type: body.event_type.clone(),
+            reason: format!("could not archive the event: {e}"),
+        })?;
+    let body_len = value.len();
+    if body_len > max_event_size + 1024 || body_len > u32::MAX as usize {
+        return Err(Error::EventTooLarge { size: body_len, limit: max_event_size });
+    }
+    let body_hash = xxhash_rust::xxh3::xxh3_64(&value);
+    value.resize(align_up(body_len), 0);
+    let mut trailer = [0u8; TRAILER_LEN];
+    trailer[24] = RECORD_FORMAT;
+    trailer[28..32].copy_from_slice(&(body_len as u32).to_le_bytes());
+    value.extend_from_slice(&trailer);
+    Ok(EncodedEvent { event_id, value, body_hash })
+}
+
+fn align_up(n: usize) -> usize {
+    n.div_ceil(ARCHIVE_ALIGN) * ARCHIVE_ALIGN
+}
+
+/// The checksum over a body hash and the first 32 trailer bytes.
+fn checksum(body_hash: u64, trailer_head: &[u8]) -> u64 {
+    let mut buf = [0u8; 40];
+    buf[..8].copy_from_slice(&body_hash.to_le_bytes());
+    buf[8..40].copy_from_slice(trailer_head);
+    xxhash_rust::xxh3::xxh3_64(&buf)
+}
+
+/// Writes the writer-assigned fields into the trailer and seals the checksum.
+pub(crate) fn seal(event: &mut EncodedEvent, position: u64, version: u64, recorded_at: u64) {
+    let n = event.value.len();
+    let trailer = &mut event.value[n - TRAILER_LEN..];
+    trailer[0..8].copy_from_slice(&position.to_le_bytes());
+    trailer[8..16].copy_from_slice(&version.to_le_bytes());
+    trailer[16..24].copy_from_slice(&recorded_at.to_le_bytes());
+    let sum = checksum(event.body_hash, &trailer[..32]);
+    trailer[32..40].copy_from_slice(&sum.to_le_bytes());
+}
+
+/// The trailer's fields, read without touching the archive.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Trailer {
+    pub position: u64,
+    pub version: u64,
+    pub recorded_at: u64,
+    pub body_len: usize,
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+/// Checks the record's length, format byte and checksum and returns its trailer.
+pub(crate) fn check(position: u64, value: &[u8]) -> Result<Trailer> {
+    let n = value.len();
+    if n < TRAILER_LEN || n % ARCHIVE_ALIGN != 0 {
+        return Err(Error::corruption(position, format!("record length {n} is not a valid record length")));
+    }
+    let trailer = &value[n - TRAILER_LEN..];
+    if trailer[24] != RECORD_FORMAT {
+        return Err(Error::corruption(position, format!("unknown record format {}", trailer[24])));
+    }
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&trailer[28..32]);
+    let body_len = u32::from_le_bytes(len) as usize;
+    if align_up(body_len) != n - TRAILER_LEN {
+        return Err(Error::corruption(position, format!("body length {body_len} does not fit a {n}-byte record")));
+    }
+    let body_hash = xxhash_rust::xxh3::xxh3_64(&value[..body_len]);
+    if checksum(body_hash, &trailer[..32]) != le_u64(&trailer[32..40]) {
+        return Err(Error::corruption(position, "checksum mismatch"));
+    }
+    let t = Trailer {
+        position: le_u64(&trailer[0..8]),
+        version: le_u64(&trailer[8..16]),
+        recorded_at: le_u64(&trailer[16..24]),
+        body_len,
+    };
+    if t.position != position {
+        return Err(Error::corruption(position, format!("record says position {}", t.position)));
+    }
+    Ok(t)
+}
+
+/// Reads only the trailer's `recorded_at`, checked; used by time lookups.
+pub(crate) fn recorded_at(position: u64, value: &[u8]) -> Result<u64> {
+    check(position, value).map(|t| t.recorded_at)
+}
+
+/// Fully checks a stored value and returns a view of it.
+///
+/// The archive is read in place when the value is suitably aligned (LMDB
+/// usually hands out 8-aligned values for this layout) and copied into an
+/// aligned buffer otherwise.
+pub fn decode(position: u64, value: &[u8]) -> Result<EventRef<'_>> {
+    let trailer = check(position, value)?;
+    let body = &value[..trailer.body_len];
+    let view = if (body.as_ptr() as usize) % ARCHIVE_ALIGN == 0 {
+        let archived = rkyv::access::<ArchivedEventBody, rancor::Error>(body)
+            .map_err(|e| Error::corruption(position, format!("invalid archive: {e}")))?;
+        event_ref::Body::Borrowed(archived)
+    } else {
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
+        aligned.extend_from_slice(body);
+        let owned = rkyv::from_bytes::<EventBody, rancor::Error>(&aligned)
+            .map_err(|e| Error::corruption(position, format!("invalid archive: {e}")))?;
+        event_ref::Body::Owned(Box::new(owned))
+    };
+    EventRef::new(trailer, view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventMetadata;
+
+    fn sample() -> EncodedEvent {
+        let ev = NewEvent::json("Deposited", &serde_json::json!({"amount": 5}))
+            .with_metadata(EventMetadata::new().user_id("ann").extra("ip", "10.0.0.1"));
+        let mut enc = encode("account-1", ev, 1 << 20).unwrap();
+        seal(&mut enc, 7, 3, 1_000);
+        enc
+    }
+
+    #[test]
+    fn sealed_record_decodes_in_place() {
+        let enc = sample();
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(&enc.value);
+        let ev = decode(7, &aligned).unwrap();
+        assert!(ev.is_zero_copy());
+        assert_eq!(ev.stream_id(), "account-1");
+        assert_eq!(ev.event_type(), "Deposited");
+        assert_eq!(ev.version(), 3);
+        assert_eq!(ev.recorded_at(), 1_000);
+        assert_eq!(ev.user_id(), Some("ann"));
+        assert_eq!(ev.payload(), br#"{"amount":5}"#);
+        assert_eq!(ev.value_len() % 8, 0);
+    }
+
+    /// Guards the copy path: a value LMDB hands out at an odd address must be
+    /// read correctly, not rejected as unaligned.
+    #[test]
+    fn misaligned_value_is_read_through_the_copy_path() {
+        let enc = sample();
+        let mut buf = rkyv::util::AlignedVec::<16>::new();
+        buf.push(0);
+        buf.extend_from_slice(&enc.value);
+        let ev = decode(7, &buf[1..]).unwrap();
+        assert!(!ev.is_zero_copy());
+        assert_eq!(ev.stream_id(), "account-1");
+        assert_eq!(ev.payload(), br#"{"amount":5}"#);
+        let owned = ev.to_owned().unwrap();
+        assert_eq!(owned.metadata.get("ip").and_then(|v| v.as_str()), Some("10.0.0.1"));
+    }
+
+    #[test]
+    fn every_flipped_byte_is_caught() {
+        let enc = sample();
+        for i in 0..enc.value.len() {
+            let mut buf = rkyv::util::AlignedVec::<16>::new();
+            buf.extend_from_slice(&enc.value);
+            buf[i] ^= 0x40;
+            assert!(
+                matches!(decode(7, &buf), Err(Error::Corruption { position: 7, .. })),
+                "flip at byte {i} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_and_wrong_position_are_corruption() {
+        let enc = sample();
+        let mut buf = rkyv::util::AlignedVec::<16>::new();
+        buf.extend_from_slice(&enc.value);
+        assert!(matches!(decode(7, &buf[..buf.len() - 8]), Err(Error::Corruption { .. })));
+        assert!(matches!(decode(8, &buf), Err(Error::Corruption { position: 8, .. })));
+        assert!(matches!(decode(7, &[]), Err(Error::Corruption { .. })));
+    }
+
+    #[test]
+    fn invalid_names_and_payloads_are_rejected() {
+        assert!(matches!(validate_stream_id(""), Err(Error::InvalidStreamId { .. })));
+        assert!(matches!(validate_stream_id(&"x".repeat(300)), Err(Error::InvalidStreamId { .. })));
+        assert!(matches!(validate_stream_id("a\nb"), Err(Error::InvalidStreamId { .. })));
+        let bad = NewEvent::json_bytes("T", b"{not json".to_vec());
+        assert!(matches!(encode("s-1", bad, 1 << 20), Err(Error::InvalidPayload { .. })));
+        let bad = NewEvent::json_bytes("T", vec![0xff, 0xfe]);
+        assert!(matches!(encode("s-1", bad, 1 << 20), Err(Error::InvalidPayload { .. })));
+        let big = NewEvent::binary("T", vec![0u8; 100]);
+        assert!(matches!(encode("s-1", big, 10), Err(Error::EventTooLarge { .. })));
+        let empty_type = NewEvent::binary("", vec![]);
+        assert!(matches!(encode("s-1", empty_type, 10), Err(Error::InvalidEventType { .. })));
+    }
+}

@@ -1,0 +1,130 @@
+//! [`StoreBuilder`]: every setting of a store, with defaults that suit a service.
+
+use std::path::PathBuf;
+
+use crate::error::Result;
+use crate::store::Store;
+
+/// How hard a commit works to survive a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is flushed to disk (fsync) before the appenders are
+    /// answered: an acknowledged event survives a process crash and a power
+    /// cut. Group commit spreads the fsync over every request of a batch.
+    #[default]
+    Sync,
+    /// Commits are left to the operating system to flush. A process crash
+    /// loses nothing acknowledged (the data is in the page cache); a power cut
+    /// or kernel crash may lose the last commits, but the store stays
+    /// consistent: it opens at an earlier, complete commit.
+    NoSync,
+}
+
+/// Settings for opening a [`Store`]. Made by [`Store::builder`].
+///
+/// ```
+/// use eventfold::{Durability, Store};
+/// # let dir = tempfile::tempdir()?;
+/// let store = Store::builder(dir.path())
+///     .durability(Durability::Sync)
+///     .map_size(1 << 30)
+///     .max_batch_events(4096)
+///     .open()?;
+/// # Ok::<(), eventfold::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct StoreBuilder {
+    pub(crate) dir: PathBuf,
+    pub(crate) durability: Durability,
+    pub(crate) map_size: usize,
+    pub(crate) max_readers: u32,
+    pub(crate) max_batch_events: usize,
+    pub(crate) max_batch_bytes: usize,
+    pub(crate) max_event_size: usize,
+    pub(crate) queue_capacity: usize,
+}
+
+/// Default map size: the most the store may grow to. LMDB reserves this much
+/// address space; the file grows only as events are written.
+pub const DEFAULT_MAP_SIZE: usize = 64 << 30;
+
+impl StoreBuilder {
+    pub(crate) fn new(dir: impl Into<PathBuf>) -> Self {
+        StoreBuilder {
+            dir: dir.into(),
+            durability: Durability::Sync,
+            map_size: DEFAULT_MAP_SIZE,
+            max_readers: 1024,
+            max_batch_events: 16_384,
+            max_batch_bytes: 32 << 20,
+            max_event_size: 4 << 20,
+            queue_capacity: 4096,
+        }
+    }
+
+    /// Durability of commits (default [`Durability::Sync`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The largest size the store may reach, in bytes (default 64 GiB),
+    /// rounded up to the OS page size. Hitting it is
+    /// [`Error::StorageFull`](crate::Error::StorageFull); reopen with a larger
+    /// value to go on.
+    pub fn map_size(mut self, bytes: usize) -> Self {
+        self.map_size = bytes;
+        self
+    }
+
+    /// Most concurrent read transactions, across all processes (default 1024).
+    pub fn max_readers(mut self, readers: u32) -> Self {
+        self.max_readers = readers.max(1);
+        self
+    }
+
+    /// Most events the writer puts in one commit (default 16,384). A request
+    /// is never split; the limit only stops more requests joining the batch.
+    pub fn max_batch_events(mut self, events: usize) -> Self {
+        self.max_batch_events = events.max(1);
+        self
+    }
+
+    /// Most encoded bytes the writer puts in one commit (default 32 MiB).
+    pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes.max(1);
+        self
+    }
+
+    /// Largest payload of one event, in bytes (default 4 MiB).
+    pub fn max_event_size(mut self, bytes: usize) -> Self {
+        self.max_event_size = bytes.max(1);
+        self
+    }
+
+    /// How many requests may wait for the writer before appenders block
+    /// (default 4096). Appends are never dropped: a full queue makes the
+    /// appender wait.
+    pub fn queue_capacity(mut self, requests: usize) -> Self {
+        self.queue_capacity = requests.max(1);
+        self
+    }
+
+    /// Opens the store for reading and writing, creating the directory and
+    /// databases when they do not exist. Takes the directory's writer lock:
+    /// a second writing process gets [`Error::Locked`](crate::Error::Locked).
+    pub fn open(self) -> Result<Store> {
+        Store::open_with(self, false)
+    }
+
+    /// Opens an existing store read-only. Works beside a writing process;
+    /// never creates anything.
+    pub fn open_read_only(self) -> Result<Store> {
+        Store::open_with(self, true)
+    }
+
+    pub(crate) fn page_rounded_map_size(&self) -> usize {
+        const PAGE: usize = 64 << 10; // a multiple of every common page size
+        self.map_size.max(PAGE).div_ceil(PAGE) * PAGE
+    }
+}

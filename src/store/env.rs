@@ -1,0 +1,119 @@
+//! The LMDB environment and its named databases. This is where eventfold
+//! talks to LMDB's unsafe open calls; nothing else in the crate does.
+
+use std::path::Path;
+
+use heed::types::Bytes;
+use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
+
+use crate::error::{Error, Result};
+
+/// Every database is raw bytes to raw bytes; the key and value layouts live in
+/// `keys.rs` and `record/`.
+pub(crate) type Db = Database<'static, Bytes, Bytes>;
+
+/// How many named databases the environment may hold.
+const MAX_DBS: u32 = 16;
+
+/// The named databases of the main environment (see `docs/format.md`).
+#[derive(Clone, Copy)]
+pub(crate) struct Dbs {
+    pub events: Db,
+    pub streams: Db,
+    pub stream_index: Db,
+    pub event_ids: Db,
+    pub snapshots: Db,
+    pub checkpoints: Db,
+    pub meta: Db,
+}
+
+const NAMES: [&str; 7] =
+    ["events", "streams", "stream_index", "event_ids", "snapshots", "checkpoints", "meta"];
+
+impl Dbs {
+    fn from_array(a: [Db; 7]) -> Self {
+        let [events, streams, stream_index, event_ids, snapshots, checkpoints, meta] = a;
+        Dbs { events, streams, stream_index, event_ids, snapshots, checkpoints, meta }
+    }
+}
+
+/// Settings that decide how the environment is opened.
+pub(crate) struct EnvSettings {
+    pub map_size: usize,
+    pub max_readers: u32,
+    pub no_sync: bool,
+    pub read_only: bool,
+}
+
+fn map_open_error(dir: &Path, err: heed::Error, read_only: bool) -> Error {
+    match err {
+        heed::Error::EnvAlreadyOpened => Error::AlreadyOpen { path: dir.to_path_buf() },
+        heed::Error::Io(e) if read_only && e.kind() == std::io::ErrorKind::NotFound => {
+            Error::NotAStore { path: dir.to_path_buf() }
+        }
+        heed::Error::Io(e) => Error::io(dir, e),
+        other => Error::Storage(format!("could not open the LMDB environment in {}: {other}", dir.display())),
+    }
+}
+
+/// Opens (and for writers, creates) the LMDB environment in `dir`.
+pub(crate) fn open_env(dir: &Path, s: &EnvSettings) -> Result<Env<WithoutTls>> {
+    if s.read_only && !dir.join("data.mdb").exists() {
+        return Err(Error::NotAStore { path: dir.to_path_buf() });
+    }
+    let mut flags = EnvFlags::empty();
+    if s.no_sync {
+        flags |= EnvFlags::NO_SYNC;
+    }
+    if s.read_only {
+        flags |= EnvFlags::READ_ONLY;
+    }
+    let mut options = EnvOpenOptions::new().read_txn_without_tls();
+    options.map_size(s.map_size).max_readers(s.max_readers).max_dbs(MAX_DBS);
+    // SAFETY: `flags` adds only NO_SYNC (weaker durability, documented as the
+    // `Durability::NoSync` setting; it cannot corrupt the file) and READ_ONLY.
+    unsafe { options.flags(flags) };
+    // SAFETY: LMDB's memory map must not be modified behind its back. Within
+    // this process heed refuses a second open of the same path, and across
+    // processes eventfold admits one writer (the `LOCK` file) while LMDB's own
+    // lock file coordinates readers. The store directory is eventfold's alone.
+    unsafe { options.open(dir) }.map_err(|e| map_open_error(dir, e, s.read_only))
+}
+
+/// Creates the named databases that are missing and returns all of them.
+pub(crate) fn create_dbs(env: &Env<WithoutTls>) -> Result<Dbs> {
+    let wtxn = env.write_txn()?;
+    let dbs = env
+        .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
+            let mut out = Vec::with_capacity(NAMES.len());
+            for name in NAMES {
+                out.push(opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
+            }
+            let arr: [_; 7] = out.try_into().map_err(|_| heed::Error::Io(std::io::ErrorKind::Other.into()))?;
+            Ok(CommitOrAbort::<_, ()>::Commit(arr))
+        })?;
+    match dbs {
+        CommitOrAbort::Commit(arr) => Ok(Dbs::from_array(arr)),
+        CommitOrAbort::Abort(()) => Err(Error::Storage("creating the databases was aborted".into())),
+    }
+}
+
+/// Opens the named databases of an existing store; `None` when any is missing.
+pub(crate) fn open_dbs(env: &Env<WithoutTls>) -> Result<Option<Dbs>> {
+    let rtxn = env.read_txn()?;
+    let dbs = env.open_databases_and_commit(rtxn, |opener, rtxn| -> Result<_, heed::Error> {
+        let mut out = Vec::with_capacity(NAMES.len());
+        for name in NAMES {
+            match opener.open_database::<Bytes, Bytes>(rtxn, Some(name))? {
+                Some(db) => out.push(db),
+                None => return Ok(CommitOrAbort::Abort(())),
+            }
+        }
+        let arr: [_; 7] = out.try_into().map_err(|_| heed::Error::Io(std::io::ErrorKind::Other.into()))?;
+        Ok(CommitOrAbort::Commit(arr))
+    })?;
+    Ok(match dbs {
+        CommitOrAbort::Commit(arr) => Some(Dbs::from_array(arr)),
+        CommitOrAbort::Abort(()) => None,
+    })
+}

@@ -1,0 +1,354 @@
+//! [`Store`]: the handle an application keeps. Opening, appending, reading,
+//! statistics and closing.
+
+mod builder;
+pub(crate) mod env;
+pub(crate) mod keys;
+mod lock;
+pub(crate) mod meta;
+
+pub use builder::{DEFAULT_MAP_SIZE, Durability, StoreBuilder};
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::Sender;
+use heed::{Env, WithoutTls};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::{AppendResult, ExpectedVersion, NewEvent};
+use crate::read::{AllBatches, ReadAll, ReadStream, Reader, StreamBatches};
+use crate::record::{self, EncodedEvent};
+use crate::writer::shared::Shared;
+use crate::writer::{AppendTicket, Command, Request, SideWrite, StartState, StreamAppend, WriterConfig, WriterHandle};
+use env::{Dbs, EnvSettings};
+use keys::parse_position_key;
+
+/// An open event store. Cheap to clone: clones share one environment and one
+/// writer thread. The writer stops when the last clone is dropped or
+/// [`Store::close`] is called.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    env: Env<WithoutTls>,
+    dbs: Dbs,
+    shared: Arc<Shared>,
+    tx: Option<Sender<Command>>,
+    writer: Mutex<Option<WriterHandle>>,
+    max_event_size: usize,
+    map_size: usize,
+    store_id: Uuid,
+    _lock: Option<lock::WriterLock>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(mut w) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            w.close();
+        }
+        self.shared.notifier.close();
+    }
+}
+
+/// Counters that show what the store and its writer have done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Position of the last event (= number of events; positions are gapless).
+    pub head: u64,
+    /// Number of streams.
+    pub streams: u64,
+    /// Size of the data file in bytes.
+    pub size_on_disk: u64,
+    /// The configured map size (the most the file may grow to).
+    pub map_size: u64,
+    /// Commits made by this process's writer since open.
+    pub commits: u64,
+    /// Batches the writer took from its queue since open.
+    pub batches: u64,
+    /// Requests the writer handled since open.
+    pub requests: u64,
+    /// Requests answered with an error since open.
+    pub rejected: u64,
+    /// Events written since open.
+    pub events_written: u64,
+    /// Record bytes written since open.
+    pub bytes_written: u64,
+    /// The most requests one batch held.
+    pub max_batch_requests: u64,
+}
+
+type StreamEvents<S> = (S, ExpectedVersion, Vec<NewEvent>);
+
+impl Store {
+    /// Settings for opening the store in `dir`.
+    pub fn builder(dir: impl Into<PathBuf>) -> StoreBuilder {
+        StoreBuilder::new(dir)
+    }
+
+    /// Opens (or creates) the store in `dir` with default settings.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Store> {
+        StoreBuilder::new(dir).open()
+    }
+
+    pub(crate) fn open_with(b: StoreBuilder, read_only: bool) -> Result<Store> {
+        let dir = b.dir.clone();
+        let lock = if read_only {
+            None
+        } else {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            Some(lock::acquire(&dir)?)
+        };
+        let map_size = b.page_rounded_map_size();
+        let settings = EnvSettings {
+            map_size,
+            max_readers: b.max_readers,
+            no_sync: b.durability == Durability::NoSync,
+            read_only,
+        };
+        let env = env::open_env(&dir, &settings)?;
+        let now = crate::writer::now_micros();
+        let (dbs, info) = if read_only {
+            let dbs = env::open_dbs(&env)?.ok_or_else(|| Error::NotAStore { path: dir.clone() })?;
+            let rtxn = env.read_txn()?;
+            let info = meta::check(&rtxn, &dbs)?;
+            (dbs, info)
+        } else {
+            let dbs = env::create_dbs(&env)?;
+            let mut wtxn = env.write_txn()?;
+            let info = meta::init_or_check(&mut wtxn, &dbs, now)?;
+            wtxn.commit().map_err(|e| crate::error::from_heed(e, map_size))?;
+            (dbs, info)
+        };
+        let shared = Arc::new(Shared::default());
+        let (head, last_recorded_at) = {
+            let rtxn = env.read_txn()?;
+            match dbs.events.last(&rtxn)? {
+                Some((k, v)) => {
+                    let p = parse_position_key(k)?;
+                    (p, record::recorded_at(p, v)?)
+                }
+                None => (0, 0),
+            }
+        };
+        shared.head.store(head, Ordering::Release);
+        let writer = if read_only {
+            None
+        } else {
+            let config = WriterConfig {
+                max_batch_events: b.max_batch_events,
+                max_batch_bytes: b.max_batch_bytes,
+                map_size,
+            };
+            let start = StartState { head, last_recorded_at, next_stream_no: info.next_stream_no };
+            Some(WriterHandle::spawn(env.clone(), dbs, shared.clone(), config, b.queue_capacity, start)?)
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                dir,
+                tx: writer.as_ref().map(|w| w.tx.clone()),
+                writer: Mutex::new(writer),
+                env,
+                dbs,
+                shared,
+                max_event_size: b.max_event_size,
+                map_size,
+                store_id: info.store_id,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The store's unique id, fixed at creation.
+    pub fn store_id(&self) -> Uuid {
+        self.inner.store_id
+    }
+
+    /// Whether the store was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.tx.is_none()
+    }
+
+    /// Appends `events` to `stream` if its version matches `expected`.
+    ///
+    /// All the events are written, at consecutive positions, or none. When
+    /// every event id is already stored at this place (a retry), the original
+    /// result is returned with `already_stored` set and nothing is written.
+    pub fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = NewEvent>,
+    ) -> Result<AppendResult> {
+        self.submit(stream, expected, events)?.wait()
+    }
+
+    /// Appends to several streams atomically: if any stream's expected version
+    /// does not match, nothing is written. Returns one result per stream, in order.
+    pub fn append_many<S: AsRef<str>>(
+        &self,
+        appends: impl IntoIterator<Item = StreamEvents<S>>,
+    ) -> Result<Vec<AppendResult>> {
+        self.submit_many(appends)?.wait_many()
+    }
+
+    /// Queues an append and returns at once with a ticket to wait on. Events
+    /// are validated and encoded before this returns.
+    pub fn submit(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = NewEvent>,
+    ) -> Result<AppendTicket> {
+        let append = self.prepare(stream, expected, events)?;
+        check_ids(std::slice::from_ref(&append))?;
+        self.send(vec![append], Vec::new())
+    }
+
+    /// Queues an atomic multi-stream append; see [`Store::append_many`].
+    pub fn submit_many<S: AsRef<str>>(&self, appends: impl IntoIterator<Item = StreamEvents<S>>) -> Result<AppendTicket> {
+        let mut prepared = Vec::new();
+        let mut seen = HashSet::new();
+        for (stream, expected, events) in appends {
+            let stream = stream.as_ref();
+            if !seen.insert(stream.to_string()) {
+                return Err(Error::DuplicateStreamInRequest { stream: stream.to_string() });
+            }
+            prepared.push(self.prepare(stream, expected, events)?);
+        }
+        if prepared.is_empty() {
+            return Err(Error::EmptyAppend);
+        }
+        check_ids(&prepared)?;
+        self.send(prepared, Vec::new())
+    }
+
+    fn prepare(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = NewEvent>,
+    ) -> Result<StreamAppend> {
+        record::validate_stream_id(stream)?;
+        let events: Vec<EncodedEvent> = events
+            .into_iter()
+            .map(|e| record::encode(stream, e, self.inner.max_event_size))
+            .collect::<Result<_>>()?;
+        if events.is_empty() {
+            return Err(Error::EmptyAppend);
+        }
+        Ok(StreamAppend { stream_id: stream.to_string(), expected, events })
+    }
+
+    /// Sends a request to the writer. Also used for checkpoint and snapshot
+    /// writes, which ride in the same batches as appends.
+    pub(crate) fn send(&self, appends: Vec<StreamAppend>, side_writes: Vec<SideWrite>) -> Result<AppendTicket> {
+        let tx = self.inner.tx.as_ref().ok_or(Error::ReadOnly)?;
+        if let Some(reason) = self.inner.shared.poisoned() {
+            return Err(Error::Poisoned { reason: reason.to_string() });
+        }
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        tx.send(Command::Write(Request { appends, side_writes, reply })).map_err(|_| Error::Closed)?;
+        Ok(AppendTicket::new(rx))
+    }
+
+    /// A consistent read-only snapshot of the store; see [`Reader`].
+    pub fn read(&self) -> Result<Reader> {
+        let txn = self.inner.env.clone().static_read_txn()?;
+        Ok(Reader::new(txn, self.inner.dbs))
+    }
+
+    /// The global log as owned events, renewing the read transaction every
+    /// `batch` positions.
+    pub fn read_all_batched(&self, options: ReadAll, batch: usize) -> Result<AllBatches> {
+        AllBatches::new(self.clone(), options, batch)
+    }
+
+    /// One stream as owned events, renewing the read transaction every `batch` events.
+    pub fn read_stream_batched(&self, stream: &str, options: ReadStream, batch: usize) -> Result<StreamBatches> {
+        StreamBatches::new(self.clone(), stream, options, batch)
+    }
+
+    /// Position of the last committed event. For a writable store this is the
+    /// writer's view and costs nothing; a read-only store asks LMDB.
+    pub fn head(&self) -> Result<u64> {
+        if self.is_read_only() { self.read()?.head() } else { Ok(self.inner.shared.head.load(Ordering::Acquire)) }
+    }
+
+    /// Counters of the store and its writer.
+    pub fn stats(&self) -> Result<StoreStats> {
+        let reader = self.read()?;
+        let s = &self.inner.shared;
+        let size_on_disk = std::fs::metadata(self.inner.dir.join("data.mdb")).map(|m| m.len()).unwrap_or(0);
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        Ok(StoreStats {
+            head: reader.head()?,
+            streams: reader.stream_count()?,
+            size_on_disk,
+            map_size: self.inner.map_size as u64,
+            commits: get(&s.commits),
+            batches: get(&s.batches),
+            requests: get(&s.requests),
+            rejected: get(&s.rejected),
+            events_written: get(&s.events_written),
+            bytes_written: get(&s.bytes_written),
+            max_batch_requests: get(&s.max_batch_requests),
+        })
+    }
+
+    /// Whether an earlier write failure has poisoned the store, and why.
+    pub fn poisoned(&self) -> Option<String> {
+        self.inner.shared.poisoned().map(str::to_string)
+    }
+
+    /// Finishes queued writes and stops the writer. Other clones of this
+    /// handle can still read; their writes fail with [`Error::Closed`].
+    pub fn close(self) -> Result<()> {
+        if let Some(mut w) = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            w.close();
+        }
+        self.inner.shared.notifier.close();
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn env_and_dbs(&self) -> (&Env<WithoutTls>, Dbs) {
+        (&self.inner.env, self.inner.dbs)
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.dir)
+            .field("read_only", &self.is_read_only())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Rejects a request that names one event id twice.
+fn check_ids(appends: &[StreamAppend]) -> Result<()> {
+    let total: usize = appends.iter().map(|a| a.events.len()).sum();
+    if total < 2 {
+        return Ok(());
+    }
+    let mut seen = HashSet::with_capacity(total);
+    for e in appends.iter().flat_map(|a| a.events.iter()) {
+        if !seen.insert(e.event_id) {
+            return Err(Error::DuplicateEventId { event_id: e.event_id, stream: None, position: None });
+        }
+    }
+    Ok(())
+}

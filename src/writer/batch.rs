@@ -1,0 +1,427 @@
+//! The writer thread's loop: drain a batch, apply it in one transaction,
+//! commit once, answer everyone.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crossbeam_channel::Receiver;
+use heed::{Env, PutFlags, RwTxn, WithoutTls};
+use uuid::Uuid;
+
+use super::shared::Shared;
+use super::{Command, Request, SideDb, StreamAppend, WriterConfig};
+use crate::error::{Error, Result, from_heed};
+use crate::event::AppendResult;
+use crate::record;
+use crate::store::env::Dbs;
+use crate::store::keys::{Run, StreamHead, le_u64, position_key, stream_version_key};
+use crate::store::meta::KEY_NEXT_STREAM;
+
+/// What the writer needs to know about the log when it starts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StartState {
+    pub head: u64,
+    pub last_recorded_at: u64,
+    pub next_stream_no: u64,
+}
+
+/// Why a request did not go through.
+enum Step {
+    /// The request is refused on its own; nothing of it was written.
+    Reject(Error),
+    /// LMDB failed mid-write: the whole transaction must be aborted.
+    Abort(heed::Error),
+}
+
+impl From<heed::Error> for Step {
+    fn from(e: heed::Error) -> Self {
+        Step::Abort(e)
+    }
+}
+
+/// A transaction that could not be committed.
+struct TxnFailure {
+    error: Error,
+    /// Set when the store can no longer be trusted to write (failed commit).
+    poison: bool,
+}
+
+type Outcome = Result<Vec<AppendResult>>;
+
+/// The batch's view of stream heads, on top of what the transaction holds.
+struct BatchCtx {
+    heads: HashMap<String, (StreamHead, bool)>,
+    pos: u64,
+    next_stream_no: u64,
+    now: u64,
+    events: u64,
+    bytes: u64,
+    side_writes: usize,
+}
+
+pub(crate) struct Writer {
+    env: Env<WithoutTls>,
+    dbs: Dbs,
+    shared: Arc<Shared>,
+    config: WriterConfig,
+    state: StartState,
+}
+
+pub(crate) fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+impl Writer {
+    pub(crate) fn new(
+        env: Env<WithoutTls>,
+        dbs: Dbs,
+        shared: Arc<Shared>,
+        config: WriterConfig,
+        state: StartState,
+    ) -> Self {
+        Writer { env, dbs, shared, config, state }
+    }
+
+    pub(crate) fn run(mut self, rx: Receiver<Command>) {
+        let mut batch: Vec<Request> = Vec::new();
+        loop {
+            let first = match rx.recv() {
+                Ok(Command::Write(r)) => r,
+                Ok(Command::Close) | Err(_) => break,
+            };
+            let mut events = first.event_count();
+            let mut bytes = first.byte_count();
+            batch.push(first);
+            let mut closing = false;
+            while events < self.config.max_batch_events && bytes < self.config.max_batch_bytes {
+                match rx.try_recv() {
+                    Ok(Command::Write(r)) => {
+                        events += r.event_count();
+                        bytes += r.byte_count();
+                        batch.push(r);
+                    }
+                    Ok(Command::Close) => {
+                        closing = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.process(&mut batch);
+            if closing {
+                break;
+            }
+        }
+        self.shared.notifier.close();
+    }
+
+    fn process(&mut self, batch: &mut Vec<Request>) {
+        let s = &self.shared;
+        Shared::bump(&s.batches, 1);
+        Shared::bump(&s.requests, batch.len() as u64);
+        s.max_batch_requests.fetch_max(batch.len() as u64, Ordering::Relaxed);
+        let outcomes = match s.poisoned() {
+            Some(reason) => {
+                let reason = reason.to_string();
+                batch.iter().map(|_| Err(Error::Poisoned { reason: reason.clone() })).collect()
+            }
+            None => match std::panic::catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch))) {
+                Ok(outcomes) => outcomes,
+                Err(panic) => {
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    let reason = format!("the writer thread panicked: {msg}");
+                    self.shared.poison(reason.clone());
+                    batch.iter().map(|_| Err(Error::Poisoned { reason: reason.clone() })).collect()
+                }
+            },
+        };
+        for (req, outcome) in batch.drain(..).zip(outcomes) {
+            if outcome.is_err() {
+                Shared::bump(&self.shared.rejected, 1);
+            }
+            // The appender may have given up waiting; that is not our failure.
+            let _ = req.reply.send(outcome);
+        }
+    }
+
+    /// Applies the batch in one transaction. When LMDB fails mid-batch (for
+    /// example the map is full), the transaction is aborted and each request
+    /// is retried alone, so one oversized request does not fail its neighbours.
+    fn commit_batch(&mut self, batch: &mut [Request]) -> Vec<Outcome> {
+        match self.try_batch(batch) {
+            Ok(outcomes) => outcomes,
+            Err(failure) if failure.poison => {
+                self.shared.poison(failure.error.to_string());
+                batch.iter().map(|_| Err(Error::Poisoned { reason: failure.error.to_string() })).collect()
+            }
+            Err(failure) if batch.len() == 1 => vec![Err(failure.error)],
+            Err(_) => {
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for req in batch.iter_mut() {
+                    match self.try_batch(std::slice::from_mut(req)) {
+                        Ok(mut o) => outcomes.push(o.pop().unwrap_or(Err(Error::Closed))),
+                        Err(f) => {
+                            if f.poison {
+                                self.shared.poison(f.error.to_string());
+                            }
+                            outcomes.push(Err(f.error));
+                        }
+                    }
+                }
+                outcomes
+            }
+        }
+    }
+
+    fn try_batch(&mut self, batch: &mut [Request]) -> Result<Vec<Outcome>, TxnFailure> {
+        let map_size = self.config.map_size;
+        let fail = |e: heed::Error| TxnFailure { error: from_heed(e, map_size), poison: false };
+        let now = now_micros().max(self.state.last_recorded_at);
+        let mut wtxn = self.env.write_txn().map_err(fail)?;
+        let mut ctx = BatchCtx {
+            heads: HashMap::new(),
+            pos: self.state.head,
+            next_stream_no: self.state.next_stream_no,
+            now,
+            events: 0,
+            bytes: 0,
+            side_writes: 0,
+        };
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for req in batch.iter_mut() {
+            match self.apply(&mut wtxn, &mut ctx, req) {
+                Ok(results) => outcomes.push(Ok(results)),
+                Err(Step::Reject(e)) => outcomes.push(Err(e)),
+                Err(Step::Abort(e)) => {
+                    wtxn.abort();
+                    return Err(fail(e));
+                }
+            }
+        }
+        if ctx.pos == self.state.head && ctx.side_writes == 0 {
+            // Only rejections and idempotent retries: nothing to commit.
+            wtxn.abort();
+            return Ok(outcomes);
+        }
+        if let Err(e) = self.finish(&mut wtxn, &ctx) {
+            wtxn.abort();
+            return Err(fail(e));
+        }
+        if let Err(e) = wtxn.commit() {
+            let error = from_heed(e, map_size);
+            let poison = !matches!(error, Error::StorageFull { .. });
+            let error = if poison { Error::Storage(format!("commit failed: {error}")) } else { error };
+            return Err(TxnFailure { error, poison });
+        }
+        self.state.head = ctx.pos;
+        self.state.last_recorded_at = now;
+        self.state.next_stream_no = ctx.next_stream_no;
+        let s = &self.shared;
+        s.head.store(ctx.pos, Ordering::Release);
+        Shared::bump(&s.commits, 1);
+        Shared::bump(&s.events_written, ctx.events);
+        Shared::bump(&s.bytes_written, ctx.bytes);
+        s.notifier.notify(ctx.pos);
+        Ok(outcomes)
+    }
+
+    /// Writes the batch's dirty stream heads and the stream counter.
+    fn finish(&self, wtxn: &mut RwTxn, ctx: &BatchCtx) -> heed::Result<()> {
+        for (stream, (head, dirty)) in &ctx.heads {
+            if *dirty {
+                self.dbs.streams.put(wtxn, stream.as_bytes(), &head.encode())?;
+            }
+        }
+        if ctx.next_stream_no != self.state.next_stream_no {
+            self.dbs.meta.put(wtxn, KEY_NEXT_STREAM, &ctx.next_stream_no.to_le_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn head(&self, wtxn: &RwTxn, ctx: &mut BatchCtx, stream: &str) -> Result<Option<StreamHead>, Step> {
+        if let Some((h, _)) = ctx.heads.get(stream) {
+            return Ok(Some(*h));
+        }
+        match self.dbs.streams.get(wtxn, stream.as_bytes())? {
+            Some(v) => {
+                let h = StreamHead::decode(v).map_err(Step::Reject)?;
+                ctx.heads.insert(stream.to_string(), (h, false));
+                Ok(Some(h))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Checks a request against the transaction's view and writes it, or
+    /// rejects it having written nothing.
+    fn apply(&self, wtxn: &mut RwTxn, ctx: &mut BatchCtx, req: &mut Request) -> Result<Vec<AppendResult>, Step> {
+        let mut plans = Vec::with_capacity(req.appends.len());
+        let mut stored = Vec::new();
+        for (i, a) in req.appends.iter().enumerate() {
+            let head = self.head(wtxn, ctx, &a.stream_id)?;
+            if let Some(original) = self.already_stored(wtxn, a)? {
+                stored.push(original);
+                continue;
+            }
+            let actual = head.map_or(0, |h| h.version);
+            if !a.expected.matches(actual) {
+                return Err(Step::Reject(Error::WrongExpectedVersion {
+                    stream: a.stream_id.clone(),
+                    expected: a.expected,
+                    actual,
+                }));
+            }
+            plans.push((i, head));
+        }
+        if !stored.is_empty() && !plans.is_empty() {
+            let first = &stored[0];
+            return Err(Step::Reject(Error::DuplicateEventId {
+                event_id: first.event_ids[0],
+                stream: Some(first.stream_id.clone()),
+                position: Some(first.first_position),
+            }));
+        }
+        let mut results = stored;
+        for (i, head) in plans {
+            let a = &mut req.appends[i];
+            results.push(self.write_append(wtxn, ctx, a, head)?);
+        }
+        for w in &req.side_writes {
+            let db = match w.db {
+                SideDb::Checkpoints => self.dbs.checkpoints,
+                SideDb::Snapshots => self.dbs.snapshots,
+            };
+            match &w.value {
+                Some(v) => db.put(wtxn, &w.key, v)?,
+                None => {
+                    db.delete(wtxn, &w.key)?;
+                }
+            }
+            ctx.side_writes += 1;
+        }
+        Ok(results)
+    }
+
+    fn write_append(
+        &self,
+        wtxn: &mut RwTxn,
+        ctx: &mut BatchCtx,
+        a: &mut StreamAppend,
+        head: Option<StreamHead>,
+    ) -> Result<AppendResult, Step> {
+        let n = a.events.len() as u64;
+        let first_pos = ctx.pos + 1;
+        let mut h = match head {
+            Some(h) => h,
+            None => {
+                let stream_no = ctx.next_stream_no;
+                ctx.next_stream_no += 1;
+                StreamHead {
+                    stream_no,
+                    version: 0,
+                    last_position: 0,
+                    run_first_version: 0,
+                    created_at: ctx.now,
+                    updated_at: ctx.now,
+                }
+            }
+        };
+        let mut ids = Vec::with_capacity(a.events.len());
+        for (k, ev) in a.events.iter_mut().enumerate() {
+            let pos = first_pos + k as u64;
+            record::seal(ev, pos, h.version + 1 + k as u64, ctx.now);
+            self.dbs.events.put_with_flags(wtxn, PutFlags::APPEND, &position_key(pos), &ev.value)?;
+            self.dbs.event_ids.put(wtxn, ev.event_id.as_bytes(), &pos.to_le_bytes())?;
+            ctx.bytes += ev.value.len() as u64;
+            ids.push(ev.event_id);
+        }
+        let adjacent = h.version > 0 && h.last_position + 1 == first_pos;
+        if adjacent {
+            let in_run = h.version - h.run_first_version + 1;
+            let run = Run { first_position: h.last_position + 1 - in_run, count: in_run + n };
+            self.dbs.stream_index.put(wtxn, &stream_version_key(h.stream_no, h.run_first_version), &run.encode())?;
+        } else {
+            let run = Run { first_position: first_pos, count: n };
+            h.run_first_version = h.version + 1;
+            self.dbs.stream_index.put(wtxn, &stream_version_key(h.stream_no, h.run_first_version), &run.encode())?;
+        }
+        h.version += n;
+        h.last_position = first_pos + n - 1;
+        h.updated_at = ctx.now;
+        ctx.heads.insert(a.stream_id.clone(), (h, true));
+        ctx.pos += n;
+        ctx.events += n;
+        Ok(AppendResult {
+            stream_id: a.stream_id.clone(),
+            first_position: first_pos,
+            last_position: h.last_position,
+            stream_version: h.version,
+            event_ids: ids,
+            already_stored: false,
+        })
+    }
+
+    /// The original result when every event of `a` is already stored, in
+    /// order, in the same stream; `None` when none of them is; a rejection
+    /// when some id is stored anywhere else.
+    fn already_stored(&self, wtxn: &RwTxn, a: &StreamAppend) -> Result<Option<AppendResult>, Step> {
+        let lookup = |id: &Uuid| -> Result<Option<u64>, Step> {
+            Ok(self.dbs.event_ids.get(wtxn, id.as_bytes())?.filter(|v| v.len() == 8).map(le_u64))
+        };
+        let duplicate = |id: Uuid, pos: u64| -> Step {
+            let stream = self
+                .dbs
+                .events
+                .get(wtxn, &position_key(pos))
+                .ok()
+                .flatten()
+                .and_then(|v| record::decode(pos, v).ok().map(|e| e.stream_id().to_string()));
+            Step::Reject(Error::DuplicateEventId { event_id: id, stream, position: Some(pos) })
+        };
+        let Some(first_ev) = a.events.first() else { return Ok(None) };
+        let Some(first) = lookup(&first_ev.event_id)? else {
+            for ev in &a.events[1..] {
+                if let Some(pos) = lookup(&ev.event_id)? {
+                    return Err(duplicate(ev.event_id, pos));
+                }
+            }
+            return Ok(None);
+        };
+        let mut last_version = 0;
+        for (k, ev) in a.events.iter().enumerate() {
+            let expected = first + k as u64;
+            match lookup(&ev.event_id)? {
+                Some(pos) if pos == expected => {
+                    let value = self.dbs.events.get(wtxn, &position_key(pos))?.ok_or_else(|| {
+                        Step::Reject(Error::index("event_ids", format!("id {} points at missing position {pos}", ev.event_id)))
+                    })?;
+                    let stored = record::decode(pos, value).map_err(Step::Reject)?;
+                    if stored.stream_id() != a.stream_id {
+                        return Err(duplicate(ev.event_id, pos));
+                    }
+                    last_version = stored.version();
+                }
+                Some(pos) => return Err(duplicate(ev.event_id, pos)),
+                None => return Err(duplicate(first_ev.event_id, first)),
+            }
+        }
+        let n = a.events.len() as u64;
+        Ok(Some(AppendResult {
+            stream_id: a.stream_id.clone(),
+            first_position: first,
+            last_position: first + n - 1,
+            stream_version: last_version,
+            event_ids: a.events.iter().map(|e| e.event_id).collect(),
+            already_stored: true,
+        }))
+    }
+}

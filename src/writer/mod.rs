@@ -1,0 +1,144 @@
+//! The group-commit writer: one thread owns every LMDB write transaction.
+//!
+//! Appenders encode their events on their own thread, then queue a
+//! [`Request`] on a bounded channel. The writer takes the first request,
+//! drains whatever else is queued (up to the batch limits), checks and writes
+//! every request in one transaction, commits once (one fsync), answers each
+//! request with its own result and wakes subscribers.
+
+mod batch;
+pub(crate) mod shared;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use heed::{Env, WithoutTls};
+
+use crate::error::{Error, Result};
+use crate::event::{AppendResult, ExpectedVersion};
+use crate::record::EncodedEvent;
+use crate::store::env::Dbs;
+use shared::Shared;
+
+/// Events for one stream, with the version the appender expects.
+#[derive(Debug)]
+pub(crate) struct StreamAppend {
+    pub stream_id: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<EncodedEvent>,
+}
+
+/// A small database that is written through the writer besides the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SideDb {
+    Checkpoints,
+    Snapshots,
+}
+
+/// A put (`Some`) or delete (`None`) in a side database, committed atomically
+/// with the request's appends.
+#[derive(Debug)]
+pub(crate) struct SideWrite {
+    pub db: SideDb,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// One all-or-nothing unit of work for the writer.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub appends: Vec<StreamAppend>,
+    pub side_writes: Vec<SideWrite>,
+    pub reply: Sender<Result<Vec<AppendResult>>>,
+}
+
+impl Request {
+    fn event_count(&self) -> usize {
+        self.appends.iter().map(|a| a.events.len()).sum::<usize>().max(1)
+    }
+
+    fn byte_count(&self) -> usize {
+        self.appends.iter().flat_map(|a| a.events.iter()).map(|e| e.value.len()).sum()
+    }
+}
+
+pub(crate) enum Command {
+    Write(Request),
+    Close,
+}
+
+/// Writer settings taken from the builder.
+#[derive(Debug, Clone)]
+pub(crate) struct WriterConfig {
+    pub max_batch_events: usize,
+    pub max_batch_bytes: usize,
+    pub map_size: usize,
+}
+
+/// The handle the store keeps to its writer thread.
+pub(crate) struct WriterHandle {
+    pub tx: Sender<Command>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl WriterHandle {
+    pub(crate) fn spawn(
+        env: Env<WithoutTls>,
+        dbs: Dbs,
+        shared: Arc<Shared>,
+        config: WriterConfig,
+        capacity: usize,
+        start: batch::StartState,
+    ) -> Result<Self> {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let join = std::thread::Builder::new()
+            .name("eventfold-writer".into())
+            .spawn(move || batch::Writer::new(env, dbs, shared, config, start).run(rx))
+            .map_err(|e| Error::io("eventfold-writer thread", e))?;
+        Ok(WriterHandle { tx, join: Some(join) })
+    }
+
+    /// Asks the writer to finish what is queued and stop, and waits for it.
+    pub(crate) fn close(&mut self) {
+        let _ = self.tx.send(Command::Close);
+        if let Some(join) = self.join.take() {
+            let _ = join.join();
+        }
+    }
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+pub(crate) use batch::{StartState, now_micros};
+
+/// A submitted request whose result can be collected later.
+///
+/// Returned by [`Store::submit`](crate::Store::submit) and
+/// [`Store::submit_many`](crate::Store::submit_many): one producer can keep
+/// many requests in flight and let the writer fill large batches.
+#[must_use = "an append ticket does nothing unless waited on; dropping it does not cancel the append"]
+#[derive(Debug)]
+pub struct AppendTicket {
+    rx: Receiver<Result<Vec<AppendResult>>>,
+}
+
+impl AppendTicket {
+    pub(crate) fn new(rx: Receiver<Result<Vec<AppendResult>>>) -> Self {
+        AppendTicket { rx }
+    }
+
+    /// Waits for the request's result: one [`AppendResult`] per stream.
+    pub fn wait_many(self) -> Result<Vec<AppendResult>> {
+        self.rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Waits for the result of a single-stream append.
+    pub fn wait(self) -> Result<AppendResult> {
+        self.wait_many()?.into_iter().next().ok_or(Error::EmptyAppend)
+    }
+}
