@@ -160,7 +160,9 @@ pub enum Error {
     },
 
     /// A stored record failed its checksum or archive validation.
-    #[error("record at position {position} is corrupt ({reason}): run `eventfold verify` and restore from a backup")]
+    #[error(
+        "record at position {position} is corrupt ({reason}): run `eventfold verify` and restore from a backup"
+    )]
     Corruption {
         /// The position of the bad record.
         position: u64,
@@ -179,9 +181,7 @@ pub enum Error {
 
     /// The store's map (its size limit) is full. Nothing of the failed request
     /// was written; reads still work.
-    #[error(
-        "store is full (map size {map_size} bytes): reopen it with a larger StoreBuilder::map_size"
-    )]
+    #[error("store is full (map size {map_size} bytes): reopen it with a larger StoreBuilder::map_size")]
     StorageFull {
         /// The configured map size.
         map_size: usize,
@@ -189,7 +189,9 @@ pub enum Error {
 
     /// A commit or fsync failed earlier, or the writer thread panicked: the
     /// store refuses further writes. Reads still work; reopen to recover.
-    #[error("store is poisoned by an earlier write failure ({reason}): reads still work; close and reopen the store to write again")]
+    #[error(
+        "store is poisoned by an earlier write failure ({reason}): reads still work; close and reopen the store to write again"
+    )]
     Poisoned {
         /// The failure that poisoned the store.
         reason: String,

@@ -168,11 +168,7 @@ impl NewEvent {
         Self::with_payload(event_type.into(), Ok(payload.into()), ContentType::Binary)
     }
 
-    fn with_payload(
-        event_type: String,
-        payload: Result<Vec<u8>, String>,
-        content_type: ContentType,
-    ) -> Self {
+    fn with_payload(event_type: String, payload: Result<Vec<u8>, String>, content_type: ContentType) -> Self {
         NewEvent {
             event_type,
             payload,
@@ -341,11 +337,11 @@ impl Serialize for RecordedEvent {
         let payload = match self.content_type {
             ContentType::Json => {
                 let text = std::str::from_utf8(&self.payload).map_err(S::Error::custom)?;
-                serde_json::value::RawValue::from_string(text.to_owned())
-                    .map_err(S::Error::custom)?
+                serde_json::value::RawValue::from_string(text.to_owned()).map_err(S::Error::custom)?
             }
-            ContentType::Binary => serde_json::value::to_raw_value(&hex_encode(&self.payload))
-                .map_err(S::Error::custom)?,
+            ContentType::Binary => {
+                serde_json::value::to_raw_value(&hex_encode(&self.payload)).map_err(S::Error::custom)?
+            }
         };
         RecordedEventWire {
             position: self.position,

@@ -34,7 +34,7 @@
 //!     let event = event?; // borrowed from the memory map, checksum verified
 //!     println!("{} v{} {}", event.stream_id(), event.version(), event.event_type());
 //! }
-//! # Ok::<(), eventfold::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! See `docs/design.md` for how it works and `docs/format.md` for the bytes
@@ -53,8 +53,8 @@ mod writer;
 pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent};
 pub use read::{
-    AllBatches, AllIter, Direction, Filter, ReadAll, ReadStream, Reader, StreamBatches, StreamInfo, StreamIter,
-    category_of,
+    AllBatches, AllIter, Direction, Filter, ReadAll, ReadStream, Reader, StreamBatches, StreamInfo,
+    StreamIter, category_of,
 };
 pub use record::{EventRef, MAX_NAME_LEN};
 pub use store::meta::{FORMAT_VERSION, archive_format};

@@ -131,10 +131,14 @@ impl StreamBatches {
                 Direction::Forward => event.version() + 1,
                 Direction::Backward => event.version() - 1,
             };
-            if self.options.filter.is_empty() || self.options.filter.matches(event.stream_id(), event.event_type()) {
+            if self.options.filter.is_empty()
+                || self.options.filter.matches(event.stream_id(), event.event_type())
+            {
                 self.buf.push_back(event.to_owned()?);
             }
-            if scanned >= self.batch || (self.options.direction == Direction::Forward && self.next > self.last) {
+            if scanned >= self.batch
+                || (self.options.direction == Direction::Forward && self.next > self.last)
+            {
                 return Ok(());
             }
         }

@@ -11,7 +11,9 @@ use heed::{RoRange, RoRevRange};
 use super::{Direction, Filter, ReadAll, ReadStream, Reader};
 use crate::error::{Error, Result};
 use crate::record::{self, EventRef};
-use crate::store::keys::{Run, StreamHead, parse_position_key, parse_stream_version_key, position_key, stream_version_key};
+use crate::store::keys::{
+    Run, StreamHead, parse_position_key, parse_stream_version_key, position_key, stream_version_key,
+};
 
 enum Cursor<'t> {
     None,
@@ -68,10 +70,12 @@ impl<'t> StreamIter<'t> {
         let dbs = &self.reader.dbs;
         let txn = &self.reader.txn;
         let key = stream_version_key(self.stream_no, self.next);
-        let (k, v) = dbs
-            .stream_index
-            .get_lower_than_or_equal_to(txn, &key)?
-            .ok_or_else(|| Error::index("stream_index", format!("no run for stream number {} version {}", self.stream_no, self.next)))?;
+        let (k, v) = dbs.stream_index.get_lower_than_or_equal_to(txn, &key)?.ok_or_else(|| {
+            Error::index(
+                "stream_index",
+                format!("no run for stream number {} version {}", self.stream_no, self.next),
+            )
+        })?;
         let (no, first_version) = parse_stream_version_key("stream_index", k)?;
         let run = Run::decode(v)?;
         let last_version = first_version + run.count - 1;
@@ -128,7 +132,11 @@ impl<'t> StreamIter<'t> {
             if event.version() != self.next {
                 return Err(Error::index(
                     "stream_index",
-                    format!("version {} resolved to position {position}, which holds version {}", self.next, event.version()),
+                    format!(
+                        "version {} resolved to position {position}, which holds version {}",
+                        self.next,
+                        event.version()
+                    ),
                 ));
             }
             match self.direction {
@@ -207,7 +215,10 @@ impl<'t> AllIter<'t> {
                 return Ok(None);
             }
             if position != self.expected {
-                return Err(Error::corruption(self.expected, format!("log has a gap: next stored position is {position}")));
+                return Err(Error::corruption(
+                    self.expected,
+                    format!("log has a gap: next stored position is {position}"),
+                ));
             }
             self.expected += 1;
             let event = record::decode(position, v)?;

@@ -189,7 +189,10 @@ impl Reader {
         let position = le_u64(v);
         match self.event(position)? {
             Some(e) if e.event_id() == id => Ok(Some(e)),
-            _ => Err(Error::index("event_ids", format!("{id} points at position {position}, which does not hold it"))),
+            _ => Err(Error::index(
+                "event_ids",
+                format!("{id} points at position {position}, which does not hold it"),
+            )),
         }
     }
 

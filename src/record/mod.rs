@@ -89,10 +89,9 @@ pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Re
     if let Some(reason) = name_problem(&event.event_type) {
         return Err(Error::InvalidEventType { event_type: shorten(&event.event_type), reason });
     }
-    let payload = event.payload.map_err(|reason| Error::InvalidPayload {
-        event_type: event.event_type.clone(),
-        reason,
-    })?;
+    let payload = event
+        .payload
+        .map_err(|reason| Error::InvalidPayload { event_type: event.event_type.clone(), reason })?;
     if payload.len() > max_event_size {
         return Err(Error::EventTooLarge { size: payload.len(), limit: max_event_size });
     }
@@ -108,9 +107,7 @@ pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Re
     if let Some(user) = &meta.user_id {
         if user.len() > MAX_NAME_LEN || user.chars().any(char::is_control) {
             return Err(Error::InvalidMetadata {
-                reason: format!(
-                    "user id must be at most {MAX_NAME_LEN} bytes without control characters"
-                ),
+                reason: format!("user id must be at most {MAX_NAME_LEN} bytes without control characters"),
             });
         }
     }
@@ -207,7 +204,10 @@ pub(crate) fn check(position: u64, value: &[u8]) -> Result<Trailer> {
     len.copy_from_slice(&trailer[28..32]);
     let body_len = u32::from_le_bytes(len) as usize;
     if align_up(body_len) != n - TRAILER_LEN {
-        return Err(Error::corruption(position, format!("body length {body_len} does not fit a {n}-byte record")));
+        return Err(Error::corruption(
+            position,
+            format!("body length {body_len} does not fit a {n}-byte record"),
+        ));
     }
     let body_hash = xxhash_rust::xxh3::xxh3_64(&value[..body_len]);
     if checksum(body_hash, &trailer[..32]) != le_u64(&trailer[32..40]) {

@@ -30,7 +30,7 @@ pub enum Durability {
 ///     .map_size(1 << 30)
 ///     .max_batch_events(4096)
 ///     .open()?;
-/// # Ok::<(), eventfold::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct StoreBuilder {

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 /// `keys.rs` and `record/`.
 pub(crate) type Db = Database<'static, Bytes, Bytes>;
 
-/// How many named databases the environment may hold.
+/// How many named databases the main environment may hold.
 const MAX_DBS: u32 = 16;
 
 /// The named databases of the main environment (see `docs/format.md`).
@@ -37,12 +37,23 @@ impl Dbs {
     }
 }
 
-/// Settings that decide how the environment is opened.
+/// Settings that decide how an environment is opened.
 pub(crate) struct EnvSettings {
+    pub max_dbs: u32,
     pub map_size: usize,
     pub max_readers: u32,
     pub no_sync: bool,
     pub read_only: bool,
+}
+
+/// Settings of the main environment.
+pub(crate) fn main_settings(
+    map_size: usize,
+    max_readers: u32,
+    no_sync: bool,
+    read_only: bool,
+) -> EnvSettings {
+    EnvSettings { max_dbs: MAX_DBS, map_size, max_readers, no_sync, read_only }
 }
 
 fn map_open_error(dir: &Path, err: heed::Error, read_only: bool) -> Error {
@@ -56,7 +67,8 @@ fn map_open_error(dir: &Path, err: heed::Error, read_only: bool) -> Error {
     }
 }
 
-/// Opens (and for writers, creates) the LMDB environment in `dir`.
+/// Opens (and for writers, creates) an LMDB environment in `dir`: the main
+/// one, or a side environment such as `projections/`.
 pub(crate) fn open_env(dir: &Path, s: &EnvSettings) -> Result<Env<WithoutTls>> {
     if s.read_only && !dir.join("data.mdb").exists() {
         return Err(Error::NotAStore { path: dir.to_path_buf() });
@@ -69,7 +81,7 @@ pub(crate) fn open_env(dir: &Path, s: &EnvSettings) -> Result<Env<WithoutTls>> {
         flags |= EnvFlags::READ_ONLY;
     }
     let mut options = EnvOpenOptions::new().read_txn_without_tls();
-    options.map_size(s.map_size).max_readers(s.max_readers).max_dbs(MAX_DBS);
+    options.map_size(s.map_size).max_readers(s.max_readers).max_dbs(s.max_dbs);
     // SAFETY: `flags` adds only NO_SYNC (weaker durability, documented as the
     // `Durability::NoSync` setting; it cannot corrupt the file) and READ_ONLY.
     unsafe { options.flags(flags) };
@@ -83,15 +95,14 @@ pub(crate) fn open_env(dir: &Path, s: &EnvSettings) -> Result<Env<WithoutTls>> {
 /// Creates the named databases that are missing and returns all of them.
 pub(crate) fn create_dbs(env: &Env<WithoutTls>) -> Result<Dbs> {
     let wtxn = env.write_txn()?;
-    let dbs = env
-        .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
-            let mut out = Vec::with_capacity(NAMES.len());
-            for name in NAMES {
-                out.push(opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
-            }
-            let arr: [_; 7] = out.try_into().map_err(|_| heed::Error::Io(std::io::ErrorKind::Other.into()))?;
-            Ok(CommitOrAbort::<_, ()>::Commit(arr))
-        })?;
+    let dbs = env.create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
+        let mut out = Vec::with_capacity(NAMES.len());
+        for name in NAMES {
+            out.push(opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
+        }
+        let arr: [_; 7] = out.try_into().map_err(|_| heed::Error::Io(std::io::ErrorKind::Other.into()))?;
+        Ok(CommitOrAbort::<_, ()>::Commit(arr))
+    })?;
     match dbs {
         CommitOrAbort::Commit(arr) => Ok(Dbs::from_array(arr)),
         CommitOrAbort::Abort(()) => Err(Error::Storage("creating the databases was aborted".into())),

@@ -11,7 +11,8 @@ pub(crate) fn position_key(position: u64) -> [u8; 8] {
 }
 
 pub(crate) fn parse_position_key(key: &[u8]) -> Result<u64> {
-    let arr: [u8; 8] = key.try_into().map_err(|_| Error::index("events", format!("key of {} bytes", key.len())))?;
+    let arr: [u8; 8] =
+        key.try_into().map_err(|_| Error::index("events", format!("key of {} bytes", key.len())))?;
     Ok(u64::from_be_bytes(arr))
 }
 
@@ -144,7 +145,14 @@ mod tests {
 
     #[test]
     fn head_and_run_round_trip() {
-        let h = StreamHead { stream_no: 1, version: 2, last_position: 3, run_first_version: 1, created_at: 5, updated_at: 6 };
+        let h = StreamHead {
+            stream_no: 1,
+            version: 2,
+            last_position: 3,
+            run_first_version: 1,
+            created_at: 5,
+            updated_at: 6,
+        };
         assert_eq!(StreamHead::decode(&h.encode()).unwrap(), h);
         let r = Run { first_position: 10, count: 3 };
         assert_eq!(Run::decode(&r.encode()).unwrap(), r);

@@ -53,13 +53,16 @@ pub(crate) fn init_or_check(wtxn: &mut RwTxn, dbs: &Dbs, now: u64) -> Result<Met
 
 /// Checks the format of an existing store and reads its identity.
 pub(crate) fn check(rtxn: &RoTxn, dbs: &Dbs) -> Result<MetaInfo> {
-    let format = dbs.meta.get(rtxn, KEY_FORMAT)?.ok_or_else(|| Error::index("meta", "format_version missing"))?;
-    let format: [u8; 4] = format.try_into().map_err(|_| Error::index("meta", "format_version is not 4 bytes"))?;
+    let format =
+        dbs.meta.get(rtxn, KEY_FORMAT)?.ok_or_else(|| Error::index("meta", "format_version missing"))?;
+    let format: [u8; 4] =
+        format.try_into().map_err(|_| Error::index("meta", "format_version is not 4 bytes"))?;
     let format = u32::from_le_bytes(format);
     if format != FORMAT_VERSION {
         return Err(Error::UnsupportedFormat { found: format, supported: FORMAT_VERSION });
     }
-    let archive = dbs.meta.get(rtxn, KEY_ARCHIVE)?.ok_or_else(|| Error::index("meta", "archive_format missing"))?;
+    let archive =
+        dbs.meta.get(rtxn, KEY_ARCHIVE)?.ok_or_else(|| Error::index("meta", "archive_format missing"))?;
     let expected = archive_format();
     if archive != expected.as_bytes() {
         return Err(Error::ArchiveFormatMismatch {
@@ -79,7 +82,12 @@ pub(crate) fn check(rtxn: &RoTxn, dbs: &Dbs) -> Result<MetaInfo> {
 }
 
 #[cfg(test)]
-pub(crate) fn overwrite_for_test(wtxn: &mut RwTxn, dbs: &Dbs, format: Option<u32>, archive: Option<&str>) -> Result<()> {
+pub(crate) fn overwrite_for_test(
+    wtxn: &mut RwTxn,
+    dbs: &Dbs,
+    format: Option<u32>,
+    archive: Option<&str>,
+) -> Result<()> {
     if let Some(f) = format {
         dbs.meta.put(wtxn, KEY_FORMAT, &f.to_le_bytes())?;
     }

@@ -24,8 +24,10 @@ use crate::event::{AppendResult, ExpectedVersion, NewEvent};
 use crate::read::{AllBatches, ReadAll, ReadStream, Reader, StreamBatches};
 use crate::record::{self, EncodedEvent};
 use crate::writer::shared::Shared;
-use crate::writer::{AppendTicket, Command, Request, SideWrite, StartState, StreamAppend, WriterConfig, WriterHandle};
-use env::{Dbs, EnvSettings};
+use crate::writer::{
+    AppendTicket, Command, Request, SideWrite, StartState, StreamAppend, WriterConfig, WriterHandle,
+};
+use env::Dbs;
 use keys::parse_position_key;
 
 /// An open event store. Cheap to clone: clones share one environment and one
@@ -45,6 +47,7 @@ struct Inner {
     writer: Mutex<Option<WriterHandle>>,
     max_event_size: usize,
     map_size: usize,
+    no_sync: bool,
     store_id: Uuid,
     _lock: Option<lock::WriterLock>,
 }
@@ -107,12 +110,8 @@ impl Store {
             Some(lock::acquire(&dir)?)
         };
         let map_size = b.page_rounded_map_size();
-        let settings = EnvSettings {
-            map_size,
-            max_readers: b.max_readers,
-            no_sync: b.durability == Durability::NoSync,
-            read_only,
-        };
+        let settings =
+            env::main_settings(map_size, b.max_readers, b.durability == Durability::NoSync, read_only);
         let env = env::open_env(&dir, &settings)?;
         let now = crate::writer::now_micros();
         let (dbs, info) = if read_only {
@@ -160,6 +159,7 @@ impl Store {
                 shared,
                 max_event_size: b.max_event_size,
                 map_size,
+                no_sync: b.durability == Durability::NoSync,
                 store_id: info.store_id,
                 _lock: lock,
             }),
@@ -218,7 +218,10 @@ impl Store {
     }
 
     /// Queues an atomic multi-stream append; see [`Store::append_many`].
-    pub fn submit_many<S: AsRef<str>>(&self, appends: impl IntoIterator<Item = StreamEvents<S>>) -> Result<AppendTicket> {
+    pub fn submit_many<S: AsRef<str>>(
+        &self,
+        appends: impl IntoIterator<Item = StreamEvents<S>>,
+    ) -> Result<AppendTicket> {
         let mut prepared = Vec::new();
         let mut seen = HashSet::new();
         for (stream, expected, events) in appends {
@@ -235,7 +238,7 @@ impl Store {
         self.send(prepared, Vec::new())
     }
 
-    fn prepare(
+    pub(crate) fn prepare(
         &self,
         stream: &str,
         expected: ExpectedVersion,
@@ -254,7 +257,11 @@ impl Store {
 
     /// Sends a request to the writer. Also used for checkpoint and snapshot
     /// writes, which ride in the same batches as appends.
-    pub(crate) fn send(&self, appends: Vec<StreamAppend>, side_writes: Vec<SideWrite>) -> Result<AppendTicket> {
+    pub(crate) fn send(
+        &self,
+        appends: Vec<StreamAppend>,
+        side_writes: Vec<SideWrite>,
+    ) -> Result<AppendTicket> {
         let tx = self.inner.tx.as_ref().ok_or(Error::ReadOnly)?;
         if let Some(reason) = self.inner.shared.poisoned() {
             return Err(Error::Poisoned { reason: reason.to_string() });
@@ -277,14 +284,23 @@ impl Store {
     }
 
     /// One stream as owned events, renewing the read transaction every `batch` events.
-    pub fn read_stream_batched(&self, stream: &str, options: ReadStream, batch: usize) -> Result<StreamBatches> {
+    pub fn read_stream_batched(
+        &self,
+        stream: &str,
+        options: ReadStream,
+        batch: usize,
+    ) -> Result<StreamBatches> {
         StreamBatches::new(self.clone(), stream, options, batch)
     }
 
     /// Position of the last committed event. For a writable store this is the
     /// writer's view and costs nothing; a read-only store asks LMDB.
     pub fn head(&self) -> Result<u64> {
-        if self.is_read_only() { self.read()?.head() } else { Ok(self.inner.shared.head.load(Ordering::Acquire)) }
+        if self.is_read_only() {
+            self.read()?.head()
+        } else {
+            Ok(self.inner.shared.head.load(Ordering::Acquire))
+        }
     }
 
     /// Counters of the store and its writer.
@@ -321,6 +337,22 @@ impl Store {
         }
         self.inner.shared.notifier.close();
         Ok(())
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    pub(crate) fn dbs(&self) -> Dbs {
+        self.inner.dbs
+    }
+
+    pub(crate) fn env(&self) -> &Env<WithoutTls> {
+        &self.inner.env
+    }
+
+    pub(crate) fn durability_no_sync(&self) -> bool {
+        self.inner.no_sync
     }
 
     #[cfg(test)]

@@ -263,7 +263,12 @@ impl Writer {
 
     /// Checks a request against the transaction's view and writes it, or
     /// rejects it having written nothing.
-    fn apply(&self, wtxn: &mut RwTxn, ctx: &mut BatchCtx, req: &mut Request) -> Result<Vec<AppendResult>, Step> {
+    fn apply(
+        &self,
+        wtxn: &mut RwTxn,
+        ctx: &mut BatchCtx,
+        req: &mut Request,
+    ) -> Result<Vec<AppendResult>, Step> {
         let mut plans = Vec::with_capacity(req.appends.len());
         let mut stored = Vec::new();
         for (i, a) in req.appends.iter().enumerate() {
@@ -348,11 +353,19 @@ impl Writer {
         if adjacent {
             let in_run = h.version - h.run_first_version + 1;
             let run = Run { first_position: h.last_position + 1 - in_run, count: in_run + n };
-            self.dbs.stream_index.put(wtxn, &stream_version_key(h.stream_no, h.run_first_version), &run.encode())?;
+            self.dbs.stream_index.put(
+                wtxn,
+                &stream_version_key(h.stream_no, h.run_first_version),
+                &run.encode(),
+            )?;
         } else {
             let run = Run { first_position: first_pos, count: n };
             h.run_first_version = h.version + 1;
-            self.dbs.stream_index.put(wtxn, &stream_version_key(h.stream_no, h.run_first_version), &run.encode())?;
+            self.dbs.stream_index.put(
+                wtxn,
+                &stream_version_key(h.stream_no, h.run_first_version),
+                &run.encode(),
+            )?;
         }
         h.version += n;
         h.last_position = first_pos + n - 1;
@@ -402,7 +415,10 @@ impl Writer {
             match lookup(&ev.event_id)? {
                 Some(pos) if pos == expected => {
                     let value = self.dbs.events.get(wtxn, &position_key(pos))?.ok_or_else(|| {
-                        Step::Reject(Error::index("event_ids", format!("id {} points at missing position {pos}", ev.event_id)))
+                        Step::Reject(Error::index(
+                            "event_ids",
+                            format!("id {} points at missing position {pos}", ev.event_id),
+                        ))
                     })?;
                     let stored = record::decode(pos, value).map_err(Step::Reject)?;
                     if stored.stream_id() != a.stream_id {

@@ -1,0 +1,1 @@
+//! Core store tests: appends, reads, errors, concurrency.

@@ -1,0 +1,4 @@
+//! eventfold's integration tests: one binary, one module per area.
+
+mod common;
+mod core;
