@@ -217,7 +217,9 @@ impl Reader {
     /// (exclusive; for paging), at most `limit`.
     pub fn streams(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<StreamInfo>> {
         let lower = match after {
-            Some(a) if a.as_bytes() >= prefix.as_bytes() => Bound::Excluded(a.as_bytes()),
+            Some(a) if a.as_bytes() >= prefix.as_bytes() && !a.is_empty() => Bound::Excluded(a.as_bytes()),
+            // LMDB rejects an empty key, so "from the start" is unbounded.
+            _ if prefix.is_empty() => Bound::Unbounded,
             _ => Bound::Included(prefix.as_bytes()),
         };
         let mut out = Vec::new();

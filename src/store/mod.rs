@@ -384,3 +384,125 @@ fn check_ids(appends: &[StreamAppend]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::read::ReadAll;
+
+    fn ev(n: u64) -> NewEvent {
+        NewEvent::json("E", &serde_json::json!({ "n": n }))
+    }
+
+    #[test]
+    fn unknown_format_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let (env, dbs) = store.env_and_dbs();
+            let mut wtxn = env.write_txn().unwrap();
+            meta::overwrite_for_test(&mut wtxn, &dbs, Some(99), None).unwrap();
+            wtxn.commit().unwrap();
+        }
+        match Store::open(dir.path()) {
+            Err(Error::UnsupportedFormat { found: 99, supported }) => {
+                assert_eq!(supported, meta::FORMAT_VERSION)
+            }
+            other => panic!("expected UnsupportedFormat, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn other_rkyv_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let (env, dbs) = store.env_and_dbs();
+            let mut wtxn = env.write_txn().unwrap();
+            meta::overwrite_for_test(&mut wtxn, &dbs, None, Some("rkyv0.8 be align1 ptr64")).unwrap();
+            wtxn.commit().unwrap();
+        }
+        let err = Store::builder(dir.path()).open_read_only().unwrap_err();
+        assert!(matches!(err, Error::ArchiveFormatMismatch { .. }), "{err:?}");
+        assert!(err.to_string().contains("rkyv0.8 be align1 ptr64"));
+    }
+
+    /// Guards that a damaged record surfaces as `Corruption` on every read path.
+    #[test]
+    fn flipped_byte_in_a_stored_record_is_corruption_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.append("c-1", ExpectedVersion::Any, [ev(1), ev(2), ev(3)]).unwrap();
+        {
+            let (env, dbs) = store.env_and_dbs();
+            let mut wtxn = env.write_txn().unwrap();
+            let mut value = dbs.events.get(&wtxn, &keys::position_key(2)).unwrap().unwrap().to_vec();
+            value[5] ^= 0xff;
+            dbs.events.put(&mut wtxn, &keys::position_key(2), &value).unwrap();
+            wtxn.commit().unwrap();
+        }
+        let r = store.read().unwrap();
+        assert!(matches!(r.event(2), Err(Error::Corruption { position: 2, .. })));
+        let results: Vec<_> = r.all(ReadAll::new()).unwrap().collect();
+        assert!(results[0].is_ok());
+        assert!(matches!(results[1], Err(Error::Corruption { position: 2, .. })));
+        assert_eq!(results.len(), 2, "iteration stops at the first corrupt record");
+        let mut s = r.stream("c-1", crate::read::ReadStream::forward()).unwrap();
+        assert!(s.next().unwrap().is_ok());
+        assert!(matches!(s.next(), Some(Err(Error::Corruption { position: 2, .. }))));
+        assert!(s.next().is_none());
+    }
+
+    #[test]
+    fn missing_index_run_is_index_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.append("c-1", ExpectedVersion::Any, [ev(1)]).unwrap();
+        store.append("d-1", ExpectedVersion::Any, [ev(1)]).unwrap();
+        store.append("c-1", ExpectedVersion::Any, [ev(2)]).unwrap();
+        {
+            let (env, dbs) = store.env_and_dbs();
+            let mut wtxn = env.write_txn().unwrap();
+            assert!(dbs.stream_index.delete(&mut wtxn, &keys::stream_version_key(1, 2)).unwrap());
+            wtxn.commit().unwrap();
+        }
+        let r = store.read().unwrap();
+        let results: Vec<_> = r.stream("c-1", crate::read::ReadStream::forward()).unwrap().collect();
+        assert!(results[0].is_ok());
+        assert!(
+            matches!(results[1], Err(Error::IndexCorruption { index: "stream_index", .. })),
+            "{results:?}"
+        );
+    }
+
+    #[test]
+    fn adjacent_appends_extend_one_index_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..10 {
+            store.append("run-1", ExpectedVersion::Exact(i), [ev(i)]).unwrap();
+        }
+        store.append("other-1", ExpectedVersion::Any, [ev(0)]).unwrap();
+        store.append("run-1", ExpectedVersion::Exact(10), [ev(10), ev(11)]).unwrap();
+        let (env, dbs) = store.env_and_dbs();
+        let rtxn = env.read_txn().unwrap();
+        let runs: Vec<(u64, u64, keys::Run)> = dbs
+            .stream_index
+            .iter(&rtxn)
+            .unwrap()
+            .map(|kv| {
+                let (k, v) = kv.unwrap();
+                let (no, first) = keys::parse_stream_version_key("stream_index", k).unwrap();
+                (no, first, keys::Run::decode(v).unwrap())
+            })
+            .collect();
+        assert_eq!(
+            runs,
+            vec![
+                (1, 1, keys::Run { first_position: 1, count: 10 }),
+                (1, 11, keys::Run { first_position: 12, count: 2 }),
+                (2, 1, keys::Run { first_position: 11, count: 1 }),
+            ]
+        );
+    }
+}

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::shared::Shared;
 use super::{Command, Request, SideDb, StreamAppend, WriterConfig};
 use crate::error::{Error, Result, from_heed};
-use crate::event::AppendResult;
+use crate::event::{AppendResult, ExpectedVersion};
 use crate::record;
 use crate::store::env::Dbs;
 use crate::store::keys::{Run, StreamHead, le_u64, position_key, stream_version_key};
@@ -410,6 +410,11 @@ impl Writer {
             return Ok(None);
         };
         let mut last_version = 0;
+        let required_first_version = match a.expected {
+            ExpectedVersion::Exact(v) => Some(v + 1),
+            ExpectedVersion::NoStream => Some(1),
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => None,
+        };
         for (k, ev) in a.events.iter().enumerate() {
             let expected = first + k as u64;
             match lookup(&ev.event_id)? {
@@ -421,7 +426,8 @@ impl Writer {
                         ))
                     })?;
                     let stored = record::decode(pos, value).map_err(Step::Reject)?;
-                    if stored.stream_id() != a.stream_id {
+                    let misplaced = k == 0 && required_first_version.is_some_and(|v| v != stored.version());
+                    if stored.stream_id() != a.stream_id || misplaced {
                         return Err(duplicate(ev.event_id, pos));
                     }
                     last_version = stored.version();
