@@ -95,22 +95,20 @@ pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Re
     if payload.len() > max_event_size {
         return Err(Error::EventTooLarge { size: payload.len(), limit: max_event_size });
     }
-    if event.content_type == ContentType::Json {
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
+    if event.content_type == ContentType::Json
+        && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
             return Err(Error::InvalidPayload {
                 event_type: event.event_type.clone(),
                 reason: e.to_string(),
             });
         }
-    }
     let meta = event.metadata;
-    if let Some(user) = &meta.user_id {
-        if user.len() > MAX_NAME_LEN || user.chars().any(char::is_control) {
+    if let Some(user) = &meta.user_id
+        && (user.len() > MAX_NAME_LEN || user.chars().any(char::is_control)) {
             return Err(Error::InvalidMetadata {
                 reason: format!("user id must be at most {MAX_NAME_LEN} bytes without control characters"),
             });
         }
-    }
     let metadata = if meta.extra.is_empty() {
         Vec::new()
     } else {
@@ -193,7 +191,7 @@ fn le_u64(b: &[u8]) -> u64 {
 /// Checks the record's length, format byte and checksum and returns its trailer.
 pub(crate) fn check(position: u64, value: &[u8]) -> Result<Trailer> {
     let n = value.len();
-    if n < TRAILER_LEN || n % ARCHIVE_ALIGN != 0 {
+    if n < TRAILER_LEN || !n.is_multiple_of(ARCHIVE_ALIGN) {
         return Err(Error::corruption(position, format!("record length {n} is not a valid record length")));
     }
     let trailer = &value[n - TRAILER_LEN..];
@@ -238,7 +236,7 @@ pub(crate) fn recorded_at(position: u64, value: &[u8]) -> Result<u64> {
 pub fn decode(position: u64, value: &[u8]) -> Result<EventRef<'_>> {
     let trailer = check(position, value)?;
     let body = &value[..trailer.body_len];
-    let view = if (body.as_ptr() as usize) % ARCHIVE_ALIGN == 0 {
+    let view = if (body.as_ptr() as usize).is_multiple_of(ARCHIVE_ALIGN) {
         let archived = rkyv::access::<ArchivedEventBody, rancor::Error>(body)
             .map_err(|e| Error::corruption(position, format!("invalid archive: {e}")))?;
         event_ref::Body::Borrowed(archived)

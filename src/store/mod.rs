@@ -49,6 +49,7 @@ struct Inner {
     map_size: usize,
     no_sync: bool,
     store_id: Uuid,
+    created_at: u64,
     _lock: Option<lock::WriterLock>,
 }
 
@@ -161,6 +162,7 @@ impl Store {
                 map_size,
                 no_sync: b.durability == Durability::NoSync,
                 store_id: info.store_id,
+                created_at: info.created_at,
                 _lock: lock,
             }),
         })
@@ -174,6 +176,11 @@ impl Store {
     /// The store's unique id, fixed at creation.
     pub fn store_id(&self) -> Uuid {
         self.inner.store_id
+    }
+
+    /// When the store was created, in microseconds since the Unix epoch.
+    pub fn created_at(&self) -> u64 {
+        self.inner.created_at
     }
 
     /// Whether the store was opened read-only.
