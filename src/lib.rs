@@ -48,6 +48,7 @@ mod event;
 mod read;
 mod record;
 mod store;
+mod verify;
 mod writer;
 
 pub use error::{Error, Result};
@@ -59,4 +60,5 @@ pub use read::{
 pub use record::{EventRef, MAX_NAME_LEN};
 pub use store::meta::{FORMAT_VERSION, archive_format};
 pub use store::{DEFAULT_MAP_SIZE, Durability, Store, StoreBuilder, StoreStats};
+pub use verify::{Fault, VerifyReport};
 pub use writer::AppendTicket;
