@@ -75,7 +75,13 @@ fn scan(c: &mut Criterion) {
     let store = Store::builder(dir.path()).durability(eventfold::Durability::NoSync).open().expect("open");
     for chunk in 0..N / 1000 {
         let reqs: Vec<_> = (0..10)
-            .map(|s| (format!("scan-{}", (chunk * 10 + s) % 1000), ExpectedVersion::Any, events(100, chunk * 1000 + s * 100)))
+            .map(|s| {
+                (
+                    format!("scan-{}", (chunk * 10 + s) % 1000),
+                    ExpectedVersion::Any,
+                    events(100, chunk * 1000 + s * 100),
+                )
+            })
             .collect();
         store.append_many(reqs).expect("load");
     }
@@ -96,7 +102,11 @@ fn scan(c: &mut Criterion) {
     group.bench_function("owned", |b| {
         b.iter(|| {
             let reader = store.read().expect("read");
-            let n = reader.all(ReadAll::new()).expect("iter").map(|e| e.and_then(|e| e.to_owned()).expect("event")).count();
+            let n = reader
+                .all(ReadAll::new())
+                .expect("iter")
+                .map(|e| e.and_then(|e| e.to_owned()).expect("event"))
+                .count();
             assert_eq!(n as u64, N);
         })
     });

@@ -32,18 +32,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // Optimistic concurrency: a writer that read version 1 loses to the one above.
-    match store.append(&account, ExpectedVersion::Exact(1), [NewEvent::json("MoneyWithdrawn", &json!({ "amount": 30 }))]) {
+    match store.append(
+        &account,
+        ExpectedVersion::Exact(1),
+        [NewEvent::json("MoneyWithdrawn", &json!({ "amount": 30 }))],
+    ) {
         Err(e @ Error::WrongExpectedVersion { .. }) => println!("stale writer refused: {e}"),
         other => return Err(format!("expected a version conflict, got {other:?}").into()),
     }
 
     // Idempotency: resending an append with the same event ids writes nothing.
     let id = Uuid::now_v7();
-    let withdraw = || NewEvent::json("MoneyWithdrawn", &json!({ "amount": 30 })).with_id(id).with_metadata(user.clone());
+    let withdraw =
+        || NewEvent::json("MoneyWithdrawn", &json!({ "amount": 30 })).with_id(id).with_metadata(user.clone());
     let first = store.append(&account, ExpectedVersion::Exact(2), [withdraw()])?;
     let retry = store.append(&account, ExpectedVersion::Exact(2), [withdraw()])?;
     assert_eq!(first.first_position, retry.first_position);
-    println!("retry of position {} acknowledged without a second write: {}", retry.first_position, retry.already_stored);
+    println!(
+        "retry of position {} acknowledged without a second write: {}",
+        retry.first_position, retry.already_stored
+    );
 
     // Reads are snapshots, zero-copy and checksummed.
     let reader = store.read()?;
@@ -56,7 +64,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "MoneyWithdrawn" => balance -= amount,
             _ => {}
         }
-        println!("  v{} @{} {:<15} by {}", event.version(), event.position(), event.event_type(), event.user_id().unwrap_or("-"));
+        println!(
+            "  v{} @{} {:<15} by {}",
+            event.version(),
+            event.position(),
+            event.event_type(),
+            event.user_id().unwrap_or("-")
+        );
     }
     println!("balance of {account}: {balance}");
 

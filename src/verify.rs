@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::record;
 use crate::store::Store;
-use crate::store::keys::{Run, StreamHead, le_u64, parse_position_key, parse_stream_version_key, position_key};
+use crate::store::keys::{
+    Run, StreamHead, le_u64, parse_position_key, parse_stream_version_key, position_key,
+};
 
 /// Most faults a report lists one by one; the rest are only counted.
 const MAX_LISTED: usize = 1000;
@@ -114,7 +116,12 @@ impl Store {
             };
             report.events += 1;
             if position != expected {
-                report.fault("events", Some(expected), None, format!("gap: the next stored position is {position}"));
+                report.fault(
+                    "events",
+                    Some(expected),
+                    None,
+                    format!("gap: the next stored position is {position}"),
+                );
             }
             expected = position + 1;
             let event = match record::decode(position, v) {
@@ -167,9 +174,11 @@ impl Store {
                 }
             };
             match seen.get(&id) {
-                None => report.fault("streams", None, Some(&id), "head of a stream with no events in the log"),
-                Some(s) if s.last_version != head.version || s.last_position != head.last_position => {
-                    report.fault(
+                None => {
+                    report.fault("streams", None, Some(&id), "head of a stream with no events in the log")
+                }
+                Some(s) if s.last_version != head.version || s.last_position != head.last_position => report
+                    .fault(
                         "streams",
                         None,
                         Some(&id),
@@ -177,12 +186,16 @@ impl Store {
                             "head says version {} at position {}, the log says version {} at position {}",
                             head.version, head.last_position, s.last_version, s.last_position
                         ),
-                    )
-                }
+                    ),
                 Some(_) => {}
             }
             if let Some((other, _)) = by_number.insert(head.stream_no, (id.clone(), head)) {
-                report.fault("streams", None, Some(&id), format!("stream number {} is also used by {other:?}", head.stream_no));
+                report.fault(
+                    "streams",
+                    None,
+                    Some(&id),
+                    format!("stream number {} is also used by {other:?}", head.stream_no),
+                );
             }
         }
         for id in seen.keys() {
@@ -197,15 +210,21 @@ impl Store {
         for item in dbs.stream_index.iter(txn)? {
             let (k, v) = item?;
             report.index_runs += 1;
-            let ((no, first_version), run) = match (parse_stream_version_key("stream_index", k), Run::decode(v)) {
-                (Ok(key), Ok(run)) => (key, run),
-                (Err(e), _) | (_, Err(e)) => {
-                    report.fault("stream_index", None, None, e.to_string());
-                    continue;
-                }
-            };
+            let ((no, first_version), run) =
+                match (parse_stream_version_key("stream_index", k), Run::decode(v)) {
+                    (Ok(key), Ok(run)) => (key, run),
+                    (Err(e), _) | (_, Err(e)) => {
+                        report.fault("stream_index", None, None, e.to_string());
+                        continue;
+                    }
+                };
             let Some((id, _)) = by_number.get(&no) else {
-                report.fault("stream_index", Some(run.first_position), None, format!("run of unknown stream number {no}"));
+                report.fault(
+                    "stream_index",
+                    Some(run.first_position),
+                    None,
+                    format!("run of unknown stream number {no}"),
+                );
                 continue;
             };
             let want = next_version.entry(no).or_insert(1);
@@ -234,7 +253,11 @@ impl Store {
                             "stream_index",
                             Some(position),
                             Some(id),
-                            format!("version {version} points at {:?} version {}", e.stream_id(), e.version()),
+                            format!(
+                                "version {version} points at {:?} version {}",
+                                e.stream_id(),
+                                e.version()
+                            ),
                         ),
                         // Already reported by the log walk.
                         Err(_) => {}
@@ -277,7 +300,11 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         for i in 0..5u64 {
             store
-                .append(&format!("v-{}", i % 2), ExpectedVersion::Any, [NewEvent::json("E", &i), NewEvent::json("F", &i)])
+                .append(
+                    &format!("v-{}", i % 2),
+                    ExpectedVersion::Any,
+                    [NewEvent::json("E", &i), NewEvent::json("F", &i)],
+                )
                 .unwrap();
         }
         (dir, store)

@@ -96,19 +96,18 @@ pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Re
         return Err(Error::EventTooLarge { size: payload.len(), limit: max_event_size });
     }
     if event.content_type == ContentType::Json
-        && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
-            return Err(Error::InvalidPayload {
-                event_type: event.event_type.clone(),
-                reason: e.to_string(),
-            });
-        }
+        && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload)
+    {
+        return Err(Error::InvalidPayload { event_type: event.event_type.clone(), reason: e.to_string() });
+    }
     let meta = event.metadata;
     if let Some(user) = &meta.user_id
-        && (user.len() > MAX_NAME_LEN || user.chars().any(char::is_control)) {
-            return Err(Error::InvalidMetadata {
-                reason: format!("user id must be at most {MAX_NAME_LEN} bytes without control characters"),
-            });
-        }
+        && (user.len() > MAX_NAME_LEN || user.chars().any(char::is_control))
+    {
+        return Err(Error::InvalidMetadata {
+            reason: format!("user id must be at most {MAX_NAME_LEN} bytes without control characters"),
+        });
+    }
     let metadata = if meta.extra.is_empty() {
         Vec::new()
     } else {

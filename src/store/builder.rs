@@ -42,6 +42,7 @@ pub struct StoreBuilder {
     pub(crate) max_batch_bytes: usize,
     pub(crate) max_event_size: usize,
     pub(crate) queue_capacity: usize,
+    pub(crate) faults: crate::writer::FaultPlan,
 }
 
 /// Default map size: the most the store may grow to. LMDB reserves this much
@@ -59,6 +60,7 @@ impl StoreBuilder {
             max_batch_bytes: 32 << 20,
             max_event_size: 4 << 20,
             queue_capacity: 4096,
+            faults: crate::writer::FaultPlan::default(),
         }
     }
 
@@ -107,6 +109,22 @@ impl StoreBuilder {
     /// appender wait.
     pub fn queue_capacity(mut self, requests: usize) -> Self {
         self.queue_capacity = requests.max(1);
+        self
+    }
+
+    /// Makes the `n`th commit of this open (counted from 1) fail before it
+    /// reaches the disk. For tests of failure handling only.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_commit_at(mut self, n: u64) -> Self {
+        self.faults.fail_commit_at = Some(n);
+        self
+    }
+
+    /// Makes the `n`th commit of this open (counted from 1) reach LMDB and
+    /// then report a failed fsync. For tests of failure handling only.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_sync_at(mut self, n: u64) -> Self {
+        self.faults.fail_sync_at = Some(n);
         self
     }
 

@@ -146,6 +146,7 @@ impl Store {
                 max_batch_events: b.max_batch_events,
                 max_batch_bytes: b.max_batch_bytes,
                 map_size,
+                faults: b.faults,
             };
             let start = StartState { head, last_recorded_at, next_stream_no: info.next_stream_no };
             Some(WriterHandle::spawn(env.clone(), dbs, shared.clone(), config, b.queue_capacity, start)?)

@@ -67,6 +67,7 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     config: WriterConfig,
     state: StartState,
+    commit_attempts: u64,
 }
 
 pub(crate) fn now_micros() -> u64 {
@@ -84,7 +85,7 @@ impl Writer {
         config: WriterConfig,
         state: StartState,
     ) -> Self {
-        Writer { env, dbs, shared, config, state }
+        Writer { env, dbs, shared, config, state, commit_attempts: 0 }
     }
 
     pub(crate) fn run(mut self, rx: Receiver<Command>) {
@@ -216,11 +217,24 @@ impl Writer {
             wtxn.abort();
             return Err(fail(e));
         }
+        let attempt = self.commit_attempts + 1;
+        self.commit_attempts = attempt;
+        if self.config.faults.fail_commit_at == Some(attempt) {
+            wtxn.abort();
+            let error = Error::Storage(format!("commit failed: injected failure of commit {attempt}"));
+            return Err(TxnFailure { error, poison: true });
+        }
         if let Err(e) = wtxn.commit() {
             let error = from_heed(e, map_size);
             let poison = !matches!(error, Error::StorageFull { .. });
             let error = if poison { Error::Storage(format!("commit failed: {error}")) } else { error };
             return Err(TxnFailure { error, poison });
+        }
+        if self.config.faults.fail_sync_at == Some(attempt) {
+            // The pages reached LMDB but their durability is unknown: do not
+            // acknowledge, and refuse further writes until a reopen.
+            let error = Error::Storage(format!("fsync failed: injected failure of commit {attempt}"));
+            return Err(TxnFailure { error, poison: true });
         }
         self.state.head = ctx.pos;
         self.state.last_recorded_at = now;

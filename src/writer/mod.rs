@@ -74,6 +74,18 @@ pub(crate) struct WriterConfig {
     pub max_batch_events: usize,
     pub max_batch_bytes: usize,
     pub map_size: usize,
+    pub faults: FaultPlan,
+}
+
+/// Failures to inject, for tests of the failure paths. Only the
+/// `fault-injection` feature can set them.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FaultPlan {
+    /// Abort the Nth commit (counted from 1 since open) as if it had failed.
+    pub fail_commit_at: Option<u64>,
+    /// Let the Nth commit reach LMDB, then report it failed, as a failed
+    /// fsync would: the callers are not acknowledged and the store is poisoned.
+    pub fail_sync_at: Option<u64>,
 }
 
 /// The handle the store keeps to its writer thread.

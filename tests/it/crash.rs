@@ -132,7 +132,10 @@ fn run_crash_iteration(seed: u64, durability: &str) -> usize {
     let r = store.read().unwrap();
     for a in &acks {
         for (k, id) in a.ids.iter().enumerate() {
-            let e = r.event(a.first + k as u64).unwrap().unwrap_or_else(|| panic!("seed {seed}: acked position {} lost", a.first));
+            let e = r
+                .event(a.first + k as u64)
+                .unwrap()
+                .unwrap_or_else(|| panic!("seed {seed}: acked position {} lost", a.first));
             assert_eq!(e.event_id(), *id, "seed {seed}");
             assert_eq!(e.stream_id(), a.stream);
             assert_eq!(e.version(), a.version - (a.last - a.first) + k as u64);
@@ -142,7 +145,8 @@ fn run_crash_iteration(seed: u64, durability: &str) -> usize {
     let mut requests: HashMap<String, (u64, u64)> = HashMap::new();
     for e in r.all(ReadAll::new()).unwrap() {
         let v: serde_json::Value = e.unwrap().payload_as().unwrap();
-        let entry = requests.entry(v["req"].as_str().unwrap().to_string()).or_insert((0, v["of"].as_u64().unwrap()));
+        let entry =
+            requests.entry(v["req"].as_str().unwrap().to_string()).or_insert((0, v["of"].as_u64().unwrap()));
         entry.0 += 1;
     }
     assert!(requests.values().all(|(seen, of)| seen == of), "seed {seed}: a request was half-applied");
@@ -150,7 +154,9 @@ fn run_crash_iteration(seed: u64, durability: &str) -> usize {
     let head = r.head().unwrap();
     let version = r.stream_version("crash-0").unwrap();
     drop(r);
-    let res = store.append("crash-0", ExpectedVersion::Exact(version), [NewEvent::json("After", &json!({}))]).unwrap();
+    let res = store
+        .append("crash-0", ExpectedVersion::Exact(version), [NewEvent::json("After", &json!({}))])
+        .unwrap();
     assert_eq!((res.first_position, res.stream_version), (head + 1, version + 1));
     acks.len()
 }

@@ -3,4 +3,6 @@
 mod common;
 mod core;
 mod crash;
+#[cfg(feature = "fault-injection")]
+mod faults;
 mod model;
