@@ -45,6 +45,8 @@
 
 mod error;
 mod event;
+#[cfg(feature = "protocol")]
+pub mod protocol;
 mod read;
 mod record;
 mod store;

@@ -1,0 +1,206 @@
+//! Turns one request into one reply against a [`Store`].
+
+use serde::Serialize;
+
+use super::wire::{
+    self, AppendBatchRequest, AppendRequest, DEFAULT_NODE_ID, DEFAULT_READ_LIMIT, Envelope, ReadAllRequest,
+    ReadStreamRequest, Reply, Request, WireEvent, WireNewEvent, codes,
+};
+use crate::error::Error;
+use crate::event::{AppendResult, NewEvent};
+use crate::read::{Filter, ReadAll, ReadStream};
+use crate::store::Store;
+
+/// One client's conversation with the node: it remembers the name `init`
+/// gave the node. Each TCP connection (and the stdio node) has its own.
+pub struct Session {
+    store: Store,
+    node_id: String,
+}
+
+impl Session {
+    /// A session over `store`, answering as [`DEFAULT_NODE_ID`] until `init`.
+    pub fn new(store: Store) -> Self {
+        Session { store, node_id: DEFAULT_NODE_ID.to_string() }
+    }
+
+    /// Handles one request line (without its newline) and returns the reply
+    /// line (without its newline). Never fails: every problem is an `error`
+    /// reply.
+    pub fn handle_line(&mut self, line: &[u8]) -> String {
+        match wire::parse_request(line) {
+            Ok(request) => {
+                let reply = self.handle(&request.body);
+                self.envelope(Some(&request.src), Some(&request.dest), reply)
+            }
+            Err(rejected) => self.envelope(rejected.src.as_deref(), rejected.dest.as_deref(), rejected.reply),
+        }
+    }
+
+    /// The reply to a line longer than `limit` bytes, which was skipped unread.
+    pub fn oversized_line(&self, length: usize, limit: usize) -> String {
+        let text = format!(
+            "malformed request: line of {length} bytes is over the limit of {limit} bytes; send large payloads in several events or store them elsewhere"
+        );
+        self.envelope(None, None, Reply::error(None, codes::MALFORMED_REQUEST, text))
+    }
+
+    /// Wraps a reply body, swapping the request's `src` and `dest`.
+    fn envelope(&self, src: Option<&str>, dest: Option<&str>, body: Reply) -> String {
+        let from = dest.filter(|d| !d.is_empty()).unwrap_or(&self.node_id).to_string();
+        let to = src.filter(|s| !s.is_empty()).unwrap_or("client").to_string();
+        to_line(&Envelope { src: from, dest: to, body })
+    }
+
+    /// Answers one parsed request.
+    pub fn handle(&mut self, request: &Request) -> Reply {
+        let id = request.msg_id();
+        let result = match request {
+            Request::Init(r) => {
+                self.node_id = r.node_id.clone();
+                let peers = r.node_ids.iter().filter(|n| **n != r.node_id).cloned().collect();
+                Ok(Reply::InitOk { in_reply_to: id, node_id: r.node_id.clone(), peers })
+            }
+            Request::Append(r) => self.append(r),
+            Request::AppendBatch(r) => self.append_batch(r),
+            Request::ReadStream(r) => self.read_stream(r),
+            Request::ReadAll(r) => self.read_all(r),
+            Request::Stats(_) => self.store.stats().map(|stats| Reply::StatsOk { in_reply_to: id, stats }),
+            Request::CreateSnapshot(_)
+            | Request::GetSnapshot(_)
+            | Request::GetState(_)
+            | Request::Subscribe(_)
+            | Request::Unsubscribe(_) => {
+                return Reply::error(
+                    id,
+                    codes::NOT_SUPPORTED,
+                    format!("not supported: this node does not offer {}", request.type_name()),
+                );
+            }
+        };
+        result.unwrap_or_else(|e| error_reply(id, e))
+    }
+
+    fn append(&self, r: &AppendRequest) -> crate::Result<Reply> {
+        let event = new_event(&r.event)?;
+        let res = self.store.append(&r.aggregate_id, r.version.0, [event])?;
+        let (event_id, sequence_number) = first(&res)?;
+        Ok(Reply::Appended {
+            in_reply_to: r.msg_id,
+            event_id,
+            sequence_number,
+            version: res.stream_version,
+            already_stored: res.already_stored,
+        })
+    }
+
+    fn append_batch(&self, r: &AppendBatchRequest) -> crate::Result<Reply> {
+        let events = r.events.iter().map(new_event).collect::<crate::Result<Vec<_>>>()?;
+        let res = self.store.append(&r.aggregate_id, r.version.0, events)?;
+        Ok(Reply::AppendedBatch {
+            in_reply_to: r.msg_id,
+            first_sequence_number: res.first_position,
+            last_sequence_number: res.last_position,
+            version: res.stream_version,
+            already_stored: res.already_stored,
+            event_ids: res.event_ids,
+        })
+    }
+
+    fn read_stream(&self, r: &ReadStreamRequest) -> crate::Result<Reply> {
+        let reader = self.store.read()?;
+        let mut options = if r.backwards { ReadStream::backward() } else { ReadStream::forward() };
+        if let Some(v) = r.from_version {
+            options = options.from_version(v);
+        }
+        options = options.limit(r.limit.unwrap_or(DEFAULT_READ_LIMIT));
+        let mut events = Vec::new();
+        for e in reader.stream(&r.aggregate_id, options)? {
+            events.push(WireEvent::from_recorded(e?.to_owned()?, false)?);
+        }
+        Ok(Reply::StreamEvents {
+            in_reply_to: r.msg_id,
+            aggregate_id: r.aggregate_id.clone(),
+            version: reader.stream_version(&r.aggregate_id)?,
+            events,
+        })
+    }
+
+    fn read_all(&self, r: &ReadAllRequest) -> crate::Result<Reply> {
+        let reader = self.store.read()?;
+        let mut filter = Filter::new().event_types(r.event_types.iter().cloned());
+        if let Some(c) = &r.category {
+            filter = filter.category(c.clone());
+        }
+        let options = ReadAll::from_position(r.from_sequence.unwrap_or(1))
+            .limit(r.limit.unwrap_or(DEFAULT_READ_LIMIT))
+            .filter(filter);
+        let mut events = Vec::new();
+        for e in reader.all(options)? {
+            events.push(WireEvent::from_recorded(e?.to_owned()?, true)?);
+        }
+        Ok(Reply::AllEvents { in_reply_to: r.msg_id, events, head: reader.head()? })
+    }
+}
+
+fn new_event(e: &WireNewEvent) -> crate::Result<NewEvent> {
+    let mut event = NewEvent::json(e.event_type.clone(), &e.event_data);
+    if let Some(id) = e.event_id {
+        event = event.with_id(id);
+    }
+    if let Some(v) = e.schema_version {
+        event = event.with_schema_version(v);
+    }
+    if let Some(m) = &e.metadata {
+        event = event.with_metadata(m.clone().into());
+    }
+    Ok(event)
+}
+
+fn first(res: &AppendResult) -> crate::Result<(uuid::Uuid, u64)> {
+    match res.event_ids.first() {
+        Some(id) => Ok((*id, res.first_position)),
+        // An append of one event always answers with one id.
+        None => Err(Error::EmptyAppend),
+    }
+}
+
+/// The reply for a failed request: a concurrency error, or an `error` with
+/// the code a client can act on.
+pub fn error_reply(in_reply_to: Option<u64>, error: Error) -> Reply {
+    let code = match &error {
+        Error::WrongExpectedVersion { actual, .. } => {
+            return Reply::ConcurrencyError {
+                in_reply_to,
+                error: error.to_string(),
+                current_version: *actual,
+            };
+        }
+        Error::DuplicateEventId { .. } => codes::PRECONDITION_FAILED,
+        Error::InvalidStreamId { .. }
+        | Error::InvalidEventType { .. }
+        | Error::InvalidPayload { .. }
+        | Error::InvalidMetadata { .. }
+        | Error::EventTooLarge { .. }
+        | Error::EmptyAppend
+        | Error::DuplicateStreamInRequest { .. } => codes::MALFORMED_REQUEST,
+        Error::StorageFull { .. } | Error::Poisoned { .. } | Error::Closed | Error::ReadOnly => {
+            codes::TEMPORARILY_UNAVAILABLE
+        }
+        _ => codes::CRASH,
+    };
+    Reply::error(in_reply_to, code, error.to_string())
+}
+
+/// Serializes a message as one line. Serializing these types cannot fail
+/// (string keys, no maps with other keys); should it ever, the client gets a
+/// well-formed `error` rather than a broken line.
+pub(crate) fn to_line<T: Serialize>(message: &T) -> String {
+    serde_json::to_string(message).unwrap_or_else(|e| {
+        format!(
+            r#"{{"src":"{DEFAULT_NODE_ID}","dest":"client","body":{{"type":"error","code":{},"text":{}}}}}"#,
+            codes::CRASH,
+            serde_json::Value::String(format!("could not encode the reply: {e}"))
+        )
+    })
+}

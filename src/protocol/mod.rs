@@ -1,0 +1,164 @@
+//! The JSON-lines protocol node: one JSON message per line in, one reply per
+//! line out, over stdin/stdout ([`serve_stdio`]) or TCP ([`TcpServer`]).
+//!
+//! See `docs/protocol.md` for every message with an example. The wire types
+//! are in [`wire`]; [`Session`] answers requests against a [`Store`](crate::Store).
+//!
+//! Bad input never stops the node: a line that is not JSON, a missing field,
+//! an unknown type or a line over the length limit each get an `error` reply
+//! and the node reads on.
+
+mod dispatch;
+mod stdio;
+mod tcp;
+pub mod wire;
+
+use std::io::{self, BufRead, Write};
+use std::sync::Arc;
+
+pub use dispatch::{Session, error_reply};
+pub use stdio::serve_stdio;
+pub use tcp::TcpServer;
+
+use crate::store::Store;
+
+/// A function the node calls with one line of log text (connections opened
+/// and closed, I/O errors). The `eventfold` CLI writes them to stderr.
+pub type Logger = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Settings of a protocol node.
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// Longest request line read, in bytes (default [`wire::DEFAULT_MAX_LINE_BYTES`]).
+    pub max_line_bytes: usize,
+    /// Where log lines go (default: nowhere).
+    pub logger: Option<Logger>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions { max_line_bytes: wire::DEFAULT_MAX_LINE_BYTES, logger: None }
+    }
+}
+
+impl ServeOptions {
+    pub(crate) fn log(&self, text: &str) {
+        if let Some(l) = &self.logger {
+            l(text);
+        }
+    }
+}
+
+/// What [`read_line_limited`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineRead {
+    /// A whole line is in the buffer (newline and a trailing `\r` removed).
+    Line,
+    /// The line was longer than the limit; it was skipped to its end and the
+    /// buffer is empty. Holds the line's length in bytes.
+    TooLong(usize),
+    /// End of input.
+    Eof,
+}
+
+/// Reads one line into `buf`, keeping at most `max` bytes in memory: a
+/// longer line is consumed chunk by chunk and thrown away.
+pub fn read_line_limited<R: BufRead>(r: &mut R, buf: &mut Vec<u8>, max: usize) -> io::Result<LineRead> {
+    buf.clear();
+    let mut total = 0usize;
+    let mut too_long = false;
+    loop {
+        let available = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(match (total, too_long) {
+                (0, _) => LineRead::Eof,
+                (n, true) => LineRead::TooLong(n),
+                (_, false) => {
+                    trim_cr(buf);
+                    LineRead::Line
+                }
+            });
+        }
+        let (chunk_len, used, found) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i, i + 1, true),
+            None => (available.len(), available.len(), false),
+        };
+        total += chunk_len;
+        if !too_long {
+            if buf.len() + chunk_len > max {
+                too_long = true;
+                buf.clear();
+                buf.shrink_to(max.min(64 << 10));
+            } else {
+                buf.extend_from_slice(&available[..chunk_len]);
+            }
+        }
+        r.consume(used);
+        if found {
+            if too_long {
+                return Ok(LineRead::TooLong(total));
+            }
+            trim_cr(buf);
+            return Ok(LineRead::Line);
+        }
+    }
+}
+
+fn trim_cr(buf: &mut Vec<u8>) {
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+}
+
+/// Serves one client: reads request lines from `input` until it ends and
+/// writes one reply line per request to `output`, flushed per line. Blank
+/// lines are ignored. Returns the number of requests answered; an error
+/// means the input or output failed, never that a request was bad.
+pub fn serve_connection<R: BufRead, W: Write>(
+    store: &Store,
+    mut input: R,
+    mut output: W,
+    options: &ServeOptions,
+) -> io::Result<u64> {
+    let mut session = Session::new(store.clone());
+    let mut line = Vec::new();
+    let mut answered = 0u64;
+    loop {
+        let reply = match read_line_limited(&mut input, &mut line, options.max_line_bytes)? {
+            LineRead::Eof => return Ok(answered),
+            LineRead::TooLong(n) => session.oversized_line(n, options.max_line_bytes),
+            LineRead::Line if line.iter().all(u8::is_ascii_whitespace) => continue,
+            LineRead::Line => session.handle_line(&line),
+        };
+        output.write_all(reply.as_bytes())?;
+        output.write_all(b"\n")?;
+        output.flush()?;
+        answered += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_skipped_whole() {
+        let input = format!("short\n{}\nnext\r\nlast", "x".repeat(100));
+        // A tiny buffer forces the long line across many chunks.
+        let mut r = io::BufReader::with_capacity(7, input.as_bytes());
+        let mut buf = Vec::new();
+        assert_eq!(read_line_limited(&mut r, &mut buf, 10).unwrap(), LineRead::Line);
+        assert_eq!(buf, b"short");
+        assert_eq!(read_line_limited(&mut r, &mut buf, 10).unwrap(), LineRead::TooLong(100));
+        assert!(buf.is_empty());
+        assert_eq!(read_line_limited(&mut r, &mut buf, 10).unwrap(), LineRead::Line);
+        assert_eq!(buf, b"next");
+        assert_eq!(read_line_limited(&mut r, &mut buf, 10).unwrap(), LineRead::Line);
+        assert_eq!(buf, b"last");
+        assert_eq!(read_line_limited(&mut r, &mut buf, 10).unwrap(), LineRead::Eof);
+    }
+}

@@ -1,0 +1,889 @@
+//! Every message of the JSON-lines protocol, as serde types, and the parser
+//! the node uses for incoming lines.
+//!
+//! A message is `{"src": A, "dest": B, "body": {"type": …, "msg_id": …, …}}`.
+//! Requests derive `Serialize` and `Deserialize` so a Rust client can build
+//! and read them with serde; the node itself parses a request field by field
+//! ([`parse_request`]) so that a missing or ill-typed field is reported by
+//! name (serde's own errors for tagged enums do not say which field failed).
+//!
+//! Messages for snapshots, state and subscriptions are part of the protocol's
+//! design and are typed here; a node built without those parts of the store
+//! answers them with error code [`codes::NOT_SUPPORTED`].
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::event::{ContentType, EventMetadata, ExpectedVersion, RecordedEvent};
+use crate::store::StoreStats;
+
+/// Longest request line the node reads, in bytes (1 MiB), not counting the
+/// newline. A longer line is skipped without being held in memory and
+/// answered with error code [`codes::MALFORMED_REQUEST`].
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
+
+/// The name a node answers as until an `init` gives it another, and when a
+/// request has no `dest`.
+pub const DEFAULT_NODE_ID: &str = "eventstore";
+
+/// Error codes of `error` replies. The numbers follow the Maelstrom
+/// conventions, so generic JSON-lines clients read them right.
+pub mod codes {
+    /// The message type is unknown, or this node does not offer it.
+    pub const NOT_SUPPORTED: u32 = 10;
+    /// The store cannot take writes now (full, poisoned by a failed fsync,
+    /// closing); the same request may succeed later or after a restart.
+    pub const TEMPORARILY_UNAVAILABLE: u32 = 11;
+    /// The line is not JSON, or a field is missing, ill-typed or invalid
+    /// (bad stream id, event type, payload, metadata, size).
+    pub const MALFORMED_REQUEST: u32 = 12;
+    /// The store failed in a way the client cannot fix (corruption, I/O).
+    pub const CRASH: u32 = 13;
+    /// A precondition failed: an event id is already used elsewhere.
+    pub const PRECONDITION_FAILED: u32 = 22;
+}
+
+/// One protocol message: who sent it, to whom, and its body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<B> {
+    /// The sender's name.
+    #[serde(default)]
+    pub src: String,
+    /// The receiver's name.
+    #[serde(default)]
+    pub dest: String,
+    /// The message itself.
+    pub body: B,
+}
+
+/// The expected version of an append on the wire: a number, or `"any"`,
+/// `"no_stream"`, `"stream_exists"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireVersion(pub ExpectedVersion);
+
+impl Serialize for WireVersion {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            ExpectedVersion::Exact(n) => s.serialize_u64(n),
+            ExpectedVersion::Any => s.serialize_str("any"),
+            ExpectedVersion::NoStream => s.serialize_str("no_stream"),
+            ExpectedVersion::StreamExists => s.serialize_str("stream_exists"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WireVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match Value::deserialize(d)? {
+            Value::Number(n) => n.as_u64().map(|v| WireVersion(ExpectedVersion::Exact(v))).ok_or_else(|| {
+                D::Error::custom(format!("expected a version number (0 or more) or \"any\", got {n}"))
+            }),
+            Value::String(s) => match s.as_str() {
+                "any" => Ok(WireVersion(ExpectedVersion::Any)),
+                "no_stream" => Ok(WireVersion(ExpectedVersion::NoStream)),
+                "stream_exists" => Ok(WireVersion(ExpectedVersion::StreamExists)),
+                _ => Err(D::Error::custom(format!(
+                    "expected a version number or \"any\", \"no_stream\", \"stream_exists\", got {s:?}"
+                ))),
+            },
+            other => Err(D::Error::custom(format!("expected a version number or \"any\", got {other}"))),
+        }
+    }
+}
+
+/// Event metadata on the wire: the three known fields and any others, flat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WireMetadata {
+    /// Groups every event of one business transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    /// The event or command that caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    /// The user on whose behalf the event was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Any other fields.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl From<WireMetadata> for EventMetadata {
+    fn from(m: WireMetadata) -> Self {
+        EventMetadata {
+            correlation_id: m.correlation_id,
+            causation_id: m.causation_id,
+            user_id: m.user_id,
+            extra: m.extra,
+        }
+    }
+}
+
+/// `init`: names this node and its peers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// This node's name.
+    pub node_id: String,
+    /// Every node's name, this one included.
+    #[serde(default)]
+    pub node_ids: Vec<String>,
+}
+
+/// One event of an `append` or `append_batch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireNewEvent {
+    /// The event type.
+    pub event_type: String,
+    /// The payload, any JSON value.
+    pub event_data: Value,
+    /// The event id (default: a new UUID v7). Resending with the same id is idempotent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Uuid>,
+    /// Correlation, causation, user and other fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<WireMetadata>,
+    /// The payload's schema version (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
+}
+
+/// `append`: one event to one aggregate, at an expected version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppendRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// The stream to append to.
+    pub aggregate_id: String,
+    /// The version the client believes the aggregate is at.
+    pub version: WireVersion,
+    /// The event.
+    #[serde(flatten)]
+    pub event: WireNewEvent,
+}
+
+/// `append_batch`: several events to one aggregate, all or nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppendBatchRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// The stream to append to.
+    pub aggregate_id: String,
+    /// The version the client believes the aggregate is at.
+    pub version: WireVersion,
+    /// The events, in order.
+    pub events: Vec<WireNewEvent>,
+}
+
+/// `read_stream`: events of one aggregate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadStreamRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// The stream to read.
+    pub aggregate_id: String,
+    /// First version to return (inclusive; default: the first, or the last when backwards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_version: Option<u64>,
+    /// Most events to return (default [`DEFAULT_READ_LIMIT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Newest first.
+    #[serde(default)]
+    pub backwards: bool,
+}
+
+/// `read_all`: the global log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadAllRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// First sequence number to return (inclusive, default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_sequence: Option<u64>,
+    /// Most events to return (default [`DEFAULT_READ_LIMIT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Keep only these event types (any of; empty keeps all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub event_types: Vec<String>,
+    /// Keep only aggregates of this category (the part of the id before the first `-`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+}
+
+/// A request that names one aggregate and nothing else
+/// (`create_snapshot`, `get_snapshot`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregateRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// The aggregate.
+    pub aggregate_id: String,
+}
+
+/// `get_state`: the JSON-merge state of an aggregate, now or as of a version or time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetStateRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// The aggregate.
+    pub aggregate_id: String,
+    /// Fold events up to this version (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of_version: Option<u64>,
+    /// Fold events recorded up to this time (microseconds since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of_time: Option<u64>,
+}
+
+/// `subscribe`: push matching events from a sequence number on, then live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscribeRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// First sequence number to push (inclusive; default: only new events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_sequence: Option<u64>,
+    /// Keep only these event types.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub event_types: Vec<String>,
+    /// Keep only aggregates of this category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Keep only this aggregate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate_id: Option<String>,
+}
+
+/// `unsubscribe`: stop a subscription of this connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnsubscribeRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// The id from the `subscribed` reply.
+    pub subscription_id: u64,
+}
+
+/// A request with no fields but its id (`stats`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmptyRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+}
+
+/// Default and most events a read returns in one reply when no `limit` is given.
+pub const DEFAULT_READ_LIMIT: usize = 1000;
+
+/// Every request body, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Names the node; answered by `init_ok`.
+    Init(InitRequest),
+    /// Appends one event; answered by `appended` or `concurrency_error`.
+    Append(AppendRequest),
+    /// Appends several events to one aggregate; answered by `appended_batch`.
+    AppendBatch(AppendBatchRequest),
+    /// Reads one aggregate; answered by `stream_events`.
+    ReadStream(ReadStreamRequest),
+    /// Reads the global log; answered by `all_events`.
+    ReadAll(ReadAllRequest),
+    /// Store counters; answered by `stats_ok`.
+    Stats(EmptyRequest),
+    /// Saves a snapshot of the aggregate's state; answered by `snapshot_created`.
+    CreateSnapshot(AggregateRequest),
+    /// The latest snapshot; answered by `snapshot`.
+    GetSnapshot(AggregateRequest),
+    /// The aggregate's state; answered by `state`.
+    GetState(GetStateRequest),
+    /// Starts pushing events; answered by `subscribed`, then `event` messages.
+    Subscribe(SubscribeRequest),
+    /// Stops a subscription; answered by `unsubscribed`.
+    Unsubscribe(UnsubscribeRequest),
+}
+
+impl Request {
+    /// The request's `msg_id`, if it has one.
+    pub fn msg_id(&self) -> Option<u64> {
+        match self {
+            Request::Init(r) => r.msg_id,
+            Request::Append(r) => r.msg_id,
+            Request::AppendBatch(r) => r.msg_id,
+            Request::ReadStream(r) => r.msg_id,
+            Request::ReadAll(r) => r.msg_id,
+            Request::Stats(r) => r.msg_id,
+            Request::CreateSnapshot(r) | Request::GetSnapshot(r) => r.msg_id,
+            Request::GetState(r) => r.msg_id,
+            Request::Subscribe(r) => r.msg_id,
+            Request::Unsubscribe(r) => r.msg_id,
+        }
+    }
+
+    /// The wire name of the request's type.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Request::Init(_) => "init",
+            Request::Append(_) => "append",
+            Request::AppendBatch(_) => "append_batch",
+            Request::ReadStream(_) => "read_stream",
+            Request::ReadAll(_) => "read_all",
+            Request::Stats(_) => "stats",
+            Request::CreateSnapshot(_) => "create_snapshot",
+            Request::GetSnapshot(_) => "get_snapshot",
+            Request::GetState(_) => "get_state",
+            Request::Subscribe(_) => "subscribe",
+            Request::Unsubscribe(_) => "unsubscribe",
+        }
+    }
+}
+
+/// An event in a reply (`stream_events`, `all_events`, pushed `event`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireEvent {
+    /// The event id.
+    pub event_id: Uuid,
+    /// The aggregate (only in `all_events` and pushed events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate_id: Option<String>,
+    /// The event type.
+    pub event_type: String,
+    /// The payload; a binary payload is a string of hex digits.
+    pub event_data: Value,
+    /// The event's version in its aggregate.
+    pub version: u64,
+    /// The event's global position.
+    pub sequence_number: u64,
+    /// When it was recorded, in microseconds since the Unix epoch.
+    pub recorded_at: u64,
+    /// The payload's schema version.
+    pub schema_version: u32,
+    /// Correlation, causation, user and other fields (`{}` when none).
+    pub metadata: WireMetadata,
+    /// `"binary"` for a binary payload; absent for JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<ContentType>,
+}
+
+impl WireEvent {
+    /// The wire form of a stored event; `with_aggregate` adds `aggregate_id`.
+    pub fn from_recorded(e: RecordedEvent, with_aggregate: bool) -> crate::Result<Self> {
+        let event_data = e.payload_json()?;
+        Ok(WireEvent {
+            event_id: e.event_id,
+            aggregate_id: with_aggregate.then_some(e.stream_id),
+            event_type: e.event_type,
+            event_data,
+            version: e.version,
+            sequence_number: e.position,
+            recorded_at: e.recorded_at,
+            schema_version: e.schema_version,
+            metadata: WireMetadata {
+                correlation_id: e.correlation_id,
+                causation_id: e.causation_id,
+                user_id: e.user_id,
+                extra: e.metadata,
+            },
+            content_type: (e.content_type == ContentType::Binary).then_some(ContentType::Binary),
+        })
+    }
+}
+
+/// Every reply body, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    /// The answer to `init`.
+    InitOk {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// This node's name.
+        node_id: String,
+        /// The other nodes' names.
+        peers: Vec<String>,
+    },
+    /// The answer to a successful `append`.
+    Appended {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// The stored event's id.
+        event_id: Uuid,
+        /// Its global position.
+        sequence_number: u64,
+        /// The aggregate's version after the append.
+        version: u64,
+        /// True when the event was already stored (a retry) and nothing was written.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        already_stored: bool,
+    },
+    /// The answer to a successful `append_batch`.
+    AppendedBatch {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// The stored events' ids, in order.
+        event_ids: Vec<Uuid>,
+        /// Global position of the first event.
+        first_sequence_number: u64,
+        /// Global position of the last event.
+        last_sequence_number: u64,
+        /// The aggregate's version after the append.
+        version: u64,
+        /// True when the events were already stored (a retry) and nothing was written.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        already_stored: bool,
+    },
+    /// The answer to `read_stream`.
+    StreamEvents {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// The aggregate read.
+        aggregate_id: String,
+        /// The aggregate's current version (0 when it has no events).
+        version: u64,
+        /// The events.
+        events: Vec<WireEvent>,
+    },
+    /// The answer to `read_all`.
+    AllEvents {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// The events, each with its `aggregate_id`.
+        events: Vec<WireEvent>,
+        /// The last sequence number in the store.
+        head: u64,
+    },
+    /// The answer to `stats`.
+    StatsOk {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// The store's counters.
+        #[serde(flatten)]
+        stats: StoreStats,
+    },
+    /// An append's expected version did not match; nothing was written.
+    ConcurrencyError {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// `Expected version E, got A`.
+        error: String,
+        /// The aggregate's actual version, to retry from.
+        current_version: u64,
+    },
+    /// The answer to `create_snapshot`.
+    SnapshotCreated {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// The aggregate.
+        aggregate_id: String,
+        /// The version the snapshot was taken at.
+        version: u64,
+    },
+    /// The answer to `get_snapshot`.
+    Snapshot {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// The aggregate.
+        aggregate_id: String,
+        /// The version the snapshot was taken at.
+        version: u64,
+        /// The saved state.
+        state: Value,
+    },
+    /// The answer to `get_state`.
+    State {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// The aggregate.
+        aggregate_id: String,
+        /// The version the state is as of.
+        version: u64,
+        /// The JSON-merge fold of the events.
+        state: Value,
+    },
+    /// The answer to `subscribe`.
+    Subscribed {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// Names the subscription in pushed events and `unsubscribe`.
+        subscription_id: u64,
+    },
+    /// An event pushed to a subscriber.
+    Event {
+        /// The subscription it belongs to.
+        subscription_id: u64,
+        /// The event, with its `aggregate_id`.
+        event: WireEvent,
+    },
+    /// The answer to `unsubscribe`.
+    Unsubscribed {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// The stopped subscription.
+        subscription_id: u64,
+    },
+    /// The request failed; see [`codes`].
+    Error {
+        /// The request's `msg_id`, when it could be read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// The error code.
+        code: u32,
+        /// What went wrong.
+        text: String,
+    },
+}
+
+impl Reply {
+    /// An `error` reply.
+    pub fn error(in_reply_to: Option<u64>, code: u32, text: impl Into<String>) -> Self {
+        Reply::Error { in_reply_to, code, text: text.into() }
+    }
+}
+
+/// A request line the node could not accept, with what it could read of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedRequest {
+    /// The request's `src`, if readable.
+    pub src: Option<String>,
+    /// The request's `dest`, if readable.
+    pub dest: Option<String>,
+    /// The `error` reply to send.
+    pub reply: Reply,
+}
+
+/// Parses one request line. A line that is not a well-formed request comes
+/// back as the `error` reply to send, with the `msg_id`, `src` and `dest`
+/// when they could be read.
+pub fn parse_request(line: &[u8]) -> Result<Envelope<Request>, RejectedRequest> {
+    let malformed = |text: String| RejectedRequest {
+        src: None,
+        dest: None,
+        reply: Reply::error(None, codes::MALFORMED_REQUEST, format!("malformed request: {text}")),
+    };
+    let value: Value = serde_json::from_slice(line).map_err(|e| malformed(e.to_string()))?;
+    let Value::Object(mut message) = value else {
+        return Err(malformed("a message must be a JSON object".into()));
+    };
+    let text_field =
+        |m: &Map<String, Value>, name: &str| m.get(name).and_then(Value::as_str).map(str::to_string);
+    let src = text_field(&message, "src");
+    let dest = text_field(&message, "dest");
+    let reject = |msg_id: Option<u64>, code: u32, text: String| RejectedRequest {
+        src: src.clone(),
+        dest: dest.clone(),
+        reply: Reply::error(msg_id, code, text),
+    };
+    let body = match message.remove("body") {
+        Some(Value::Object(body)) => body,
+        Some(_) => {
+            return Err(reject(
+                None,
+                codes::MALFORMED_REQUEST,
+                "malformed request: field `body` must be an object".into(),
+            ));
+        }
+        None => {
+            return Err(reject(
+                None,
+                codes::MALFORMED_REQUEST,
+                "malformed request: missing field `body`".into(),
+            ));
+        }
+    };
+    let msg_id = match body.get("msg_id") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(id) => Some(id),
+            None => {
+                return Err(reject(
+                    None,
+                    codes::MALFORMED_REQUEST,
+                    format!("malformed request: field `msg_id` must be a non-negative integer, got {v}"),
+                ));
+            }
+        },
+    };
+    let kind = match body.get("type") {
+        Some(Value::String(t)) => t.clone(),
+        Some(v) => {
+            return Err(reject(
+                msg_id,
+                codes::MALFORMED_REQUEST,
+                format!("malformed request: field `type` must be a string, got {v}"),
+            ));
+        }
+        None => {
+            return Err(reject(
+                msg_id,
+                codes::MALFORMED_REQUEST,
+                "malformed request: missing field `type`".into(),
+            ));
+        }
+    };
+    let f = Fields(&body);
+    let request = match kind.as_str() {
+        "init" => f.init(msg_id),
+        "append" => f.append(msg_id),
+        "append_batch" => f.append_batch(msg_id),
+        "read_stream" => f.read_stream(msg_id),
+        "read_all" => f.read_all(msg_id),
+        "stats" => Ok(Request::Stats(EmptyRequest { msg_id })),
+        "create_snapshot" => f.aggregate(msg_id).map(Request::CreateSnapshot),
+        "get_snapshot" => f.aggregate(msg_id).map(Request::GetSnapshot),
+        "get_state" => f.get_state(msg_id),
+        "subscribe" => f.subscribe(msg_id),
+        "unsubscribe" => f.unsubscribe(msg_id),
+        other => {
+            return Err(reject(
+                msg_id,
+                codes::NOT_SUPPORTED,
+                format!("not supported: unknown message type {other:?}"),
+            ));
+        }
+    };
+    match request {
+        Ok(body) => Ok(Envelope { src: src.unwrap_or_default(), dest: dest.unwrap_or_default(), body }),
+        Err(text) => Err(reject(msg_id, codes::MALFORMED_REQUEST, format!("malformed request: {text}"))),
+    }
+}
+
+/// Reads fields of a request body one by one, naming the field on failure.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn opt<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, String> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => T::deserialize(v).map(Some).map_err(|e| format!("field `{name}`: {e}")),
+        }
+    }
+
+    fn req<T: DeserializeOwned>(&self, name: &str) -> Result<T, String> {
+        self.opt(name)?.ok_or_else(|| format!("missing field `{name}`"))
+    }
+
+    fn new_event(&self) -> Result<WireNewEvent, String> {
+        Ok(WireNewEvent {
+            event_type: self.req("event_type")?,
+            event_data: match self.0.get("event_data") {
+                Some(v) => v.clone(),
+                None => return Err("missing field `event_data`".into()),
+            },
+            event_id: self.opt("event_id")?,
+            metadata: self.opt("metadata")?,
+            schema_version: self.opt("schema_version")?,
+        })
+    }
+
+    fn init(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        Ok(Request::Init(InitRequest {
+            msg_id,
+            node_id: self.req("node_id")?,
+            node_ids: self.opt("node_ids")?.unwrap_or_default(),
+        }))
+    }
+
+    fn append(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        Ok(Request::Append(AppendRequest {
+            msg_id,
+            aggregate_id: self.req("aggregate_id")?,
+            version: self.req("version")?,
+            event: self.new_event()?,
+        }))
+    }
+
+    fn append_batch(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        let aggregate_id = self.req("aggregate_id")?;
+        let version = self.req("version")?;
+        let raw: Vec<Value> = self.req("events")?;
+        let mut events = Vec::with_capacity(raw.len());
+        for (i, v) in raw.iter().enumerate() {
+            let Value::Object(m) = v else { return Err(format!("field `events[{i}]` must be an object")) };
+            events.push(Fields(m).new_event().map_err(|e| format!("in `events[{i}]`: {e}"))?);
+        }
+        Ok(Request::AppendBatch(AppendBatchRequest { msg_id, aggregate_id, version, events }))
+    }
+
+    fn read_stream(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        Ok(Request::ReadStream(ReadStreamRequest {
+            msg_id,
+            aggregate_id: self.req("aggregate_id")?,
+            from_version: self.opt("from_version")?,
+            limit: self.opt("limit")?,
+            backwards: self.opt("backwards")?.unwrap_or(false),
+        }))
+    }
+
+    fn read_all(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        Ok(Request::ReadAll(ReadAllRequest {
+            msg_id,
+            from_sequence: self.opt("from_sequence")?,
+            limit: self.opt("limit")?,
+            event_types: self.opt("event_types")?.unwrap_or_default(),
+            category: self.opt("category")?,
+        }))
+    }
+
+    fn aggregate(&self, msg_id: Option<u64>) -> Result<AggregateRequest, String> {
+        Ok(AggregateRequest { msg_id, aggregate_id: self.req("aggregate_id")? })
+    }
+
+    fn get_state(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        Ok(Request::GetState(GetStateRequest {
+            msg_id,
+            aggregate_id: self.req("aggregate_id")?,
+            as_of_version: self.opt("as_of_version")?,
+            as_of_time: self.opt("as_of_time")?,
+        }))
+    }
+
+    fn subscribe(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        Ok(Request::Subscribe(SubscribeRequest {
+            msg_id,
+            from_sequence: self.opt("from_sequence")?,
+            event_types: self.opt("event_types")?.unwrap_or_default(),
+            category: self.opt("category")?,
+            aggregate_id: self.opt("aggregate_id")?,
+        }))
+    }
+
+    fn unsubscribe(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        Ok(Request::Unsubscribe(UnsubscribeRequest { msg_id, subscription_id: self.req("subscription_id")? }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<Request, Reply> {
+        parse_request(v.to_string().as_bytes()).map(|e| e.body).map_err(|r| r.reply)
+    }
+
+    /// The node's field-by-field parser and serde's derive agree on every request.
+    #[test]
+    fn parser_agrees_with_serde() {
+        let requests = vec![
+            Request::Init(InitRequest { msg_id: Some(1), node_id: "n1".into(), node_ids: vec!["n1".into()] }),
+            Request::Append(AppendRequest {
+                msg_id: Some(2),
+                aggregate_id: "user-1".into(),
+                version: WireVersion(ExpectedVersion::Any),
+                event: WireNewEvent {
+                    event_type: "E".into(),
+                    event_data: json!({"a": 1}),
+                    event_id: Some(Uuid::now_v7()),
+                    metadata: Some(WireMetadata {
+                        user_id: Some("ann".into()),
+                        extra: json!({"ip": "::1"}).as_object().cloned().unwrap_or_default(),
+                        ..WireMetadata::default()
+                    }),
+                    schema_version: Some(2),
+                },
+            }),
+            Request::AppendBatch(AppendBatchRequest {
+                msg_id: None,
+                aggregate_id: "a-1".into(),
+                version: WireVersion(ExpectedVersion::Exact(3)),
+                events: vec![WireNewEvent {
+                    event_type: "E".into(),
+                    event_data: json!(null),
+                    event_id: None,
+                    metadata: None,
+                    schema_version: None,
+                }],
+            }),
+            Request::ReadStream(ReadStreamRequest {
+                msg_id: Some(4),
+                aggregate_id: "a".into(),
+                from_version: Some(2),
+                limit: Some(3),
+                backwards: true,
+            }),
+            Request::ReadAll(ReadAllRequest {
+                msg_id: Some(5),
+                from_sequence: Some(9),
+                limit: None,
+                event_types: vec!["X".into()],
+                category: Some("user".into()),
+            }),
+            Request::Stats(EmptyRequest { msg_id: Some(6) }),
+            Request::GetState(GetStateRequest {
+                msg_id: Some(7),
+                aggregate_id: "a".into(),
+                as_of_version: Some(1),
+                as_of_time: None,
+            }),
+            Request::Unsubscribe(UnsubscribeRequest { msg_id: Some(8), subscription_id: 3 }),
+        ];
+        for r in requests {
+            let line =
+                serde_json::to_string(&Envelope { src: "c".into(), dest: "n".into(), body: r.clone() })
+                    .unwrap();
+            let parsed = parse_request(line.as_bytes()).unwrap();
+            assert_eq!(parsed.body, r, "{line}");
+            let via_serde: Envelope<Request> = serde_json::from_str(&line).unwrap();
+            assert_eq!(via_serde.body, r);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field_and_keep_the_msg_id() {
+        let r = parse(
+            json!({"body": {"type": "append", "msg_id": 7, "aggregate_id": "a", "event_type": "E", "event_data": {}}}),
+        );
+        assert_eq!(r, Err(Reply::error(Some(7), 12, "malformed request: missing field `version`")));
+        let r =
+            parse(json!({"body": {"type": "read_stream", "msg_id": 8, "aggregate_id": "a", "limit": "x"}}));
+        let Err(Reply::Error { in_reply_to: Some(8), code: 12, text }) = r else { panic!("{r:?}") };
+        assert!(text.contains("field `limit`"), "{text}");
+        let r = parse(json!({"body": {"type": "teleport", "msg_id": 9}}));
+        assert_eq!(r, Err(Reply::error(Some(9), 10, "not supported: unknown message type \"teleport\"")));
+        let r = parse_request(b"{not json").map_err(|r| r.reply);
+        let Err(Reply::Error { in_reply_to: None, code: 12, text }) = r else { panic!("{r:?}") };
+        assert!(text.starts_with("malformed request: "), "{text}");
+    }
+
+    #[test]
+    fn versions_on_the_wire() {
+        for (v, want) in [
+            (json!(0), ExpectedVersion::Exact(0)),
+            (json!("any"), ExpectedVersion::Any),
+            (json!("no_stream"), ExpectedVersion::NoStream),
+            (json!("stream_exists"), ExpectedVersion::StreamExists),
+        ] {
+            let parsed: WireVersion = serde_json::from_value(v.clone()).unwrap();
+            assert_eq!(parsed.0, want);
+            assert_eq!(serde_json::to_value(parsed).unwrap(), v);
+        }
+        assert!(serde_json::from_value::<WireVersion>(json!(-1)).is_err());
+        assert!(serde_json::from_value::<WireVersion>(json!("latest")).is_err());
+    }
+}
