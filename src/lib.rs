@@ -43,8 +43,10 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod backup;
 mod error;
 mod event;
+mod import;
 #[cfg(feature = "protocol")]
 pub mod protocol;
 mod read;

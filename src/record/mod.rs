@@ -48,6 +48,9 @@ pub(crate) struct EncodedEvent {
     pub value: Vec<u8>,
     /// xxh3 of the body, so the writer's checksum covers only the trailer.
     pub body_hash: u64,
+    /// The time to record instead of the commit's, for events imported from
+    /// an export (clamped so times never decrease along positions).
+    pub recorded_at: Option<u64>,
 }
 
 /// Longest stream id or event type, in bytes.
@@ -146,7 +149,7 @@ pub(crate) fn encode_body(body: &EventBody, event_id: Uuid, max_event_size: usiz
     trailer[24] = RECORD_FORMAT;
     trailer[28..32].copy_from_slice(&(body_len as u32).to_le_bytes());
     value.extend_from_slice(&trailer);
-    Ok(EncodedEvent { event_id, value, body_hash })
+    Ok(EncodedEvent { event_id, value, body_hash, recorded_at: None })
 }
 
 fn align_up(n: usize) -> usize {

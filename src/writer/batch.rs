@@ -56,6 +56,8 @@ struct BatchCtx {
     pos: u64,
     next_stream_no: u64,
     now: u64,
+    /// The last recorded_at given out, in this batch or before it.
+    last_time: u64,
     events: u64,
     bytes: u64,
     side_writes: usize,
@@ -193,6 +195,7 @@ impl Writer {
             pos: self.state.head,
             next_stream_no: self.state.next_stream_no,
             now,
+            last_time: self.state.last_recorded_at,
             events: 0,
             bytes: 0,
             side_writes: 0,
@@ -237,7 +240,7 @@ impl Writer {
             return Err(TxnFailure { error, poison: true });
         }
         self.state.head = ctx.pos;
-        self.state.last_recorded_at = now;
+        self.state.last_recorded_at = ctx.last_time;
         self.state.next_stream_no = ctx.next_stream_no;
         let s = &self.shared;
         s.head.store(ctx.pos, Ordering::Release);
@@ -349,15 +352,19 @@ impl Writer {
                     version: 0,
                     last_position: 0,
                     run_first_version: 0,
-                    created_at: ctx.now,
-                    updated_at: ctx.now,
+                    created_at: first_time(a, ctx),
+                    updated_at: first_time(a, ctx),
                 }
             }
         };
         let mut ids = Vec::with_capacity(a.events.len());
         for (k, ev) in a.events.iter_mut().enumerate() {
             let pos = first_pos + k as u64;
-            record::seal(ev, pos, h.version + 1 + k as u64, ctx.now);
+            // Imported events keep their time unless that would go back in
+            // time; everything else gets the batch's time.
+            let at = ev.recorded_at.unwrap_or(ctx.now).max(ctx.last_time);
+            ctx.last_time = at;
+            record::seal(ev, pos, h.version + 1 + k as u64, at);
             self.dbs.events.put_with_flags(wtxn, PutFlags::APPEND, &position_key(pos), &ev.value)?;
             self.dbs.event_ids.put(wtxn, ev.event_id.as_bytes(), &pos.to_le_bytes())?;
             ctx.bytes += ev.value.len() as u64;
@@ -383,7 +390,7 @@ impl Writer {
         }
         h.version += n;
         h.last_position = first_pos + n - 1;
-        h.updated_at = ctx.now;
+        h.updated_at = ctx.last_time;
         ctx.heads.insert(a.stream_id.clone(), (h, true));
         ctx.pos += n;
         ctx.events += n;
@@ -460,4 +467,9 @@ impl Writer {
             already_stored: true,
         }))
     }
+}
+
+/// The time the first event of `a` will be recorded at (see `write_append`).
+fn first_time(a: &StreamAppend, ctx: &BatchCtx) -> u64 {
+    a.events.first().and_then(|e| e.recorded_at).unwrap_or(ctx.now).max(ctx.last_time)
 }

@@ -1,0 +1,120 @@
+//! `eventfold append`: append one event.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow, bail};
+use eventfold::{Error, EventMetadata, ExpectedVersion, NewEvent};
+use uuid::Uuid;
+
+use crate::{Ctx, Outcome, output};
+
+/// Arguments of `append`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The stream (aggregate id), e.g. `account-42`.
+    pub stream: String,
+    /// The event type, e.g. `Deposited`.
+    pub event_type: String,
+    /// The payload as JSON text. Without it (and without --payload-file) the
+    /// payload is read from stdin.
+    #[arg(long, conflicts_with = "payload_file")]
+    pub payload: Option<String>,
+    /// Read the JSON payload from this file.
+    #[arg(long, value_name = "FILE")]
+    pub payload_file: Option<PathBuf>,
+    /// The version the stream must be at: a number, `any`, `no-stream` or `stream-exists`.
+    #[arg(long, default_value = "any", value_parser = parse_expected, value_name = "N|any|no-stream|stream-exists")]
+    pub expected_version: ExpectedVersion,
+    /// The event id (default: a new UUID v7). Resending with the same id is idempotent.
+    #[arg(long, value_name = "UUID")]
+    pub event_id: Option<Uuid>,
+    /// Correlation id (groups the events of one business transaction).
+    #[arg(long, value_name = "UUID")]
+    pub correlation_id: Option<Uuid>,
+    /// Causation id (the event or command that caused this one).
+    #[arg(long, value_name = "UUID")]
+    pub causation_id: Option<Uuid>,
+    /// The user on whose behalf the event is recorded.
+    #[arg(long)]
+    pub user_id: Option<String>,
+    /// More metadata, as a JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub metadata: Option<String>,
+    /// The payload's schema version.
+    #[arg(long, default_value_t = 1)]
+    pub schema_version: u32,
+}
+
+fn parse_expected(s: &str) -> Result<ExpectedVersion, String> {
+    match s {
+        "any" => Ok(ExpectedVersion::Any),
+        "no-stream" | "no_stream" => Ok(ExpectedVersion::NoStream),
+        "stream-exists" | "stream_exists" => Ok(ExpectedVersion::StreamExists),
+        n => n
+            .parse()
+            .map(ExpectedVersion::Exact)
+            .map_err(|_| format!("{n:?} is not a version: use a number, any, no-stream or stream-exists")),
+    }
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
+    let payload = match (&a.payload, &a.payload_file) {
+        (Some(p), _) => p.clone().into_bytes(),
+        (None, Some(f)) => {
+            std::fs::read(f).with_context(|| format!("reading the payload file {}", f.display()))?
+        }
+        (None, None) => {
+            let mut stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                bail!("no payload: pass --payload JSON or --payload-file FILE, or pipe the JSON on stdin");
+            }
+            let mut buf = Vec::new();
+            stdin.read_to_end(&mut buf).context("reading the payload from stdin")?;
+            buf
+        }
+    };
+    let mut metadata = EventMetadata::new();
+    metadata.correlation_id = a.correlation_id;
+    metadata.causation_id = a.causation_id;
+    metadata.user_id = a.user_id.clone();
+    if let Some(m) = &a.metadata {
+        let value: serde_json::Value = serde_json::from_str(m).map_err(|e| {
+            anyhow!("--metadata is not JSON ({e}): pass an object such as '{{\"ip\":\"10.0.0.1\"}}'")
+        })?;
+        let serde_json::Value::Object(extra) = value else {
+            bail!("--metadata must be a JSON object, such as '{{\"ip\":\"10.0.0.1\"}}'");
+        };
+        metadata.extra = extra;
+    }
+    let mut event = NewEvent::json_bytes(a.event_type.clone(), payload)
+        .with_schema_version(a.schema_version)
+        .with_metadata(metadata);
+    if let Some(id) = a.event_id {
+        event = event.with_id(id);
+    }
+    let store = ctx.open_write()?;
+    let result = match store.append(&a.stream, a.expected_version, [event]) {
+        Ok(r) => r,
+        Err(Error::WrongExpectedVersion { actual, expected, .. }) => bail!(
+            "Expected version {expected}, got {actual}: stream {} is at version {actual}; read it again and retry with --expected-version {actual}",
+            a.stream
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = output::stdout();
+    if ctx.json {
+        output::json_line(&mut out, &result)?;
+    } else {
+        let id = result.event_ids.first().map(Uuid::to_string).unwrap_or_default();
+        let what =
+            if result.already_stored { "already stored (a retry; nothing written)" } else { "appended" };
+        writeln!(
+            out,
+            "{what}: {} {} version {} at position {}, event id {id}",
+            a.stream, a.event_type, result.stream_version, result.first_position
+        )?;
+    }
+    out.flush()?;
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,180 @@
+//! Human and JSON output: aligned tables, times, sizes, progress bars.
+
+use std::io::{self, IsTerminal, Write};
+use std::time::{Duration, UNIX_EPOCH};
+
+use eventfold::RecordedEvent;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+/// Buffered stdout; every write returns the I/O error (a closed pipe ends the
+/// command quietly, see `main`).
+pub fn stdout() -> io::BufWriter<io::StdoutLock<'static>> {
+    io::BufWriter::new(io::stdout().lock())
+}
+
+/// Writes `value` as one JSON line.
+pub fn json_line<W: Write, T: Serialize>(out: &mut W, value: &T) -> anyhow::Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+/// An RFC 3339 UTC time with milliseconds, from microseconds since the epoch.
+pub fn time(micros: u64) -> String {
+    if micros == 0 {
+        return "-".to_string();
+    }
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_micros(micros)).to_string()
+}
+
+/// Parses an RFC 3339 UTC time (`2024-05-01T12:00:00Z`) or a number of
+/// microseconds since the epoch.
+pub fn parse_time(s: &str) -> anyhow::Result<u64> {
+    if let Ok(micros) = s.parse::<u64>() {
+        return Ok(micros);
+    }
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+        anyhow::anyhow!(
+            "{s:?} is not a time ({e}): write it as 2024-05-01T12:00:00Z, or as microseconds since the epoch"
+        )
+    })?;
+    let micros = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    Ok(u64::try_from(micros).unwrap_or(u64::MAX))
+}
+
+/// A size in bytes for people: `12.3 MiB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}
+
+/// A table printed with aligned columns. Rows are printed in pages so a long
+/// read does not have to sit in memory; column widths only grow between pages.
+pub struct Table<W: Write> {
+    out: W,
+    headers: Vec<&'static str>,
+    widths: Vec<usize>,
+    rows: Vec<Vec<String>>,
+    printed_header: bool,
+    /// Rows printed so far.
+    pub count: u64,
+}
+
+const PAGE: usize = 1000;
+
+impl<W: Write> Table<W> {
+    /// A table with these column headers.
+    pub fn new(out: W, headers: &[&'static str]) -> Self {
+        Table {
+            out,
+            widths: headers.iter().map(|h| h.len()).collect(),
+            headers: headers.to_vec(),
+            rows: Vec::new(),
+            printed_header: false,
+            count: 0,
+        }
+    }
+
+    /// Adds a row (one cell per header).
+    pub fn row(&mut self, cells: Vec<String>) -> io::Result<()> {
+        self.rows.push(cells);
+        self.count += 1;
+        if self.rows.len() >= PAGE { self.flush_page() } else { Ok(()) }
+    }
+
+    fn flush_page(&mut self) -> io::Result<()> {
+        for r in &self.rows {
+            for (w, c) in self.widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        if !self.printed_header {
+            let header: Vec<String> = self.headers.iter().map(|h| h.to_string()).collect();
+            write_row(&mut self.out, &self.widths, &header)?;
+            self.printed_header = true;
+        }
+        for r in std::mem::take(&mut self.rows) {
+            write_row(&mut self.out, &self.widths, &r)?;
+        }
+        Ok(())
+    }
+
+    /// Prints what is left and returns the writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.flush_page()?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+fn write_row<W: Write>(out: &mut W, widths: &[usize], cells: &[String]) -> io::Result<()> {
+    let last = cells.len().saturating_sub(1);
+    for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+        if i == last {
+            // No padding after the last column: no trailing spaces.
+            write!(out, "{c}")?;
+        } else {
+            write!(out, "{c:<w$}  ")?;
+        }
+    }
+    writeln!(out)
+}
+
+/// Key/value lines with aligned keys.
+pub fn pairs<W: Write>(out: &mut W, rows: &[(&str, String)]) -> io::Result<()> {
+    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in rows {
+        writeln!(out, "{:<w$}  {v}", format!("{k}:"), w = w + 1)?;
+    }
+    out.flush()
+}
+
+/// An event's payload on one line, shortened to `max` characters.
+pub fn payload_preview(e: &RecordedEvent, max: usize) -> String {
+    let text = match e.payload_json() {
+        Ok(v) => v.to_string(),
+        Err(_) => String::from_utf8_lossy(&e.payload).into_owned(),
+    };
+    if text.chars().count() <= max {
+        return text;
+    }
+    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
+    s.push('…');
+    s
+}
+
+/// The columns of an event table.
+pub const EVENT_HEADERS: [&str; 6] = ["POSITION", "STREAM", "VERSION", "TYPE", "RECORDED", "DATA"];
+
+/// One event as a row of [`EVENT_HEADERS`].
+pub fn event_row(e: &RecordedEvent) -> Vec<String> {
+    vec![
+        e.position.to_string(),
+        e.stream_id.clone(),
+        e.version.to_string(),
+        e.event_type.clone(),
+        time(e.recorded_at),
+        payload_preview(e, 60),
+    ]
+}
+
+/// A progress bar on stderr when it is a terminal; hidden otherwise, so
+/// piped and scripted runs stay quiet.
+pub fn progress(len: u64, what: &str) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
+}

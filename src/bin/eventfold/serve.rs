@@ -1,0 +1,52 @@
+//! `eventfold serve`: the JSON-lines protocol node.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use eventfold::protocol::{self, ServeOptions, TcpServer, wire};
+
+use crate::{Ctx, Outcome};
+
+/// Arguments of `serve`.
+#[derive(clap::Args)]
+#[group(id = "mode", required = true, multiple = false, args = ["stdio", "tcp"])]
+pub struct Args {
+    /// Read requests on stdin, write replies on stdout; exit at end of input.
+    #[arg(long)]
+    pub stdio: bool,
+    /// Listen on this TCP address (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:7878")]
+    pub tcp: Option<String>,
+    /// Allow a TCP address that is not loopback. The protocol has no
+    /// authentication: only do this on a trusted network.
+    #[arg(long, requires = "tcp")]
+    pub allow_remote: bool,
+    /// Longest request line, in bytes; longer lines get an error reply.
+    #[arg(long, default_value_t = wire::DEFAULT_MAX_LINE_BYTES, value_name = "BYTES")]
+    pub max_line_bytes: usize,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
+    let store = ctx.open_write()?;
+    // Logs go to stderr: stdout carries only protocol replies.
+    let options = ServeOptions {
+        max_line_bytes: a.max_line_bytes.max(1),
+        logger: Some(Arc::new(|line: &str| eprintln!("eventfold: {line}"))),
+    };
+    if let Some(addr) = &a.tcp {
+        let server = TcpServer::bind(store, addr, a.allow_remote, options).map_err(|e| match e {
+            eventfold::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                anyhow::anyhow!("refusing to listen on {addr}: {source} (--allow-remote)")
+            }
+            other => anyhow::Error::new(other),
+        })?;
+        let bound = server.local_addr()?;
+        eprintln!("eventfold: serving {} on tcp, listening on {bound}", ctx.data.display());
+        server.run()?;
+    } else {
+        eprintln!("eventfold: serving {} on stdio", ctx.data.display());
+        let n = protocol::serve_stdio(&store, &options).context("serving on stdio")?;
+        eprintln!("eventfold: end of input after {n} requests");
+    }
+    Ok(Outcome::Ok)
+}

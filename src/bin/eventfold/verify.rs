@@ -1,0 +1,46 @@
+//! `eventfold verify`: walk the whole store and name every fault.
+
+use std::io::Write;
+
+use crate::{Ctx, Outcome, output};
+
+/// Arguments of `verify`.
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<Outcome> {
+    let store = ctx.open_read()?;
+    let spinner = output::progress(0, "verifying");
+    let report = store.verify()?;
+    spinner.finish_and_clear();
+    let mut out = output::stdout();
+    if ctx.json {
+        output::json_line(&mut out, &report)?;
+    } else {
+        for f in &report.faults {
+            writeln!(out, "FAULT {f}")?;
+        }
+        if report.fault_count > report.faults.len() as u64 {
+            writeln!(out, "… and {} more faults", report.fault_count - report.faults.len() as u64)?;
+        }
+        writeln!(
+            out,
+            "checked {} events, {} streams, {} index runs, {} event ids: {}",
+            report.events,
+            report.streams,
+            report.index_runs,
+            report.event_ids,
+            if report.is_ok() { "ok".to_string() } else { format!("{} faults", report.fault_count) }
+        )?;
+    }
+    out.flush()?;
+    if report.is_ok() {
+        Ok(Outcome::Ok)
+    } else {
+        Ok(Outcome::Failed(format!(
+            "verify found {} faults in {}: restore from a backup (`eventfold backup`), or rebuild the store from an export",
+            report.fault_count,
+            ctx.data.display()
+        )))
+    }
+}
