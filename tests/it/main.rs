@@ -6,3 +6,7 @@ mod crash;
 #[cfg(feature = "fault-injection")]
 mod faults;
 mod model;
+#[cfg(feature = "cli")]
+mod cli;
+#[cfg(feature = "cli")]
+mod protocol;
