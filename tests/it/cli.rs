@@ -143,7 +143,8 @@ fn data_dir_comes_from_the_environment() {
 #[test]
 fn read_commands_on_a_missing_store_say_what_to_do() {
     let (_t, dir) = store_dir();
-    for args in [&["stats"][..], &["read", "--all"], &["streams"], &["verify"], &["export"], &["event", "1"]] {
+    for args in [&["stats"][..], &["read", "--all"], &["streams"], &["verify"], &["export"], &["event", "1"]]
+    {
         let err = fails(run(&dir, args));
         assert!(err.contains("no eventfold store at"), "{args:?}: {err}");
         assert!(err.contains("eventfold init"), "{err}");
@@ -159,7 +160,11 @@ fn append_reads_payload_from_flag_file_and_stdin() {
     let file = t.path().join("p.json");
     std::fs::write(&file, br#"{"amount":10}"#).unwrap();
     ok(run(&dir, &["append", "account-1", "Deposited", "--payload-file", file.to_str().unwrap()]));
-    ok(run_with_input(&dir, &["append", "account-1", "Deposited", "--expected-version", "2"], br#"{"amount":5}"#));
+    ok(run_with_input(
+        &dir,
+        &["append", "account-1", "Deposited", "--expected-version", "2"],
+        br#"{"amount":5}"#,
+    ));
     let events = json_lines(&ok(run(&dir, &["--json", "read", "account-1"])));
     let payloads: Vec<&Value> = events.iter().map(|e| &e["payload"]).collect();
     assert_eq!(payloads, [&json!({"owner": "ann"}), &json!({"amount": 10}), &json!({"amount": 5})]);
@@ -217,7 +222,8 @@ fn append_json_metadata_and_idempotent_retry() {
 fn append_errors_are_one_line_with_a_way_out() {
     let (_t, dir) = store_dir();
     ok(run(&dir, &["append", "user-1", "Created", "--payload", "{}"]));
-    let err = fails(run(&dir, &["append", "user-1", "Renamed", "--payload", "{}", "--expected-version", "5"]));
+    let err =
+        fails(run(&dir, &["append", "user-1", "Renamed", "--payload", "{}", "--expected-version", "5"]));
     assert_eq!(
         err,
         "eventfold: error: Expected version 5, got 1: stream user-1 is at version 1; read it again and retry with --expected-version 1"
@@ -231,7 +237,11 @@ fn append_errors_are_one_line_with_a_way_out() {
     assert!(stderr(&o).contains("is not a version"), "{}", stderr(&o));
     let err = fails(run(&dir, &["append", "user-1", "Renamed", "--payload-file", "/no/such/file"]));
     assert!(err.contains("reading the payload file /no/such/file"), "{err}");
-    assert_eq!(json_lines(&ok(run(&dir, &["--json", "read", "user-1"]))).len(), 1, "nothing else was written");
+    assert_eq!(
+        json_lines(&ok(run(&dir, &["--json", "read", "user-1"]))).len(),
+        1,
+        "nothing else was written"
+    );
 }
 
 /// A store with a few streams, written through the library.
@@ -248,7 +258,11 @@ fn sample_store(dir: &Path) -> Vec<Uuid> {
             .unwrap();
         ids.extend(r.event_ids);
         let r = store
-            .append(&format!("order-{i}"), ExpectedVersion::NoStream, [NewEvent::json("Placed", &json!({"n": i}))])
+            .append(
+                &format!("order-{i}"),
+                ExpectedVersion::NoStream,
+                [NewEvent::json("Placed", &json!({"n": i}))],
+            )
             .unwrap();
         ids.extend(r.event_ids);
     }
@@ -295,13 +309,16 @@ fn read_tables_and_json_lines() {
     assert_eq!(all[7]["payload"], "000102ff");
     let placed = json_lines(&ok(run(&dir, &["--json", "read", "--all", "--type", "Placed"])));
     assert_eq!(placed.len(), 3);
-    let orders = json_lines(&ok(run(&dir, &["--json", "read", "--all", "--category", "order", "--from", "3"])));
+    let orders =
+        json_lines(&ok(run(&dir, &["--json", "read", "--all", "--category", "order", "--from", "3"])));
     let streams: Vec<&str> = orders.iter().map(|e| e["stream_id"].as_str().unwrap()).collect();
     assert_eq!(streams, ["order-2", "order-3"]);
     // Until a time: everything recorded up to the third event's time.
     let t = all[2]["recorded_at"].as_u64().unwrap().to_string();
     let until = json_lines(&ok(run(&dir, &["--json", "read", "--all", "--until-time", &t])));
-    assert!(until.len() >= 3 && until.iter().all(|e| e["recorded_at"].as_u64().unwrap() <= t.parse().unwrap()));
+    assert!(
+        until.len() >= 3 && until.iter().all(|e| e["recorded_at"].as_u64().unwrap() <= t.parse().unwrap())
+    );
     let err = fails(run(&dir, &["read", "--all", "--until-time", "yesterday"]));
     assert!(err.contains("is not a time") && err.contains("2024-05-01T12:00:00Z"), "{err}");
     let rfc = ok(run(&dir, &["--json", "read", "--all", "--until-time", "2000-01-01T00:00:00Z"]));
@@ -330,7 +347,8 @@ fn streams_event_and_stats() {
     assert_eq!(all[0]["last_position"], 5);
     assert_eq!(json_lines(&ok(run(&dir, &["--json", "streams", "--limit", "2"]))).len(), 2);
 
-    let by_id: Value = serde_json::from_str(&ok(run(&dir, &["--json", "event", &ids[1].to_string()]))).unwrap();
+    let by_id: Value =
+        serde_json::from_str(&ok(run(&dir, &["--json", "event", &ids[1].to_string()]))).unwrap();
     assert_eq!(by_id["position"], 2);
     assert_eq!(by_id["stream_id"], "order-1");
     let err = fails(run(&dir, &["event", &Uuid::now_v7().to_string()]));
@@ -341,7 +359,10 @@ fn streams_event_and_stats() {
     assert!(err.contains("neither an event id (a UUID) nor a position"), "{err}");
 
     let s: Value = serde_json::from_str(&ok(run(&dir, &["--json", "stats"]))).unwrap();
-    assert_eq!((s["events"].as_u64(), s["streams"].as_u64(), s["head"].as_u64()), (Some(8), Some(5), Some(8)));
+    assert_eq!(
+        (s["events"].as_u64(), s["streams"].as_u64(), s["head"].as_u64()),
+        (Some(8), Some(5), Some(8))
+    );
     assert!(s["size_on_disk"].as_u64().unwrap() > 0);
     assert!(s["last_commit_at"].as_u64().unwrap() > 0);
     let human = ok(run(&dir, &["stats"]));
@@ -467,7 +488,8 @@ fn export_import_round_trip_is_identical_and_idempotent() {
     assert_eq!(ok(run(&b, &["--json", "streams"])), ok(run(&a, &["--json", "streams"])));
     ok(run(&b, &["verify"]));
 
-    let again: Value = serde_json::from_str(&ok(run(&b, &["--json", "import", file.to_str().unwrap()]))).unwrap();
+    let again: Value =
+        serde_json::from_str(&ok(run(&b, &["--json", "import", file.to_str().unwrap()]))).unwrap();
     assert_eq!(again, json!({"events": 8, "written": 0, "already_stored": 8}));
     assert_eq!(ok(run(&b, &["--json", "read", "--all"])), ok(run(&a, &["--json", "read", "--all"])));
 
@@ -512,7 +534,8 @@ fn backup_is_a_store_and_refuses_to_overwrite() {
 fn demo_runs_twice_and_leaves_a_healthy_store() {
     let (_t, dir) = store_dir();
     let out = ok(run(&dir, &["demo"]));
-    for want in ["run 1", "refused: Expected version 1, got 4", "already stored: true", "Where to look next:"] {
+    for want in ["run 1", "refused: Expected version 1, got 4", "already stored: true", "Where to look next:"]
+    {
         assert!(out.contains(want), "{want:?} in {out}");
     }
     let out = ok(run(&dir, &["demo"]));

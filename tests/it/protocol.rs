@@ -1,1 +1,384 @@
-//! placeholder
+//! The JSON-lines protocol node, run as `eventfold serve` in a separate process.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::cli::{StdioNode, bin};
+
+fn body(reply: &Value) -> &Value {
+    &reply["body"]
+}
+
+#[test]
+fn the_exchanges_of_the_spec_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = StdioNode::start(dir.path(), &[]);
+    let line = r#"{"src":"service","dest":"eventstore","body":{"type":"append","msg_id":1,"aggregate_id":"user-123","event_type":"UserCreated","event_data":{"name":"John"},"version":0}}"#;
+    let r = node.send_raw(line.as_bytes());
+    assert_eq!(r["src"], "eventstore");
+    assert_eq!(r["dest"], "service");
+    let b = body(&r);
+    assert_eq!(b["type"], "appended");
+    assert_eq!(b["in_reply_to"], 1);
+    assert!(Uuid::parse_str(b["event_id"].as_str().unwrap()).is_ok(), "{r}");
+    assert_eq!(b["sequence_number"], 1);
+    assert_eq!(b["version"], 1);
+
+    let line = r#"{"src":"service","dest":"eventstore","body":{"type":"append","msg_id":2,"aggregate_id":"user-123","event_type":"UserUpdated","event_data":{"name":"Jane"},"version":5}}"#;
+    let r = node.send_raw(line.as_bytes());
+    assert_eq!((r["src"].as_str(), r["dest"].as_str()), (Some("eventstore"), Some("service")));
+    let b = body(&r);
+    assert_eq!(b["type"], "concurrency_error");
+    assert_eq!(b["in_reply_to"], 2);
+    assert_eq!(b["error"], "Expected version 5, got 1");
+    assert_eq!(b["current_version"], 1);
+
+    // Each successful append makes the aggregate one higher and the sequence one further.
+    let r = node.send(json!({"type": "append", "msg_id": 3, "aggregate_id": "user-456", "event_type": "UserCreated", "event_data": {}, "version": 0}));
+    assert_eq!((body(&r)["sequence_number"].as_u64(), body(&r)["version"].as_u64()), (Some(2), Some(1)));
+    let r = node.send(json!({"type": "append", "msg_id": 4, "aggregate_id": "user-123", "event_type": "UserUpdated", "event_data": {"name": "Jane"}, "version": 1}));
+    assert_eq!((body(&r)["sequence_number"].as_u64(), body(&r)["version"].as_u64()), (Some(3), Some(2)));
+    node.finish();
+}
+
+#[test]
+fn bad_input_gets_an_error_and_the_node_reads_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = StdioNode::start(dir.path(), &["--max-line-bytes", "4096"]);
+
+    let r = node.send_raw(b"this is not json");
+    let b = body(&r);
+    assert_eq!((b["type"].as_str(), b["code"].as_u64()), (Some("error"), Some(12)));
+    assert!(b["text"].as_str().unwrap().starts_with("malformed request: "), "{r}");
+    assert!(b.get("in_reply_to").is_none(), "no msg_id could be read: {r}");
+
+    let r = node.send(json!({"type": "teleport", "msg_id": 1}));
+    assert_eq!(
+        body(&r),
+        &json!({"type": "error", "in_reply_to": 1, "code": 10, "text": "not supported: unknown message type \"teleport\""})
+    );
+
+    let r = node.send(
+        json!({"type": "append", "msg_id": 2, "aggregate_id": "a-1", "event_type": "E", "event_data": {}}),
+    );
+    assert_eq!(
+        body(&r),
+        &json!({"type": "error", "in_reply_to": 2, "code": 12, "text": "malformed request: missing field `version`"})
+    );
+
+    let r = node.send(json!({"type": "read_stream", "msg_id": 3, "aggregate_id": 42}));
+    let b = body(&r);
+    assert_eq!((b["code"].as_u64(), b["in_reply_to"].as_u64()), (Some(12), Some(3)));
+    assert!(b["text"].as_str().unwrap().contains("field `aggregate_id`"), "{r}");
+
+    let r = node.send(json!({"type": "append", "msg_id": 4, "aggregate_id": "a-1", "event_type": "E", "event_data": {}, "version": "latest"}));
+    assert!(body(&r)["text"].as_str().unwrap().contains("field `version`"), "{r}");
+
+    let r = node.send_raw(br#"{"src":"c","dest":"eventstore","body":{"msg_id":5}}"#);
+    assert_eq!(body(&r)["text"], "malformed request: missing field `type`");
+    assert_eq!(r["dest"], "c");
+
+    let r = node.send_raw(br#"[1,2,3]"#);
+    assert_eq!(body(&r)["code"], 12);
+
+    // A line over the limit is skipped and answered; the next line is read normally.
+    let long = format!(r#"{{"body":{{"type":"stats","msg_id":6,"pad":"{}"}}}}"#, "x".repeat(10_000));
+    let r = node.send_raw(long.as_bytes());
+    let text = body(&r)["text"].as_str().unwrap().to_string();
+    assert_eq!(body(&r)["code"], 12);
+    assert!(text.contains("over the limit of 4096 bytes"), "{text}");
+
+    // Invalid values are code 12 with the store's reason.
+    let r = node.send(json!({"type": "append", "msg_id": 7, "aggregate_id": "", "event_type": "E", "event_data": {}, "version": "any"}));
+    assert_eq!(body(&r)["code"], 12);
+    assert!(body(&r)["text"].as_str().unwrap().contains("invalid stream id"), "{r}");
+
+    // A duplicate event id elsewhere is a failed precondition, code 22.
+    let id = Uuid::now_v7();
+    let r = node.send(json!({"type": "append", "msg_id": 8, "aggregate_id": "a-1", "event_type": "E", "event_data": {}, "version": 0, "event_id": id}));
+    assert_eq!(body(&r)["type"], "appended");
+    let r = node.send(json!({"type": "append", "msg_id": 9, "aggregate_id": "b-1", "event_type": "E", "event_data": {}, "version": 0, "event_id": id}));
+    assert_eq!((body(&r)["code"].as_u64(), body(&r)["in_reply_to"].as_u64()), (Some(22), Some(9)));
+    // The same append resent is an idempotent retry.
+    let r = node.send(json!({"type": "append", "msg_id": 10, "aggregate_id": "a-1", "event_type": "E", "event_data": {}, "version": 0, "event_id": id}));
+    assert_eq!(body(&r)["already_stored"], true);
+    assert_eq!(body(&r)["sequence_number"], 1);
+
+    // After all that, the node still works.
+    let r = node.send(json!({"type": "stats", "msg_id": 11}));
+    assert_eq!(body(&r)["type"], "stats_ok");
+    assert_eq!(body(&r)["head"], 1);
+    node.finish();
+}
+
+#[test]
+fn oversized_lines_at_the_default_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = StdioNode::start(dir.path(), &[]);
+    let pad = "y".repeat(2 << 20);
+    let line = format!(
+        r#"{{"body":{{"type":"append","msg_id":1,"aggregate_id":"a-1","event_type":"E","event_data":"{pad}","version":"any"}}}}"#
+    );
+    let r = node.send_raw(line.as_bytes());
+    assert!(body(&r)["text"].as_str().unwrap().contains("over the limit of 1048576 bytes"), "{r}");
+    let r = node.send(json!({"type": "read_all", "msg_id": 2}));
+    assert_eq!(body(&r)["events"], json!([]), "nothing of the long line was written");
+    node.finish();
+}
+
+#[test]
+fn reads_batches_init_and_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = StdioNode::start(dir.path(), &[]);
+    let r = node.send(json!({"type": "init", "msg_id": 1, "node_id": "n1", "node_ids": ["n1", "n2", "n3"]}));
+    assert_eq!(
+        body(&r),
+        &json!({"type": "init_ok", "in_reply_to": 1, "node_id": "n1", "peers": ["n2", "n3"]})
+    );
+
+    let corr = Uuid::now_v7();
+    let r = node.send(json!({"type": "append_batch", "msg_id": 2, "aggregate_id": "order-1", "version": "no_stream", "events": [
+        {"event_type": "Placed", "event_data": {"total": 5}, "metadata": {"correlation_id": corr, "user_id": "ann", "channel": "web"}, "schema_version": 2},
+        {"event_type": "Paid", "event_data": {"amount": 5}}
+    ]}));
+    let b = body(&r);
+    assert_eq!(b["type"], "appended_batch");
+    assert_eq!((b["first_sequence_number"].as_u64(), b["last_sequence_number"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(b["version"], 2);
+    assert_eq!(b["event_ids"].as_array().unwrap().len(), 2);
+    // All or nothing: one bad event fails the whole batch.
+    let r = node.send(
+        json!({"type": "append_batch", "msg_id": 3, "aggregate_id": "order-1", "version": 2, "events": [
+            {"event_type": "Shipped", "event_data": {}}, {"event_type": "", "event_data": {}}
+        ]}),
+    );
+    assert_eq!(body(&r)["code"], 12);
+    let r = node.send(json!({"type": "append_batch", "msg_id": 4, "aggregate_id": "order-1", "version": 1, "events": [{"event_type": "Shipped", "event_data": {}}]}));
+    assert_eq!(body(&r)["error"], "Expected version 1, got 2");
+    node.send(json!({"type": "append", "msg_id": 5, "aggregate_id": "user-1", "event_type": "Created", "event_data": {}, "version": "any"}));
+
+    let r = node.send(json!({"type": "read_stream", "msg_id": 6, "aggregate_id": "order-1"}));
+    assert_eq!(r["src"], "eventstore", "a request's dest names the replying node");
+    let b = body(&r);
+    assert_eq!((b["type"].as_str(), b["version"].as_u64()), (Some("stream_events"), Some(2)));
+    let e = &b["events"][0];
+    assert_eq!(e["event_type"], "Placed");
+    assert_eq!(e["event_data"], json!({"total": 5}));
+    assert_eq!((e["version"].as_u64(), e["sequence_number"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(e["metadata"], json!({"correlation_id": corr, "user_id": "ann", "channel": "web"}));
+    assert_eq!(e["schema_version"], 2);
+    assert!(e["recorded_at"].as_u64().unwrap() > 0);
+    assert!(e.get("aggregate_id").is_none());
+    let r = node.send(
+        json!({"type": "read_stream", "msg_id": 7, "aggregate_id": "order-1", "backwards": true, "limit": 1}),
+    );
+    assert_eq!(body(&r)["events"][0]["event_type"], "Paid");
+    let r =
+        node.send(json!({"type": "read_stream", "msg_id": 8, "aggregate_id": "order-1", "from_version": 2}));
+    assert_eq!(body(&r)["events"].as_array().unwrap().len(), 1);
+    let r = node.send(json!({"type": "read_stream", "msg_id": 9, "aggregate_id": "nobody-1"}));
+    assert_eq!(
+        (body(&r)["version"].as_u64(), body(&r)["events"].as_array().map(Vec::len)),
+        (Some(0), Some(0))
+    );
+
+    let r = node.send(json!({"type": "read_all", "msg_id": 10, "from_sequence": 2}));
+    let b = body(&r);
+    assert_eq!(b["head"], 3);
+    let seqs: Vec<u64> =
+        b["events"].as_array().unwrap().iter().map(|e| e["sequence_number"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [2, 3]);
+    assert_eq!(b["events"][1]["aggregate_id"], "user-1");
+    let r =
+        node.send(json!({"type": "read_all", "msg_id": 11, "category": "order", "event_types": ["Paid"]}));
+    assert_eq!(body(&r)["events"].as_array().unwrap().len(), 1);
+    let r = node.send(json!({"type": "read_all", "msg_id": 12, "limit": 1}));
+    assert_eq!(body(&r)["events"].as_array().unwrap().len(), 1);
+
+    let r = node.send(json!({"type": "stats", "msg_id": 13}));
+    let b = body(&r);
+    assert_eq!((b["head"].as_u64(), b["streams"].as_u64()), (Some(3), Some(2)));
+
+    // Snapshot, state and subscription messages are answered as not supported.
+    for (i, t) in ["create_snapshot", "get_snapshot", "get_state"].iter().enumerate() {
+        let r = node.send(json!({"type": t, "msg_id": 20 + i, "aggregate_id": "order-1"}));
+        assert_eq!(body(&r)["code"], 10, "{r}");
+    }
+    node.finish();
+}
+
+#[test]
+fn a_restarted_node_continues_the_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = StdioNode::start(dir.path(), &[]);
+    for (i, agg) in ["user-1", "user-2", "user-1"].iter().enumerate() {
+        let r = node.send(json!({"type": "append", "msg_id": i, "aggregate_id": agg, "event_type": "E", "event_data": {}, "version": "any"}));
+        assert_eq!(body(&r)["sequence_number"], i + 1);
+    }
+    node.finish();
+    let mut node = StdioNode::start(dir.path(), &[]);
+    let r = node.send(json!({"type": "append", "msg_id": 1, "aggregate_id": "user-1", "event_type": "E", "event_data": {}, "version": 2}));
+    assert_eq!((body(&r)["sequence_number"].as_u64(), body(&r)["version"].as_u64()), (Some(4), Some(3)));
+    node.finish();
+}
+
+/// A `serve --tcp 127.0.0.1:0` process and the address it bound.
+struct TcpNode {
+    child: Child,
+    addr: String,
+}
+
+impl TcpNode {
+    fn start(dir: &std::path::Path) -> TcpNode {
+        let mut child = bin()
+            .arg("--data")
+            .arg(dir)
+            .args(["serve", "--tcp", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve --tcp");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        // The node says where it listens once the socket is bound.
+        let mut line = String::new();
+        stderr.read_line(&mut line).expect("read stderr");
+        let addr = line.rsplit("listening on ").next().unwrap_or_default().trim().to_string();
+        assert!(addr.starts_with("127.0.0.1:"), "{line:?}");
+        // Keep draining the log so the node never blocks on a full pipe.
+        std::thread::spawn(move || for _ in stderr.lines() {});
+        TcpNode { child, addr }
+    }
+
+    fn connect(&self) -> Client {
+        let stream = TcpStream::connect(&self.addr).expect("connect");
+        Client { reader: BufReader::new(stream.try_clone().expect("clone")), writer: stream }
+    }
+}
+
+impl Drop for TcpNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    fn send(&mut self, body: Value) -> Value {
+        let line = json!({"src": "client", "dest": "eventstore", "body": body}).to_string();
+        self.writer.write_all(line.as_bytes()).unwrap();
+        self.writer.write_all(b"\n").unwrap();
+        let mut reply = String::new();
+        self.reader.read_line(&mut reply).unwrap();
+        let v: Value = serde_json::from_str(&reply).unwrap();
+        v["body"].clone()
+    }
+}
+
+#[test]
+fn tcp_conflicts_are_reported_to_the_loser() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TcpNode::start(dir.path());
+    let (mut a, mut b) = (node.connect(), node.connect());
+    let r = a.send(json!({"type": "append", "msg_id": 1, "aggregate_id": "cart-1", "event_type": "Created", "event_data": {}, "version": 0}));
+    assert_eq!(r["type"], "appended");
+    // Both clients saw version 1 and both try to write version 2.
+    let ra = a.send(json!({"type": "append", "msg_id": 2, "aggregate_id": "cart-1", "event_type": "Added", "event_data": {"by": "a"}, "version": 1}));
+    let rb = b.send(json!({"type": "append", "msg_id": 2, "aggregate_id": "cart-1", "event_type": "Added", "event_data": {"by": "b"}, "version": 1}));
+    assert_eq!(ra["type"], "appended");
+    assert_eq!(
+        rb,
+        json!({"type": "concurrency_error", "in_reply_to": 2, "error": "Expected version 1, got 2", "current_version": 2})
+    );
+    let r = b.send(json!({"type": "read_stream", "msg_id": 3, "aggregate_id": "cart-1"}));
+    assert_eq!(r["version"], 2);
+    assert_eq!(r["events"][1]["event_data"], json!({"by": "a"}));
+}
+
+#[test]
+fn tcp_concurrent_clients_lose_and_duplicate_nothing() {
+    const SHARED: usize = 4;
+    const OWN: usize = 4;
+    const PER_CLIENT: usize = 25;
+    let dir = tempfile::tempdir().unwrap();
+    let node = TcpNode::start(dir.path());
+    let mut threads = Vec::new();
+    for c in 0..SHARED + OWN {
+        let mut client = node.connect();
+        threads.push(std::thread::spawn(move || {
+            let shared = c < SHARED;
+            let aggregate = if shared { "counter-shared".to_string() } else { format!("counter-{c}") };
+            let mut version = 0u64;
+            let mut appended = Vec::new();
+            let mut conflicts = 0;
+            let mut msg_id = 0u64;
+            while appended.len() < PER_CLIENT {
+                msg_id += 1;
+                let r = client.send(json!({"type": "append", "msg_id": msg_id, "aggregate_id": aggregate,
+                    "event_type": "Incremented", "event_data": {"client": c, "n": appended.len()}, "version": version}));
+                assert_eq!(r["in_reply_to"], msg_id);
+                match r["type"].as_str() {
+                    Some("appended") => {
+                        assert_eq!(r["version"], version + 1);
+                        version += 1;
+                        let id: Uuid = serde_json::from_value(r["event_id"].clone()).unwrap();
+                        appended.push((id, r["sequence_number"].as_u64().unwrap(), aggregate.clone()));
+                    }
+                    Some("concurrency_error") => {
+                        // Only the shared aggregate can conflict, and the
+                        // message names both versions.
+                        assert!(shared, "{r}");
+                        let actual = r["current_version"].as_u64().unwrap();
+                        assert!(actual > version, "{r}");
+                        assert_eq!(r["error"], format!("Expected version {version}, got {actual}"));
+                        version = actual;
+                        conflicts += 1;
+                    }
+                    _ => panic!("unexpected reply {r}"),
+                }
+            }
+            (appended, conflicts)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in threads {
+        let (appended, _conflicts) = t.join().expect("client thread");
+        all.extend(appended);
+    }
+    let total = (SHARED + OWN) * PER_CLIENT;
+    assert_eq!(all.len(), total);
+    let seqs: HashSet<u64> = all.iter().map(|(_, s, _)| *s).collect();
+    assert_eq!(seqs, (1..=total as u64).collect::<HashSet<u64>>(), "sequence numbers are gapless and unique");
+
+    // The log holds exactly what was acknowledged, each aggregate at 1..=n.
+    let mut reader = node.connect();
+    let r = reader.send(json!({"type": "read_all", "msg_id": 1, "limit": total + 10}));
+    assert_eq!(r["head"], total);
+    let events = r["events"].as_array().unwrap();
+    assert_eq!(events.len(), total);
+    let acked: HashMap<Uuid, (u64, String)> = all.into_iter().map(|(id, s, a)| (id, (s, a))).collect();
+    let mut versions: HashMap<String, u64> = HashMap::new();
+    for e in events {
+        let id: Uuid = serde_json::from_value(e["event_id"].clone()).unwrap();
+        let (seq, agg) = &acked[&id];
+        assert_eq!(e["sequence_number"], *seq);
+        assert_eq!(e["aggregate_id"], agg.as_str());
+        let v = versions.entry(agg.clone()).or_insert(0);
+        *v += 1;
+        assert_eq!(e["version"], *v, "versions of {agg} are consecutive");
+    }
+    assert_eq!(versions["counter-shared"], (SHARED * PER_CLIENT) as u64);
+    for c in SHARED..SHARED + OWN {
+        assert_eq!(versions[&format!("counter-{c}")], PER_CLIENT as u64);
+    }
+}

@@ -9,10 +9,9 @@ use crate::{Ctx, Outcome};
 
 /// Arguments of `serve`.
 #[derive(clap::Args)]
-#[group(id = "mode", required = true, multiple = false, args = ["stdio", "tcp"])]
 pub struct Args {
     /// Read requests on stdin, write replies on stdout; exit at end of input.
-    #[arg(long)]
+    #[arg(long, required_unless_present = "tcp", conflicts_with = "tcp")]
     pub stdio: bool,
     /// Listen on this TCP address (port 0 picks a free port).
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:7878")]
