@@ -33,7 +33,9 @@ impl Session {
                 let reply = self.handle(&request.body);
                 self.envelope(Some(&request.src), Some(&request.dest), reply)
             }
-            Err(rejected) => self.envelope(rejected.src.as_deref(), rejected.dest.as_deref(), rejected.reply),
+            Err(rejected) => {
+                self.envelope(rejected.src.as_deref(), rejected.dest.as_deref(), rejected.reply())
+            }
         }
     }
 

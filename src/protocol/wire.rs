@@ -573,8 +573,19 @@ pub struct RejectedRequest {
     pub src: Option<String>,
     /// The request's `dest`, if readable.
     pub dest: Option<String>,
+    /// The request's `msg_id`, when it could be read.
+    pub in_reply_to: Option<u64>,
+    /// The error code (see [`codes`]).
+    pub code: u32,
+    /// What is wrong with the line.
+    pub text: String,
+}
+
+impl RejectedRequest {
     /// The `error` reply to send.
-    pub reply: Reply,
+    pub fn reply(&self) -> Reply {
+        Reply::error(self.in_reply_to, self.code, self.text.clone())
+    }
 }
 
 /// Parses one request line. A line that is not a well-formed request comes
@@ -584,7 +595,9 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope<Request>, RejectedRequest> 
     let malformed = |text: String| RejectedRequest {
         src: None,
         dest: None,
-        reply: Reply::error(None, codes::MALFORMED_REQUEST, format!("malformed request: {text}")),
+        in_reply_to: None,
+        code: codes::MALFORMED_REQUEST,
+        text: format!("malformed request: {text}"),
     };
     let value: Value = serde_json::from_slice(line).map_err(|e| malformed(e.to_string()))?;
     let Value::Object(mut message) = value else {
@@ -594,10 +607,12 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope<Request>, RejectedRequest> 
         |m: &Map<String, Value>, name: &str| m.get(name).and_then(Value::as_str).map(str::to_string);
     let src = text_field(&message, "src");
     let dest = text_field(&message, "dest");
-    let reject = |msg_id: Option<u64>, code: u32, text: String| RejectedRequest {
+    let reject = |in_reply_to: Option<u64>, code: u32, text: String| RejectedRequest {
         src: src.clone(),
         dest: dest.clone(),
-        reply: Reply::error(msg_id, code, text),
+        in_reply_to,
+        code,
+        text,
     };
     let body = match message.remove("body") {
         Some(Value::Object(body)) => body,
@@ -783,8 +798,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn parse(v: Value) -> Result<Request, Reply> {
-        parse_request(v.to_string().as_bytes()).map(|e| e.body).map_err(|r| r.reply)
+    fn parse(v: Value) -> Result<Request, Box<Reply>> {
+        parse_request(v.to_string().as_bytes()).map(|e| e.body).map_err(|r| Box::new(r.reply()))
     }
 
     /// The node's field-by-field parser and serde's derive agree on every request.
@@ -859,15 +874,18 @@ mod tests {
         let r = parse(
             json!({"body": {"type": "append", "msg_id": 7, "aggregate_id": "a", "event_type": "E", "event_data": {}}}),
         );
-        assert_eq!(r, Err(Reply::error(Some(7), 12, "malformed request: missing field `version`")));
+        assert_eq!(r, Err(Box::new(Reply::error(Some(7), 12, "malformed request: missing field `version`"))));
         let r =
             parse(json!({"body": {"type": "read_stream", "msg_id": 8, "aggregate_id": "a", "limit": "x"}}));
-        let Err(Reply::Error { in_reply_to: Some(8), code: 12, text }) = r else { panic!("{r:?}") };
+        let Err(Reply::Error { in_reply_to: Some(8), code: 12, text }) = r.map_err(|b| *b) else { panic!() };
         assert!(text.contains("field `limit`"), "{text}");
         let r = parse(json!({"body": {"type": "teleport", "msg_id": 9}}));
-        assert_eq!(r, Err(Reply::error(Some(9), 10, "not supported: unknown message type \"teleport\"")));
-        let r = parse_request(b"{not json").map_err(|r| r.reply);
-        let Err(Reply::Error { in_reply_to: None, code: 12, text }) = r else { panic!("{r:?}") };
+        assert_eq!(
+            r,
+            Err(Box::new(Reply::error(Some(9), 10, "not supported: unknown message type \"teleport\"")))
+        );
+        let r = parse_request(b"{not json").map_err(|r| r.reply());
+        let Err(Reply::Error { in_reply_to: None, code: 12, text }) = r else { panic!() };
         assert!(text.starts_with("malformed request: "), "{text}");
     }
 

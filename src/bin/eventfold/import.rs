@@ -48,9 +48,8 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
     let mut summary = Summary::default();
     let mut in_flight: VecDeque<(u64, u64, AppendTicket)> = VecDeque::new();
     let mut run: Option<Run> = None;
-    let mut line_no = 0u64;
-    for line in BufReader::new(input).lines() {
-        line_no += 1;
+    for (index, line) in BufReader::new(input).lines().enumerate() {
+        let line_no = index as u64 + 1;
         let line = line.with_context(|| format!("reading line {line_no} of {}", a.file.display()))?;
         bar.inc(line.len() as u64 + 1);
         if line.trim().is_empty() {
