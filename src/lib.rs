@@ -57,7 +57,7 @@ pub use read::{
     AllBatches, AllIter, Direction, Filter, ReadAll, ReadStream, Reader, StreamBatches, StreamInfo,
     StreamIter, category_of,
 };
-pub use record::{EventRef, MAX_NAME_LEN};
+pub use record::{EventRef, MAX_NAME_LEN, decode as decode_record};
 pub use store::meta::{FORMAT_VERSION, archive_format};
 pub use store::{DEFAULT_MAP_SIZE, Durability, Store, StoreBuilder, StoreStats};
 pub use verify::{Fault, VerifyReport};

@@ -5,4 +5,5 @@ mod core;
 mod crash;
 #[cfg(feature = "fault-injection")]
 mod faults;
+mod fuzz_corpus;
 mod model;
