@@ -62,7 +62,11 @@ impl Model {
 
 fn send(store: &Store, req: &Request) -> Result<Vec<(u64, bool)>, Error> {
     let parts = req.iter().map(|(s, e, ids)| {
-        (s.as_str(), *e, ids.iter().map(|id| NewEvent::json("E", &serde_json::json!({})).with_id(*id)).collect())
+        (
+            s.as_str(),
+            *e,
+            ids.iter().map(|id| NewEvent::json("E", &serde_json::json!({})).with_id(*id)).collect(),
+        )
     });
     store.append_many(parts).map(|rs| rs.iter().map(|r| (r.first_position, r.already_stored)).collect())
 }
@@ -145,4 +149,3 @@ pub fn run(data: &[u8]) {
     let report = store.verify().expect("verify");
     assert!(report.is_ok(), "{:?}", report.faults);
 }
-

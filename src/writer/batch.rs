@@ -70,6 +70,13 @@ pub(crate) struct Writer {
     commit_attempts: u64,
 }
 
+fn poison_reason(error: &Error) -> String {
+    match error {
+        Error::Storage(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
 pub(crate) fn now_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -161,8 +168,9 @@ impl Writer {
         match self.try_batch(batch) {
             Ok(outcomes) => outcomes,
             Err(failure) if failure.poison => {
-                self.shared.poison(failure.error.to_string());
-                batch.iter().map(|_| Err(Error::Poisoned { reason: failure.error.to_string() })).collect()
+                let reason = poison_reason(&failure.error);
+                self.shared.poison(reason.clone());
+                batch.iter().map(|_| Err(Error::Poisoned { reason: reason.clone() })).collect()
             }
             Err(failure) if batch.len() == 1 => vec![Err(failure.error)],
             Err(_) => {
@@ -172,7 +180,7 @@ impl Writer {
                         Ok(mut o) => outcomes.push(o.pop().unwrap_or(Err(Error::Closed))),
                         Err(f) => {
                             if f.poison {
-                                self.shared.poison(f.error.to_string());
+                                self.shared.poison(poison_reason(&f.error));
                             }
                             outcomes.push(Err(f.error));
                         }
@@ -225,10 +233,20 @@ impl Writer {
             return Err(TxnFailure { error, poison: true });
         }
         if let Err(e) = wtxn.commit() {
+            let os_error = match &e {
+                heed::Error::Io(io) => io.raw_os_error(),
+                _ => None,
+            };
+            let text = e.to_string();
             let error = from_heed(e, map_size);
-            let poison = !matches!(error, Error::StorageFull { .. });
-            let error = if poison { Error::Storage(format!("commit failed: {error}")) } else { error };
-            return Err(TxnFailure { error, poison });
+            if matches!(error, Error::StorageFull { .. }) {
+                return Err(TxnFailure { error, poison: false });
+            }
+            // ENOSPC, EIO: LMDB reports a short write to a full disk as EIO.
+            let hint =
+                if matches!(os_error, Some(28) | Some(5)) { "; the disk may be full or failing" } else { "" };
+            let error = Error::Storage(format!("commit failed: {text}{hint}"));
+            return Err(TxnFailure { error, poison: true });
         }
         if self.config.faults.fail_sync_at == Some(attempt) {
             // The pages reached LMDB but their durability is unknown: do not

@@ -3,6 +3,7 @@
 mod common;
 mod core;
 mod crash;
+mod disk_full;
 #[cfg(feature = "fault-injection")]
 mod faults;
 mod fuzz_corpus;
