@@ -47,7 +47,7 @@ struct Inner {
     writer: Mutex<Option<WriterHandle>>,
     max_event_size: usize,
     map_size: usize,
-    no_sync: bool,
+    durability: Durability,
     store_id: Uuid,
     created_at: u64,
     _lock: Option<lock::WriterLock>,
@@ -111,8 +111,7 @@ impl Store {
             Some(lock::acquire(&dir)?)
         };
         let map_size = b.page_rounded_map_size();
-        let settings =
-            env::main_settings(map_size, b.max_readers, b.durability == Durability::NoSync, read_only);
+        let settings = env::main_settings(map_size, b.max_readers, b.durability, read_only);
         let env = env::open_env(&dir, &settings)?;
         let now = crate::writer::now_micros();
         let (dbs, info) = if read_only {
@@ -161,7 +160,7 @@ impl Store {
                 shared,
                 max_event_size: b.max_event_size,
                 map_size,
-                no_sync: b.durability == Durability::NoSync,
+                durability: b.durability,
                 store_id: info.store_id,
                 created_at: info.created_at,
                 _lock: lock,
@@ -359,8 +358,9 @@ impl Store {
         &self.inner.env
     }
 
-    pub(crate) fn durability_no_sync(&self) -> bool {
-        self.inner.no_sync
+    /// The durability the store was opened with.
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
     }
 
     #[cfg(test)]
