@@ -52,6 +52,7 @@ pub struct StoreBuilder {
     pub(crate) max_readers: u32,
     pub(crate) max_batch_events: usize,
     pub(crate) max_batch_bytes: usize,
+    pub(crate) max_batch_delay: std::time::Duration,
     pub(crate) max_event_size: usize,
     pub(crate) queue_capacity: usize,
     pub(crate) faults: crate::writer::FaultPlan,
@@ -70,6 +71,7 @@ impl StoreBuilder {
             max_readers: 1024,
             max_batch_events: 16_384,
             max_batch_bytes: 32 << 20,
+            max_batch_delay: std::time::Duration::from_millis(1),
             max_event_size: 4 << 20,
             queue_capacity: 4096,
             faults: crate::writer::FaultPlan::default(),
@@ -107,6 +109,15 @@ impl StoreBuilder {
     /// Most encoded bytes the writer puts in one commit (default 32 MiB).
     pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
         self.max_batch_bytes = bytes.max(1);
+        self
+    }
+
+    /// Longest the writer may hold a commit open to let appenders it expects
+    /// join the batch (default 1 ms; never more than half the last commit's
+    /// duration). It only waits when the previous commit served several
+    /// appenders, so a lone appender never waits. `Duration::ZERO` turns it off.
+    pub fn max_batch_delay(mut self, delay: std::time::Duration) -> Self {
+        self.max_batch_delay = delay;
         self
     }
 

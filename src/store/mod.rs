@@ -144,6 +144,7 @@ impl Store {
             let config = WriterConfig {
                 max_batch_events: b.max_batch_events,
                 max_batch_bytes: b.max_batch_bytes,
+                max_batch_delay: b.max_batch_delay,
                 map_size,
                 faults: b.faults,
             };

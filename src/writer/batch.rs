@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use heed::{Env, PutFlags, RwTxn, WithoutTls};
@@ -97,6 +98,11 @@ impl Writer {
 
     pub(crate) fn run(mut self, rx: Receiver<Command>) {
         let mut batch: Vec<Request> = Vec::new();
+        // How many requests the next batch can expect: those answered by the
+        // last commit (their appenders are about to send again) plus those
+        // that queued up while it ran.
+        let mut expected = 0usize;
+        let mut last_commit = Duration::ZERO;
         loop {
             let first = match rx.recv() {
                 Ok(Command::Write(r)) => r,
@@ -106,7 +112,10 @@ impl Writer {
             let mut bytes = first.byte_count();
             batch.push(first);
             let mut closing = false;
-            while events < self.config.max_batch_events && bytes < self.config.max_batch_bytes {
+            let room = |events: usize, bytes: usize| {
+                events < self.config.max_batch_events && bytes < self.config.max_batch_bytes
+            };
+            while room(events, bytes) {
                 match rx.try_recv() {
                     Ok(Command::Write(r)) => {
                         events += r.event_count();
@@ -120,7 +129,33 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            // Appenders answered by the last commit come back within
+            // microseconds; waiting a little for them (never more than half
+            // a commit) turns two half-full commits into one full one. A lone
+            // appender never waits: it is all the batch expects.
+            let delay = self.config.max_batch_delay.min(last_commit / 2);
+            if !closing && batch.len() < expected && !delay.is_zero() {
+                let deadline = Instant::now() + delay;
+                while batch.len() < expected && room(events, bytes) {
+                    match rx.recv_deadline(deadline) {
+                        Ok(Command::Write(r)) => {
+                            events += r.event_count();
+                            bytes += r.byte_count();
+                            batch.push(r);
+                        }
+                        Ok(Command::Close) => {
+                            closing = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            let size = batch.len();
+            let started = Instant::now();
             self.process(&mut batch);
+            last_commit = started.elapsed();
+            expected = size + rx.len();
             if closing {
                 break;
             }
