@@ -43,15 +43,24 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod consumer;
 mod error;
 mod event;
+mod projection;
 mod read;
 mod record;
 mod store;
+mod subscribe;
 mod writer;
 
+pub use consumer::{Consumer, ConsumerInfo, MAX_CONSUMER_NAME_LEN};
 pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent};
+pub use projection::runner::DEFAULT_PROJECTION_BATCH;
+pub use projection::{
+    Projection, ProjectionContext, ProjectionRunner, ProjectionState, ProjectionStatus, ReadModel,
+    RebuildProgress, RunningProjections,
+};
 pub use read::{
     AllBatches, AllIter, Direction, Filter, ReadAll, ReadStream, Reader, StreamBatches, StreamInfo,
     StreamIter, category_of,
@@ -59,4 +68,5 @@ pub use read::{
 pub use record::{EventRef, MAX_NAME_LEN};
 pub use store::meta::{FORMAT_VERSION, archive_format};
 pub use store::{DEFAULT_MAP_SIZE, Durability, Store, StoreBuilder, StoreStats};
+pub use subscribe::{DEFAULT_SUBSCRIPTION_BATCH, SubscribeFrom, Subscription};
 pub use writer::AppendTicket;

@@ -49,6 +49,8 @@ struct Inner {
     map_size: usize,
     no_sync: bool,
     store_id: Uuid,
+    /// The `projections/` environment, opened on first use.
+    projections: Mutex<Option<Arc<crate::projection::ProjEnv>>>,
     _lock: Option<lock::WriterLock>,
 }
 
@@ -161,6 +163,7 @@ impl Store {
                 map_size,
                 no_sync: b.durability == Durability::NoSync,
                 store_id: info.store_id,
+                projections: Mutex::new(None),
                 _lock: lock,
             }),
         })
@@ -351,6 +354,14 @@ impl Store {
         &self.inner.env
     }
 
+    pub(crate) fn map_size(&self) -> usize {
+        self.inner.map_size
+    }
+
+    pub(crate) fn projections_slot(&self) -> &Mutex<Option<Arc<crate::projection::ProjEnv>>> {
+        &self.inner.projections
+    }
+
     pub(crate) fn durability_no_sync(&self) -> bool {
         self.inner.no_sync
     }
@@ -371,7 +382,7 @@ impl std::fmt::Debug for Store {
 }
 
 /// Rejects a request that names one event id twice.
-fn check_ids(appends: &[StreamAppend]) -> Result<()> {
+pub(crate) fn check_ids(appends: &[StreamAppend]) -> Result<()> {
     let total: usize = appends.iter().map(|a| a.events.len()).sum();
     if total < 2 {
         return Ok(());
