@@ -212,8 +212,10 @@ fn scan<T: DeserializeOwned>(
     after: Option<&str>,
     limit: usize,
 ) -> Result<Vec<(String, T)>> {
+    // LMDB refuses an empty key as a bound: an empty prefix is no bound.
     let lower = match after {
-        Some(a) if a.as_bytes() >= prefix.as_bytes() => Bound::Excluded(a.as_bytes()),
+        Some(a) if a.as_bytes() >= prefix.as_bytes() && !a.is_empty() => Bound::Excluded(a.as_bytes()),
+        _ if prefix.is_empty() => Bound::Unbounded,
         _ => Bound::Included(prefix.as_bytes()),
     };
     let mut out = Vec::new();

@@ -236,6 +236,15 @@ impl RunningProjections {
         self.join.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
+    /// Waits for the thread to end on its own, which it does when the store
+    /// closes ([`Store::close`]).
+    pub fn join(mut self) -> Result<()> {
+        match self.join.take() {
+            Some(j) => j.join().map_err(|_| Error::handler("the projection thread panicked")),
+            None => Ok(()),
+        }
+    }
+
     /// Stops the thread after its current batch and waits for it.
     pub fn stop(mut self) -> Result<()> {
         self.shutdown()
