@@ -187,6 +187,9 @@ fn restart_resumes_at_the_checkpoint() {
     assert_eq!(model.get::<String>("seen/00000031").unwrap().as_deref(), Some("Y"));
 }
 
+/// (done, total, finished, version readers saw)
+type ProgressSeen = (u64, u64, bool, u32);
+
 #[test]
 fn version_bump_rebuilds_into_a_shadow_that_readers_do_not_see_until_the_swap() {
     let (_dir, store) = temp_store();
@@ -195,8 +198,7 @@ fn version_bump_rebuilds_into_a_shadow_that_readers_do_not_see_until_the_swap() 
     }
     ProjectionRunner::new(&store).unwrap().register(Orders).unwrap().run_until_caught_up().unwrap();
     let before = totals::<Orders>(&store);
-    // Something the new version must drop: a document only the old model has.
-    let seen: Arc<Mutex<Vec<(u64, u64, bool, u32)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<ProgressSeen>>> = Arc::default();
     let reader = store.clone();
     let log = seen.clone();
     let runner =
