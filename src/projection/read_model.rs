@@ -114,16 +114,17 @@ impl ProjEnv {
         from_heed(e, self.map_size)
     }
 
-    /// The two document slots of projection `name` (created when missing on
-    /// a writable store). Must not be called while this thread holds a write
-    /// transaction of the environment.
-    pub(crate) fn slots(&self, name: &str) -> Result<Option<[Db; 2]>> {
+    /// The two document slots of projection `name`; with `create` (runners
+    /// of a writable store) they are created when missing, which must not
+    /// happen while this thread holds a write transaction of the
+    /// environment. Readers never create: a missing model is `None`.
+    pub(crate) fn slots(&self, name: &str, create: bool) -> Result<Option<[Db; 2]>> {
         let mut cache = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = cache.get(name) {
             return Ok(Some(*s));
         }
         let names = [format!("docs/{name}/0"), format!("docs/{name}/1")];
-        let dbs = if self.read_only {
+        let dbs = if self.read_only || !create {
             let rtxn = self.env.read_txn()?;
             let opened = self.env.open_databases_and_commit(rtxn, |o, rtxn| -> Result<_, heed::Error> {
                 let a = o.open_database::<Bytes, Bytes>(rtxn, Some(&names[0]))?;
@@ -336,7 +337,7 @@ impl<P: Projection> ReadModel<P> {
         f: impl FnOnce(&RoTxn<'_, WithoutTls>, Db, &ProjMeta) -> Result<R>,
     ) -> Result<Option<R>> {
         let Some(env) = ProjEnv::get(&self.store)? else { return Ok(None) };
-        let Some(slots) = env.slots(self.name)? else { return Ok(None) };
+        let Some(slots) = env.slots(self.name, false)? else { return Ok(None) };
         let txn = env.env.read_txn()?;
         let Some(meta) = env.load_meta(&txn, self.name)? else { return Ok(None) };
         let db = slots[usize::from(meta.active & 1)];

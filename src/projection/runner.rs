@@ -128,7 +128,7 @@ impl ProjectionRunner {
                 reason: "a projection of this name is already registered with this runner".into(),
             });
         }
-        self.core.env.slots(P::NAME)?;
+        self.core.env.slots(P::NAME, true)?;
         let filter = projection.filter();
         self.core.entries.push(Arc::new(Entry {
             name: P::NAME,
@@ -346,7 +346,7 @@ impl Core {
     /// rebuild in). Errors carry the position they happened at.
     fn try_step(&self, e: &Entry, up_to: u64) -> Result<(Step, u64), (u64, Error)> {
         let at = |p: u64| move |err: Error| (p, err);
-        let slots = self.env.slots(e.name).map_err(at(0))?.ok_or((0, Error::ReadOnly))?;
+        let slots = self.env.slots(e.name, true).map_err(at(0))?.ok_or((0, Error::ReadOnly))?;
         let mut wtxn = self.env.env.write_txn().map_err(|err| (0, self.env.heed_err(err)))?;
         let stored = self.env.load_meta(&wtxn, e.name).map_err(at(0))?;
         let mut meta = stored.clone().unwrap_or(ProjMeta { version: e.version, ..ProjMeta::default() });

@@ -324,3 +324,29 @@ fn closing_the_store_ends_the_background_runner() {
     // No stop request: the thread ends because it saw the close.
     running.join().unwrap();
 }
+
+#[test]
+fn read_models_are_readable_from_a_read_only_store_and_report_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.append("a-1", ExpectedVersion::Any, (0..10).map(|n| ev("X", n))).unwrap();
+        let runner = ProjectionRunner::new(&store).unwrap().register(Applied).unwrap();
+        assert_eq!(runner.status().unwrap()[0].state, ProjectionState::Idle);
+        runner.run_until_caught_up().unwrap();
+        store.append("a-1", ExpectedVersion::Any, [ev("Y", 1)]).unwrap();
+        let status = &runner.status().unwrap()[0];
+        assert_eq!((status.checkpoint, status.head, status.lag_events), (10, 11, 1));
+        assert_eq!(status.state, ProjectionState::Running);
+        assert!(status.events_per_sec > 0.0);
+        // Never registered, so it reads as empty and nothing is created for it.
+        assert_eq!(store.projection::<Fragile>().count().unwrap(), 0);
+        store.close().unwrap();
+    }
+    let store = Store::builder(dir.path()).open_read_only().unwrap();
+    let model = store.projection::<Applied>();
+    assert_eq!((model.get::<u64>("count").unwrap(), model.checkpoint().unwrap()), (Some(10), 10));
+    assert_eq!(model.version().unwrap(), 1);
+    assert_eq!(store.projection::<Fragile>().get::<u64>("count").unwrap(), None);
+    assert!(matches!(ProjectionRunner::new(&store), Err(Error::ReadOnly)));
+}
