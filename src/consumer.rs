@@ -128,16 +128,16 @@ impl Store {
     /// (a new consumer starts at checkpoint 0).
     pub fn consumer(&self, name: &str) -> Result<Consumer> {
         validate_name("consumer", name)?;
-        let reader = self.read()?;
+        let txn = self.env().read_txn()?;
         let db = self.dbs().checkpoints;
-        let checkpoint = match db.get(&reader.txn, name.as_bytes())? {
+        let checkpoint = match db.get(&txn, name.as_bytes())? {
             Some(v) => decode_checkpoint(name, v)?.0,
             None => 0,
         };
         let mut dedup = BTreeMap::new();
         let lower = dedup_key(name, 0);
         let upper = dedup_key(name, u64::MAX);
-        for item in db.range(&reader.txn, &(Bound::Included(&lower[..]), Bound::Included(&upper[..])))? {
+        for item in db.range(&txn, &(Bound::Included(&lower[..]), Bound::Included(&upper[..])))? {
             let (k, v) = item?;
             let id = Uuid::from_slice(v).map_err(|_| {
                 Error::index("checkpoints", format!("dedup entry of consumer {name:?} is not an event id"))
