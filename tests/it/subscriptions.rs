@@ -259,3 +259,19 @@ fn consumer_names_are_validated() {
     assert!(matches!(err, Error::InvalidName { .. }), "{err}");
     assert!(store.consumer("bad\nname").is_err());
 }
+
+#[test]
+fn an_idle_subscriber_never_holds_the_writer_back() {
+    let (_dir, store) = temp_store();
+    let mut idle: Vec<_> =
+        (0..8).map(|_| store.subscribe(SubscribeFrom::Start, Filter::new()).unwrap()).collect();
+    // Every commit finds the subscribers' wake-up slots full after the first;
+    // the writer must go on regardless.
+    for n in 0..300 {
+        store.append("a-1", ExpectedVersion::Exact(n), [ev("X", n)]).unwrap();
+    }
+    for sub in &mut idle {
+        assert_eq!(positions(sub, 300), (1..=300).collect::<Vec<_>>());
+        assert_eq!(sub.try_next().unwrap(), None);
+    }
+}
