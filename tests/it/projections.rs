@@ -150,6 +150,12 @@ fn analytics_projection_is_incremental_and_idempotent_under_duplicate_delivery()
     assert_eq!(store.projection::<Orders>().count().unwrap(), 6, "five orders and the totals");
     let first = store.projection::<Orders>().scan::<Order>("order/", None, 2).unwrap();
     assert_eq!(first.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["order/order-1", "order/order-2"]);
+    let page = store.projection::<Orders>().scan::<Order>("order/", Some("order/order-2"), 10).unwrap();
+    assert_eq!(
+        page.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["order/order-3", "order/order-4", "order/order-5"]
+    );
+    assert_eq!(page[0].1, Order { status: "shipped".into(), amount: 30, seq: 3 });
 }
 
 /// Counts applications, so a re-application after a restart would show.
