@@ -8,6 +8,9 @@
 //! - A group-commit writer thread: concurrent appends share one transaction
 //!   and one fsync; expected versions are checked inside the batch.
 //! - Zero-copy, checksummed reads that run beside the writer.
+//! - Subscriptions, durable consumers with checkpoints, and projections
+//!   into JSON read models that rebuild in the background
+//!   (see `docs/subscriptions.md`).
 //!
 //! ```
 //! use eventfold::{ExpectedVersion, NewEvent, ReadStream, Store};
