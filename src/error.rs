@@ -216,6 +216,57 @@ pub enum Error {
         reason: String,
     },
 
+    /// A consumer or projection name is empty, too long, or has control characters.
+    #[error("invalid {kind} name {name:?}: {reason}")]
+    InvalidName {
+        /// What was being named ("consumer", "projection").
+        kind: &'static str,
+        /// The rejected name (possibly shortened for display).
+        name: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A subscription handler or projection reported a failure of its own.
+    #[error("handler failed: {reason}")]
+    Handler {
+        /// What the handler said.
+        reason: String,
+    },
+
+    /// A read-model document could not be encoded or decoded as the type asked for.
+    #[error(
+        "document {key:?} of projection {projection:?} does not fit the requested type ({reason}): read it with the type the projection writes, or rebuild the projection"
+    )]
+    Document {
+        /// The projection that owns the document.
+        projection: String,
+        /// The document key.
+        key: String,
+        /// What serde said.
+        reason: String,
+    },
+
+    /// A projection's `apply` failed; the projection stopped there.
+    #[error(
+        "projection {projection:?} failed at position {position}: {reason}; fix the projection and restart the runner (it resumes at its checkpoint) or rebuild it"
+    )]
+    ProjectionFailed {
+        /// The projection.
+        projection: String,
+        /// The position of the event it could not apply.
+        position: u64,
+        /// The error `apply` returned.
+        reason: String,
+    },
+
+    /// A runner was asked about a projection it does not run.
+    #[error("no projection named {name:?} is registered with this runner: register it first")]
+    UnknownProjection {
+        /// The name asked for.
+        name: String,
+    },
+
     /// An LMDB operation failed.
     #[error("storage error: {0}")]
     Storage(String),
@@ -235,6 +286,12 @@ impl Error {
     /// Whether retrying the same request later could succeed without changing it.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::WrongExpectedVersion { .. } | Error::Locked { .. })
+    }
+
+    /// A [`Error::Handler`] carrying `reason`: what a subscription handler or
+    /// a projection's `apply` returns for a failure of its own.
+    pub fn handler(reason: impl std::fmt::Display) -> Self {
+        Error::Handler { reason: reason.to_string() }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -8,6 +8,9 @@
 //! - A group-commit writer thread: concurrent appends share one transaction
 //!   and one fsync; expected versions are checked inside the batch.
 //! - Zero-copy, checksummed reads that run beside the writer.
+//! - Subscriptions, durable consumers with checkpoints, and projections
+//!   into JSON read models that rebuild in the background
+//!   (see `docs/subscriptions.md`).
 //!
 //! ```
 //! use eventfold::{ExpectedVersion, NewEvent, ReadStream, Store};
@@ -43,16 +46,25 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod consumer;
 mod error;
 mod event;
+mod projection;
 mod read;
 mod record;
 mod store;
+mod subscribe;
 mod verify;
 mod writer;
 
+pub use consumer::{Consumer, ConsumerInfo, MAX_CONSUMER_NAME_LEN};
 pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent};
+pub use projection::runner::DEFAULT_PROJECTION_BATCH;
+pub use projection::{
+    Projection, ProjectionContext, ProjectionRunner, ProjectionState, ProjectionStatus, ReadModel,
+    RebuildProgress, RunningProjections,
+};
 pub use read::{
     AllBatches, AllIter, Direction, Filter, ReadAll, ReadStream, Reader, StreamBatches, StreamInfo,
     StreamIter, category_of,
@@ -61,4 +73,5 @@ pub use record::{EventRef, MAX_NAME_LEN, decode as decode_record};
 pub use store::meta::{FORMAT_VERSION, archive_format};
 pub use store::{DEFAULT_MAP_SIZE, Durability, Store, StoreBuilder, StoreStats};
 pub use verify::{Fault, VerifyReport};
+pub use subscribe::{DEFAULT_SUBSCRIPTION_BATCH, SubscribeFrom, Subscription};
 pub use writer::AppendTicket;

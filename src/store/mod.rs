@@ -50,6 +50,8 @@ struct Inner {
     durability: Durability,
     store_id: Uuid,
     created_at: u64,
+    /// The `projections/` environment, opened on first use.
+    projections: Mutex<Option<Arc<crate::projection::ProjEnv>>>,
     _lock: Option<lock::WriterLock>,
 }
 
@@ -164,6 +166,7 @@ impl Store {
                 durability: b.durability,
                 store_id: info.store_id,
                 created_at: info.created_at,
+                projections: Mutex::new(None),
                 _lock: lock,
             }),
         })
@@ -364,6 +367,14 @@ impl Store {
         self.inner.durability
     }
 
+    pub(crate) fn map_size(&self) -> usize {
+        self.inner.map_size
+    }
+
+    pub(crate) fn projections_slot(&self) -> &Mutex<Option<Arc<crate::projection::ProjEnv>>> {
+        &self.inner.projections
+    }
+
     #[cfg(test)]
     pub(crate) fn env_and_dbs(&self) -> (&Env<WithoutTls>, Dbs) {
         (&self.inner.env, self.inner.dbs)
@@ -380,7 +391,7 @@ impl std::fmt::Debug for Store {
 }
 
 /// Rejects a request that names one event id twice.
-fn check_ids(appends: &[StreamAppend]) -> Result<()> {
+pub(crate) fn check_ids(appends: &[StreamAppend]) -> Result<()> {
     let total: usize = appends.iter().map(|a| a.events.len()).sum();
     if total < 2 {
         return Ok(());

@@ -8,3 +8,5 @@ mod disk_full;
 mod faults;
 mod fuzz_corpus;
 mod model;
+mod projections;
+mod subscriptions;
