@@ -43,20 +43,31 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod aggregate;
 mod error;
 mod event;
+mod json_state;
 mod read;
 mod record;
+mod snapshot;
 mod store;
+pub mod testing;
+mod upcast;
 mod writer;
 
+pub use aggregate::{
+    Aggregate, CommandError, DomainEvent, Envelope, Executed, LoadReport, Loaded, Repository, SnapshotPolicy,
+};
 pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent};
+pub use json_state::JsonState;
 pub use read::{
     AllBatches, AllIter, Direction, Filter, ReadAll, ReadStream, Reader, StreamBatches, StreamInfo,
     StreamIter, category_of,
 };
 pub use record::{EventRef, MAX_NAME_LEN};
+pub use snapshot::{NewSnapshot, SNAPSHOT_LAYOUT_VERSION, Snapshot};
 pub use store::meta::{FORMAT_VERSION, archive_format};
 pub use store::{DEFAULT_MAP_SIZE, Durability, Store, StoreBuilder, StoreStats};
+pub use upcast::{UpcastResult, Upcasted, Upcasters};
 pub use writer::AppendTicket;
