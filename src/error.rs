@@ -301,7 +301,7 @@ pub enum Error {
 
     /// A command kept meeting concurrent writes to its stream.
     #[error(
-        "command on stream {stream:?} lost to concurrent writers {attempts} times in a row: retry later, or raise Repository::max_retries"
+        "command on stream {stream:?} lost to concurrent writers {attempts} times in a row: retry later, or raise Repository::max_attempts"
     )]
     RetriesExhausted {
         /// The stream id.

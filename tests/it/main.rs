@@ -1,4 +1,5 @@
 //! eventfold's integration tests: one binary, one module per area.
 
+mod aggregates;
 mod common;
 mod core;
