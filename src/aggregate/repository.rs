@@ -444,6 +444,21 @@ impl<A: Aggregate> Repository<A> {
         Err(CommandError::Store(Error::RetriesExhausted { stream, attempts: self.max_attempts }))
     }
 
+    /// Appends `events` to aggregate `id` directly, without handling a
+    /// command: for imports, migrations and seeding test data. The
+    /// aggregate's rules are not consulted; `expected` is checked as usual and
+    /// `metadata` is stamped on every event. No snapshot is taken.
+    pub fn append(
+        &self,
+        id: &str,
+        expected: ExpectedVersion,
+        events: &[A::Event],
+        metadata: &EventMetadata,
+    ) -> Result<AppendResult> {
+        let new_events = events.iter().map(|e| to_new_event(e, metadata)).collect::<Result<Vec<_>>>()?;
+        self.store.append(&self.stream_id(id), expected, new_events)
+    }
+
     fn snapshot_by_policy(&self, stream: &str, old: u64, new: u64, state: &A) -> Option<u64> {
         let SnapshotPolicy::EveryNEvents(n) = self.policy else { return None };
         if n == 0 || new / n == old / n {
