@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use eventfold::{DomainEvent, Filter, ReadAll, RecordedEvent, Store};
 use serde::Serialize;
 
-use crate::aggregate::{Item, OrderEvent, Status};
+use super::aggregate::{Item, OrderEvent, Status};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OrderView {

@@ -11,7 +11,7 @@
 use eventfold::{Aggregate, CommandError, DomainEvent, EventMetadata, Repository};
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{Order, OrderCommand, Status};
+use super::aggregate::{Order, OrderCommand, Status};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {

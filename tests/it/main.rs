@@ -3,3 +3,4 @@
 mod aggregates;
 mod common;
 mod core;
+mod examples;
