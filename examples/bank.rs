@@ -10,6 +10,9 @@
 //! Without DIR it runs in a temporary directory. Every claim it prints is
 //! checked; it exits non-zero if one does not hold.
 
+// Amounts are cents, written `12_50` so they read as money.
+#![allow(clippy::inconsistent_digit_grouping)]
+
 use std::error::Error as StdError;
 use std::path::Path;
 use std::process::ExitCode;

@@ -10,6 +10,9 @@
 //! Without DIR it runs in a temporary directory. Every claim it prints is
 //! checked; it exits non-zero if one does not hold.
 
+// Amounts are cents, written `12_50` so they read as money.
+#![allow(clippy::inconsistent_digit_grouping)]
+
 #[path = "aggregate.rs"]
 mod aggregate;
 #[path = "read_model.rs"]
