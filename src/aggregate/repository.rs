@@ -232,33 +232,46 @@ impl<A: Aggregate> Repository<A> {
     /// ([`DomainEvent::schema_version`]); when it ends below, a step is
     /// missing and this is [`Error::MissingUpcaster`].
     pub fn decode_event(&self, recorded: &RecordedEvent) -> Result<(A::Event, bool)> {
+        self.decode_parts(
+            recorded.position,
+            &recorded.event_type,
+            recorded.schema_version,
+            recorded.content_type,
+            &recorded.payload,
+        )
+    }
+
+    fn decode_parts(
+        &self,
+        position: u64,
+        stored_type: &str,
+        stored_schema: u32,
+        content_type: ContentType,
+        payload: &[u8],
+    ) -> Result<(A::Event, bool)> {
         let decode_error = |event_type: &str, reason: String| Error::Decode {
-            position: recorded.position,
+            position,
             event_type: event_type.to_string(),
             reason,
         };
-        if recorded.content_type != ContentType::Json {
+        if content_type != ContentType::Json {
             return Err(decode_error(
-                &recorded.event_type,
+                stored_type,
                 "the payload is binary; aggregate events are JSON".to_string(),
             ));
         }
-        let has_step = self.upcasters.has_step(&recorded.event_type, recorded.schema_version);
+        let has_step = self.upcasters.has_step(stored_type, stored_schema);
         let (event, event_type, schema_version) = if has_step {
-            let value = recorded.payload_json()?;
-            let up = self.upcasters.upcast(
-                recorded.position,
-                &recorded.event_type,
-                recorded.schema_version,
-                value,
-            )?;
+            let value: serde_json::Value =
+                serde_json::from_slice(payload).map_err(|e| decode_error(stored_type, e.to_string()))?;
+            let up = self.upcasters.upcast(position, stored_type, stored_schema, value)?;
             let bytes =
                 serde_json::to_vec(&up.payload).map_err(|e| decode_error(&up.event_type, e.to_string()))?;
             let event = <A::Event as DomainEvent>::decode(&up.event_type, &bytes);
             (event, up.event_type, up.schema_version)
         } else {
-            let event = <A::Event as DomainEvent>::decode(&recorded.event_type, &recorded.payload);
-            (event, recorded.event_type.clone(), recorded.schema_version)
+            let event = <A::Event as DomainEvent>::decode(stored_type, payload);
+            (event, stored_type.to_string(), stored_schema)
         };
         let event = match event {
             Ok(e) => e,
@@ -269,7 +282,7 @@ impl<A: Aggregate> Repository<A> {
                     && highest >= schema_version
                 {
                     return Err(Error::MissingUpcaster {
-                        position: recorded.position,
+                        position,
                         event_type,
                         found: schema_version,
                         expected: highest + 1,
@@ -281,7 +294,7 @@ impl<A: Aggregate> Repository<A> {
         let code_version = event.schema_version();
         if schema_version < code_version {
             return Err(Error::MissingUpcaster {
-                position: recorded.position,
+                position,
                 event_type,
                 found: schema_version,
                 expected: code_version,
@@ -338,14 +351,38 @@ impl<A: Aggregate> Repository<A> {
                 }
             }
         }
-        if from <= target {
-            let opts = ReadStream::forward().from_version(from).limit((target - from + 1) as usize);
-            for recorded in self.store.read_stream_batched(stream, opts, self.read_batch)? {
-                let recorded = recorded?;
-                let (event, upcast) = self.decode_event(&recorded)?;
+        // Decodes straight from the borrowed records (no owned copy per
+        // event), renewing the read transaction every `read_batch` events so
+        // a long replay does not pin LMDB pages.
+        let mut next = from;
+        while next <= target {
+            let n = (target - next + 1).min(self.read_batch as u64);
+            let start = next;
+            let reader = self.store.read()?;
+            for e in reader.stream(stream, ReadStream::forward().from_version(next).limit(n as usize))? {
+                let e = e?;
+                let (event, upcast) = self.decode_parts(
+                    e.position(),
+                    e.event_type(),
+                    e.schema_version(),
+                    e.content_type(),
+                    e.payload(),
+                )?;
                 state.apply(&event);
                 report.events_replayed += 1;
                 report.events_upcast += u64::from(upcast);
+                next = e.version() + 1;
+            }
+            if next != start + n {
+                // Versions up to `target` exist (checked above) and are never
+                // removed, so a short read means the index is damaged.
+                return Err(Error::index(
+                    "stream_index",
+                    format!(
+                        "stream {stream:?} yielded versions {start}..{next}, expected up to {}",
+                        start + n - 1
+                    ),
+                ));
             }
         }
         Ok(Loaded { state, version: target, report })
