@@ -27,7 +27,7 @@
 //! # Ok::<(), eventfold::Error>(())
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -58,12 +58,15 @@ pub struct Upcasted {
 /// Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Upcasters {
-    steps: HashMap<(String, u32), StepFn>,
+    /// Event type -> from version -> step. Keyed by type first so a lookup
+    /// by `&str` allocates nothing on the read path.
+    steps: HashMap<String, BTreeMap<u32, StepFn>>,
 }
 
 impl fmt::Debug for Upcasters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut keys: Vec<_> = self.steps.keys().collect();
+        let mut keys: Vec<(&str, u32)> =
+            self.steps.iter().flat_map(|(t, m)| m.keys().map(move |v| (t.as_str(), *v))).collect();
         keys.sort();
         f.debug_struct("Upcasters").field("steps", &keys).finish()
     }
@@ -95,11 +98,11 @@ impl Upcasters {
         if from_schema_version == u32::MAX {
             return Err(refuse("there is no schema version after u32::MAX"));
         }
-        let key = (event_type.to_string(), from_schema_version);
-        if self.steps.contains_key(&key) {
+        let versions = self.steps.entry(event_type.to_string()).or_default();
+        if versions.contains_key(&from_schema_version) {
             return Err(refuse("a step is already registered for this event type and version"));
         }
-        self.steps.insert(key, Arc::new(step));
+        versions.insert(from_schema_version, Arc::new(step));
         Ok(self)
     }
 
@@ -114,19 +117,22 @@ impl Upcasters {
 
     /// Whether no step is registered.
     pub fn is_empty(&self) -> bool {
-        self.steps.is_empty()
+        self.steps.values().all(BTreeMap::is_empty)
     }
 
     /// Whether a step reads `(event_type, schema_version)`.
     pub fn has_step(&self, event_type: &str, schema_version: u32) -> bool {
-        // Avoids allocating a key for the common no-upcaster case.
-        !self.steps.is_empty() && self.steps.contains_key(&(event_type.to_string(), schema_version))
+        self.step(event_type, schema_version).is_some()
     }
 
     /// The highest version a registered step reads for `event_type`, if any:
     /// a chain that stops below it has a missing step.
     pub fn highest_from_version(&self, event_type: &str) -> Option<u32> {
-        self.steps.keys().filter(|(t, _)| t == event_type).map(|(_, v)| *v).max()
+        self.steps.get(event_type).and_then(|m| m.keys().next_back().copied())
+    }
+
+    fn step(&self, event_type: &str, schema_version: u32) -> Option<&StepFn> {
+        self.steps.get(event_type)?.get(&schema_version)
     }
 
     /// Runs the chain for an event stored at `position` (used in error
@@ -143,7 +149,7 @@ impl Upcasters {
         payload: Value,
     ) -> Result<Upcasted> {
         let mut up = Upcasted { event_type: event_type.to_string(), schema_version, payload, steps: 0 };
-        while let Some(step) = self.steps.get(&(up.event_type.clone(), up.schema_version)) {
+        while let Some(step) = self.step(&up.event_type, up.schema_version) {
             let (ty, payload) = step(up.payload).map_err(|e| Error::UpcastFailed {
                 position,
                 event_type: up.event_type.clone(),
