@@ -520,3 +520,71 @@ pub(crate) fn to_new_event<E: DomainEvent>(event: &E, metadata: &EventMetadata) 
         .with_schema_version(event.schema_version())
         .with_metadata(metadata.clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::store::keys::stream_version_key;
+    use crate::writer::{SideDb, SideWrite};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum Ev {
+        Added { n: u64 },
+    }
+
+    impl DomainEvent for Ev {
+        fn event_type(&self) -> &'static str {
+            "Added"
+        }
+    }
+
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    struct Counter {
+        total: u64,
+    }
+
+    impl Aggregate for Counter {
+        const CATEGORY: &'static str = "counter";
+        type Event = Ev;
+        type Command = u64;
+        type Error = std::convert::Infallible;
+
+        fn apply(&mut self, Ev::Added { n }: &Ev) {
+            self.total += n;
+        }
+
+        fn handle(&self, n: u64) -> Result<Vec<Ev>, Self::Error> {
+            Ok(vec![Ev::Added { n }])
+        }
+    }
+
+    #[test]
+    fn a_snapshot_with_a_bad_checksum_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let repo = Repository::<Counter>::new(store.clone());
+        repo.execute("1", 4, EventMetadata::new()).unwrap();
+        repo.execute("1", 5, EventMetadata::new()).unwrap();
+        repo.take_snapshot("1").unwrap();
+        let stream_no = store.read().unwrap().head_of("counter-1").unwrap().unwrap().stream_no;
+        let mut value = crate::snapshot::encode(
+            &NewSnapshot::json("counter-1", 2, 1, &Counter { total: 1000 }).unwrap(),
+            0,
+        );
+        *value.last_mut().unwrap() ^= 0x20;
+        let w = SideWrite {
+            db: SideDb::Snapshots,
+            key: stream_version_key(stream_no, 2).to_vec(),
+            value: Some(value),
+        };
+        store.send(Vec::new(), vec![w]).unwrap().wait_many().unwrap();
+
+        let loaded = repo.load("1").unwrap();
+        assert_eq!(loaded.state.total, 9);
+        assert_eq!(loaded.report.snapshot_version, None);
+        assert_eq!(loaded.report.snapshot_ignored.as_deref(), Some("checksum mismatch"));
+        assert!(matches!(store.latest_snapshot("counter-1"), Err(Error::SnapshotInvalid { version: 2, .. })));
+    }
+}
