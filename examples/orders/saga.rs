@@ -356,7 +356,7 @@ impl Orchestrator {
                             }
                         }
                         Err(reason) => {
-                            self.say(order_id, format!("{}: FAILED ({reason})", step.name()));
+                            self.say(order_id, format!("{}: failed ({reason})", step.name()));
                             self.sagas
                                 .execute(order_id, SagaCommand::Fail(step, reason), meta.clone())
                                 .map_err(to_box)?;
