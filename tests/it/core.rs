@@ -147,7 +147,8 @@ fn idempotent_retry_returns_the_original_result_and_survives_reopen() {
 fn validation_errors_are_typed_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::builder(dir.path()).max_event_size(1024).open().unwrap();
-    let cases: Vec<(&str, Vec<NewEvent>, fn(&Error) -> bool)> = vec![
+    type Case<'a> = (&'a str, Vec<NewEvent>, fn(&Error) -> bool);
+    let cases: Vec<Case> = vec![
         ("", vec![ev("A", 1)], |e| matches!(e, Error::InvalidStreamId { .. })),
         ("bad\u{0}id", vec![ev("A", 1)], |e| matches!(e, Error::InvalidStreamId { .. })),
         ("s-1", vec![ev("", 1)], |e| matches!(e, Error::InvalidEventType { .. })),
