@@ -106,7 +106,7 @@ fn scan(c: &mut Criterion) {
                 .all(ReadAll::new())
                 .expect("iter")
                 .map(|e| e.and_then(|e| e.to_owned()).expect("event"))
-                .count();
+                .fold(0usize, |n, e| n + usize::from(e.position > 0));
             assert_eq!(n as u64, N);
         })
     });

@@ -216,6 +216,151 @@ pub enum Error {
         reason: String,
     },
 
+    /// A consumer or projection name is empty, too long, or has control characters.
+    #[error("invalid {kind} name {name:?}: {reason}")]
+    InvalidName {
+        /// What was being named ("consumer", "projection").
+        kind: &'static str,
+        /// The rejected name (possibly shortened for display).
+        name: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A subscription handler or projection reported a failure of its own.
+    #[error("handler failed: {reason}")]
+    Handler {
+        /// What the handler said.
+        reason: String,
+    },
+
+    /// A read-model document could not be encoded or decoded as the type asked for.
+    #[error(
+        "document {key:?} of projection {projection:?} does not fit the requested type ({reason}): read it with the type the projection writes, or rebuild the projection"
+    )]
+    Document {
+        /// The projection that owns the document.
+        projection: String,
+        /// The document key.
+        key: String,
+        /// What serde said.
+        reason: String,
+    },
+
+    /// A projection's `apply` failed; the projection stopped there.
+    #[error(
+        "projection {projection:?} failed at position {position}: {reason}; fix the projection and restart the runner (it resumes at its checkpoint) or rebuild it"
+    )]
+    ProjectionFailed {
+        /// The projection.
+        projection: String,
+        /// The position of the event it could not apply.
+        position: u64,
+        /// The error `apply` returned.
+        reason: String,
+    },
+
+    /// A runner was asked about a projection it does not run.
+    #[error("no projection named {name:?} is registered with this runner: register it first")]
+    UnknownProjection {
+        /// The name asked for.
+        name: String,
+    },
+
+    /// The operation needs a stream that has no events yet.
+    #[error("stream {stream:?} has no events: append to it first")]
+    StreamNotFound {
+        /// The stream id.
+        stream: String,
+    },
+
+    /// A version past the stream's end was asked for.
+    #[error("stream {stream:?} is at version {current}, so version {requested} does not exist yet")]
+    VersionOutOfRange {
+        /// The stream id.
+        stream: String,
+        /// The version asked for.
+        requested: u64,
+        /// The stream's version.
+        current: u64,
+    },
+
+    /// A stored snapshot does not follow the snapshot layout or fails its
+    /// checksum. Aggregate loads ignore such a snapshot and replay instead.
+    #[error(
+        "snapshot of stream {stream:?} at version {version} is unreadable ({reason}): delete it with Store::delete_snapshots, loads replay the stream meanwhile"
+    )]
+    SnapshotInvalid {
+        /// The stream id.
+        stream: String,
+        /// The snapshot's version.
+        version: u64,
+        /// What check failed.
+        reason: String,
+    },
+
+    /// Aggregate state could not be serialized for a snapshot.
+    #[error("could not serialize the state of stream {stream:?} for a snapshot: {reason}")]
+    StateEncode {
+        /// The stream id.
+        stream: String,
+        /// What the serializer said.
+        reason: String,
+    },
+
+    /// An upcaster registration was refused.
+    #[error("cannot register the upcaster from {event_type:?} schema version {from_version}: {reason}")]
+    UpcasterRegistration {
+        /// The event type the upcaster reads.
+        event_type: String,
+        /// The schema version it reads.
+        from_version: u32,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// An upcaster returned an error for a stored event.
+    #[error(
+        "upcasting event at position {position} ({event_type} schema version {from_version}) failed: {reason}"
+    )]
+    UpcastFailed {
+        /// Position of the event.
+        position: u64,
+        /// The event type the failing step read.
+        event_type: String,
+        /// The schema version the failing step read.
+        from_version: u32,
+        /// What the upcaster said.
+        reason: String,
+    },
+
+    /// A stored event is at an older schema version than the code reads, and
+    /// no upcaster continues the chain from it.
+    #[error(
+        "event at position {position} is {event_type} schema version {found}, but the code reads version {expected} and no upcaster is registered from ({event_type:?}, {found}): register one with Upcasters::register"
+    )]
+    MissingUpcaster {
+        /// Position of the event.
+        position: u64,
+        /// The event type after the upcasters that did run.
+        event_type: String,
+        /// The schema version the chain stopped at.
+        found: u32,
+        /// The schema version the code reads.
+        expected: u32,
+    },
+
+    /// A command kept meeting concurrent writes to its stream.
+    #[error(
+        "command on stream {stream:?} lost to concurrent writers {attempts} times in a row: retry later, or raise Repository::max_attempts"
+    )]
+    RetriesExhausted {
+        /// The stream id.
+        stream: String,
+        /// How many times the command was tried.
+        attempts: u32,
+    },
+
     /// An LMDB operation failed.
     #[error("storage error: {0}")]
     Storage(String),
@@ -234,7 +379,16 @@ pub enum Error {
 impl Error {
     /// Whether retrying the same request later could succeed without changing it.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::WrongExpectedVersion { .. } | Error::Locked { .. })
+        matches!(
+            self,
+            Error::WrongExpectedVersion { .. } | Error::Locked { .. } | Error::RetriesExhausted { .. }
+        )
+    }
+
+    /// A [`Error::Handler`] carrying `reason`: what a subscription handler or
+    /// a projection's `apply` returns for a failure of its own.
+    pub fn handler(reason: impl std::fmt::Display) -> Self {
+        Error::Handler { reason: reason.to_string() }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -8,6 +8,12 @@
 //! - A group-commit writer thread: concurrent appends share one transaction
 //!   and one fsync; expected versions are checked inside the batch.
 //! - Zero-copy, checksummed reads that run beside the writer.
+//! - Subscriptions, durable consumers with checkpoints, and projections
+//!   into JSON read models that rebuild in the background
+//!   (see `docs/subscriptions.md`).
+//! - Aggregates with a repository (snapshots, upcasters, bounded retries on
+//!   conflicts, temporal loads) and given/when/then test helpers
+//!   (see `docs/aggregates.md`).
 //!
 //! ```
 //! use eventfold::{ExpectedVersion, NewEvent, ReadStream, Store};
@@ -43,26 +49,48 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod aggregate;
 mod backup;
+mod consumer;
 mod error;
 mod event;
 mod import;
+mod json_state;
+mod projection;
 #[cfg(feature = "protocol")]
 pub mod protocol;
 mod read;
 mod record;
+mod snapshot;
 mod store;
+mod subscribe;
+pub mod testing;
+mod upcast;
 mod verify;
 mod writer;
 
+pub use aggregate::{
+    Aggregate, CommandError, DEFAULT_MAX_ATTEMPTS, DomainEvent, Envelope, Executed, LoadReport, Loaded,
+    Repository, SnapshotPolicy,
+};
+pub use consumer::{Consumer, ConsumerInfo, MAX_CONSUMER_NAME_LEN};
 pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent};
+pub use json_state::JsonState;
+pub use projection::runner::DEFAULT_PROJECTION_BATCH;
+pub use projection::{
+    Projection, ProjectionContext, ProjectionRunner, ProjectionState, ProjectionStatus, ReadModel,
+    RebuildProgress, RunningProjections,
+};
 pub use read::{
     AllBatches, AllIter, Direction, Filter, ReadAll, ReadStream, Reader, StreamBatches, StreamInfo,
     StreamIter, category_of,
 };
-pub use record::{EventRef, MAX_NAME_LEN};
+pub use record::{EventRef, MAX_NAME_LEN, decode as decode_record};
+pub use snapshot::{NewSnapshot, SNAPSHOT_LAYOUT_VERSION, Snapshot};
 pub use store::meta::{FORMAT_VERSION, archive_format};
 pub use store::{DEFAULT_MAP_SIZE, Durability, Store, StoreBuilder, StoreStats};
+pub use subscribe::{DEFAULT_SUBSCRIPTION_BATCH, SubscribeFrom, Subscription};
+pub use upcast::{UpcastResult, Upcasted, Upcasters};
 pub use verify::{Fault, VerifyReport};
 pub use writer::AppendTicket;

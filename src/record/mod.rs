@@ -230,7 +230,10 @@ pub(crate) fn recorded_at(position: u64, value: &[u8]) -> Result<u64> {
     check(position, value).map(|t| t.recorded_at)
 }
 
-/// Fully checks a stored value and returns a view of it.
+/// Checks a raw value of the `events` database (see `docs/format.md`) and
+/// returns a view of it: length, format byte, checksum, position and the
+/// rkyv archive are all validated. Any failure is
+/// [`Error::Corruption`]; no input makes it panic.
 ///
 /// The archive is read in place when the value is suitably aligned (LMDB
 /// usually hands out 8-aligned values for this layout) and copied into an

@@ -6,17 +6,29 @@ use crate::error::Result;
 use crate::store::Store;
 
 /// How hard a commit works to survive a crash.
+///
+/// | setting | fsyncs per commit | process crash | power cut / kernel crash |
+/// |---|---|---|---|
+/// | `Sync` | 2 (data, then meta) | nothing acknowledged lost | nothing acknowledged lost |
+/// | `Relaxed` | 1 (data and the previous meta) | nothing acknowledged lost | the last commit may be undone; the file stays intact |
+/// | `NoSync` | 0 (the OS flushes when it likes) | nothing acknowledged lost | recent commits may be lost, and unless the file system keeps write order the file can be damaged (`verify` finds it) |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// Every commit is flushed to disk (fsync) before the appenders are
-    /// answered: an acknowledged event survives a process crash and a power
-    /// cut. Group commit spreads the fsync over every request of a batch.
+    /// Every commit is on disk before the appenders are answered: an
+    /// acknowledged event survives a process crash and a power cut. Group
+    /// commit spreads the fsyncs over every request of a batch.
     #[default]
     Sync,
-    /// Commits are left to the operating system to flush. A process crash
-    /// loses nothing acknowledged (the data is in the page cache); a power cut
-    /// or kernel crash may lose the last commits, but the store stays
-    /// consistent: it opens at an earlier, complete commit.
+    /// One fsync per commit instead of two (LMDB's `NOMETASYNC`): the data
+    /// pages are synced, the meta page that makes them current is synced with
+    /// the next commit. A power cut may undo the last acknowledged commit;
+    /// the file is never damaged.
+    Relaxed,
+    /// No fsync (LMDB's `NOSYNC`): commits are left to the operating system
+    /// to flush. A process crash loses nothing acknowledged (the data is in
+    /// the page cache). A power cut or kernel crash may lose recent commits,
+    /// and, on a file system that reorders writes, may damage the file. For
+    /// data you can rebuild (tests, caches, bulk loads followed by a sync).
     NoSync,
 }
 
@@ -40,6 +52,7 @@ pub struct StoreBuilder {
     pub(crate) max_readers: u32,
     pub(crate) max_batch_events: usize,
     pub(crate) max_batch_bytes: usize,
+    pub(crate) max_batch_delay: std::time::Duration,
     pub(crate) max_event_size: usize,
     pub(crate) queue_capacity: usize,
     pub(crate) faults: crate::writer::FaultPlan,
@@ -58,6 +71,7 @@ impl StoreBuilder {
             max_readers: 1024,
             max_batch_events: 16_384,
             max_batch_bytes: 32 << 20,
+            max_batch_delay: std::time::Duration::from_millis(1),
             max_event_size: 4 << 20,
             queue_capacity: 4096,
             faults: crate::writer::FaultPlan::default(),
@@ -95,6 +109,15 @@ impl StoreBuilder {
     /// Most encoded bytes the writer puts in one commit (default 32 MiB).
     pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
         self.max_batch_bytes = bytes.max(1);
+        self
+    }
+
+    /// Longest the writer may hold a commit open to let appenders it expects
+    /// join the batch (default 1 ms; never more than half the last commit's
+    /// duration). It only waits when the previous commit served several
+    /// appenders, so a lone appender never waits. `Duration::ZERO` turns it off.
+    pub fn max_batch_delay(mut self, delay: std::time::Duration) -> Self {
+        self.max_batch_delay = delay;
         self
     }
 

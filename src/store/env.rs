@@ -43,6 +43,7 @@ pub(crate) struct EnvSettings {
     pub map_size: usize,
     pub max_readers: u32,
     pub no_sync: bool,
+    pub no_meta_sync: bool,
     pub read_only: bool,
 }
 
@@ -50,10 +51,18 @@ pub(crate) struct EnvSettings {
 pub(crate) fn main_settings(
     map_size: usize,
     max_readers: u32,
-    no_sync: bool,
+    durability: crate::store::Durability,
     read_only: bool,
 ) -> EnvSettings {
-    EnvSettings { max_dbs: MAX_DBS, map_size, max_readers, no_sync, read_only }
+    use crate::store::Durability;
+    EnvSettings {
+        max_dbs: MAX_DBS,
+        map_size,
+        max_readers,
+        no_sync: durability == Durability::NoSync,
+        no_meta_sync: durability == Durability::Relaxed,
+        read_only,
+    }
 }
 
 fn map_open_error(dir: &Path, err: heed::Error, read_only: bool) -> Error {
@@ -77,13 +86,18 @@ pub(crate) fn open_env(dir: &Path, s: &EnvSettings) -> Result<Env<WithoutTls>> {
     if s.no_sync {
         flags |= EnvFlags::NO_SYNC;
     }
+    if s.no_meta_sync {
+        flags |= EnvFlags::NO_META_SYNC;
+    }
     if s.read_only {
         flags |= EnvFlags::READ_ONLY;
     }
     let mut options = EnvOpenOptions::new().read_txn_without_tls();
     options.map_size(s.map_size).max_readers(s.max_readers).max_dbs(s.max_dbs);
-    // SAFETY: `flags` adds only NO_SYNC (weaker durability, documented as the
-    // `Durability::NoSync` setting; it cannot corrupt the file) and READ_ONLY.
+    // SAFETY: heed marks NO_SYNC and NO_META_SYNC unsafe because they weaken
+    // what a power cut can do to the file, not memory safety. They are only
+    // set by the `Durability::NoSync` / `Durability::Relaxed` settings, whose
+    // documentation states those consequences. READ_ONLY is always sound.
     unsafe { options.flags(flags) };
     // SAFETY: LMDB's memory map must not be modified behind its back. Within
     // this process heed refuses a second open of the same path, and across

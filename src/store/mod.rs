@@ -47,9 +47,11 @@ struct Inner {
     writer: Mutex<Option<WriterHandle>>,
     max_event_size: usize,
     map_size: usize,
-    no_sync: bool,
+    durability: Durability,
     store_id: Uuid,
     created_at: u64,
+    /// The `projections/` environment, opened on first use.
+    projections: Mutex<Option<Arc<crate::projection::ProjEnv>>>,
     _lock: Option<lock::WriterLock>,
 }
 
@@ -111,8 +113,7 @@ impl Store {
             Some(lock::acquire(&dir)?)
         };
         let map_size = b.page_rounded_map_size();
-        let settings =
-            env::main_settings(map_size, b.max_readers, b.durability == Durability::NoSync, read_only);
+        let settings = env::main_settings(map_size, b.max_readers, b.durability, read_only);
         let env = env::open_env(&dir, &settings)?;
         let now = crate::writer::now_micros();
         let (dbs, info) = if read_only {
@@ -145,6 +146,7 @@ impl Store {
             let config = WriterConfig {
                 max_batch_events: b.max_batch_events,
                 max_batch_bytes: b.max_batch_bytes,
+                max_batch_delay: b.max_batch_delay,
                 map_size,
                 faults: b.faults,
             };
@@ -161,9 +163,10 @@ impl Store {
                 shared,
                 max_event_size: b.max_event_size,
                 map_size,
-                no_sync: b.durability == Durability::NoSync,
+                durability: b.durability,
                 store_id: info.store_id,
                 created_at: info.created_at,
+                projections: Mutex::new(None),
                 _lock: lock,
             }),
         })
@@ -359,8 +362,17 @@ impl Store {
         &self.inner.env
     }
 
-    pub(crate) fn durability_no_sync(&self) -> bool {
-        self.inner.no_sync
+    /// The durability the store was opened with.
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
+    }
+
+    pub(crate) fn map_size(&self) -> usize {
+        self.inner.map_size
+    }
+
+    pub(crate) fn projections_slot(&self) -> &Mutex<Option<Arc<crate::projection::ProjEnv>>> {
+        &self.inner.projections
     }
 
     #[cfg(test)]
@@ -379,7 +391,7 @@ impl std::fmt::Debug for Store {
 }
 
 /// Rejects a request that names one event id twice.
-fn check_ids(appends: &[StreamAppend]) -> Result<()> {
+pub(crate) fn check_ids(appends: &[StreamAppend]) -> Result<()> {
     let total: usize = appends.iter().map(|a| a.events.len()).sum();
     if total < 2 {
         return Ok(());

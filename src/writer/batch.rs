@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use heed::{Env, PutFlags, RwTxn, WithoutTls};
@@ -72,6 +73,13 @@ pub(crate) struct Writer {
     commit_attempts: u64,
 }
 
+fn poison_reason(error: &Error) -> String {
+    match error {
+        Error::Storage(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
 pub(crate) fn now_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -92,6 +100,11 @@ impl Writer {
 
     pub(crate) fn run(mut self, rx: Receiver<Command>) {
         let mut batch: Vec<Request> = Vec::new();
+        // How many requests the next batch can expect: those answered by the
+        // last commit (their appenders are about to send again) plus those
+        // that queued up while it ran.
+        let mut expected = 0usize;
+        let mut last_commit = Duration::ZERO;
         loop {
             let first = match rx.recv() {
                 Ok(Command::Write(r)) => r,
@@ -101,7 +114,10 @@ impl Writer {
             let mut bytes = first.byte_count();
             batch.push(first);
             let mut closing = false;
-            while events < self.config.max_batch_events && bytes < self.config.max_batch_bytes {
+            let room = |events: usize, bytes: usize| {
+                events < self.config.max_batch_events && bytes < self.config.max_batch_bytes
+            };
+            while room(events, bytes) {
                 match rx.try_recv() {
                     Ok(Command::Write(r)) => {
                         events += r.event_count();
@@ -115,7 +131,33 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            // Appenders answered by the last commit come back within
+            // microseconds; waiting a little for them (never more than half
+            // a commit) turns two half-full commits into one full one. A lone
+            // appender never waits: it is all the batch expects.
+            let delay = self.config.max_batch_delay.min(last_commit / 2);
+            if !closing && batch.len() < expected && !delay.is_zero() {
+                let deadline = Instant::now() + delay;
+                while batch.len() < expected && room(events, bytes) {
+                    match rx.recv_deadline(deadline) {
+                        Ok(Command::Write(r)) => {
+                            events += r.event_count();
+                            bytes += r.byte_count();
+                            batch.push(r);
+                        }
+                        Ok(Command::Close) => {
+                            closing = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            let size = batch.len();
+            let started = Instant::now();
             self.process(&mut batch);
+            last_commit = started.elapsed();
+            expected = size + rx.len();
             if closing {
                 break;
             }
@@ -163,8 +205,9 @@ impl Writer {
         match self.try_batch(batch) {
             Ok(outcomes) => outcomes,
             Err(failure) if failure.poison => {
-                self.shared.poison(failure.error.to_string());
-                batch.iter().map(|_| Err(Error::Poisoned { reason: failure.error.to_string() })).collect()
+                let reason = poison_reason(&failure.error);
+                self.shared.poison(reason.clone());
+                batch.iter().map(|_| Err(Error::Poisoned { reason: reason.clone() })).collect()
             }
             Err(failure) if batch.len() == 1 => vec![Err(failure.error)],
             Err(_) => {
@@ -174,7 +217,7 @@ impl Writer {
                         Ok(mut o) => outcomes.push(o.pop().unwrap_or(Err(Error::Closed))),
                         Err(f) => {
                             if f.poison {
-                                self.shared.poison(f.error.to_string());
+                                self.shared.poison(poison_reason(&f.error));
                             }
                             outcomes.push(Err(f.error));
                         }
@@ -228,10 +271,20 @@ impl Writer {
             return Err(TxnFailure { error, poison: true });
         }
         if let Err(e) = wtxn.commit() {
+            let os_error = match &e {
+                heed::Error::Io(io) => io.raw_os_error(),
+                _ => None,
+            };
+            let text = e.to_string();
             let error = from_heed(e, map_size);
-            let poison = !matches!(error, Error::StorageFull { .. });
-            let error = if poison { Error::Storage(format!("commit failed: {error}")) } else { error };
-            return Err(TxnFailure { error, poison });
+            if matches!(error, Error::StorageFull { .. }) {
+                return Err(TxnFailure { error, poison: false });
+            }
+            // ENOSPC, EIO: LMDB reports a short write to a full disk as EIO.
+            let hint =
+                if matches!(os_error, Some(28) | Some(5)) { "; the disk may be full or failing" } else { "" };
+            let error = Error::Storage(format!("commit failed: {text}{hint}"));
+            return Err(TxnFailure { error, poison: true });
         }
         if self.config.faults.fail_sync_at == Some(attempt) {
             // The pages reached LMDB but their durability is unknown: do not

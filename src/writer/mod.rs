@@ -73,6 +73,8 @@ pub(crate) enum Command {
 pub(crate) struct WriterConfig {
     pub max_batch_events: usize,
     pub max_batch_bytes: usize,
+    /// Longest the writer waits for expected appenders before committing.
+    pub max_batch_delay: std::time::Duration,
     pub map_size: usize,
     pub faults: FaultPlan,
 }

@@ -37,6 +37,7 @@ impl Rng {
 fn durability_from_env() -> Durability {
     match std::env::var("EVENTFOLD_CRASH_DURABILITY").as_deref() {
         Ok("nosync") => Durability::NoSync,
+        Ok("relaxed") => Durability::Relaxed,
         _ => Durability::Sync,
     }
 }
@@ -169,6 +170,13 @@ fn iterations() -> u64 {
 fn killed_writer_loses_nothing_acknowledged_sync() {
     for seed in 1..=iterations() {
         run_crash_iteration(seed, "sync");
+    }
+}
+
+#[test]
+fn killed_writer_loses_nothing_acknowledged_relaxed() {
+    for seed in 1..=iterations() {
+        run_crash_iteration(seed + 20_000, "relaxed");
     }
 }
 

@@ -1,12 +1,18 @@
 //! eventfold's integration tests: one binary, one module per area.
 
+mod aggregates;
 #[cfg(feature = "cli")]
 mod cli;
 mod common;
 mod core;
 mod crash;
+mod disk_full;
+mod examples;
 #[cfg(feature = "fault-injection")]
 mod faults;
+mod fuzz_corpus;
 mod model;
+mod projections;
 #[cfg(feature = "cli")]
 mod protocol;
+mod subscriptions;

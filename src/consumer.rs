@@ -1,0 +1,379 @@
+//! Durable consumers: named subscribers whose progress survives restarts.
+//!
+//! A consumer's checkpoint (the last position it has fully processed) lives in
+//! the `checkpoints` database of the main environment and is written through
+//! the group-commit writer, so it shares commits (and fsyncs) with appends.
+//!
+//! Keys in `checkpoints`:
+//! - `name` → `[format 1][checkpoint u64 LE][updated_at µs u64 LE]`
+//! - `name ++ 0x00 ++ position u64 BE` → event id (16 bytes): the dedup set,
+//!   the events past the checkpoint whose outside effect is already done.
+//!
+//! Names cannot hold control characters, so the `0x00` separator never
+//! collides with a name, and a consumer's dedup entries sort right after it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent};
+use crate::read::Filter;
+use crate::store::Store;
+use crate::store::keys::le_u64;
+use crate::subscribe::{SubscribeFrom, Subscription};
+use crate::writer::{SideDb, SideWrite};
+
+const VALUE_FORMAT: u8 = 1;
+const VALUE_LEN: usize = 17;
+/// The longest consumer or projection name, in bytes.
+pub const MAX_CONSUMER_NAME_LEN: usize = 200;
+
+/// Checks a consumer or projection name: 1 to 200 bytes, no control characters.
+pub(crate) fn validate_name(kind: &'static str, name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("it is empty".to_string())
+    } else if name.len() > MAX_CONSUMER_NAME_LEN {
+        Some(format!("it is {} bytes long, the limit is {MAX_CONSUMER_NAME_LEN}", name.len()))
+    } else if name.chars().any(char::is_control) {
+        Some("it contains control characters".to_string())
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidName { kind, name: name.chars().take(64).collect(), reason }),
+        None => Ok(()),
+    }
+}
+
+fn dedup_key(name: &str, position: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + 9);
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&position.to_be_bytes());
+    k
+}
+
+fn encode_checkpoint(position: u64, updated_at: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(VALUE_LEN);
+    v.push(VALUE_FORMAT);
+    v.extend_from_slice(&position.to_le_bytes());
+    v.extend_from_slice(&updated_at.to_le_bytes());
+    v
+}
+
+fn decode_checkpoint(name: &str, v: &[u8]) -> Result<(u64, u64)> {
+    if v.len() != VALUE_LEN || v[0] != VALUE_FORMAT {
+        return Err(Error::index(
+            "checkpoints",
+            format!("checkpoint of consumer {name:?} has {} bytes, format {:?}", v.len(), v.first()),
+        ));
+    }
+    Ok((le_u64(&v[1..9]), le_u64(&v[9..17])))
+}
+
+/// What [`Store::consumers`] reports about one durable consumer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerInfo {
+    /// The consumer's name.
+    pub name: String,
+    /// The last position it committed as processed.
+    pub checkpoint: u64,
+    /// The head of the log when this was read.
+    pub head: u64,
+    /// Positions between the checkpoint and the head (events of every kind,
+    /// not only those the consumer's filter keeps).
+    pub lag: u64,
+    /// Events past the checkpoint already marked as processed (its dedup set).
+    pub pending_dedup: u64,
+    /// When the checkpoint was last committed (µs since the Unix epoch).
+    pub updated_at: u64,
+}
+
+/// A named, durable consumer of the log. Made by [`Store::consumer`].
+///
+/// Processing guarantees, from weakest to strongest:
+/// - **At least once**: [`subscribe`](Consumer::subscribe) resumes after the
+///   committed checkpoint; [`ack`](Consumer::ack) records progress in memory
+///   and [`commit`](Consumer::commit) writes it (batched with appends). A crash
+///   replays what was acked but not committed.
+/// - **Once per outside effect**: [`handle`](Consumer::handle) skips events
+///   already marked, runs the effect, then marks the event id in the
+///   consumer's persisted dedup set. A crash between effect and checkpoint
+///   replays the event, and the mark makes the handler skip it. (A crash
+///   between the effect and its mark still repeats it: make the outside
+///   system idempotent on the event id to close that window.)
+/// - **Exactly once into eventfold**: [`append_and_ack`](Consumer::append_and_ack)
+///   appends the handler's events and moves the checkpoint in one commit.
+///
+/// Acks that are not committed are lost when the handle is dropped (the
+/// events are then delivered again): commit before letting it go. Keep one
+/// `Consumer` per name at a time.
+#[derive(Debug)]
+pub struct Consumer {
+    store: Store,
+    name: String,
+    checkpoint: u64,
+    acked: u64,
+    dedup: BTreeMap<u64, Uuid>,
+    dedup_ids: HashSet<Uuid>,
+    commit_every: u64,
+    acks_since_commit: u64,
+}
+
+impl Store {
+    /// Opens the durable consumer `name`, loading its checkpoint and dedup set
+    /// (a new consumer starts at checkpoint 0).
+    pub fn consumer(&self, name: &str) -> Result<Consumer> {
+        validate_name("consumer", name)?;
+        let txn = self.env().read_txn()?;
+        let db = self.dbs().checkpoints;
+        let checkpoint = match db.get(&txn, name.as_bytes())? {
+            Some(v) => decode_checkpoint(name, v)?.0,
+            None => 0,
+        };
+        let mut dedup = BTreeMap::new();
+        let lower = dedup_key(name, 0);
+        let upper = dedup_key(name, u64::MAX);
+        for item in db.range(&txn, &(Bound::Included(&lower[..]), Bound::Included(&upper[..])))? {
+            let (k, v) = item?;
+            let id = Uuid::from_slice(v).map_err(|_| {
+                Error::index("checkpoints", format!("dedup entry of consumer {name:?} is not an event id"))
+            })?;
+            let position = le_u64_be(&k[k.len() - 8..]);
+            dedup.insert(position, id);
+        }
+        let dedup_ids = dedup.values().copied().collect();
+        Ok(Consumer {
+            store: self.clone(),
+            name: name.to_string(),
+            checkpoint,
+            acked: checkpoint,
+            dedup,
+            dedup_ids,
+            commit_every: 0,
+            acks_since_commit: 0,
+        })
+    }
+
+    /// Every durable consumer, with its checkpoint and lag.
+    pub fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        let reader = self.read()?;
+        let head = reader.head()?;
+        let mut out: Vec<ConsumerInfo> = Vec::new();
+        for item in self.dbs().checkpoints.iter(&reader.txn)? {
+            let (k, v) = item?;
+            match k.iter().position(|b| *b == 0) {
+                None => {
+                    let name = String::from_utf8_lossy(k).into_owned();
+                    let (checkpoint, updated_at) = decode_checkpoint(&name, v)?;
+                    out.push(ConsumerInfo {
+                        name,
+                        checkpoint,
+                        head,
+                        lag: head.saturating_sub(checkpoint),
+                        pending_dedup: 0,
+                        updated_at,
+                    });
+                }
+                // Dedup entries sort right after their consumer's own key.
+                Some(i) => match out.last_mut().filter(|c| c.name.as_bytes() == &k[..i]) {
+                    Some(last) => last.pending_dedup += 1,
+                    // Marks made before the first checkpoint commit.
+                    None => out.push(ConsumerInfo {
+                        name: String::from_utf8_lossy(&k[..i]).into_owned(),
+                        checkpoint: 0,
+                        head,
+                        lag: head,
+                        pending_dedup: 1,
+                        updated_at: 0,
+                    }),
+                },
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn le_u64_be(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_be_bytes(a)
+}
+
+impl Consumer {
+    /// The consumer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The last committed position.
+    pub fn checkpoint(&self) -> u64 {
+        self.checkpoint
+    }
+
+    /// The last acknowledged position (committed or not).
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// Commits automatically after every `n` acks (0, the default, means only
+    /// on [`commit`](Consumer::commit)).
+    pub fn commit_every(mut self, n: u64) -> Self {
+        self.commit_every = n;
+        self
+    }
+
+    /// Follows the log from just after the committed checkpoint.
+    pub fn subscribe(&self, filter: Filter) -> Result<Subscription> {
+        self.store.subscribe(SubscribeFrom::AfterPosition(self.checkpoint), filter)
+    }
+
+    /// Whether `event` is already processed: at or before the checkpoint, or
+    /// in the dedup set.
+    pub fn is_processed(&self, event: &RecordedEvent) -> bool {
+        event.position <= self.checkpoint || self.dedup_ids.contains(&event.event_id)
+    }
+
+    /// Records that everything up to `position` is processed. Nothing is
+    /// written until [`commit`](Consumer::commit) (or the
+    /// [`commit_every`](Consumer::commit_every) threshold).
+    pub fn ack(&mut self, position: u64) -> Result<()> {
+        if position > self.acked {
+            self.acked = position;
+            self.acks_since_commit += 1;
+            if self.commit_every > 0 && self.acks_since_commit >= self.commit_every {
+                self.commit()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the acknowledged position as the checkpoint, and drops the dedup
+    /// entries it covers, in one commit of the writer.
+    pub fn commit(&mut self) -> Result<()> {
+        if self.acked <= self.checkpoint {
+            return Ok(());
+        }
+        let writes = self.checkpoint_writes(self.acked);
+        self.store.send(Vec::new(), writes)?.wait_many()?;
+        self.committed(self.acked);
+        Ok(())
+    }
+
+    /// Persists that `event`'s outside effect is done (one commit of the
+    /// writer), so a replay skips it even before the checkpoint passes it.
+    pub fn mark_processed(&mut self, event: &RecordedEvent) -> Result<()> {
+        if self.is_processed(event) {
+            return Ok(());
+        }
+        let write = SideWrite {
+            db: SideDb::Checkpoints,
+            key: dedup_key(&self.name, event.position),
+            value: Some(event.event_id.as_bytes().to_vec()),
+        };
+        self.store.send(Vec::new(), vec![write])?.wait_many()?;
+        self.dedup.insert(event.position, event.event_id);
+        self.dedup_ids.insert(event.event_id);
+        Ok(())
+    }
+
+    /// Runs `effect` for `event` unless it is already processed, then marks it
+    /// processed and acks it. Returns whether the effect ran. An error from
+    /// `effect` is returned as is, and the event stays unprocessed.
+    pub fn handle<F>(&mut self, event: &RecordedEvent, effect: F) -> Result<bool>
+    where
+        F: FnOnce(&RecordedEvent) -> Result<()>,
+    {
+        if self.is_processed(event) {
+            self.ack(event.position)?;
+            return Ok(false);
+        }
+        effect(event)?;
+        self.mark_processed(event)?;
+        self.ack(event.position)?;
+        Ok(true)
+    }
+
+    /// Appends events and moves the checkpoint to `position` in one atomic
+    /// commit: either both happen or neither. This is exactly-once processing
+    /// for handlers whose effect is to write events (sagas, process managers).
+    ///
+    /// A stream whose expected version does not match rejects the whole call.
+    pub fn append_and_ack<S: AsRef<str>>(
+        &mut self,
+        position: u64,
+        appends: impl IntoIterator<Item = (S, ExpectedVersion, Vec<NewEvent>)>,
+    ) -> Result<Vec<AppendResult>> {
+        let mut prepared = Vec::new();
+        let mut seen = HashSet::new();
+        for (stream, expected, events) in appends {
+            let stream = stream.as_ref();
+            if !seen.insert(stream.to_string()) {
+                return Err(Error::DuplicateStreamInRequest { stream: stream.to_string() });
+            }
+            prepared.push(self.store.prepare(stream, expected, events)?);
+        }
+        crate::store::check_ids(&prepared)?;
+        let target = position.max(self.checkpoint);
+        let writes = self.checkpoint_writes(target);
+        let results = self.store.send(prepared, writes)?.wait_many()?;
+        self.acked = self.acked.max(target);
+        self.committed(target);
+        Ok(results)
+    }
+
+    fn checkpoint_writes(&self, position: u64) -> Vec<SideWrite> {
+        let now = crate::writer::now_micros();
+        let mut writes = vec![SideWrite {
+            db: SideDb::Checkpoints,
+            key: self.name.as_bytes().to_vec(),
+            value: Some(encode_checkpoint(position, now)),
+        }];
+        // The checkpoint covers these now: the set stays bounded by the
+        // distance between the checkpoint and the newest processed event.
+        for p in self.dedup.range(..=position).map(|(p, _)| *p) {
+            writes.push(SideWrite { db: SideDb::Checkpoints, key: dedup_key(&self.name, p), value: None });
+        }
+        writes
+    }
+
+    fn committed(&mut self, position: u64) {
+        self.checkpoint = self.checkpoint.max(position);
+        let keep = self.dedup.split_off(&(position.saturating_add(1)));
+        for id in self.dedup.values() {
+            self.dedup_ids.remove(id);
+        }
+        self.dedup = keep;
+        self.acks_since_commit = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("consumer", "mailer").is_ok());
+        assert!(validate_name("consumer", "").is_err());
+        assert!(validate_name("consumer", "a\0b").is_err());
+        let err = validate_name("consumer", &"x".repeat(201)).unwrap_err();
+        assert!(err.to_string().contains("limit is 200"), "{err}");
+    }
+
+    #[test]
+    fn checkpoint_value_round_trips_and_rejects_garbage() {
+        assert_eq!(decode_checkpoint("c", &encode_checkpoint(42, 7)).unwrap(), (42, 7));
+        assert!(decode_checkpoint("c", &[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn dedup_keys_sort_after_their_consumer_and_by_position() {
+        assert!(b"mail".as_slice() < dedup_key("mail", 0).as_slice());
+        assert!(dedup_key("mail", 255) < dedup_key("mail", 256));
+        assert!(dedup_key("mail", u64::MAX).as_slice() < b"mail-2".as_slice());
+    }
+}

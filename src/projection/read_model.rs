@@ -1,0 +1,390 @@
+//! The `projections/` environment: per projection, two document slots and a
+//! `meta` entry; the context `apply` writes through; and [`ReadModel`], the
+//! application's read side.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex};
+
+use heed::types::Bytes;
+use heed::{CommitOrAbort, Env, RoTxn, RwTxn, WithoutTls};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::Projection;
+use crate::error::{Error, Result, from_heed};
+use crate::store::Store;
+use crate::store::env::{Db, EnvSettings, open_env};
+
+/// Named databases the projections environment may hold: `meta` plus two
+/// slots per projection, so up to 127 projections.
+const MAX_DBS: u32 = 256;
+
+/// What the projections environment records about one projection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ProjMeta {
+    /// Version of the model in the active slot.
+    pub version: u32,
+    /// Last position applied to the active slot.
+    pub checkpoint: u64,
+    /// `recorded_at` of that event.
+    pub checkpoint_at: u64,
+    /// The slot readers see (0 or 1).
+    pub active: u8,
+    /// A rebuild in progress into the other slot.
+    pub rebuild: Option<RebuildMeta>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RebuildMeta {
+    pub version: u32,
+    pub slot: u8,
+    pub checkpoint: u64,
+    pub checkpoint_at: u64,
+}
+
+/// The open `projections/` environment of a store.
+pub(crate) struct ProjEnv {
+    pub env: Env<WithoutTls>,
+    pub meta: Db,
+    slots: Mutex<HashMap<String, [Db; 2]>>,
+    read_only: bool,
+    map_size: usize,
+}
+
+impl ProjEnv {
+    /// The store's projections environment, opened (and for a writable
+    /// store created) on first use. `None` for a read-only store that has
+    /// no projections yet.
+    pub(crate) fn get(store: &Store) -> Result<Option<Arc<ProjEnv>>> {
+        let mut slot = store.projections_slot().lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(env) = slot.as_ref() {
+            return Ok(Some(env.clone()));
+        }
+        let dir = store.path().join("projections");
+        let read_only = store.is_read_only();
+        if read_only && !dir.join("data.mdb").exists() {
+            return Ok(None);
+        }
+        if !read_only {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        let settings = EnvSettings {
+            max_dbs: MAX_DBS,
+            map_size: store.map_size(),
+            max_readers: 1024,
+            no_sync: store.durability() == crate::store::Durability::NoSync,
+            no_meta_sync: store.durability() == crate::store::Durability::Relaxed,
+            read_only,
+        };
+        let env = open_env(&dir, &settings)?;
+        let meta = if read_only {
+            let rtxn = env.read_txn()?;
+            let opened = env.open_databases_and_commit(rtxn, |o, rtxn| -> Result<_, heed::Error> {
+                Ok(CommitOrAbort::<_, ()>::Commit(o.open_database::<Bytes, Bytes>(rtxn, Some("meta"))?))
+            })?;
+            match opened {
+                CommitOrAbort::Commit(Some(db)) => db,
+                _ => return Ok(None),
+            }
+        } else {
+            let wtxn = env.write_txn()?;
+            let created = env.create_databases_and_commit(wtxn, |o, wtxn| -> Result<_, heed::Error> {
+                Ok(CommitOrAbort::<_, ()>::Commit(o.create_database::<Bytes, Bytes>(wtxn, Some("meta"))?))
+            })?;
+            match created {
+                CommitOrAbort::Commit(db) => db,
+                CommitOrAbort::Abort(()) => {
+                    return Err(Error::Storage("creating the projections meta database was aborted".into()));
+                }
+            }
+        };
+        let env = Arc::new(ProjEnv {
+            env,
+            meta,
+            slots: Mutex::new(HashMap::new()),
+            read_only,
+            map_size: store.map_size(),
+        });
+        *slot = Some(env.clone());
+        Ok(Some(env))
+    }
+
+    pub(crate) fn heed_err(&self, e: heed::Error) -> Error {
+        from_heed(e, self.map_size)
+    }
+
+    /// The two document slots of projection `name`; with `create` (runners
+    /// of a writable store) they are created when missing, which must not
+    /// happen while this thread holds a write transaction of the
+    /// environment. Readers never create: a missing model is `None`.
+    pub(crate) fn slots(&self, name: &str, create: bool) -> Result<Option<[Db; 2]>> {
+        let mut cache = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = cache.get(name) {
+            return Ok(Some(*s));
+        }
+        let names = [format!("docs/{name}/0"), format!("docs/{name}/1")];
+        let dbs = if self.read_only || !create {
+            let rtxn = self.env.read_txn()?;
+            let opened = self.env.open_databases_and_commit(rtxn, |o, rtxn| -> Result<_, heed::Error> {
+                let a = o.open_database::<Bytes, Bytes>(rtxn, Some(&names[0]))?;
+                let b = o.open_database::<Bytes, Bytes>(rtxn, Some(&names[1]))?;
+                Ok(match (a, b) {
+                    (Some(a), Some(b)) => CommitOrAbort::Commit([a, b]),
+                    _ => CommitOrAbort::Abort(()),
+                })
+            })?;
+            match opened {
+                CommitOrAbort::Commit(d) => d,
+                CommitOrAbort::Abort(()) => return Ok(None),
+            }
+        } else {
+            let wtxn = self.env.write_txn()?;
+            let created = self
+                .env
+                .create_databases_and_commit(wtxn, |o, wtxn| -> Result<_, heed::Error> {
+                    let a = o.create_database::<Bytes, Bytes>(wtxn, Some(&names[0]))?;
+                    let b = o.create_database::<Bytes, Bytes>(wtxn, Some(&names[1]))?;
+                    Ok(CommitOrAbort::<_, ()>::Commit([a, b]))
+                })
+                .map_err(|e| match e {
+                    heed::Error::Mdb(heed::MdbError::DbsFull) => Error::Storage(format!(
+                        "cannot create the read model of projection {name:?}: the projections environment holds at most {} projections",
+                        (MAX_DBS - 1) / 2
+                    )),
+                    other => self.heed_err(other),
+                })?;
+            match created {
+                CommitOrAbort::Commit(d) => d,
+                CommitOrAbort::Abort(()) => {
+                    return Err(Error::Storage(format!("creating the read model of {name:?} was aborted")));
+                }
+            }
+        };
+        cache.insert(name.to_string(), dbs);
+        Ok(Some(dbs))
+    }
+
+    pub(crate) fn load_meta(&self, txn: &RoTxn<'_, WithoutTls>, name: &str) -> Result<Option<ProjMeta>> {
+        match self.meta.get(txn, name.as_bytes())? {
+            Some(v) => serde_json::from_slice(v).map(Some).map_err(|e| {
+                Error::index("projections/meta", format!("entry of projection {name:?} is unreadable: {e}"))
+            }),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn save_meta(&self, txn: &mut RwTxn<'_>, name: &str, meta: &ProjMeta) -> Result<()> {
+        let v = serde_json::to_vec(meta).map_err(|e| Error::Storage(e.to_string()))?;
+        self.meta.put(txn, name.as_bytes(), &v).map_err(|e| self.heed_err(e))
+    }
+}
+
+fn encode_doc<T: Serialize + ?Sized>(projection: &str, key: &str, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| Error::Document {
+        projection: projection.to_string(),
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn decode_doc<T: DeserializeOwned>(projection: &str, key: &[u8], bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Document {
+        projection: projection.to_string(),
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn key_string(projection: &str, key: &[u8]) -> Result<String> {
+    String::from_utf8(key.to_vec()).map_err(|_| Error::Document {
+        projection: projection.to_string(),
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: "the key is not UTF-8".into(),
+    })
+}
+
+/// Scans documents whose key starts with `prefix`, after `after`, at most `limit`.
+fn scan<T: DeserializeOwned>(
+    txn: &RoTxn<'_>,
+    db: Db,
+    projection: &str,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(String, T)>> {
+    // LMDB refuses an empty key as a bound: an empty prefix is no bound.
+    let lower = match after {
+        Some(a) if a.as_bytes() >= prefix.as_bytes() && !a.is_empty() => Bound::Excluded(a.as_bytes()),
+        _ if prefix.is_empty() => Bound::Unbounded,
+        _ => Bound::Included(prefix.as_bytes()),
+    };
+    let mut out = Vec::new();
+    for item in db.range(txn, &(lower, Bound::Unbounded))? {
+        let (k, v) = item?;
+        if out.len() >= limit || !k.starts_with(prefix.as_bytes()) {
+            break;
+        }
+        out.push((key_string(projection, k)?, decode_doc(projection, k, v)?));
+    }
+    Ok(out)
+}
+
+/// A write transaction of the projections environment, with its env
+/// lifetime erased so [`ProjectionContext`] needs only one lifetime.
+pub(crate) trait DocTxn {
+    fn ro(&self) -> &RoTxn<'_>;
+    fn put(&mut self, db: Db, key: &[u8], value: &[u8]) -> heed::Result<()>;
+    fn delete(&mut self, db: Db, key: &[u8]) -> heed::Result<bool>;
+}
+
+impl DocTxn for RwTxn<'_> {
+    fn ro(&self) -> &RoTxn<'_> {
+        self
+    }
+
+    fn put(&mut self, db: Db, key: &[u8], value: &[u8]) -> heed::Result<()> {
+        db.put(self, key, value)
+    }
+
+    fn delete(&mut self, db: Db, key: &[u8]) -> heed::Result<bool> {
+        db.delete(self, key)
+    }
+}
+
+/// The read model a projection's `apply` reads and writes: JSON documents by
+/// string key. Every write belongs to the batch's transaction and commits
+/// with the projection's checkpoint.
+pub struct ProjectionContext<'t> {
+    pub(crate) txn: &'t mut (dyn DocTxn + 't),
+    pub(crate) db: Db,
+    pub(crate) name: &'t str,
+    pub(crate) map_size: usize,
+}
+
+impl ProjectionContext<'_> {
+    /// The projection being applied.
+    pub fn projection(&self) -> &str {
+        self.name
+    }
+
+    /// The document at `key`, decoded as `T`.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.db.get(self.txn.ro(), key.as_bytes())? {
+            Some(v) => decode_doc(self.name, key.as_bytes(), v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `value` as the document at `key`.
+    pub fn put<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<()> {
+        let bytes = encode_doc(self.name, key, value)?;
+        self.txn.put(self.db, key.as_bytes(), &bytes).map_err(|e| from_heed(e, self.map_size))
+    }
+
+    /// Removes the document at `key`; returns whether it existed.
+    pub fn delete(&mut self, key: &str) -> Result<bool> {
+        self.txn.delete(self.db, key.as_bytes()).map_err(|e| from_heed(e, self.map_size))
+    }
+
+    /// Reads the document at `key` (or `T::default()`), lets `f` change it,
+    /// and writes it back.
+    pub fn update<T, F>(&mut self, key: &str, f: F) -> Result<()>
+    where
+        T: DeserializeOwned + Serialize + Default,
+        F: FnOnce(&mut T),
+    {
+        let mut doc = self.get::<T>(key)?.unwrap_or_default();
+        f(&mut doc);
+        self.put(key, &doc)
+    }
+
+    /// Documents whose key starts with `prefix`, in key order, at most `limit`.
+    pub fn scan<T: DeserializeOwned>(&self, prefix: &str, limit: usize) -> Result<Vec<(String, T)>> {
+        scan(self.txn.ro(), self.db, self.name, prefix, None, limit)
+    }
+}
+
+/// The application's read side of projection `P`'s model: always the active
+/// (fully built) slot, even while a rebuild runs.
+///
+/// Each call reads in its own short transaction. Made by [`Store::projection`].
+pub struct ReadModel<P> {
+    store: Store,
+    name: &'static str,
+    _p: PhantomData<fn() -> P>,
+}
+
+impl<P> std::fmt::Debug for ReadModel<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadModel").field("projection", &self.name).finish()
+    }
+}
+
+impl Store {
+    /// The read model of projection `P`. A projection that never ran reads
+    /// as empty.
+    pub fn projection<P: Projection>(&self) -> ReadModel<P> {
+        ReadModel { store: self.clone(), name: P::NAME, _p: PhantomData }
+    }
+}
+
+impl<P: Projection> ReadModel<P> {
+    /// Runs `f` on a read transaction, the active slot and the meta entry;
+    /// `Ok(None)` when the model does not exist yet.
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&RoTxn<'_, WithoutTls>, Db, &ProjMeta) -> Result<R>,
+    ) -> Result<Option<R>> {
+        let Some(env) = ProjEnv::get(&self.store)? else { return Ok(None) };
+        let Some(slots) = env.slots(self.name, false)? else { return Ok(None) };
+        let txn = env.env.read_txn()?;
+        let Some(meta) = env.load_meta(&txn, self.name)? else { return Ok(None) };
+        let db = slots[usize::from(meta.active & 1)];
+        f(&txn, db, &meta).map(Some)
+    }
+
+    /// The document at `key`, decoded as `T`.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let name = self.name;
+        Ok(self
+            .with(|txn, db, _| match db.get(txn, key.as_bytes())? {
+                Some(v) => decode_doc(name, key.as_bytes(), v).map(Some),
+                None => Ok(None),
+            })?
+            .flatten())
+    }
+
+    /// Number of documents.
+    pub fn count(&self) -> Result<u64> {
+        Ok(self.with(|txn, db, _| Ok(db.len(txn)?))?.unwrap_or(0))
+    }
+
+    /// Every document, in key order.
+    pub fn entries<T: DeserializeOwned>(&self) -> Result<Vec<(String, T)>> {
+        self.scan("", None, usize::MAX)
+    }
+
+    /// Documents whose key starts with `prefix`, in key order, after the key
+    /// `after` (exclusive; for paging), at most `limit`.
+    pub fn scan<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, T)>> {
+        let name = self.name;
+        Ok(self.with(|txn, db, _| scan(txn, db, name, prefix, after, limit))?.unwrap_or_default())
+    }
+
+    /// The last position applied to the model readers see (0 when none).
+    pub fn checkpoint(&self) -> Result<u64> {
+        Ok(self.with(|_, _, m| Ok(m.checkpoint))?.unwrap_or(0))
+    }
+
+    /// The projection version of the model readers see (0 when none).
+    pub fn version(&self) -> Result<u32> {
+        Ok(self.with(|_, _, m| Ok(m.version))?.unwrap_or(0))
+    }
+}

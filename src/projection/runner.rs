@@ -1,0 +1,468 @@
+//! The projection runner: catches projections up with the log, follows it
+//! live on a background thread, rebuilds into the shadow slot, reports status.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, select};
+
+use super::read_model::{ProjEnv, ProjMeta, ProjectionContext, RebuildMeta};
+use super::{Projection, ProjectionState, ProjectionStatus, RebuildProgress};
+use crate::consumer::validate_name;
+use crate::error::{Error, Result};
+use crate::event::RecordedEvent;
+use crate::read::Filter;
+use crate::store::Store;
+use crate::subscribe::read_log_batch;
+
+/// Default number of log positions a projection applies per transaction.
+pub const DEFAULT_PROJECTION_BATCH: usize = 1000;
+
+type ApplyFn = Box<dyn Fn(&mut ProjectionContext<'_>, &RecordedEvent) -> Result<()> + Send + Sync>;
+type ProgressFn = Arc<dyn Fn(RebuildProgress<'_>) + Send + Sync>;
+
+struct Entry {
+    name: &'static str,
+    version: u32,
+    filter: Filter,
+    apply: ApplyFn,
+    /// Set by [`RunningProjections::rebuild`]; taken by the next step.
+    rebuild_requested: AtomicBool,
+    runtime: Mutex<Runtime>,
+}
+
+#[derive(Debug, Clone)]
+struct Runtime {
+    state: ProjectionState,
+    events_per_sec: f64,
+}
+
+impl Entry {
+    fn runtime(&self) -> std::sync::MutexGuard<'_, Runtime> {
+        self.runtime.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn failed(&self) -> bool {
+        matches!(self.runtime().state, ProjectionState::Failed { .. })
+    }
+}
+
+/// What one step of one projection did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Applied a batch (there may be more).
+    Worked,
+    /// Nothing to do: caught up, or failed.
+    Idle,
+}
+
+struct Core {
+    store: Store,
+    env: Arc<ProjEnv>,
+    entries: Vec<Arc<Entry>>,
+    batch: usize,
+    progress: Option<ProgressFn>,
+}
+
+/// Runs projections: [`run_until_caught_up`](ProjectionRunner::run_until_caught_up)
+/// on the caller's thread, or [`start`](ProjectionRunner::start) a background
+/// thread that follows the log live.
+///
+/// ```
+/// use eventfold::{ExpectedVersion, NewEvent, Projection, ProjectionContext, ProjectionRunner, RecordedEvent, Result, Store};
+/// # let dir = tempfile::tempdir()?;
+/// struct Count;
+/// impl Projection for Count {
+///     const NAME: &'static str = "count";
+///     const VERSION: u32 = 1;
+///     fn apply(&self, ctx: &mut ProjectionContext<'_>, _: &RecordedEvent) -> Result<()> {
+///         ctx.update("events", |n: &mut u64| *n += 1)
+///     }
+/// }
+/// let store = Store::open(dir.path())?;
+/// store.append("a-1", ExpectedVersion::Any, [NewEvent::json("X", &1)])?;
+/// ProjectionRunner::new(&store)?.register(Count)?.run_until_caught_up()?;
+/// assert_eq!(store.projection::<Count>().get::<u64>("events")?, Some(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ProjectionRunner {
+    core: Core,
+}
+
+impl std::fmt::Debug for ProjectionRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.core.entries.iter().map(|e| e.name).collect();
+        f.debug_struct("ProjectionRunner").field("projections", &names).finish_non_exhaustive()
+    }
+}
+
+impl ProjectionRunner {
+    /// A runner for `store` (which must be writable: read models are written
+    /// by the process that owns the store).
+    pub fn new(store: &Store) -> Result<Self> {
+        if store.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let env = ProjEnv::get(store)?.ok_or(Error::ReadOnly)?;
+        Ok(ProjectionRunner {
+            core: Core {
+                store: store.clone(),
+                env,
+                entries: Vec::new(),
+                batch: DEFAULT_PROJECTION_BATCH,
+                progress: None,
+            },
+        })
+    }
+
+    /// Adds a projection. Its read model is created on first use.
+    pub fn register<P: Projection>(mut self, projection: P) -> Result<Self> {
+        validate_name("projection", P::NAME)?;
+        if self.core.entries.iter().any(|e| e.name == P::NAME) {
+            return Err(Error::InvalidName {
+                kind: "projection",
+                name: P::NAME.to_string(),
+                reason: "a projection of this name is already registered with this runner".into(),
+            });
+        }
+        self.core.env.slots(P::NAME, true)?;
+        let filter = projection.filter();
+        self.core.entries.push(Arc::new(Entry {
+            name: P::NAME,
+            version: P::VERSION,
+            filter,
+            apply: Box::new(move |ctx, event| projection.apply(ctx, event)),
+            rebuild_requested: AtomicBool::new(false),
+            runtime: Mutex::new(Runtime { state: ProjectionState::Idle, events_per_sec: 0.0 }),
+        }));
+        Ok(self)
+    }
+
+    /// Applies up to `batch` log positions per transaction (default
+    /// [`DEFAULT_PROJECTION_BATCH`]).
+    pub fn with_batch_size(mut self, batch: usize) -> Self {
+        self.core.batch = batch.max(1);
+        self
+    }
+
+    /// Calls `f` after every rebuild batch and once when the new model is
+    /// swapped in.
+    pub fn on_progress(mut self, f: impl Fn(RebuildProgress<'_>) + Send + Sync + 'static) -> Self {
+        self.core.progress = Some(Arc::new(f));
+        self
+    }
+
+    /// Rebuilds projection `name` from position 1 at its next step, even
+    /// though its version did not change.
+    pub fn rebuild(&self, name: &str) -> Result<()> {
+        self.core.request_rebuild(name)
+    }
+
+    /// Applies events on this thread until every projection has reached the
+    /// head of the log as it is now (and finished any rebuild), or failed.
+    /// A failed projection does not stop the others; see its status.
+    pub fn run_until_caught_up(&self) -> Result<Vec<ProjectionStatus>> {
+        let target = self.core.store.head()?;
+        loop {
+            let mut worked = false;
+            for e in &self.core.entries {
+                worked |= self.core.step(e, target) == Step::Worked;
+            }
+            if !worked {
+                return self.status();
+            }
+        }
+    }
+
+    /// The status of every registered projection.
+    pub fn status(&self) -> Result<Vec<ProjectionStatus>> {
+        self.core.status()
+    }
+
+    /// Starts a thread that catches up and then follows the log live. Stop it
+    /// with [`RunningProjections::stop`] or by dropping the handle; closing
+    /// the store also ends it.
+    pub fn start(self) -> Result<RunningProjections> {
+        let core = Arc::new(self.core);
+        // Registered before the first step, so no commit goes unnoticed.
+        let wake = core.store.shared().notifier.register();
+        let (ctl, ctl_rx) = crossbeam_channel::unbounded();
+        let thread_core = core.clone();
+        let join = std::thread::Builder::new()
+            .name("eventfold-projections".into())
+            .spawn(move || thread_core.follow(&wake, &ctl_rx))
+            .map_err(|e| Error::io("eventfold-projections thread", e))?;
+        Ok(RunningProjections { core, ctl, join: Some(join) })
+    }
+}
+
+enum Ctl {
+    Wake,
+    Stop,
+}
+
+/// A background thread running projections. Made by [`ProjectionRunner::start`].
+pub struct RunningProjections {
+    core: Arc<Core>,
+    ctl: Sender<Ctl>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunningProjections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningProjections").finish_non_exhaustive()
+    }
+}
+
+impl RunningProjections {
+    /// The status of every projection.
+    pub fn status(&self) -> Result<Vec<ProjectionStatus>> {
+        self.core.status()
+    }
+
+    /// Rebuilds projection `name` from position 1 (readers keep the current
+    /// model until the new one is caught up).
+    pub fn rebuild(&self, name: &str) -> Result<()> {
+        self.core.request_rebuild(name)?;
+        let _ = self.ctl.send(Ctl::Wake);
+        Ok(())
+    }
+
+    /// Whether the thread has ended (stopped, or the store closed).
+    pub fn is_finished(&self) -> bool {
+        self.join.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Waits for the thread to end on its own, which it does when the store
+    /// closes ([`Store::close`]).
+    pub fn join(mut self) -> Result<()> {
+        match self.join.take() {
+            Some(j) => j.join().map_err(|_| Error::handler("the projection thread panicked")),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the thread after its current batch and waits for it.
+    pub fn stop(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        let _ = self.ctl.send(Ctl::Stop);
+        match self.join.take() {
+            Some(j) => j.join().map_err(|_| Error::handler("the projection thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningProjections {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+impl Core {
+    fn entry(&self, name: &str) -> Result<&Arc<Entry>> {
+        self.entries
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| Error::UnknownProjection { name: name.to_string() })
+    }
+
+    fn request_rebuild(&self, name: &str) -> Result<()> {
+        let e = self.entry(name)?;
+        e.rebuild_requested.store(true, Ordering::Release);
+        // A rebuild starts from nothing: an earlier failure no longer applies.
+        let mut rt = e.runtime();
+        if matches!(rt.state, ProjectionState::Failed { .. }) {
+            rt.state = ProjectionState::Idle;
+        }
+        Ok(())
+    }
+
+    fn follow(&self, wake: &Receiver<u64>, ctl: &Receiver<Ctl>) {
+        loop {
+            let mut worked = false;
+            for e in &self.entries {
+                worked |= self.step(e, u64::MAX) == Step::Worked;
+                if let Ok(Ctl::Stop) | Err(crossbeam_channel::TryRecvError::Disconnected) = ctl.try_recv() {
+                    return;
+                }
+            }
+            if worked {
+                continue;
+            }
+            select! {
+                recv(ctl) -> msg => match msg {
+                    Ok(Ctl::Wake) => {}
+                    Ok(Ctl::Stop) | Err(_) => return,
+                },
+                recv(wake) -> msg => if msg.is_err() {
+                    // The store closed.
+                    return;
+                },
+            }
+        }
+    }
+
+    /// Applies one batch of projection `e`, never past `up_to` unless
+    /// rebuilding (a rebuild goes on to the head, where it swaps).
+    fn step(&self, e: &Entry, up_to: u64) -> Step {
+        if e.failed() {
+            return Step::Idle;
+        }
+        let started = Instant::now();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.try_step(e, up_to))) {
+            Ok(Ok((step, scanned))) => {
+                if scanned > 0 {
+                    let secs = started.elapsed().as_secs_f64();
+                    e.runtime().events_per_sec = if secs > 0.0 { scanned as f64 / secs } else { 0.0 };
+                }
+                step
+            }
+            Ok(Err((position, err))) => {
+                e.runtime().state = ProjectionState::Failed { position, error: err.to_string() };
+                Step::Idle
+            }
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                e.runtime().state =
+                    ProjectionState::Failed { position: 0, error: format!("apply panicked: {msg}") };
+                Step::Idle
+            }
+        }
+    }
+
+    /// One transaction of the projections environment: set up or go on with
+    /// the model, apply a batch, move the checkpoint (or swap a finished
+    /// rebuild in). Errors carry the position they happened at.
+    fn try_step(&self, e: &Entry, up_to: u64) -> Result<(Step, u64), (u64, Error)> {
+        let at = |p: u64| move |err: Error| (p, err);
+        let slots = self.env.slots(e.name, true).map_err(at(0))?.ok_or((0, Error::ReadOnly))?;
+        let mut wtxn = self.env.env.write_txn().map_err(|err| (0, self.env.heed_err(err)))?;
+        let stored = self.env.load_meta(&wtxn, e.name).map_err(at(0))?;
+        let mut meta = stored.clone().unwrap_or(ProjMeta { version: e.version, ..ProjMeta::default() });
+        let forced = e.rebuild_requested.swap(false, Ordering::AcqRel);
+        let wants_rebuild = meta.version != e.version || forced;
+        let rebuild_matches = meta.rebuild.as_ref().is_some_and(|r| r.version == e.version);
+        if wants_rebuild && (forced || !rebuild_matches) {
+            let slot = 1 - (meta.active & 1);
+            slots[usize::from(slot)].clear(&mut wtxn).map_err(|err| (0, self.env.heed_err(err)))?;
+            meta.rebuild = Some(RebuildMeta { version: e.version, slot, checkpoint: 0, checkpoint_at: 0 });
+        }
+        let (slot, checkpoint) = match &meta.rebuild {
+            Some(r) => (r.slot, r.checkpoint),
+            None => (meta.active & 1, meta.checkpoint),
+        };
+        let rebuilding = meta.rebuild.is_some();
+        let next = checkpoint + 1;
+        let limit = if rebuilding { u64::MAX } else { up_to };
+        let batch = read_log_batch(&self.store, next, self.batch, limit, &e.filter).map_err(at(next))?;
+        let scanned = batch.next - next;
+        if scanned == 0 && !(rebuilding && checkpoint >= batch.head) {
+            // Nothing new: keep any set-up (new meta, cleared shadow) we made.
+            if stored.as_ref() != Some(&meta) {
+                self.env.save_meta(&mut wtxn, e.name, &meta).map_err(at(next))?;
+                wtxn.commit().map_err(|err| (next, self.env.heed_err(err)))?;
+            } else {
+                wtxn.abort();
+            }
+            self.settle(e, &meta, batch.head);
+            return Ok((if stored.as_ref() != Some(&meta) { Step::Worked } else { Step::Idle }, 0));
+        }
+        let db = slots[usize::from(slot)];
+        {
+            let mut ctx =
+                ProjectionContext { txn: &mut wtxn, db, name: e.name, map_size: self.store.map_size() };
+            for event in &batch.events {
+                (e.apply)(&mut ctx, event).map_err(at(event.position))?;
+            }
+        }
+        let last = batch.next - 1;
+        let mut finished = false;
+        match meta.rebuild.as_mut() {
+            Some(r) => {
+                if scanned > 0 {
+                    r.checkpoint = last;
+                    r.checkpoint_at = batch.last_recorded_at;
+                }
+                if r.checkpoint >= batch.head {
+                    // Caught up: the shadow becomes the model, in this commit.
+                    let old = meta.active & 1;
+                    meta.active = r.slot;
+                    meta.version = r.version;
+                    meta.checkpoint = r.checkpoint;
+                    meta.checkpoint_at = r.checkpoint_at;
+                    meta.rebuild = None;
+                    slots[usize::from(old)].clear(&mut wtxn).map_err(|err| (last, self.env.heed_err(err)))?;
+                    finished = true;
+                }
+            }
+            None => {
+                meta.checkpoint = last;
+                meta.checkpoint_at = batch.last_recorded_at;
+            }
+        }
+        self.env.save_meta(&mut wtxn, e.name, &meta).map_err(at(last))?;
+        wtxn.commit().map_err(|err| (last, self.env.heed_err(err)))?;
+        if rebuilding && let Some(progress) = &self.progress {
+            let done = if finished { meta.checkpoint } else { last };
+            progress(RebuildProgress { name: e.name, done, total: batch.head.max(done), finished });
+        }
+        self.settle(e, &meta, batch.head);
+        Ok((Step::Worked, scanned))
+    }
+
+    /// Sets the in-memory state after a step.
+    fn settle(&self, e: &Entry, meta: &ProjMeta, head: u64) {
+        let state = match &meta.rebuild {
+            Some(r) => ProjectionState::Rebuilding { done: r.checkpoint, total: head },
+            None if meta.checkpoint >= head => ProjectionState::CaughtUp,
+            None => ProjectionState::Running,
+        };
+        e.runtime().state = state;
+    }
+
+    fn status(&self) -> Result<Vec<ProjectionStatus>> {
+        let reader = self.store.read()?;
+        let head = reader.head()?;
+        let head_at = match reader.event(head)? {
+            Some(ev) => ev.recorded_at(),
+            None => 0,
+        };
+        drop(reader);
+        let txn = self.env.env.read_txn()?;
+        let mut out = Vec::with_capacity(self.entries.len());
+        for e in &self.entries {
+            let meta = self.env.load_meta(&txn, e.name)?.unwrap_or_default();
+            let rt = e.runtime().clone();
+            let lag_events = head.saturating_sub(meta.checkpoint);
+            let state = match (rt.state, &meta.rebuild) {
+                (s @ ProjectionState::Failed { .. }, _) => s,
+                (_, Some(r)) => ProjectionState::Rebuilding { done: r.checkpoint, total: head },
+                (ProjectionState::Idle, None) => ProjectionState::Idle,
+                (_, None) if lag_events == 0 => ProjectionState::CaughtUp,
+                (_, None) => ProjectionState::Running,
+            };
+            out.push(ProjectionStatus {
+                name: e.name.to_string(),
+                version: meta.version,
+                checkpoint: meta.checkpoint,
+                head,
+                lag_events,
+                lag_micros: if lag_events == 0 { 0 } else { head_at.saturating_sub(meta.checkpoint_at) },
+                events_per_sec: rt.events_per_sec,
+                state,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,525 @@
+//! Aggregates: rules, repository retries, snapshots, upcasters, temporal loads.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use eventfold::testing::AggregateTest;
+use eventfold::{
+    Aggregate, CommandError, DomainEvent, Durability, Error, EventMetadata, ExpectedVersion, NewEvent,
+    NewSnapshot, ReadStream, Repository, SnapshotPolicy, Store, Upcasters,
+};
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::common::temp_store;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum AccountEvent {
+    Opened { owner: String },
+    Deposited { amount: u64 },
+    Withdrawn { amount: u64 },
+}
+
+impl DomainEvent for AccountEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            AccountEvent::Opened { .. } => "Opened",
+            AccountEvent::Deposited { .. } => "Deposited",
+            AccountEvent::Withdrawn { .. } => "Withdrawn",
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+struct Account {
+    owner: Option<String>,
+    balance: u64,
+}
+
+type Hook = Arc<dyn Fn() + Send + Sync>;
+
+#[derive(Clone)]
+enum AccountCommand {
+    Open(String),
+    Deposit(u64),
+    Withdraw(u64),
+    /// Two deposits in one command (two events).
+    DepositTwice(u64),
+    /// A deposit whose decision first runs `hook` (to hold a thread between
+    /// load and append).
+    DepositWithHook(u64, Hook),
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum AccountError {
+    #[error("account is not open")]
+    NotOpen,
+    #[error("account is already open")]
+    AlreadyOpen,
+    #[error("insufficient funds: balance {balance}, asked {amount}")]
+    Insufficient { balance: u64, amount: u64 },
+}
+
+impl Aggregate for Account {
+    const CATEGORY: &'static str = "account";
+    type Event = AccountEvent;
+    type Command = AccountCommand;
+    type Error = AccountError;
+
+    fn apply(&mut self, event: &AccountEvent) {
+        match event {
+            AccountEvent::Opened { owner } => self.owner = Some(owner.clone()),
+            AccountEvent::Deposited { amount } => self.balance += amount,
+            AccountEvent::Withdrawn { amount } => self.balance -= amount,
+        }
+    }
+
+    fn handle(&self, command: AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
+        if let AccountCommand::Open(owner) = command {
+            return match self.owner {
+                Some(_) => Err(AccountError::AlreadyOpen),
+                None => Ok(vec![AccountEvent::Opened { owner }]),
+            };
+        }
+        if self.owner.is_none() {
+            return Err(AccountError::NotOpen);
+        }
+        Ok(match command {
+            AccountCommand::Open(_) => unreachable!(),
+            AccountCommand::Deposit(amount) => vec![AccountEvent::Deposited { amount }],
+            AccountCommand::DepositTwice(amount) => {
+                vec![AccountEvent::Deposited { amount }, AccountEvent::Deposited { amount }]
+            }
+            AccountCommand::DepositWithHook(amount, hook) => {
+                hook();
+                vec![AccountEvent::Deposited { amount }]
+            }
+            AccountCommand::Withdraw(amount) if amount > self.balance => {
+                return Err(AccountError::Insufficient { balance: self.balance, amount });
+            }
+            AccountCommand::Withdraw(amount) => vec![AccountEvent::Withdrawn { amount }],
+        })
+    }
+}
+
+fn opened() -> AccountEvent {
+    AccountEvent::Opened { owner: "ann".into() }
+}
+
+fn fast_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder(dir.path()).durability(Durability::NoSync).open().unwrap();
+    (dir, store)
+}
+
+#[test]
+fn account_rules_given_when_then() {
+    AggregateTest::<Account>::given_no_events()
+        .when(AccountCommand::Open("ann".into()))
+        .then_events([opened()]);
+    AggregateTest::<Account>::given([opened()])
+        .when(AccountCommand::Open("bob".into()))
+        .then_error_is(&AccountError::AlreadyOpen);
+    AggregateTest::<Account>::given_no_events()
+        .when(AccountCommand::Deposit(5))
+        .then_error_is(&AccountError::NotOpen);
+    let state = AggregateTest::<Account>::given([opened(), AccountEvent::Deposited { amount: 10 }])
+        .when(AccountCommand::Withdraw(4))
+        .then_events([AccountEvent::Withdrawn { amount: 4 }]);
+    assert_eq!(state.balance, 6);
+    AggregateTest::<Account>::given([opened(), AccountEvent::Deposited { amount: 10 }])
+        .when(AccountCommand::Withdraw(11))
+        .then_error_message("insufficient funds: balance 10, asked 11");
+}
+
+#[test]
+fn events_are_stored_by_type_with_the_variant_payload() {
+    let (_d, store) = temp_store();
+    let repo = Repository::<Account>::new(store.clone());
+    repo.execute("1", AccountCommand::Open("ann".into()), EventMetadata::new()).unwrap();
+    let reader = store.read().unwrap();
+    let e = reader.stream("account-1", ReadStream::forward()).unwrap().next().unwrap().unwrap();
+    assert_eq!(e.event_type(), "Opened");
+    assert_eq!(e.schema_version(), 1);
+    assert_eq!(e.payload_as::<serde_json::Value>().unwrap(), json!({"owner": "ann"}));
+}
+
+#[test]
+fn execute_stamps_metadata_on_every_event_and_reports_rejections() {
+    let (_d, store) = temp_store();
+    let repo = Repository::<Account>::new(store.clone());
+    let (corr, cause) = (Uuid::now_v7(), Uuid::now_v7());
+    let meta =
+        EventMetadata::new().user_id("ann").correlation_id(corr).causation_id(cause).extra("ip", "10.0.0.1");
+    repo.execute("1", AccountCommand::Open("ann".into()), meta.clone()).unwrap();
+    let done = repo.execute("1", AccountCommand::DepositTwice(5), meta).unwrap();
+    assert_eq!((done.version, done.events.len(), done.state.balance), (3, 2, 10));
+    for e in repo.history("1").unwrap() {
+        assert_eq!(e.recorded.user_id.as_deref(), Some("ann"));
+        assert_eq!(e.recorded.correlation_id, Some(corr));
+        assert_eq!(e.recorded.causation_id, Some(cause));
+        assert_eq!(e.recorded.metadata.get("ip"), Some(&json!("10.0.0.1")));
+    }
+    let err = repo.execute("1", AccountCommand::Withdraw(11), EventMetadata::new()).unwrap_err();
+    assert!(matches!(err, CommandError::Rejected(AccountError::Insufficient { balance: 10, amount: 11 })));
+    assert_eq!(store.read().unwrap().stream_version("account-1").unwrap(), 3);
+}
+
+/// Thread A loads the account and, before it appends, thread B deposits:
+/// A's append meets a real version conflict, and A reloads and retries.
+type RaceOutcome = (tempfile::TempDir, Repository<Account>, Result<u32, CommandError<AccountError>>);
+
+fn race(max_attempts: u32) -> RaceOutcome {
+    let (dir, store) = temp_store();
+    let repo = Repository::<Account>::new(store).max_attempts(max_attempts);
+    repo.execute("1", AccountCommand::Open("ann".into()), EventMetadata::new()).unwrap();
+
+    let (loaded_tx, loaded_rx) = crossbeam_channel::bounded::<()>(1);
+    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
+    let calls = Arc::new(AtomicU32::new(0));
+    let hook: Hook = {
+        let calls = calls.clone();
+        Arc::new(move || {
+            // Only the first decision waits for the other thread's write.
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                loaded_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+            }
+        })
+    };
+    let a = {
+        let repo = repo.clone();
+        std::thread::spawn(move || {
+            repo.execute("1", AccountCommand::DepositWithHook(100, hook), EventMetadata::new())
+                .map(|d| d.attempts)
+        })
+    };
+    let b = {
+        let repo = repo.clone();
+        std::thread::spawn(move || {
+            loaded_rx.recv().unwrap();
+            let done = repo.execute("1", AccountCommand::Deposit(1), EventMetadata::new()).unwrap();
+            go_tx.send(()).unwrap();
+            done.attempts
+        })
+    };
+    assert_eq!(b.join().unwrap(), 1);
+    (dir, repo, a.join().unwrap())
+}
+
+#[test]
+fn execute_retries_after_a_real_concurrent_conflict() {
+    let (_d, repo, attempts) = race(3);
+    assert_eq!(attempts.unwrap(), 2);
+    let loaded = repo.load("1").unwrap();
+    assert_eq!((loaded.state.balance, loaded.version), (101, 3));
+}
+
+#[test]
+fn execute_gives_up_after_its_bound() {
+    let (_d, repo, result) = race(1);
+    let err = result.err().unwrap();
+    assert!(matches!(&err, CommandError::Store(Error::RetriesExhausted { attempts: 1, .. })), "{err}");
+    assert!(err.to_string().contains("retry later"), "{err}");
+    assert_eq!(repo.load("1").unwrap().state.balance, 1);
+}
+
+#[test]
+fn snapshot_policy_every_n_and_keep_k() {
+    let (_d, store) = fast_store();
+    let repo = Repository::<Account>::new(store.clone())
+        .snapshot_policy(SnapshotPolicy::EveryNEvents(3))
+        .keep_snapshots(2);
+    repo.execute("1", AccountCommand::Open("ann".into()), EventMetadata::new()).unwrap();
+    let mut saved = Vec::new();
+    for i in 0..9 {
+        if let Some(v) =
+            repo.execute("1", AccountCommand::Deposit(i), EventMetadata::new()).unwrap().snapshot_saved
+        {
+            saved.push(v);
+        }
+    }
+    assert_eq!(saved, [3, 6, 9]);
+    assert_eq!(store.read().unwrap().snapshot_versions("account-1").unwrap(), [6, 9]);
+    let loaded = repo.load("1").unwrap();
+    assert_eq!(loaded.report.snapshot_version, Some(9));
+    assert_eq!(loaded.report.events_replayed, 1);
+    assert_eq!(loaded.state, repo.replay("1").unwrap().state);
+    // Off by default.
+    let plain = Repository::<Account>::new(store.clone());
+    assert!(
+        plain
+            .execute("1", AccountCommand::Deposit(1), EventMetadata::new())
+            .unwrap()
+            .snapshot_saved
+            .is_none()
+    );
+    // On demand.
+    assert_eq!(plain.take_snapshot("1").unwrap(), Some(11));
+    assert_eq!(plain.take_snapshot("nobody").unwrap(), None);
+    assert_eq!(store.latest_snapshot("account-1").unwrap().unwrap().version, 11);
+}
+
+/// The same stream read by code whose state shape changed.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct AccountV2 {
+    balance_cents: u64,
+}
+
+impl Aggregate for AccountV2 {
+    const CATEGORY: &'static str = "account";
+    const STATE_SCHEMA_VERSION: u32 = 2;
+    type Event = AccountEvent;
+    type Command = ();
+    type Error = AccountError;
+
+    fn apply(&mut self, event: &AccountEvent) {
+        match event {
+            AccountEvent::Opened { .. } => {}
+            AccountEvent::Deposited { amount } => self.balance_cents += amount * 100,
+            AccountEvent::Withdrawn { amount } => self.balance_cents -= amount * 100,
+        }
+    }
+
+    fn handle(&self, _: ()) -> Result<Vec<AccountEvent>, AccountError> {
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn a_snapshot_of_another_state_schema_is_ignored_and_the_stream_replayed() {
+    let (_d, store) = fast_store();
+    let v1 = Repository::<Account>::new(store.clone());
+    v1.execute("1", AccountCommand::Open("ann".into()), EventMetadata::new()).unwrap();
+    v1.execute("1", AccountCommand::Deposit(7), EventMetadata::new()).unwrap();
+    v1.take_snapshot("1").unwrap();
+    assert_eq!(v1.load("1").unwrap().report.snapshot_version, Some(2));
+
+    let v2 = Repository::<AccountV2>::new(store.clone());
+    let loaded = v2.load("1").unwrap();
+    assert_eq!(loaded.state.balance_cents, 700);
+    assert_eq!(loaded.report.snapshot_version, None);
+    assert_eq!(loaded.report.events_replayed, 2);
+    let reason = loaded.report.snapshot_ignored.unwrap();
+    assert!(reason.contains("schema version 1 differs from the code's 2"), "{reason}");
+}
+
+#[test]
+fn a_snapshot_that_does_not_decode_is_ignored() {
+    let (_d, store) = fast_store();
+    let repo = Repository::<Account>::new(store.clone());
+    repo.execute("1", AccountCommand::Open("ann".into()), EventMetadata::new()).unwrap();
+    repo.execute("1", AccountCommand::Deposit(7), EventMetadata::new()).unwrap();
+    let garbage = NewSnapshot::json("account-1", 2, 1, &json!({"balance": "lots"})).unwrap();
+    store.save_snapshot("account-1", garbage, 1).unwrap();
+    let loaded = repo.load("1").unwrap();
+    assert_eq!(loaded.state.balance, 7);
+    assert!(loaded.report.snapshot_ignored.unwrap().contains("does not decode"));
+    // A snapshot past the stream's version is refused when saved.
+    let ahead = NewSnapshot::json("account-1", 3, 1, &Account::default()).unwrap();
+    assert!(matches!(store.save_snapshot("account-1", ahead, 1), Err(Error::VersionOutOfRange { .. })));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Deposit(u64),
+    Withdraw(u64),
+    Snapshot,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1u64..100).prop_map(Op::Deposit),
+        2 => (1u64..150).prop_map(Op::Withdraw),
+        1 => Just(Op::Snapshot),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn snapshot_plus_tail_equals_full_replay(ops in proptest::collection::vec(op(), 1..40), every in 0u64..6) {
+        let (_d, store) = fast_store();
+        let policy = if every == 0 { SnapshotPolicy::OnDemand } else { SnapshotPolicy::EveryNEvents(every) };
+        let repo = Repository::<Account>::new(store).snapshot_policy(policy).keep_snapshots(3);
+        repo.execute("p", AccountCommand::Open("ann".into()), EventMetadata::new()).unwrap();
+        for op in ops {
+            match op {
+                Op::Deposit(n) => { repo.execute("p", AccountCommand::Deposit(n), EventMetadata::new()).unwrap(); }
+                Op::Withdraw(n) => { let _ = repo.execute("p", AccountCommand::Withdraw(n), EventMetadata::new()); }
+                Op::Snapshot => { repo.take_snapshot("p").unwrap(); }
+            }
+        }
+        let fast = repo.load("p").unwrap();
+        let full = repo.replay("p").unwrap();
+        prop_assert_eq!(&fast.state, &full.state);
+        prop_assert_eq!(fast.version, full.version);
+        prop_assert!(full.report.snapshot_version.is_none());
+        // Every past version too, whatever snapshot it starts from.
+        let history = repo.history("p").unwrap();
+        let mut state = Account::default();
+        for (i, e) in history.iter().enumerate() {
+            state.apply(&e.event);
+            let at = repo.load_at("p", i as u64 + 1).unwrap();
+            prop_assert_eq!(&at.state, &state);
+            prop_assert_eq!(at.version, i as u64 + 1);
+        }
+    }
+}
+
+/// Today's shape of a deposit: schema version 3, renamed from `Deposited`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum WalletEvent {
+    MoneyDeposited { cents: u64, currency: String },
+}
+
+impl DomainEvent for WalletEvent {
+    fn event_type(&self) -> &'static str {
+        "MoneyDeposited"
+    }
+    fn schema_version(&self) -> u32 {
+        3
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Wallet {
+    cents: u64,
+    currencies: Vec<String>,
+}
+
+impl Aggregate for Wallet {
+    const CATEGORY: &'static str = "wallet";
+    type Event = WalletEvent;
+    type Command = ();
+    type Error = AccountError;
+
+    fn apply(&mut self, WalletEvent::MoneyDeposited { cents, currency }: &WalletEvent) {
+        self.cents += cents;
+        if !self.currencies.contains(currency) {
+            self.currencies.push(currency.clone());
+        }
+    }
+
+    fn handle(&self, _: ()) -> Result<Vec<WalletEvent>, AccountError> {
+        Ok(Vec::new())
+    }
+}
+
+fn v1_to_v2(mut p: serde_json::Value) -> eventfold::UpcastResult {
+    // v1 kept whole units under "amount"; v2 keeps cents.
+    let units = p.get("amount").and_then(|a| a.as_u64()).ok_or("v1 Deposited without an integer amount")?;
+    p = json!({ "cents": units * 100 });
+    Ok(("Deposited".to_string(), p))
+}
+
+fn v2_to_v3(mut p: serde_json::Value) -> eventfold::UpcastResult {
+    // v3 renames the event and adds the currency, which was always EUR before.
+    p["currency"] = json!("EUR");
+    Ok(("MoneyDeposited".to_string(), p))
+}
+
+#[test]
+fn upcaster_chain_v1_v2_v3_with_a_rename() {
+    let (_d, store) = temp_store();
+    store
+        .append(
+            "wallet-1",
+            ExpectedVersion::NoStream,
+            [
+                NewEvent::json("Deposited", &json!({"amount": 5})),
+                NewEvent::json("Deposited", &json!({"cents": 250})).with_schema_version(2),
+                NewEvent::json("MoneyDeposited", &json!({"cents": 1, "currency": "USD"}))
+                    .with_schema_version(3),
+            ],
+        )
+        .unwrap();
+    let before: Vec<_> = store
+        .read_stream_batched("wallet-1", ReadStream::forward(), 10)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
+
+    let upcasters =
+        Upcasters::new().with("Deposited", 1, v1_to_v2).unwrap().with("Deposited", 2, v2_to_v3).unwrap();
+    let repo = Repository::<Wallet>::new(store.clone()).with_upcasters(upcasters);
+    let loaded = repo.load("1").unwrap();
+    assert_eq!(loaded.state.cents, 500 + 250 + 1);
+    assert_eq!(loaded.state.currencies, ["EUR", "USD"]);
+    assert_eq!(loaded.report.events_upcast, 2);
+    let history = repo.history("1").unwrap();
+    assert_eq!(history[0].event, WalletEvent::MoneyDeposited { cents: 500, currency: "EUR".into() });
+
+    // Stored events are never rewritten.
+    let after: Vec<_> = store
+        .read_stream_batched("wallet-1", ReadStream::forward(), 10)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
+    assert_eq!(before, after);
+    assert_eq!(after[0].event_type, "Deposited");
+    assert_eq!(after[0].schema_version, 1);
+
+    // A missing step is a clear error naming the event and the versions.
+    let gap = Upcasters::new().with("Deposited", 2, v2_to_v3).unwrap();
+    let err = Repository::<Wallet>::new(store.clone()).with_upcasters(gap).load("1").unwrap_err();
+    assert!(matches!(err, Error::MissingUpcaster { position: 1, found: 1, .. }), "{err}");
+    assert!(err.to_string().contains("no upcaster is registered from (\"Deposited\", 1)"), "{err}");
+    // And with no upcasters at all.
+    let err = Repository::<Wallet>::new(store).load("1").unwrap_err();
+    assert!(matches!(err, Error::MissingUpcaster { .. } | Error::Decode { .. }), "{err}");
+}
+
+#[test]
+fn temporal_loads_by_version_and_by_time() {
+    let (_d, store) = temp_store();
+    let repo = Repository::<Account>::new(store.clone());
+    repo.execute("1", AccountCommand::Open("ann".into()), EventMetadata::new()).unwrap();
+    repo.execute("1", AccountCommand::Deposit(10), EventMetadata::new()).unwrap();
+    repo.execute("1", AccountCommand::Deposit(20), EventMetadata::new()).unwrap();
+    repo.execute("1", AccountCommand::Withdraw(5), EventMetadata::new()).unwrap();
+    repo.take_snapshot("1").unwrap();
+
+    let times: Vec<u64> = repo.history("1").unwrap().iter().map(|e| e.recorded.recorded_at).collect();
+    let balances = [0, 10, 30, 25];
+    for (i, t) in times.iter().enumerate() {
+        let at = repo.load_at("1", i as u64 + 1).unwrap();
+        assert_eq!(at.state.balance, balances[i]);
+        // recorded_at can repeat across commits (µs clock), so the state as
+        // of a time is the state after the last event recorded by then.
+        let last_at_t = times.iter().rposition(|x| x <= t).unwrap();
+        let as_of = repo.load_as_of("1", *t).unwrap();
+        assert_eq!(as_of.version, last_at_t as u64 + 1);
+        assert_eq!(as_of.state.balance, balances[last_at_t]);
+    }
+    let before = repo.load_as_of("1", times[0] - 1).unwrap();
+    assert_eq!((before.version, before.state.owner), (0, None));
+    assert_eq!(repo.load_as_of("1", u64::MAX).unwrap().version, 4);
+    assert_eq!(repo.load_at("1", 0).unwrap().state, Account::default());
+    let err = repo.load_at("1", 5).unwrap_err();
+    assert_eq!(err.to_string(), "stream \"account-1\" is at version 4, so version 5 does not exist yet");
+}
+
+#[test]
+fn json_merge_state_as_of_a_position() {
+    let (_d, store) = temp_store();
+    store
+        .append(
+            "user-1",
+            ExpectedVersion::NoStream,
+            [
+                NewEvent::json("Registered", &json!({"name": "Ann", "plan": "free"})),
+                NewEvent::json("Noise", &json!([1, 2])),
+                NewEvent::json("Upgraded", &json!({"plan": "pro"})),
+            ],
+        )
+        .unwrap();
+    let now = store.json_state("user-1", ReadStream::forward()).unwrap();
+    assert_eq!(now.state, json!({"name": "Ann", "plan": "pro"}));
+    assert_eq!((now.version, now.events, now.skipped), (3, 2, 1));
+    let then = store.json_state("user-1", ReadStream::forward().up_to_position(1)).unwrap();
+    assert_eq!(then.state, json!({"name": "Ann", "plan": "free"}));
+}
