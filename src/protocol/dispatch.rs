@@ -68,11 +68,42 @@ impl Session {
             Request::ReadStream(r) => self.read_stream(r),
             Request::ReadAll(r) => self.read_all(r),
             Request::Stats(_) => self.store.stats().map(|stats| Reply::StatsOk { in_reply_to: id, stats }),
-            Request::CreateSnapshot(_)
-            | Request::GetSnapshot(_)
-            | Request::GetState(_)
-            | Request::Subscribe(_)
-            | Request::Unsubscribe(_) => {
+            Request::CreateSnapshot(r) => {
+                self.store.snapshot_json_state(&r.aggregate_id).map(|s| Reply::SnapshotCreated {
+                    in_reply_to: id,
+                    aggregate_id: r.aggregate_id.clone(),
+                    version: s.version,
+                })
+            }
+            Request::GetSnapshot(r) => match self.store.latest_json_snapshot(&r.aggregate_id) {
+                Ok(Some(s)) => Ok(Reply::Snapshot {
+                    in_reply_to: id,
+                    aggregate_id: r.aggregate_id.clone(),
+                    version: s.version,
+                    state: s.state,
+                }),
+                Ok(None) => {
+                    return Reply::error(
+                        id,
+                        codes::NOT_FOUND,
+                        format!(
+                            "aggregate {:?} has no snapshot: make one with create_snapshot",
+                            r.aggregate_id
+                        ),
+                    );
+                }
+                Err(e) => Err(e),
+            },
+            Request::GetState(r) => self
+                .store
+                .json_state_as_of(&r.aggregate_id, r.as_of_version, r.as_of_time)
+                .map(|s| Reply::State {
+                    in_reply_to: id,
+                    aggregate_id: r.aggregate_id.clone(),
+                    version: s.version,
+                    state: s.state,
+                }),
+            Request::Subscribe(_) | Request::Unsubscribe(_) => {
                 return Reply::error(
                     id,
                     codes::NOT_SUPPORTED,
@@ -179,13 +210,15 @@ pub fn error_reply(in_reply_to: Option<u64>, error: Error) -> Reply {
             };
         }
         Error::DuplicateEventId { .. } => codes::PRECONDITION_FAILED,
+        Error::StreamNotFound { .. } => codes::NOT_FOUND,
         Error::InvalidStreamId { .. }
         | Error::InvalidEventType { .. }
         | Error::InvalidPayload { .. }
         | Error::InvalidMetadata { .. }
         | Error::EventTooLarge { .. }
         | Error::EmptyAppend
-        | Error::DuplicateStreamInRequest { .. } => codes::MALFORMED_REQUEST,
+        | Error::DuplicateStreamInRequest { .. }
+        | Error::VersionOutOfRange { .. } => codes::MALFORMED_REQUEST,
         Error::StorageFull { .. } | Error::Poisoned { .. } | Error::Closed | Error::ReadOnly => {
             codes::TEMPORARILY_UNAVAILABLE
         }

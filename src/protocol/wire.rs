@@ -7,9 +7,6 @@
 //! ([`parse_request`]) so that a missing or ill-typed field is reported by
 //! name (serde's own errors for tagged enums do not say which field failed).
 //!
-//! Messages for snapshots, state and subscriptions are part of the protocol's
-//! design and are typed here; a node built without those parts of the store
-//! answers them with error code [`codes::NOT_SUPPORTED`].
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -36,6 +33,8 @@ pub mod codes {
     /// The store cannot take writes now (full, poisoned by a failed fsync,
     /// closing); the same request may succeed later or after a restart.
     pub const TEMPORARILY_UNAVAILABLE: u32 = 11;
+    /// The aggregate has no events (`create_snapshot`), or no snapshot (`get_snapshot`).
+    pub const NOT_FOUND: u32 = 20;
     /// The line is not JSON, or a field is missing, ill-typed or invalid
     /// (bad stream id, event type, payload, metadata, size).
     pub const MALFORMED_REQUEST: u32 = 12;

@@ -3,6 +3,7 @@
 
 mod append;
 mod backup;
+mod consumers;
 mod demo;
 mod event;
 mod export;
@@ -12,8 +13,11 @@ mod output;
 mod planned;
 mod read;
 mod serve;
+mod snapshot;
+mod state;
 mod stats;
 mod streams;
+mod tail;
 mod verify;
 
 use std::path::PathBuf;
@@ -51,6 +55,15 @@ enum Command {
     Streams(streams::Args),
     /// Show one event, by id or by position.
     Event(event::Args),
+    /// Follow new events live (Ctrl-C ends it).
+    Tail(tail::Args),
+    /// The JSON-merge state of a stream, now or as of a version or time.
+    State(state::Args),
+    /// Snapshots of the JSON-merge state.
+    #[command(subcommand)]
+    Snapshot(snapshot::Args),
+    /// Durable consumers with their checkpoints and lag.
+    Consumers(consumers::Args),
     /// Check every record, index and stream head; exit 1 on any fault.
     Verify(verify::Args),
     /// Write the log as JSON lines (every field kept), to stdout or a file.
@@ -120,6 +133,10 @@ fn main() -> ExitCode {
         Command::Read(a) => read::run(&ctx, a),
         Command::Streams(a) => streams::run(&ctx, a),
         Command::Event(a) => event::run(&ctx, a),
+        Command::Tail(a) => tail::run(&ctx, a),
+        Command::State(a) => state::run(&ctx, a),
+        Command::Snapshot(a) => snapshot::run(&ctx, a),
+        Command::Consumers(a) => consumers::run(&ctx, a),
         Command::Verify(a) => verify::run(&ctx, a),
         Command::Export(a) => export::run(&ctx, a),
         Command::Import(a) => import::run(&ctx, a),

@@ -1,0 +1,93 @@
+//! The JSON-merge state ([`JsonState`]) as of a version or a time, sped up by
+//! snapshots of that state, for front ends without domain code (the CLI's
+//! `state` and `snapshot` commands, the protocol's `get_state` and
+//! `create_snapshot`).
+//!
+//! A JSON-merge snapshot is stored like any other snapshot, with the state
+//! schema version [`JSON_STATE_SNAPSHOT_SCHEMA`], so an aggregate's
+//! [`Repository`](crate::Repository) (whose schema versions are small
+//! numbers) ignores it, and this module ignores the aggregates' snapshots.
+
+use crate::error::{Error, Result};
+use crate::event::ContentType;
+use crate::json_state::JsonState;
+use crate::read::ReadStream;
+use crate::snapshot::NewSnapshot;
+use crate::store::Store;
+
+/// State schema version that marks a snapshot as holding a [`JsonState`].
+pub const JSON_STATE_SNAPSHOT_SCHEMA: u32 = u32::MAX;
+
+/// How many JSON-merge snapshots of a stream [`Store::snapshot_json_state`] keeps.
+pub const JSON_STATE_SNAPSHOTS_KEPT: usize = 3;
+
+impl Store {
+    /// The JSON-merge state of `stream` folded up to `as_of_version` and up to
+    /// `as_of_time` (microseconds since the Unix epoch; events recorded later
+    /// are left out); `None` for no bound. Starts from the newest JSON-merge
+    /// snapshot inside the bounds, when there is one, and folds the events
+    /// after it.
+    pub fn json_state_as_of(
+        &self,
+        stream: &str,
+        as_of_version: Option<u64>,
+        as_of_time: Option<u64>,
+    ) -> Result<JsonState> {
+        let reader = self.read()?;
+        let up_to_position = match as_of_time {
+            Some(t) => reader.last_position_at(t)?,
+            None => u64::MAX,
+        };
+        let max_version = as_of_version.unwrap_or(u64::MAX);
+        let mut start = JsonState::new();
+        if let Some((_, Ok(s))) = reader.snapshot_at_or_below(stream, max_version)?
+            && s.state_schema_version == JSON_STATE_SNAPSHOT_SCHEMA
+            && s.content_type == ContentType::Json
+            && let Ok(state) = serde_json::from_slice::<JsonState>(&s.state)
+            // A snapshot of a version recorded after the time bound is too new.
+            && state.position <= up_to_position
+        {
+            start = state;
+        }
+        drop(reader);
+        let mut options =
+            ReadStream::forward().from_version(start.version + 1).up_to_position(up_to_position);
+        if max_version != u64::MAX {
+            if max_version <= start.version {
+                return Ok(start);
+            }
+            options = options.limit(usize::try_from(max_version - start.version).unwrap_or(usize::MAX));
+        }
+        let mut state = start;
+        for event in self.read_stream_batched(stream, options, 4096)? {
+            state.apply(&event?)?;
+        }
+        Ok(state)
+    }
+
+    /// Saves the stream's current JSON-merge state as a snapshot (keeping the
+    /// newest [`JSON_STATE_SNAPSHOTS_KEPT`]) and returns it.
+    pub fn snapshot_json_state(&self, stream: &str) -> Result<JsonState> {
+        let state = self.json_state_as_of(stream, None, None)?;
+        if state.version == 0 {
+            return Err(Error::StreamNotFound { stream: stream.to_string() });
+        }
+        let snapshot = NewSnapshot::json(stream, state.version, JSON_STATE_SNAPSHOT_SCHEMA, &state)?;
+        self.save_snapshot(stream, snapshot, JSON_STATE_SNAPSHOTS_KEPT)?;
+        Ok(state)
+    }
+
+    /// The newest JSON-merge snapshot of `stream`, if any.
+    pub fn latest_json_snapshot(&self, stream: &str) -> Result<Option<JsonState>> {
+        let reader = self.read()?;
+        for version in reader.snapshot_versions(stream)?.into_iter().rev() {
+            if let Some((_, Ok(s))) = reader.snapshot_at_or_below(stream, version)?
+                && s.state_schema_version == JSON_STATE_SNAPSHOT_SCHEMA
+                && let Ok(state) = serde_json::from_slice::<JsonState>(&s.state)
+            {
+                return Ok(Some(state));
+            }
+        }
+        Ok(None)
+    }
+}
