@@ -1,4 +1,12 @@
-//! Turns one request into one reply against a [`Store`].
+//! Turns one request into one reply against a [`Store`], and runs the
+//! connection's subscriptions, which push events between replies.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -10,32 +18,148 @@ use crate::error::Error;
 use crate::event::{AppendResult, NewEvent};
 use crate::read::{Filter, ReadAll, ReadStream};
 use crate::store::Store;
+use crate::subscribe::{SubscribeFrom, Subscription};
 
-/// One client's conversation with the node: it remembers the name `init`
-/// gave the node. Each TCP connection (and the stdio node) has its own.
+/// Where a connection's lines go: replies from the request loop and pushed
+/// events from subscription threads, one whole line at a time.
+pub type SharedOutput = Arc<Mutex<dyn Write + Send>>;
+
+/// How often a subscription thread looks at its stop flag while no event
+/// comes; bounds how long `unsubscribe` and the end of a connection wait.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// One client's conversation with the node: the name `init` gave the node,
+/// and the client's subscriptions. Each TCP connection (and the stdio node)
+/// has its own.
 pub struct Session {
     store: Store,
     node_id: String,
+    output: Option<SharedOutput>,
+    subscriptions: HashMap<u64, Running>,
+    next_subscription: u64,
+    /// A subscription made by the last request, started once its
+    /// `subscribed` reply is written, so no event overtakes the reply.
+    pending: Option<Pending>,
+}
+
+struct Running {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+struct Pending {
+    id: u64,
+    subscription: Subscription,
+    src: String,
+    dest: String,
 }
 
 impl Session {
     /// A session over `store`, answering as [`DEFAULT_NODE_ID`] until `init`.
+    /// Without an output it cannot push events, so `subscribe` is not offered.
     pub fn new(store: Store) -> Self {
-        Session { store, node_id: DEFAULT_NODE_ID.to_string() }
+        Session {
+            store,
+            node_id: DEFAULT_NODE_ID.to_string(),
+            output: None,
+            subscriptions: HashMap::new(),
+            next_subscription: 1,
+            pending: None,
+        }
+    }
+
+    /// A session that pushes subscribed events to `output`.
+    pub fn with_output(store: Store, output: SharedOutput) -> Self {
+        let mut session = Session::new(store);
+        session.output = Some(output);
+        session
     }
 
     /// Handles one request line (without its newline) and returns the reply
     /// line (without its newline). Never fails: every problem is an `error`
-    /// reply.
+    /// reply. After writing the reply, call [`Session::after_reply`].
     pub fn handle_line(&mut self, line: &[u8]) -> String {
         match wire::parse_request(line) {
             Ok(request) => {
-                let reply = self.handle(&request.body);
+                let reply = match &request.body {
+                    Request::Subscribe(r) => self.subscribe(r, &request.src, &request.dest),
+                    Request::Unsubscribe(r) => self.unsubscribe(r.msg_id, r.subscription_id),
+                    body => self.handle(body),
+                };
                 self.envelope(Some(&request.src), Some(&request.dest), reply)
             }
             Err(rejected) => {
                 self.envelope(rejected.src.as_deref(), rejected.dest.as_deref(), rejected.reply())
             }
+        }
+    }
+
+    /// Starts the subscription the last request made, if any. Call it once
+    /// the reply to that request is written.
+    pub fn after_reply(&mut self) {
+        let (Some(p), Some(output)) = (self.pending.take(), self.output.clone()) else { return };
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let from = if p.dest.is_empty() { self.node_id.clone() } else { p.dest };
+        let to = if p.src.is_empty() { "client".to_string() } else { p.src };
+        let (id, subscription) = (p.id, p.subscription);
+        let spawned = std::thread::Builder::new()
+            .name("eventfold-push".into())
+            .spawn(move || push(id, subscription, &flag, &output, &from, &to));
+        if let Ok(thread) = spawned {
+            self.subscriptions.insert(id, Running { stop, thread });
+        }
+    }
+
+    /// Stops every subscription of the session and waits for their threads.
+    pub fn close(&mut self) {
+        for (_, r) in self.subscriptions.drain() {
+            r.stop.store(true, Ordering::Release);
+            let _ = r.thread.join();
+        }
+    }
+
+    fn subscribe(&mut self, r: &wire::SubscribeRequest, src: &str, dest: &str) -> Reply {
+        if self.output.is_none() {
+            return Reply::error(
+                r.msg_id,
+                codes::NOT_SUPPORTED,
+                "not supported: this session cannot push events",
+            );
+        }
+        let mut filter = Filter::new().event_types(r.event_types.iter().cloned());
+        if let Some(c) = &r.category {
+            filter = filter.category(c.clone());
+        }
+        if let Some(a) = &r.aggregate_id {
+            filter = filter.stream(a.clone());
+        }
+        let from = r.from_sequence.map_or(SubscribeFrom::End, SubscribeFrom::AtPosition);
+        match self.store.subscribe(from, filter) {
+            Ok(subscription) => {
+                let id = self.next_subscription;
+                self.next_subscription += 1;
+                self.pending =
+                    Some(Pending { id, subscription, src: src.to_string(), dest: dest.to_string() });
+                Reply::Subscribed { in_reply_to: r.msg_id, subscription_id: id }
+            }
+            Err(e) => error_reply(r.msg_id, e),
+        }
+    }
+
+    fn unsubscribe(&mut self, msg_id: Option<u64>, id: u64) -> Reply {
+        match self.subscriptions.remove(&id) {
+            Some(r) => {
+                r.stop.store(true, Ordering::Release);
+                // Joined before the reply: no event of it follows `unsubscribed`.
+                let _ = r.thread.join();
+                Reply::Unsubscribed { in_reply_to: msg_id, subscription_id: id }
+            }
+            None => Reply::error(
+                msg_id,
+                codes::NOT_FOUND,
+                format!("no subscription {id} on this connection: use the id from the subscribed reply"),
+            ),
         }
     }
 
@@ -107,7 +231,10 @@ impl Session {
                 return Reply::error(
                     id,
                     codes::NOT_SUPPORTED,
-                    format!("not supported: this node does not offer {}", request.type_name()),
+                    format!(
+                        "not supported: {} needs a connection (Session::handle_line)",
+                        request.type_name()
+                    ),
                 );
             }
         };
@@ -173,6 +300,41 @@ impl Session {
             events.push(WireEvent::from_recorded(e?.to_owned()?, true)?);
         }
         Ok(Reply::AllEvents { in_reply_to: r.msg_id, events, head: reader.head()? })
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A subscription thread: pushes each event as an `event` message until the
+/// session stops it, the store closes, or the client goes away.
+fn push(id: u64, mut sub: Subscription, stop: &AtomicBool, output: &SharedOutput, from: &str, to: &str) {
+    while !stop.load(Ordering::Acquire) {
+        let message = match sub.next_timeout(STOP_CHECK) {
+            Ok(None) => continue,
+            Ok(Some(e)) => match WireEvent::from_recorded(e, true) {
+                Ok(event) => Reply::Event { subscription_id: id, event },
+                Err(e) => error_reply(None, e),
+            },
+            // The store closed: nothing more will come.
+            Err(Error::Closed) => return,
+            Err(e) => error_reply(None, e),
+        };
+        let failed = matches!(message, Reply::Error { .. });
+        let line = to_line(&Envelope { src: from.to_string(), dest: to.to_string(), body: message });
+        let mut out = output.lock().unwrap_or_else(|p| p.into_inner());
+        if out
+            .write_all(line.as_bytes())
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush())
+            .is_err()
+            || failed
+        {
+            return;
+        }
     }
 }
 

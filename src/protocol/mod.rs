@@ -16,7 +16,7 @@ pub mod wire;
 use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 
-pub use dispatch::{Session, error_reply};
+pub use dispatch::{Session, SharedOutput, error_reply};
 pub use stdio::serve_stdio;
 pub use tcp::TcpServer;
 
@@ -115,16 +115,19 @@ fn trim_cr(buf: &mut Vec<u8>) {
 }
 
 /// Serves one client: reads request lines from `input` until it ends and
-/// writes one reply line per request to `output`, flushed per line. Blank
-/// lines are ignored. Returns the number of requests answered; an error
-/// means the input or output failed, never that a request was bad.
-pub fn serve_connection<R: BufRead, W: Write>(
+/// writes one reply line per request to `output`, flushed per line, with the
+/// events of the client's subscriptions pushed between replies. Blank lines
+/// are ignored. Subscriptions end with the input. Returns the number of
+/// requests answered; an error means the input or output failed, never that
+/// a request was bad.
+pub fn serve_connection<R: BufRead, W: Write + Send + 'static>(
     store: &Store,
     mut input: R,
-    mut output: W,
+    output: W,
     options: &ServeOptions,
 ) -> io::Result<u64> {
-    let mut session = Session::new(store.clone());
+    let output: SharedOutput = Arc::new(std::sync::Mutex::new(output));
+    let mut session = Session::with_output(store.clone(), output.clone());
     let mut line = Vec::new();
     let mut answered = 0u64;
     loop {
@@ -134,9 +137,13 @@ pub fn serve_connection<R: BufRead, W: Write>(
             LineRead::Line if line.iter().all(u8::is_ascii_whitespace) => continue,
             LineRead::Line => session.handle_line(&line),
         };
-        output.write_all(reply.as_bytes())?;
-        output.write_all(b"\n")?;
-        output.flush()?;
+        {
+            let mut out = output.lock().unwrap_or_else(|p| p.into_inner());
+            out.write_all(reply.as_bytes())?;
+            out.write_all(b"\n")?;
+            out.flush()?;
+        }
+        session.after_reply();
         answered += 1;
     }
 }

@@ -9,7 +9,6 @@ use crate::store::Store;
 /// stdout (flushed per line), until stdin ends. Returns the number of
 /// requests answered.
 pub fn serve_stdio(store: &Store, options: &ServeOptions) -> io::Result<u64> {
-    let stdin = io::stdin();
-    let stdout = io::stdout();
-    serve_connection(store, stdin.lock(), stdout.lock(), options)
+    // `Stdout` (not its lock) because subscription threads write to it too.
+    serve_connection(store, io::stdin().lock(), io::stdout(), options)
 }

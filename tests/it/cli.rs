@@ -96,10 +96,20 @@ impl StdioNode {
 
     /// Sends one raw line and reads the one reply line.
     pub fn send_raw(&mut self, line: &[u8]) -> Value {
+        self.write_line(line);
+        self.read_message()
+    }
+
+    /// Sends one line without waiting for anything.
+    pub fn write_line(&mut self, line: &[u8]) {
         let stdin = self.stdin.as_mut().expect("stdin open");
         stdin.write_all(line).expect("write");
         stdin.write_all(b"\n").expect("write");
         stdin.flush().expect("flush");
+    }
+
+    /// Reads the next message the node writes (a reply or a pushed event).
+    pub fn read_message(&mut self) -> Value {
         let mut reply = String::new();
         self.stdout.read_line(&mut reply).expect("read reply");
         serde_json::from_str(&reply).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {reply:?}"))
@@ -552,4 +562,80 @@ fn serve_refuses_a_remote_address_without_allow_remote() {
     assert!(err.contains("refusing to listen on 0.0.0.0:0") && err.contains("--allow-remote"), "{err}");
     let o = run(&dir, &["serve"]);
     assert_eq!(o.status.code(), Some(2), "serve needs --stdio or --tcp");
+}
+
+#[test]
+fn state_now_and_in_the_past_with_snapshots() {
+    let (_t, dir) = store_dir();
+    ok(run(&dir, &["append", "user-1", "Registered", "--payload", r#"{"name":"Ann","plan":"free"}"#]));
+    ok(run(&dir, &["append", "user-1", "Upgraded", "--payload", r#"{"plan":"pro"}"#]));
+    let s: Value = serde_json::from_str(&ok(run(&dir, &["--json", "state", "user-1"]))).unwrap();
+    assert_eq!(s["state"], json!({"name": "Ann", "plan": "pro"}));
+    assert_eq!(s["version"], 2);
+    let human = ok(run(&dir, &["state", "user-1", "--as-of-version", "1"]));
+    assert!(human.starts_with("user-1 at version 1 (position 1): 1 events merged"), "{human}");
+    assert!(human.contains("\"plan\": \"free\""), "{human}");
+
+    let err = fails(run(&dir, &["snapshot", "show", "user-1"]));
+    assert!(err.contains("eventfold snapshot create user-1"), "{err}");
+    let out = ok(run(&dir, &["snapshot", "create", "user-1"]));
+    assert_eq!(out.trim(), "saved a snapshot of user-1 at version 2");
+    ok(run(&dir, &["append", "user-1", "Moved", "--payload", r#"{"city":"Oslo"}"#]));
+    // The state starts from the snapshot and folds the event after it.
+    let s: Value = serde_json::from_str(&ok(run(&dir, &["--json", "state", "user-1"]))).unwrap();
+    assert_eq!(s["state"], json!({"name": "Ann", "plan": "pro", "city": "Oslo"}));
+    assert_eq!((s["version"].as_u64(), s["events"].as_u64()), (Some(3), Some(3)));
+    // A past time before the snapshot's events ignores the snapshot.
+    let events = json_lines(&ok(run(&dir, &["--json", "read", "user-1"])));
+    let t1 = events[0]["recorded_at"].as_u64().unwrap().to_string();
+    let s: Value =
+        serde_json::from_str(&ok(run(&dir, &["--json", "state", "user-1", "--as-of-time", &t1]))).unwrap();
+    assert_eq!(s["version"], 1);
+    assert_eq!(s["state"], json!({"name": "Ann", "plan": "free"}));
+
+    let shown: Value =
+        serde_json::from_str(&ok(run(&dir, &["--json", "snapshot", "show", "user-1"]))).unwrap();
+    assert_eq!(shown["version"], 2);
+    let list = ok(run(&dir, &["snapshot", "list"]));
+    let lines: Vec<&str> = list.lines().collect();
+    assert!(lines[0].starts_with("STREAM  VERSION  KIND"), "{list}");
+    assert!(lines[1].starts_with("user-1  2        json-state"), "{list}");
+    let err = fails(run(&dir, &["snapshot", "create", "nobody-1"]));
+    assert!(err.contains("has no events"), "{err}");
+}
+
+#[test]
+fn consumers_and_tail() {
+    let (_t, dir) = store_dir();
+    sample_store(&dir);
+    {
+        let store = Store::open(&dir).unwrap();
+        let mut c = store.consumer("billing").unwrap();
+        c.ack(5).unwrap();
+        c.commit().unwrap();
+    }
+    let listed = json_lines(&ok(run(&dir, &["--json", "consumers"])));
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0]["name"].as_str(), listed[0]["checkpoint"].as_u64()), (Some("billing"), Some(5)));
+    assert_eq!(listed[0]["lag"], 3);
+    let table = ok(run(&dir, &["consumers"]));
+    assert!(table.lines().nth(1).unwrap().starts_with("billing  5           8     3"), "{table}");
+
+    let tailed =
+        json_lines(&ok(run(&dir, &["--json", "tail", "--from", "2", "--limit", "3", "--category", "order"])));
+    let positions: Vec<u64> = tailed.iter().map(|e| e["position"].as_u64().unwrap()).collect();
+    assert_eq!(positions, [2, 4, 6]);
+
+    // Live: a tail waiting past the head sees the next append, made by another process.
+    let child = bin()
+        .arg("--data")
+        .arg(&dir)
+        .args(["--json", "tail", "--from", "9", "--limit", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    ok(run(&dir, &["append", "order-9", "Placed", "--payload", "{}"]));
+    let out = child.wait_with_output().unwrap();
+    let e: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!((e["position"].as_u64(), e["stream_id"].as_str()), (Some(9), Some("order-9")));
 }

@@ -204,11 +204,6 @@ fn reads_batches_init_and_stats() {
     let b = body(&r);
     assert_eq!((b["head"].as_u64(), b["streams"].as_u64()), (Some(3), Some(2)));
 
-    // Snapshot, state and subscription messages are answered as not supported.
-    for (i, t) in ["create_snapshot", "get_snapshot", "get_state"].iter().enumerate() {
-        let r = node.send(json!({"type": t, "msg_id": 20 + i, "aggregate_id": "order-1"}));
-        assert_eq!(body(&r)["code"], 10, "{r}");
-    }
     node.finish();
 }
 
@@ -381,4 +376,88 @@ fn tcp_concurrent_clients_lose_and_duplicate_nothing() {
     for c in SHARED..SHARED + OWN {
         assert_eq!(versions[&format!("counter-{c}")], PER_CLIENT as u64);
     }
+}
+
+#[test]
+fn state_and_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = StdioNode::start(dir.path(), &[]);
+    let r = node.send(json!({"type": "append", "msg_id": 1, "aggregate_id": "user-123", "event_type": "UserCreated", "event_data": {"name": "John", "plan": "free"}, "version": 0}));
+    let t1 = {
+        let r = node.send(json!({"type": "read_stream", "msg_id": 2, "aggregate_id": "user-123"}));
+        body(&r)["events"][0]["recorded_at"].as_u64().unwrap()
+    };
+    assert_eq!(body(&r)["type"], "appended");
+    // The exchange of the spec: a snapshot at the aggregate's version.
+    let r = node.send(json!({"type": "create_snapshot", "msg_id": 3, "aggregate_id": "user-123"}));
+    assert_eq!(
+        body(&r),
+        &json!({"type": "snapshot_created", "in_reply_to": 3, "aggregate_id": "user-123", "version": 1})
+    );
+    node.send(json!({"type": "append", "msg_id": 4, "aggregate_id": "user-123", "event_type": "UserUpdated", "event_data": {"name": "Jane"}, "version": 1}));
+
+    let r = node.send(json!({"type": "get_snapshot", "msg_id": 5, "aggregate_id": "user-123"}));
+    assert_eq!(
+        body(&r),
+        &json!({"type": "snapshot", "in_reply_to": 5, "aggregate_id": "user-123", "version": 1, "state": {"name": "John", "plan": "free"}})
+    );
+    let r = node.send(json!({"type": "get_state", "msg_id": 6, "aggregate_id": "user-123"}));
+    assert_eq!(
+        body(&r),
+        &json!({"type": "state", "in_reply_to": 6, "aggregate_id": "user-123", "version": 2, "state": {"name": "Jane", "plan": "free"}})
+    );
+    let r =
+        node.send(json!({"type": "get_state", "msg_id": 7, "aggregate_id": "user-123", "as_of_version": 1}));
+    assert_eq!(body(&r)["state"], json!({"name": "John", "plan": "free"}));
+    let r =
+        node.send(json!({"type": "get_state", "msg_id": 8, "aggregate_id": "user-123", "as_of_time": t1}));
+    assert_eq!(body(&r)["version"], 1);
+    let r = node.send(json!({"type": "get_state", "msg_id": 9, "aggregate_id": "nobody-1"}));
+    assert_eq!((body(&r)["version"].as_u64(), &body(&r)["state"]), (Some(0), &json!({})));
+
+    let r = node.send(json!({"type": "get_snapshot", "msg_id": 10, "aggregate_id": "nobody-1"}));
+    assert_eq!((body(&r)["code"].as_u64(), body(&r)["in_reply_to"].as_u64()), (Some(20), Some(10)));
+    let r = node.send(json!({"type": "create_snapshot", "msg_id": 11, "aggregate_id": "nobody-1"}));
+    assert_eq!(body(&r)["code"], 20);
+    node.finish();
+}
+
+#[test]
+fn subscriptions_push_events_in_order_until_unsubscribed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = StdioNode::start(dir.path(), &[]);
+    node.send(json!({"type": "append", "msg_id": 1, "aggregate_id": "a-1", "event_type": "E", "event_data": {"n": 1}, "version": 0}));
+    node.send(json!({"type": "append", "msg_id": 2, "aggregate_id": "b-1", "event_type": "E", "event_data": {"n": 2}, "version": 0}));
+
+    // The reply comes first, then the catch-up events, then live ones.
+    let r = node.send(json!({"type": "subscribe", "msg_id": 3, "from_sequence": 1, "category": "a"}));
+    assert_eq!(body(&r), &json!({"type": "subscribed", "in_reply_to": 3, "subscription_id": 1}));
+    let pushed = node.read_message();
+    assert_eq!((pushed["src"].as_str(), pushed["dest"].as_str()), (Some("eventstore"), Some("client")));
+    let b = body(&pushed);
+    assert_eq!((b["type"].as_str(), b["subscription_id"].as_u64()), (Some("event"), Some(1)));
+    assert_eq!(
+        (b["event"]["sequence_number"].as_u64(), b["event"]["aggregate_id"].as_str()),
+        (Some(1), Some("a-1"))
+    );
+
+    // A live append: its reply and the pushed event may come in either order.
+    node.write_line(json!({"body": {"type": "append", "msg_id": 4, "aggregate_id": "a-1", "event_type": "E", "event_data": {"n": 3}, "version": 1}}).to_string().as_bytes());
+    let two = [node.read_message(), node.read_message()];
+    let appended = two.iter().find(|m| body(m)["type"] == "appended").expect("the appended reply");
+    let event = two.iter().find(|m| body(m)["type"] == "event").expect("the pushed event");
+    assert_eq!(body(appended)["sequence_number"], 3);
+    assert_eq!(body(event)["event"]["sequence_number"], 3);
+
+    let r = node.send(json!({"type": "unsubscribe", "msg_id": 5, "subscription_id": 1}));
+    assert_eq!(body(&r), &json!({"type": "unsubscribed", "in_reply_to": 5, "subscription_id": 1}));
+    // After unsubscribed nothing more is pushed: the next line is the next reply.
+    let r = node.send(json!({"type": "append", "msg_id": 6, "aggregate_id": "a-1", "event_type": "E", "event_data": {}, "version": 2}));
+    assert_eq!(body(&r)["type"], "appended");
+    let r = node.send(json!({"type": "unsubscribe", "msg_id": 7, "subscription_id": 1}));
+    assert_eq!((body(&r)["code"].as_u64(), body(&r)["in_reply_to"].as_u64()), (Some(20), Some(7)));
+    // A subscription still running when the input ends does not keep the node alive.
+    let r = node.send(json!({"type": "subscribe", "msg_id": 8}));
+    assert_eq!(body(&r)["subscription_id"], 2);
+    node.finish();
 }
