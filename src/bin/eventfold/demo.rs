@@ -1,11 +1,13 @@
 //! `eventfold demo`: a small bank-account scenario on the data directory,
 //! printed step by step, ending with the commands to look further.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::bail;
-use eventfold::{Error, ExpectedVersion, Filter, NewEvent, ReadAll, ReadStream, Store};
+use eventfold::{
+    Error, ExpectedVersion, Filter, NewEvent, Projection, ProjectionContext, ProjectionRunner, ReadStream,
+    RecordedEvent, Store,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -105,19 +107,31 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<Outcome> {
         first.first_position, again.first_position, again.already_stored
     )?;
 
-    writeln!(o, "6. Balances, folded from the log (a read model in a few lines)")?;
-    let balances = balances(&store, u64::MAX, &[&ann, &bob])?;
-    for (account, balance) in &balances {
-        writeln!(o, "   {account}: {balance}")?;
+    writeln!(o, "6. A projection keeps a balances read model (in {}/projections)", ctx.data.display())?;
+    let runner = ProjectionRunner::new(&store)?.register(Balances)?;
+    for status in runner.run_until_caught_up()? {
+        writeln!(
+            o,
+            "   projection {}: checkpoint {}, lag {} events",
+            status.name, status.checkpoint, status.lag_events
+        )?;
+    }
+    let model = store.projection::<Balances>();
+    let now_ann = model.get::<i64>(&ann)?.unwrap_or(0);
+    for account in [&ann, &bob] {
+        writeln!(o, "   {account}: balance {}", model.get::<i64>(account)?.unwrap_or(0))?;
     }
 
-    writeln!(o, "7. A temporal query: {ann} as it was at position {after_deposits}")?;
-    let past = balances_of(&store, &ann, after_deposits)?;
-    writeln!(o, "   balance then: {past} (now: {})", balances.get(&ann).copied().unwrap_or(0))?;
+    writeln!(o, "7. A snapshot of {ann}'s generic JSON-merge state (each field's latest value)")?;
+    let snap = store.snapshot_json_state(&ann)?;
+    writeln!(o, "   saved at version {}: {}", snap.version, snap.state)?;
 
-    // Room for the parts that build on projections and snapshots: once the
-    // library has them, the demo registers a `balances` projection (instead
-    // of step 6's fold), snapshots the account, and shows `eventfold state`.
+    writeln!(o, "8. Temporal queries: {ann} as it was after the deposits (position {after_deposits})")?;
+    let past = balances_of(&store, &ann, after_deposits)?;
+    writeln!(o, "   balance then: {past} (now: {now_ann})")?;
+    let at = store.read()?.event(after_deposits)?.map_or(0, |e| e.recorded_at());
+    let then = store.json_state_as_of(&ann, None, Some(at))?;
+    writeln!(o, "   state as of {}: version {}, {}", output::time(at), then.version, then.state)?;
 
     let stats = store.stats()?;
     writeln!(
@@ -134,6 +148,9 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<Outcome> {
         format!("eventfold --data {data} read --all --category account"),
         format!("eventfold --data {data} streams --prefix account-"),
         format!("eventfold --data {data} event {}", first.event_ids[0]),
+        format!("eventfold --data {data} state {ann} --as-of-version 3"),
+        format!("eventfold --data {data} snapshot list"),
+        format!("eventfold --data {data} tail --category account   (then append from another shell)"),
         format!("eventfold --data {data} stats"),
         format!("eventfold --data {data} verify"),
         format!("eventfold --data {data} serve --stdio   (then type JSON requests, see docs/protocol.md)"),
@@ -142,20 +159,6 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<Outcome> {
     }
     out.flush()?;
     Ok(Outcome::Ok)
-}
-
-/// Balance per account of `accounts`, from every account event up to `position`.
-fn balances(store: &Store, position: u64, accounts: &[&str]) -> anyhow::Result<BTreeMap<String, i64>> {
-    let mut b = BTreeMap::new();
-    let filter = Filter::new().category("account");
-    for e in store.read_all_batched(ReadAll::new().filter(filter).up_to_position(position), 1024)? {
-        let e = e?;
-        if !accounts.contains(&e.stream_id.as_str()) {
-            continue;
-        }
-        *b.entry(e.stream_id.clone()).or_insert(0) += delta(&e.event_type, &e.payload_json()?);
-    }
-    Ok(b)
 }
 
 /// One account's balance from its events up to a global position.
@@ -174,5 +177,22 @@ fn delta(event_type: &str, data: &serde_json::Value) -> i64 {
         "Deposited" => amount,
         "Withdrawn" => -amount,
         _ => 0,
+    }
+}
+
+/// The demo's read model: each account's balance, keyed by stream id.
+struct Balances;
+
+impl Projection for Balances {
+    const NAME: &'static str = "demo_balances";
+    const VERSION: u32 = 1;
+
+    fn filter(&self) -> Filter {
+        Filter::new().category("account")
+    }
+
+    fn apply(&self, ctx: &mut ProjectionContext<'_>, event: &RecordedEvent) -> eventfold::Result<()> {
+        let d = delta(&event.event_type, &event.payload_json()?);
+        ctx.update(&event.stream_id, |balance: &mut i64| *balance += d)
     }
 }
