@@ -58,6 +58,7 @@ mod import;
 mod json_snapshot;
 mod json_state;
 mod projection;
+mod projection_info;
 #[cfg(feature = "protocol")]
 pub mod protocol;
 mod read;
@@ -84,6 +85,7 @@ pub use projection::{
     Projection, ProjectionContext, ProjectionRunner, ProjectionState, ProjectionStatus, ReadModel,
     RebuildProgress, RunningProjections,
 };
+pub use projection_info::StoredProjection;
 pub use read::{
     AllBatches, AllIter, Direction, Filter, ReadAll, ReadStream, Reader, StreamBatches, StreamInfo,
     StreamIter, category_of,

@@ -553,6 +553,27 @@ fn demo_runs_twice_and_leaves_a_healthy_store() {
     ok(run(&dir, &["verify"]));
     let streams = json_lines(&ok(run(&dir, &["--json", "streams", "--prefix", "account-"])));
     assert_eq!(streams.len(), 4);
+
+    // The demo's projection is visible without its code, with its lag.
+    ok(run(&dir, &["append", "account-x", "Deposited", "--payload", r#"{"amount":1}"#]));
+    let listed = json_lines(&ok(run(&dir, &["--json", "projection", "list"])));
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0]["name"].as_str(), listed[0]["lag_events"].as_u64()),
+        (Some("demo_balances"), Some(1))
+    );
+    let table = ok(run(&dir, &["projection", "list"]));
+    assert!(table.starts_with("NAME           VERSION  CHECKPOINT  HEAD  LAG"), "{table}");
+    let status = ok(run(&dir, &["projection", "status", "demo_balances"]));
+    assert!(status.contains("lag:              1 events"), "{status}");
+    let err = fails(run(&dir, &["projection", "status", "nope"]));
+    assert!(
+        err.contains("no projection named \"nope\"") && err.contains("eventfold projection list"),
+        "{err}"
+    );
+    let stats: Value = serde_json::from_str(&ok(run(&dir, &["--json", "stats"]))).unwrap();
+    assert_eq!(stats["projections"][0]["name"], "demo_balances");
+    assert!(ok(run(&dir, &["stats"])).contains("projection demo_balances: checkpoint"));
 }
 
 #[test]

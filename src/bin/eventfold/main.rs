@@ -10,7 +10,7 @@ mod export;
 mod import;
 mod init;
 mod output;
-mod planned;
+mod projection;
 mod read;
 mod serve;
 mod snapshot;
@@ -64,6 +64,9 @@ enum Command {
     Snapshot(snapshot::Args),
     /// Durable consumers with their checkpoints and lag.
     Consumers(consumers::Args),
+    /// Projections (read models) with their checkpoints and lag.
+    #[command(subcommand)]
+    Projection(projection::Args),
     /// Check every record, index and stream head; exit 1 on any fault.
     Verify(verify::Args),
     /// Write the log as JSON lines (every field kept), to stdout or a file.
@@ -137,6 +140,7 @@ fn main() -> ExitCode {
         Command::State(a) => state::run(&ctx, a),
         Command::Snapshot(a) => snapshot::run(&ctx, a),
         Command::Consumers(a) => consumers::run(&ctx, a),
+        Command::Projection(a) => projection::run(&ctx, a),
         Command::Verify(a) => verify::run(&ctx, a),
         Command::Export(a) => export::run(&ctx, a),
         Command::Import(a) => import::run(&ctx, a),

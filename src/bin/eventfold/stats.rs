@@ -1,5 +1,7 @@
 //! `eventfold stats`: what is in the store.
 
+use std::io::Write;
+
 use anyhow::Context;
 use serde::Serialize;
 
@@ -20,6 +22,8 @@ struct Stats {
     last_commit_at: Option<u64>,
     size_on_disk: u64,
     map_size: u64,
+    projections: Vec<eventfold::StoredProjection>,
+    consumers: Vec<eventfold::ConsumerInfo>,
 }
 
 pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<Outcome> {
@@ -41,6 +45,8 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<Outcome> {
         last_commit_at,
         size_on_disk: s.size_on_disk,
         map_size: s.map_size,
+        projections: store.stored_projections().context("reading the projections' checkpoints")?,
+        consumers: store.consumers().context("reading the consumers' checkpoints")?,
     };
     let mut out = output::stdout();
     if ctx.json {
@@ -58,9 +64,21 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<Outcome> {
                 ("last commit", stats.last_commit_at.map_or_else(|| "-".into(), output::time)),
                 ("size on disk", output::size(stats.size_on_disk)),
                 ("map size", output::size(stats.map_size)),
+                ("projections", stats.projections.len().to_string()),
+                ("consumers", stats.consumers.len().to_string()),
             ],
         )?;
+        for p in &stats.projections {
+            writeln!(
+                out,
+                "  projection {}: checkpoint {}, lag {} events",
+                p.name, p.checkpoint, p.lag_events
+            )?;
+        }
+        for c in &stats.consumers {
+            writeln!(out, "  consumer {}: checkpoint {}, lag {} events", c.name, c.checkpoint, c.lag)?;
+        }
     }
-    std::io::Write::flush(&mut out)?;
+    out.flush()?;
     Ok(Outcome::Ok)
 }
