@@ -566,6 +566,10 @@ fn demo_runs_twice_and_leaves_a_healthy_store() {
     assert!(table.starts_with("NAME           VERSION  CHECKPOINT  HEAD  LAG"), "{table}");
     let status = ok(run(&dir, &["projection", "status", "demo_balances"]));
     assert!(status.contains("lag:              1 events"), "{status}");
+    let out = ok(run(&dir, &["projection", "rebuild", "demo_balances"]));
+    assert_eq!(out.trim(), "rebuilt projection demo_balances: checkpoint 17, lag 0 events");
+    let err = fails(run(&dir, &["projection", "rebuild", "orders_by_day"]));
+    assert!(err.contains("rebuild it in the service that defines it"), "{err}");
     let err = fails(run(&dir, &["projection", "status", "nope"]));
     assert!(
         err.contains("no projection named \"nope\"") && err.contains("eventfold projection list"),

@@ -181,7 +181,7 @@ fn delta(event_type: &str, data: &serde_json::Value) -> i64 {
 }
 
 /// The demo's read model: each account's balance, keyed by stream id.
-struct Balances;
+pub struct Balances;
 
 impl Projection for Balances {
     const NAME: &'static str = "demo_balances";

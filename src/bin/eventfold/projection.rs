@@ -3,8 +3,9 @@
 use std::io::Write;
 
 use clap::Subcommand;
-use eventfold::StoredProjection;
+use eventfold::{Projection, ProjectionRunner, StoredProjection};
 
+use crate::demo::Balances;
 use crate::{Ctx, Outcome, output};
 
 /// `eventfold projection …`
@@ -14,6 +15,15 @@ pub enum Args {
     List,
     /// One projection's checkpoint, head, lag in events and time.
     Status {
+        /// The projection's name.
+        name: String,
+    },
+    /// Rebuild a projection from position 1, with progress; readers keep the
+    /// old model until the new one has caught up. Only for projections built
+    /// into this tool (the demo's); an application's projections are
+    /// rebuilt by the application (`ProjectionRunner::rebuild`), which has
+    /// their code.
+    Rebuild {
         /// The projection's name.
         name: String,
     },
@@ -44,11 +54,46 @@ fn row(p: &StoredProjection) -> Vec<String> {
 
 const HEADERS: [&str; 7] = ["NAME", "VERSION", "CHECKPOINT", "HEAD", "LAG", "LAG TIME", "REBUILD"];
 
+fn rebuild(ctx: &Ctx, name: &str) -> anyhow::Result<Outcome> {
+    if name != <Balances as Projection>::NAME {
+        return Ok(Outcome::Failed(format!(
+            "projection {name:?} is not built into this tool: rebuild it in the service that defines it, with ProjectionRunner::rebuild"
+        )));
+    }
+    let store = ctx.open_write()?;
+    let bar = output::progress(store.head()?, "rebuilding");
+    let progress = bar.clone();
+    let runner = ProjectionRunner::new(&store)?.register(Balances)?.on_progress(move |p| {
+        progress.set_length(p.total);
+        progress.set_position(p.done);
+    });
+    runner.rebuild(name)?;
+    let statuses = runner.run_until_caught_up()?;
+    bar.finish_and_clear();
+    let mut out = output::stdout();
+    for s in statuses {
+        if ctx.json {
+            output::json_line(&mut out, &s)?;
+        } else {
+            writeln!(
+                out,
+                "rebuilt projection {}: checkpoint {}, lag {} events",
+                s.name, s.checkpoint, s.lag_events
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(Outcome::Ok)
+}
+
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
+    if let Args::Rebuild { name } = &a {
+        return rebuild(ctx, name);
+    }
     let store = ctx.open_read()?;
     let mut out = output::stdout();
     let projections = match &a {
-        Args::List => store.stored_projections()?,
+        Args::List | Args::Rebuild { .. } => store.stored_projections()?,
         Args::Status { name } => match store.stored_projection(name)? {
             Some(p) => vec![p],
             None => {
