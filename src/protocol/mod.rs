@@ -2,7 +2,7 @@
 //! line out, over stdin/stdout ([`serve_stdio`]) or TCP ([`TcpServer`]).
 //!
 //! See `docs/protocol.md` for every message with an example. The wire types
-//! are in [`wire`]; [`Session`] answers requests against a [`Store`](crate::Store).
+//! are in [`wire`]; [`Session`] answers requests against a `Store`.
 //!
 //! Bad input never stops the node: a line that is not JSON, a missing field,
 //! an unknown type or a line over the length limit each get an `error` reply

@@ -165,6 +165,17 @@ pub fn event_row(e: &RecordedEvent) -> Vec<String> {
     ]
 }
 
+/// A spinner on stderr when it is a terminal, for work of unknown length.
+pub fn spinner(what: &str) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let s = ProgressBar::new_spinner();
+    s.set_message(what.to_string());
+    s.enable_steady_tick(Duration::from_millis(120));
+    s
+}
+
 /// A progress bar on stderr when it is a terminal; hidden otherwise, so
 /// piped and scripted runs stay quiet.
 pub fn progress(len: u64, what: &str) -> ProgressBar {

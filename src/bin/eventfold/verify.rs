@@ -10,7 +10,7 @@ pub struct Args {}
 
 pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<Outcome> {
     let store = ctx.open_read()?;
-    let spinner = output::progress(0, "verifying");
+    let spinner = output::spinner("verifying every record and index");
     let report = store.verify()?;
     spinner.finish_and_clear();
     let mut out = output::stdout();
