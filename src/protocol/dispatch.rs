@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::wire::{
-    self, AppendBatchRequest, AppendRequest, DEFAULT_NODE_ID, DEFAULT_READ_LIMIT, Envelope, ReadAllRequest,
-    ReadStreamRequest, Reply, Request, WireEvent, WireNewEvent, codes,
+    self, AppendBatchRequest, AppendRequest, DEFAULT_NODE_ID, DEFAULT_READ_LIMIT, Envelope, MAX_READ_LIMIT,
+    ReadAllRequest, ReadStreamRequest, Reply, Request, WireEvent, WireNewEvent, codes,
 };
 use crate::error::Error;
 use crate::event::{AppendResult, NewEvent};
@@ -273,7 +273,7 @@ impl Session {
         if let Some(v) = r.from_version {
             options = options.from_version(v);
         }
-        options = options.limit(r.limit.unwrap_or(DEFAULT_READ_LIMIT));
+        options = options.limit(r.limit.unwrap_or(DEFAULT_READ_LIMIT).min(MAX_READ_LIMIT));
         let mut events = Vec::new();
         for e in reader.stream(&r.aggregate_id, options)? {
             events.push(WireEvent::from_recorded(e?.to_owned()?, false)?);
@@ -293,7 +293,7 @@ impl Session {
             filter = filter.category(c.clone());
         }
         let options = ReadAll::from_position(r.from_sequence.unwrap_or(1))
-            .limit(r.limit.unwrap_or(DEFAULT_READ_LIMIT))
+            .limit(r.limit.unwrap_or(DEFAULT_READ_LIMIT).min(MAX_READ_LIMIT))
             .filter(filter);
         let mut events = Vec::new();
         for e in reader.all(options)? {

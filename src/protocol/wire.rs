@@ -192,7 +192,7 @@ pub struct ReadStreamRequest {
     /// First version to return (inclusive; default: the first, or the last when backwards).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_version: Option<u64>,
-    /// Most events to return (default [`DEFAULT_READ_LIMIT`]).
+    /// Most events to return (default [`DEFAULT_READ_LIMIT`], at most [`MAX_READ_LIMIT`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
     /// Newest first.
@@ -209,7 +209,7 @@ pub struct ReadAllRequest {
     /// First sequence number to return (inclusive, default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_sequence: Option<u64>,
-    /// Most events to return (default [`DEFAULT_READ_LIMIT`]).
+    /// Most events to return (default [`DEFAULT_READ_LIMIT`], at most [`MAX_READ_LIMIT`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
     /// Keep only these event types (any of; empty keeps all).
@@ -285,8 +285,13 @@ pub struct EmptyRequest {
     pub msg_id: Option<u64>,
 }
 
-/// Default and most events a read returns in one reply when no `limit` is given.
+/// Events a read returns in one reply when no `limit` is given.
 pub const DEFAULT_READ_LIMIT: usize = 1000;
+
+/// Most events a read returns in one reply, whatever `limit` says, so one
+/// request cannot make the node build a reply of the whole log: page with
+/// `from_sequence` / `from_version`.
+pub const MAX_READ_LIMIT: usize = 10_000;
 
 /// Every request body, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
