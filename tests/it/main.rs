@@ -10,5 +10,6 @@ mod examples;
 mod faults;
 mod fuzz_corpus;
 mod model;
+mod multiprocess;
 mod projections;
 mod subscriptions;
