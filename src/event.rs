@@ -140,6 +140,9 @@ pub struct NewEvent {
     pub(crate) event_type: String,
     pub(crate) payload: Result<Vec<u8>, String>,
     pub(crate) content_type: ContentType,
+    /// The payload came from serde_json's serializer, so it is valid JSON
+    /// already and need not be parsed again.
+    pub(crate) json_checked: bool,
     pub(crate) event_id: Option<Uuid>,
     pub(crate) schema_version: u32,
     pub(crate) metadata: EventMetadata,
@@ -150,11 +153,13 @@ impl NewEvent {
     /// cannot be serialized is reported by the append as
     /// [`Error::InvalidPayload`](crate::Error::InvalidPayload).
     pub fn json<T: Serialize + ?Sized>(event_type: impl Into<String>, payload: &T) -> Self {
-        Self::with_payload(
+        let mut event = Self::with_payload(
             event_type.into(),
             serde_json::to_vec(payload).map_err(|e| e.to_string()),
             ContentType::Json,
-        )
+        );
+        event.json_checked = true;
+        event
     }
 
     /// An event whose payload is already-encoded JSON text; it is validated on
@@ -173,6 +178,7 @@ impl NewEvent {
             event_type,
             payload,
             content_type,
+            json_checked: false,
             event_id: None,
             schema_version: 1,
             metadata: EventMetadata::default(),

@@ -44,6 +44,9 @@ pub(crate) struct EventBody {
 #[derive(Debug)]
 pub(crate) struct EncodedEvent {
     pub event_id: Uuid,
+    /// The caller chose the id (so it may be a retry); ids the store made
+    /// are new by construction and skip the idempotency lookup.
+    pub caller_id: bool,
     /// `[body][padding][trailer]`, trailer zeroed but for format and body length.
     pub value: Vec<u8>,
     /// xxh3 of the body, so the writer's checksum covers only the trailer.
@@ -99,6 +102,7 @@ pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Re
         return Err(Error::EventTooLarge { size: payload.len(), limit: max_event_size });
     }
     if event.content_type == ContentType::Json
+        && !event.json_checked
         && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload)
     {
         return Err(Error::InvalidPayload { event_type: event.event_type.clone(), reason: e.to_string() });
@@ -116,6 +120,7 @@ pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Re
     } else {
         serde_json::to_vec(&meta.extra).map_err(|e| Error::InvalidMetadata { reason: e.to_string() })?
     };
+    let caller_id = event.event_id.is_some();
     let event_id = event.event_id.unwrap_or_else(Uuid::now_v7);
     let body = EventBody {
         event_id: event_id.into_bytes(),
@@ -129,7 +134,9 @@ pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Re
         metadata,
         payload,
     };
-    encode_body(&body, event_id, max_event_size)
+    let mut encoded = encode_body(&body, event_id, max_event_size)?;
+    encoded.caller_id = caller_id;
+    Ok(encoded)
 }
 
 pub(crate) fn encode_body(body: &EventBody, event_id: Uuid, max_event_size: usize) -> Result<EncodedEvent> {
@@ -149,7 +156,7 @@ pub(crate) fn encode_body(body: &EventBody, event_id: Uuid, max_event_size: usiz
     trailer[24] = RECORD_FORMAT;
     trailer[28..32].copy_from_slice(&(body_len as u32).to_le_bytes());
     value.extend_from_slice(&trailer);
-    Ok(EncodedEvent { event_id, value, body_hash, recorded_at: None })
+    Ok(EncodedEvent { event_id, caller_id: true, value, body_hash, recorded_at: None })
 }
 
 fn align_up(n: usize) -> usize {

@@ -47,6 +47,8 @@ fn durability_from_env() -> Durability {
 #[test]
 fn crash_child() {
     let Ok(dir) = std::env::var("EVENTFOLD_CRASH_CHILD_DIR") else { return };
+    // End the test harness's "test … " line so every ACK line starts clean.
+    println!();
     let seed: u64 = std::env::var("EVENTFOLD_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
     let store = Store::builder(&dir).durability(durability_from_env()).open().unwrap();
     let handles: Vec<_> = (0..THREADS)

@@ -12,6 +12,7 @@ mod examples;
 mod faults;
 mod fuzz_corpus;
 mod model;
+mod multiprocess;
 mod projections;
 #[cfg(feature = "cli")]
 mod protocol;
