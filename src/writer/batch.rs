@@ -64,6 +64,33 @@ struct BatchCtx {
     side_writes: usize,
 }
 
+/// The requests taken from the queue for the next commit.
+#[derive(Default)]
+struct Gathered {
+    requests: Vec<Request>,
+    events: usize,
+    bytes: usize,
+    /// A `Close` was taken: commit what is gathered, then stop.
+    closing: bool,
+}
+
+impl Gathered {
+    fn take(&mut self, command: Command) {
+        match command {
+            Command::Write(r) => {
+                self.events += r.event_count();
+                self.bytes += r.byte_count();
+                self.requests.push(r);
+            }
+            Command::Close => self.closing = true,
+        }
+    }
+
+    fn has_room(&self, max_events: usize, max_bytes: usize) -> bool {
+        self.events < max_events && self.bytes < max_bytes
+    }
+}
+
 pub(crate) struct Writer {
     env: Env<WithoutTls>,
     dbs: Dbs,
@@ -99,35 +126,21 @@ impl Writer {
     }
 
     pub(crate) fn run(mut self, rx: Receiver<Command>) {
-        let mut batch: Vec<Request> = Vec::new();
+        let mut batch = Gathered::default();
         // How many requests the next batch can expect: those answered by the
         // last commit (their appenders are about to send again) plus those
         // that queued up while it ran.
         let mut expected = 0usize;
         let mut last_commit = Duration::ZERO;
+        let (max_events, max_bytes) = (self.config.max_batch_events, self.config.max_batch_bytes);
         loop {
-            let first = match rx.recv() {
-                Ok(Command::Write(r)) => r,
-                Ok(Command::Close) | Err(_) => break,
-            };
-            let mut events = first.event_count();
-            let mut bytes = first.byte_count();
-            batch.push(first);
-            let mut closing = false;
-            let room = |events: usize, bytes: usize| {
-                events < self.config.max_batch_events && bytes < self.config.max_batch_bytes
-            };
-            while room(events, bytes) {
+            match rx.recv() {
+                Ok(command) => batch.take(command),
+                Err(_) => break,
+            }
+            while !batch.closing && batch.has_room(max_events, max_bytes) {
                 match rx.try_recv() {
-                    Ok(Command::Write(r)) => {
-                        events += r.event_count();
-                        bytes += r.byte_count();
-                        batch.push(r);
-                    }
-                    Ok(Command::Close) => {
-                        closing = true;
-                        break;
-                    }
+                    Ok(command) => batch.take(command),
                     Err(_) => break,
                 }
             }
@@ -136,31 +149,30 @@ impl Writer {
             // a commit) turns two half-full commits into one full one. A lone
             // appender never waits: it is all the batch expects.
             let delay = self.config.max_batch_delay.min(last_commit / 2);
-            if !closing && batch.len() < expected && !delay.is_zero() {
+            if !delay.is_zero() && batch.requests.len() < expected {
                 let deadline = Instant::now() + delay;
-                while batch.len() < expected && room(events, bytes) {
+                while !batch.closing
+                    && batch.requests.len() < expected
+                    && batch.has_room(max_events, max_bytes)
+                {
                     match rx.recv_deadline(deadline) {
-                        Ok(Command::Write(r)) => {
-                            events += r.event_count();
-                            bytes += r.byte_count();
-                            batch.push(r);
-                        }
-                        Ok(Command::Close) => {
-                            closing = true;
-                            break;
-                        }
+                        Ok(command) => batch.take(command),
                         Err(_) => break,
                     }
                 }
             }
-            let size = batch.len();
-            let started = Instant::now();
-            self.process(&mut batch);
-            last_commit = started.elapsed();
+            let size = batch.requests.len();
+            if size > 0 {
+                let started = Instant::now();
+                self.process(&mut batch.requests);
+                last_commit = started.elapsed();
+            }
             expected = size + rx.len();
-            if closing {
+            if batch.closing {
                 break;
             }
+            batch.events = 0;
+            batch.bytes = 0;
         }
         self.shared.notifier.close();
     }
