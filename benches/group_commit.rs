@@ -30,7 +30,8 @@ fn run(threads: usize, per_thread: u64, delay: Duration) -> Outcome {
                 let stream = format!("writer-{t}");
                 barrier.wait();
                 for i in 0..per_thread {
-                    let event = NewEvent::json("Tick", &serde_json::json!({ "i": i, "note": "x".repeat(200) }));
+                    let event =
+                        NewEvent::json("Tick", &serde_json::json!({ "i": i, "note": "x".repeat(200) }));
                     store.append(&stream, ExpectedVersion::Exact(i), [event]).expect("append");
                 }
             })
@@ -58,13 +59,19 @@ fn main() {
         None => vec![4],
     };
     let per_thread = if bench { 200 } else { 5 };
-    println!("{:>8} {:>16} {:>14} {:>16} {:>14}", "threads", "window ev/s", "req/commit", "no-window ev/s", "req/commit");
+    println!(
+        "{:>8} {:>16} {:>14} {:>16} {:>14}",
+        "threads", "window ev/s", "req/commit", "no-window ev/s", "req/commit"
+    );
     for threads in thread_counts {
         let with = run(threads, per_thread, Duration::from_millis(1));
         let without = run(threads, per_thread, Duration::ZERO);
         println!(
             "{threads:>8} {:>16.0} {:>14.1} {:>16.0} {:>14.1}",
-            with.events_per_sec, with.requests_per_commit, without.events_per_sec, without.requests_per_commit
+            with.events_per_sec,
+            with.requests_per_commit,
+            without.events_per_sec,
+            without.requests_per_commit
         );
     }
 }
