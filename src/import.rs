@@ -67,3 +67,49 @@ fn expected_version_at(expected: ExpectedVersion, k: usize) -> u64 {
         _ => k as u64 + 1,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{ExpectedVersion, NewEvent, ReadAll, Store};
+
+    fn export(store: &Store) -> Vec<crate::RecordedEvent> {
+        store.read_all_batched(ReadAll::new(), 100).unwrap().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn imported_events_keep_their_times_unless_that_would_go_back() {
+        let source_dir = tempfile::tempdir().unwrap();
+        let source = Store::open(source_dir.path()).unwrap();
+        source
+            .append("a-1", ExpectedVersion::Any, [NewEvent::json("E", &1), NewEvent::json("E", &2)])
+            .unwrap();
+        let events = export(&source);
+
+        let target_dir = tempfile::tempdir().unwrap();
+        let target = Store::open(target_dir.path()).unwrap();
+        target.submit_recorded(events.clone()).unwrap().wait().unwrap();
+        assert_eq!(export(&target), events, "an import into an empty store is identical");
+
+        // Into a store whose last event is newer, the times are raised to it.
+        let later_dir = tempfile::tempdir().unwrap();
+        let later = Store::open(later_dir.path()).unwrap();
+        later.append("z-1", ExpectedVersion::Any, [NewEvent::json("E", &0)]).unwrap();
+        let newest = export(&later)[0].recorded_at;
+        later.submit_recorded(events.clone()).unwrap().wait().unwrap();
+        let got = export(&later);
+        assert!(got[1..].iter().all(|e| e.recorded_at == newest.max(e.recorded_at)));
+        assert!(got.windows(2).all(|w| w[0].recorded_at <= w[1].recorded_at));
+        assert_eq!((got[2].event_id, got[2].version), (events[1].event_id, 2));
+    }
+
+    #[test]
+    fn a_batch_must_be_one_stream_at_consecutive_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.append("a-1", ExpectedVersion::Any, [NewEvent::json("E", &1)]).unwrap();
+        store.append("b-1", ExpectedVersion::Any, [NewEvent::json("E", &1)]).unwrap();
+        let events = export(&store);
+        assert!(store.submit_recorded(events).is_err(), "two streams in one batch");
+        assert!(matches!(store.submit_recorded(Vec::new()), Err(crate::Error::EmptyAppend)));
+    }
+}

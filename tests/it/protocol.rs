@@ -230,10 +230,15 @@ struct TcpNode {
 
 impl TcpNode {
     fn start(dir: &std::path::Path) -> TcpNode {
+        TcpNode::start_on(dir, &["--tcp", "127.0.0.1:0"], "127.0.0.1:")
+    }
+
+    fn start_on(dir: &std::path::Path, args: &[&str], expect: &str) -> TcpNode {
         let mut child = bin()
             .arg("--data")
             .arg(dir)
-            .args(["serve", "--tcp", "127.0.0.1:0"])
+            .arg("serve")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -244,7 +249,7 @@ impl TcpNode {
         let mut line = String::new();
         stderr.read_line(&mut line).expect("read stderr");
         let addr = line.rsplit("listening on ").next().unwrap_or_default().trim().to_string();
-        assert!(addr.starts_with("127.0.0.1:"), "{line:?}");
+        assert!(addr.starts_with(expect), "{line:?}");
         // Keep draining the log so the node never blocks on a full pipe.
         std::thread::spawn(move || for _ in stderr.lines() {});
         TcpNode { child, addr }
@@ -460,4 +465,15 @@ fn subscriptions_push_events_in_order_until_unsubscribed() {
     let r = node.send(json!({"type": "subscribe", "msg_id": 8}));
     assert_eq!(body(&r)["subscription_id"], 2);
     node.finish();
+}
+
+#[test]
+fn tcp_remote_addresses_need_allow_remote() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TcpNode::start_on(dir.path(), &["--tcp", "0.0.0.0:0", "--allow-remote"], "0.0.0.0:");
+    let port = node.addr.rsplit(':').next().unwrap().to_string();
+    let stream = TcpStream::connect(format!("127.0.0.1:{port}")).expect("connect");
+    let mut client = Client { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream };
+    let r = client.send(json!({"type": "stats", "msg_id": 1}));
+    assert_eq!(r["type"], "stats_ok");
 }
