@@ -4,3 +4,4 @@
 
 pub mod model;
 pub mod record_decode;
+pub mod wire_request;

@@ -6,6 +6,9 @@
 mod model;
 #[path = "../../fuzz/src/record_decode.rs"]
 mod record_decode;
+#[cfg(feature = "protocol")]
+#[path = "../../fuzz/src/wire_request.rs"]
+mod wire_request;
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
@@ -33,5 +36,15 @@ fn model_corpus_replays() {
     assert!(!inputs.is_empty());
     for (_name, data) in inputs {
         model::run(&data);
+    }
+}
+
+#[cfg(feature = "protocol")]
+#[test]
+fn wire_request_corpus_replays() {
+    let inputs = corpus("wire_request");
+    assert!(!inputs.is_empty());
+    for (_name, data) in inputs {
+        wire_request::run(&data);
     }
 }
