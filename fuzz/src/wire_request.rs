@@ -34,7 +34,10 @@ pub fn run(data: &[u8]) {
             Ok(v) => v,
             Err(e) => panic!("reply is not JSON ({e}): {reply}"),
         };
-        assert!(value.get("body").is_some_and(|b| b.get("type").is_some()), "reply without a body type: {reply}");
+        assert!(
+            value.get("body").is_some_and(|b| b.get("type").is_some()),
+            "reply without a body type: {reply}"
+        );
     }
     session.close();
 }
