@@ -94,8 +94,17 @@ pub struct StreamBatches {
 }
 
 impl StreamBatches {
-    pub(crate) fn new(store: Store, stream: &str, o: ReadStream, batch: usize) -> Result<Self> {
-        let last = store.read()?.stream_version(stream)?;
+    pub(crate) fn new(store: Store, stream: &str, mut o: ReadStream, batch: usize) -> Result<Self> {
+        let reader = store.read()?;
+        let mut last = reader.stream_version(stream)?;
+        if let Some(v) = o.to_version {
+            last = last.min(v);
+        }
+        if let Some(t) = o.up_to_time.take() {
+            let p = reader.last_position_at(t)?;
+            o.up_to_position = Some(o.up_to_position.map_or(p, |u| u.min(p)));
+        }
+        drop(reader);
         let next = match o.direction {
             Direction::Forward => o.from_version.unwrap_or(1).max(1),
             Direction::Backward => o.from_version.unwrap_or(last).min(last),

@@ -40,7 +40,10 @@ pub struct StreamIter<'t> {
 
 impl<'t> StreamIter<'t> {
     pub(crate) fn new(reader: &'t Reader, head: Option<StreamHead>, o: ReadStream) -> Result<Self> {
-        let (stream_no, last_version) = head.map_or((0, 0), |h| (h.stream_no, h.version));
+        let (stream_no, mut last_version) = head.map_or((0, 0), |h| (h.stream_no, h.version));
+        if let Some(v) = o.to_version {
+            last_version = last_version.min(v);
+        }
         let next = match (o.direction, o.from_version) {
             (Direction::Forward, from) => from.unwrap_or(1).max(1),
             (Direction::Backward, from) => from.unwrap_or(last_version).min(last_version),
@@ -60,7 +63,8 @@ impl<'t> StreamIter<'t> {
         })
     }
 
-    /// The stream's version in this snapshot.
+    /// The last version this read can reach: the stream's version in this
+    /// snapshot, or the `to_version` bound when that is lower.
     pub fn stream_version(&self) -> u64 {
         self.last_version
     }

@@ -39,6 +39,8 @@ pub struct ReadStream {
     pub(crate) limit: Option<usize>,
     pub(crate) filter: Filter,
     pub(crate) up_to_position: Option<u64>,
+    pub(crate) up_to_time: Option<u64>,
+    pub(crate) to_version: Option<u64>,
 }
 
 impl ReadStream {
@@ -73,6 +75,20 @@ impl ReadStream {
     /// Ignore events after this global position (a point-in-time read).
     pub fn up_to_position(mut self, position: u64) -> Self {
         self.up_to_position = Some(position);
+        self
+    }
+
+    /// Ignore events recorded after this time (microseconds since the Unix
+    /// epoch): the stream as it was then.
+    pub fn up_to_time(mut self, micros: u64) -> Self {
+        self.up_to_time = Some(micros);
+        self
+    }
+
+    /// Ignore versions after this one (inclusive bound): the stream as it was
+    /// at that version.
+    pub fn to_version(mut self, version: u64) -> Self {
+        self.to_version = Some(version);
         self
     }
 }
@@ -243,8 +259,12 @@ impl Reader {
     }
 
     /// Events of one stream.
-    pub fn stream(&self, stream: &str, options: ReadStream) -> Result<StreamIter<'_>> {
+    pub fn stream(&self, stream: &str, mut options: ReadStream) -> Result<StreamIter<'_>> {
         let head = self.head_of(stream)?;
+        if let Some(t) = options.up_to_time.take() {
+            let p = self.last_position_at(t)?;
+            options.up_to_position = Some(options.up_to_position.map_or(p, |u| u.min(p)));
+        }
         StreamIter::new(self, head, options)
     }
 

@@ -256,6 +256,9 @@ fn stream_reads_forward_backward_limited_filtered() {
     let upto = versions(ReadStream::forward().up_to_position(7));
     assert_eq!(upto, vec![1, 2, 3, 4, 5, 6]);
     assert_eq!(versions(ReadStream::backward().up_to_position(7)), vec![6, 5, 4, 3, 2, 1]);
+    assert_eq!(versions(ReadStream::forward().to_version(3)), vec![1, 2, 3]);
+    assert_eq!(versions(ReadStream::backward().to_version(3)), vec![3, 2, 1]);
+    assert_eq!(versions(ReadStream::backward().from_version(9).to_version(3)), vec![3, 2, 1]);
     assert_eq!(r.stream("nope-1", ReadStream::forward()).unwrap().count(), 0);
     assert_eq!(r.stream_version("s-1").unwrap(), 12);
     assert_eq!(r.stream_version("nope-1").unwrap(), 0);
