@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use eventfold::{
@@ -86,14 +86,30 @@ pub fn w1(s: &Sizes) -> R<(f64, String)> {
 pub type W2 = (Lat, Option<(f64, f64)>, String);
 
 /// W2 (and W7 when `subscribe`): one-event appends with exact versions from
-/// many threads. W7's latency is from the appender's acknowledgement to the
-/// subscriber holding the event (clamped at zero: the writer wakes
-/// subscribers just before it answers appenders).
+/// many threads. W7's latency runs from the commit becoming visible (an
+/// observer thread polls `Store::head`, which the writer bumps right after
+/// each commit) to the subscriber holding the event.
 pub fn w2(s: &Sizes, subscribe: bool) -> R<W2> {
     let dir = util::tempdir()?;
     let store = open(dir.path())?;
     let base = Instant::now();
-    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..=s.w2_events).map(|_| AtomicU64::new(0)).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let observer = subscribe.then(|| {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut last, mut marks) = (0u64, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match store.head() {
+                    Ok(h) if h > last => {
+                        marks.push((h, base.elapsed()));
+                        last = h;
+                    }
+                    _ => std::thread::yield_now(),
+                }
+            }
+            marks
+        })
+    });
     let sub = if subscribe {
         let mut sub = store.subscribe(SubscribeFrom::Start, Filter::new()).map_err(err("subscribe"))?;
         let n = s.w2_events;
@@ -115,7 +131,6 @@ pub fn w2(s: &Sizes, subscribe: bool) -> R<W2> {
         let handles: Vec<_> = (0..s.w2_threads)
             .map(|p| {
                 let store = store.clone();
-                let acked = acked.clone();
                 scope.spawn(move || -> R<Vec<Duration>> {
                     let mine: Vec<u64> = (0..s.w2_streams).filter(|k| k % s.w2_threads == p).collect();
                     let mut versions = vec![0u64; mine.len()];
@@ -125,13 +140,10 @@ pub fn w2(s: &Sizes, subscribe: bool) -> R<W2> {
                         let i = (r as usize) % mine.len();
                         let stream = format!("account-{}", mine[i]);
                         let t0 = Instant::now();
-                        let res = store
+                        store
                             .append(&stream, ExpectedVersion::Exact(versions[i]), [event(r)])
                             .map_err(err("eventfold append"))?;
                         lats.push(t0.elapsed());
-                        if let Some(slot) = acked.get(res.first_position as usize) {
-                            slot.store(base.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                        }
                         versions[i] += 1;
                     }
                     Ok(lats)
@@ -150,11 +162,16 @@ pub fn w2(s: &Sizes, subscribe: bool) -> R<W2> {
         None => None,
         Some(h) => {
             let got = h.join().map_err(|_| "subscriber panicked".to_string())??;
+            stop.store(true, Ordering::Relaxed);
+            let marks = match observer {
+                Some(o) => o.join().map_err(|_| "observer panicked".to_string())?,
+                None => Vec::new(),
+            };
             let mut wake: Vec<Duration> = got
                 .into_iter()
                 .filter_map(|(pos, at)| {
-                    let ack = acked.get(pos as usize)?.load(Ordering::Relaxed);
-                    Some(at.saturating_sub(Duration::from_nanos(ack)))
+                    let i = marks.partition_point(|&(h, _)| h < pos);
+                    marks.get(i).map(|&(_, seen)| at.saturating_sub(seen))
                 })
                 .collect();
             Some((util::quantile_us(&mut wake, 0.5), util::quantile_us(&mut wake, 0.99)))

@@ -2,7 +2,7 @@
 //! the workloads W1–W8 (see `docs/benchmarks.md`, "Comparison with peers").
 //!
 //! ```sh
-//! cargo run --release -p eventfold-bench -- [--quick] [--json] [--only W1,W5] [--runs N] [--scale F]
+//! cargo run --release -p eventfold-bench -- [--quick] [--json] [--only W1,W5] [--runs N] [--scale F] [--set w2_events=6400]
 //! ```
 
 mod ef;
@@ -85,10 +85,11 @@ struct Options {
     only: Option<Vec<String>>,
     runs: usize,
     scale: f64,
+    set: Vec<String>,
 }
 
 fn parse() -> R<Options> {
-    let mut o = Options { quick: false, json: false, only: None, runs: 3, scale: 1.0 };
+    let mut o = Options { quick: false, json: false, only: None, runs: 3, scale: 1.0, set: Vec::new() };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -112,9 +113,10 @@ fn parse() -> R<Options> {
                     .filter(|&f: &f64| f > 0.0)
                     .ok_or("--scale needs a factor")?;
             }
+            "--set" => o.set.push(args.next().ok_or("--set needs NAME=COUNT")?),
             "-h" | "--help" => {
                 println!(
-                    "eventfold-bench [--quick] [--json] [--only W1,W5] [--runs N (default 3)] [--scale F (default 1)]"
+                    "eventfold-bench [--quick] [--json] [--only W1,W5] [--runs N (default 3)] [--scale F (default 1)] [--set NAME=COUNT]..."
                 );
                 std::process::exit(0);
             }
@@ -145,7 +147,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let sizes = if o.quick { Sizes::quick() } else { Sizes::full(o.scale) };
+    let mut sizes = if o.quick { Sizes::quick() } else { Sizes::full(o.scale) };
+    for a in &o.set {
+        if let Err(e) = sizes.set(a) {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    }
     let want = |w: &str| o.only.as_ref().is_none_or(|l| l.iter().any(|x| x == w));
     let mut rep = Report::default();
     let started = Instant::now();
@@ -471,6 +479,7 @@ fn human(v: f64, unit: &str) -> String {
         "events/s" if v >= 1e6 => format!("{:.2} M/s", v / 1e6),
         "events/s" if v >= 1e3 => format!("{:.1} K/s", v / 1e3),
         "events/s" => format!("{v:.0} /s"),
+        "µs" if v < 10.0 => format!("{v:.1} µs"),
         "µs" => format!("{v:.0} µs"),
         "ms" if v < 10.0 => format!("{v:.3} ms"),
         "ms" => format!("{v:.1} ms"),

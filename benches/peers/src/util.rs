@@ -13,7 +13,7 @@ pub fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
 }
 
 /// The sizes of every workload (the sizes, scaled or tiny).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sizes {
     pub w1_events: u64,
     pub w1_streams: u64,
@@ -52,6 +52,19 @@ impl Sizes {
             w8_small: s(2_000_000),
             w8_large: s(8_000_000),
         }
+    }
+
+    /// Sets one size by its name (`w2_events=6400`).
+    pub fn set(&mut self, assignment: &str) -> R<()> {
+        let (key, value) = assignment.split_once('=').ok_or("--set needs NAME=COUNT, e.g. w2_events=6400")?;
+        let value: u64 = value.trim().parse().map_err(err("--set count"))?;
+        let mut v = serde_json::to_value(&*self).map_err(err("sizes"))?;
+        match v.get_mut(key.trim()) {
+            Some(slot) => *slot = value.into(),
+            None => return Err(format!("no size called {key:?}")),
+        }
+        *self = serde_json::from_value(v).map_err(err("sizes"))?;
+        Ok(())
     }
 
     /// Tiny sizes: every workload runs, in seconds.
