@@ -2,7 +2,8 @@
 //! the workloads W1–W8 (see `docs/benchmarks.md`, "Comparison with peers").
 //!
 //! ```sh
-//! cargo run --release -p eventfold-bench -- [--quick] [--json] [--only W1,W5] [--runs N] [--scale F] [--set w2_events=6400]
+//! cargo run --release -p eventfold-bench -- [--quick] [--json] [--only W1,W5] [--runs N] [--scale F]
+//!     [--set w2_events=6400] [--peers eventfold,sqlite]
 //! ```
 
 mod ef;
@@ -22,6 +23,20 @@ use crate::util::{Lat, R, Sizes};
 
 /// The peers, in table order, with their JSON names.
 const PEERS: [&str; 5] = ["eventfold", "lmdb_naive", "sqlite", "varvedb", "postgres"];
+
+/// The peers chosen with `--peers` (all when unset).
+static SELECTED: std::sync::OnceLock<Option<Vec<String>>> = std::sync::OnceLock::new();
+
+/// The error of a peer left out with `--peers` (not reported).
+const NOT_SELECTED: &str = "not selected";
+
+/// Runs `f` if `peer` is selected.
+fn run<T>(peer: &str, f: impl FnOnce() -> R<T>) -> R<T> {
+    match SELECTED.get().and_then(|s| s.as_ref()) {
+        Some(list) if !list.iter().any(|p| p == peer) => Err(NOT_SELECTED.into()),
+        _ => f(),
+    }
+}
 
 /// One line of the report: a figure per peer (every run's value).
 struct Workload {
@@ -69,6 +84,9 @@ impl Report {
     }
 
     fn skip(&mut self, peer: &str, what: &str, why: &str) {
+        if why == NOT_SELECTED {
+            return;
+        }
         self.note(format!("{peer} skipped on {what}: {why}"));
     }
 
@@ -86,10 +104,12 @@ struct Options {
     runs: usize,
     scale: f64,
     set: Vec<String>,
+    peers: Option<Vec<String>>,
 }
 
 fn parse() -> R<Options> {
-    let mut o = Options { quick: false, json: false, only: None, runs: 3, scale: 1.0, set: Vec::new() };
+    let mut o =
+        Options { quick: false, json: false, only: None, runs: 3, scale: 1.0, set: Vec::new(), peers: None };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -113,10 +133,18 @@ fn parse() -> R<Options> {
                     .filter(|&f: &f64| f > 0.0)
                     .ok_or("--scale needs a factor")?;
             }
+            "--peers" => {
+                let v = args.next().ok_or("--peers needs a list, e.g. eventfold,sqlite")?;
+                let list: Vec<String> = v.split(',').map(|s| s.trim().replace('-', "_")).collect();
+                if let Some(bad) = list.iter().find(|p| !PEERS.contains(&p.as_str())) {
+                    return Err(format!("unknown peer {bad:?}; the peers are {}", PEERS.join(", ")));
+                }
+                o.peers = Some(list);
+            }
             "--set" => o.set.push(args.next().ok_or("--set needs NAME=COUNT")?),
             "-h" | "--help" => {
                 println!(
-                    "eventfold-bench [--quick] [--json] [--only W1,W5] [--runs N (default 3)] [--scale F (default 1)] [--set NAME=COUNT]..."
+                    "eventfold-bench [--quick] [--json] [--only W1,W5] [--runs N (default 3)] [--scale F (default 1)] [--set NAME=COUNT]... [--peers eventfold,sqlite]"
                 );
                 std::process::exit(0);
             }
@@ -157,28 +185,31 @@ fn main() -> ExitCode {
     let want = |w: &str| o.only.as_ref().is_none_or(|l| l.iter().any(|x| x == w));
     let mut rep = Report::default();
     let started = Instant::now();
-    let postgres = pg::Server::start();
-    if let Err(why) = &postgres {
+    let _ = SELECTED.set(o.peers.clone());
+    let postgres = run("postgres", pg::Server::start);
+    if let Err(why) = &postgres
+        && why != NOT_SELECTED
+    {
         rep.note(format!("postgres skipped: {why}"));
     }
     let postgres = postgres.ok();
 
-    for run in 0..o.runs {
-        eprintln!("run {} of {}", run + 1, o.runs);
+    for round in 0..o.runs {
+        eprintln!("run {} of {}", round + 1, o.runs);
         if want("W1") {
-            w1(&mut rep, &sizes, postgres.as_ref(), run == 0);
+            w1(&mut rep, &sizes, postgres.as_ref(), round == 0);
         }
         if want("W2") {
-            w2(&mut rep, &sizes, postgres.as_ref(), run == 0);
+            w2(&mut rep, &sizes, postgres.as_ref(), round == 0);
         }
         if want("W3") {
             w3(&mut rep, &sizes, postgres.as_ref());
         }
-        if want("W7") {
+        if want("W7") && run("eventfold", || Ok(())).is_ok() {
             eprintln!("W7 subscription wake latency during W2");
             rep.declare("W7_wake_p50", "µs", false);
             rep.declare("W7_wake_p99", "µs", false);
-            match ef::w2(&sizes, true) {
+            match run("eventfold", || ef::w2(&sizes, true)) {
                 Ok((_, Some((p50, p99)), _)) => {
                     rep.record("W7_wake_p50", "µs", false, "eventfold", p50);
                     rep.record("W7_wake_p99", "µs", false, "eventfold", p99);
@@ -194,7 +225,7 @@ fn main() -> ExitCode {
     if want("W5") || want("W6") {
         w5_w6(&mut rep, &sizes, o.runs, postgres.as_ref());
     }
-    if want("W8") {
+    if want("W8") && run("eventfold", || Ok(())).is_ok() {
         w8(&mut rep, &sizes, o.runs);
     }
     drop(postgres);
@@ -215,7 +246,7 @@ fn w1(rep: &mut Report, s: &Sizes, postgres: Option<&pg::Server>, first: bool) {
         s.w1_events, s.w1_streams, s.w1_batch, s.w1_threads
     );
     rep.declare(N, "events/s", true);
-    match ef::w1(s) {
+    match run("eventfold", || ef::w1(s)) {
         Ok((v, stats)) => {
             rep.record(N, "events/s", true, "eventfold", v);
             if first {
@@ -224,8 +255,11 @@ fn w1(rep: &mut Report, s: &Sizes, postgres: Option<&pg::Server>, first: bool) {
         }
         Err(e) => rep.skip("eventfold", "W1", &e),
     }
-    let peers: [(&'static str, R<f64>); 3] =
-        [("lmdb_naive", naive::w1(s)), ("sqlite", sqlite::w1(s)), ("varvedb", varve::w1(s))];
+    let peers: [(&'static str, R<f64>); 3] = [
+        ("lmdb_naive", run("lmdb_naive", || naive::w1(s))),
+        ("sqlite", run("sqlite", || sqlite::w1(s))),
+        ("varvedb", run("varvedb", || varve::w1(s))),
+    ];
     for (peer, r) in peers {
         match r {
             Ok(v) => rep.record(N, "events/s", true, peer, v),
@@ -233,7 +267,7 @@ fn w1(rep: &mut Report, s: &Sizes, postgres: Option<&pg::Server>, first: bool) {
         }
     }
     if let Some(pg) = postgres {
-        match pg.w1(s) {
+        match run("postgres", || pg.w1(s)) {
             Ok(v) => rep.record(N, "events/s", true, "postgres", v),
             Err(e) => rep.skip("postgres", "W1", &e),
         }
@@ -251,7 +285,7 @@ fn w2(rep: &mut Report, s: &Sizes, postgres: Option<&pg::Server>, first: bool) {
     rep.declare(W2[0], "events/s", true);
     rep.declare(W2[1], "µs", false);
     rep.declare(W2[2], "µs", false);
-    match ef::w2(s, false) {
+    match run("eventfold", || ef::w2(s, false)) {
         Ok((l, _, stats)) => {
             rep.lat(&W2, "eventfold", l);
             if first {
@@ -260,14 +294,16 @@ fn w2(rep: &mut Report, s: &Sizes, postgres: Option<&pg::Server>, first: bool) {
         }
         Err(e) => rep.skip("eventfold", "W2", &e),
     }
-    for (peer, r) in [("lmdb_naive", naive::w2(s)), ("sqlite", sqlite::w2(s))] {
+    for (peer, r) in
+        [("lmdb_naive", run("lmdb_naive", || naive::w2(s))), ("sqlite", run("sqlite", || sqlite::w2(s)))]
+    {
         match r {
             Ok(l) => rep.lat(&W2, peer, l),
             Err(e) => rep.skip(peer, "W2", &e),
         }
     }
     if let Some(pg) = postgres {
-        match pg.w2(s) {
+        match run("postgres", || pg.w2(s)) {
             Ok(l) => rep.lat(&W2, "postgres", l),
             Err(e) => rep.skip("postgres", "W2", &e),
         }
@@ -280,13 +316,13 @@ fn w3(rep: &mut Report, s: &Sizes, postgres: Option<&pg::Server>) {
     rep.declare(W3[1], "µs", false);
     rep.declare(W3[2], "µs", false);
     let mut all: Vec<(&'static str, R<Lat>)> = vec![
-        ("eventfold", ef::w3(s)),
-        ("lmdb_naive", naive::w3(s)),
-        ("sqlite", sqlite::w3(s)),
-        ("varvedb", varve::w3(s)),
+        ("eventfold", run("eventfold", || ef::w3(s))),
+        ("lmdb_naive", run("lmdb_naive", || naive::w3(s))),
+        ("sqlite", run("sqlite", || sqlite::w3(s))),
+        ("varvedb", run("varvedb", || varve::w3(s))),
     ];
     if let Some(pg) = postgres {
-        all.push(("postgres", pg.w3(s)));
+        all.push(("postgres", run("postgres", || pg.w3(s))));
     }
     for (peer, r) in all {
         match r {
@@ -302,14 +338,17 @@ fn w4(rep: &mut Report, s: &Sizes, runs: usize) {
     eprintln!("W4 aggregate load: {} events in one stream among {} others", s.w4_aggregate, s.w4_others);
     rep.declare(N, "ms", false);
     rep.declare(SN, "ms", false);
-    match ef::w4(s, runs) {
+    match run("eventfold", || ef::w4(s, runs)) {
         Ok((full, snap)) => {
             full.into_iter().for_each(|v| rep.record(N, "ms", false, "eventfold", v));
             snap.into_iter().for_each(|v| rep.record(SN, "ms", false, "eventfold", v));
         }
         Err(e) => rep.skip("eventfold", "W4", &e),
     }
-    for (peer, r) in [("lmdb_naive", naive::w4(s, runs)), ("sqlite", sqlite::w4(s, runs))] {
+    for (peer, r) in [
+        ("lmdb_naive", run("lmdb_naive", || naive::w4(s, runs))),
+        ("sqlite", run("sqlite", || sqlite::w4(s, runs))),
+    ] {
         match r {
             Ok(v) => v.into_iter().for_each(|v| rep.record(N, "ms", false, peer, v)),
             Err(e) => rep.skip(peer, "W4", &e),
@@ -325,7 +364,7 @@ fn w5_w6(rep: &mut Report, s: &Sizes, runs: usize, postgres: Option<&pg::Server>
     rep.declare(ZC, "events/s", true);
     rep.declare(OW, "events/s", true);
     rep.declare(W6, "events/s", true);
-    match ef::w5(s, runs) {
+    match run("eventfold", || ef::w5(s, runs)) {
         Ok((zc, owned, dir)) => {
             zc.into_iter().for_each(|v| rep.record(ZC, "events/s", true, "eventfold", v));
             owned.into_iter().for_each(|v| rep.record(OW, "events/s", true, "eventfold", v));
@@ -336,7 +375,10 @@ fn w5_w6(rep: &mut Report, s: &Sizes, runs: usize, postgres: Option<&pg::Server>
         }
         Err(e) => rep.skip("eventfold", "W5", &e),
     }
-    for (peer, r) in [("lmdb_naive", naive::w5_w6(s, runs)), ("sqlite", sqlite::w5_w6(s, runs))] {
+    for (peer, r) in [
+        ("lmdb_naive", run("lmdb_naive", || naive::w5_w6(s, runs))),
+        ("sqlite", run("sqlite", || sqlite::w5_w6(s, runs))),
+    ] {
         match r {
             Ok((zc, owned, proj)) => {
                 zc.into_iter().for_each(|v| rep.record(ZC, "events/s", true, peer, v));
@@ -346,12 +388,12 @@ fn w5_w6(rep: &mut Report, s: &Sizes, runs: usize, postgres: Option<&pg::Server>
             Err(e) => rep.skip(peer, "W5/W6", &e),
         }
     }
-    match varve::w5(s, runs) {
+    match run("varvedb", || varve::w5(s, runs)) {
         Ok(v) => v.into_iter().for_each(|v| rep.record(OW, "events/s", true, "varvedb", v)),
         Err(e) => rep.skip("varvedb", "W5", &e),
     }
     if let Some(pg) = postgres {
-        match pg.w5(s, runs) {
+        match run("postgres", || pg.w5(s, runs)) {
             Ok((zc, owned)) => {
                 zc.into_iter().for_each(|v| rep.record(ZC, "events/s", true, "postgres", v));
                 owned.into_iter().for_each(|v| rep.record(OW, "events/s", true, "postgres", v));
