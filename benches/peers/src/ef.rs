@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::util::{self, Lat, R, Sizes, err, lat, payload, rate, share};
 
 fn event(n: u64) -> NewEvent {
-    NewEvent::json_bytes(util::event_type(n), payload(n)).with_id(uuid::Uuid::new_v4())
+    NewEvent::json_bytes(util::event_type(n), payload(n))
 }
 
 fn open(dir: &Path) -> R<Store> {

@@ -81,7 +81,7 @@ impl Naive {
             let rec = Rec {
                 stream_id: stream.to_string(),
                 version,
-                event_id: *uuid::Uuid::new_v4().as_bytes(),
+                event_id: *uuid::Uuid::now_v7().as_bytes(),
                 event_type: util::event_type(n).to_string(),
                 recorded_at: now,
                 payload: payload(n),

@@ -311,7 +311,7 @@ fn append(c: &mut Client, stream: &str, expected: Option<u64>, events: &[u64]) -
     let mut version = head;
     for &n in events {
         version += 1;
-        let id = uuid::Uuid::new_v4();
+        let id = uuid::Uuid::now_v7();
         tx.execute(
             &ins,
             &[&stream, &(version as i64), &&id.as_bytes()[..], &util::event_type(n), &now, &payload(n)],

@@ -57,7 +57,7 @@ pub fn append(c: &mut Connection, stream: &str, expected: Option<u64>, events: &
             ins.execute(params![
                 stream,
                 version as i64,
-                &uuid::Uuid::new_v4().as_bytes()[..],
+                &uuid::Uuid::now_v7().as_bytes()[..],
                 util::event_type(n),
                 now,
                 payload(n)

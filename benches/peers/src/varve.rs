@@ -25,7 +25,7 @@ pub struct VEvent {
 
 fn event(n: u64) -> VEvent {
     VEvent {
-        event_id: *uuid::Uuid::new_v4().as_bytes(),
+        event_id: *uuid::Uuid::now_v7().as_bytes(),
         event_type: util::event_type(n).to_string(),
         recorded_at: util::now_micros(),
         payload: payload(n),
