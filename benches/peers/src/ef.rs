@@ -1,0 +1,422 @@
+//! eventfold, through its public API only, default durability (`Sync`).
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use eventfold::{
+    Aggregate, AppendTicket, DomainEvent, Durability, ExpectedVersion, Filter, NewEvent, Projection,
+    ProjectionContext, ProjectionRunner, ReadAll, RecordedEvent, Repository, Store, StoreStats,
+    SubscribeFrom,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::util::{self, Lat, R, Sizes, err, lat, payload, rate, share};
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::json_bytes(util::event_type(n), payload(n))
+}
+
+fn open(dir: &Path) -> R<Store> {
+    Store::builder(dir).open().map_err(err("eventfold open"))
+}
+
+/// How the writer grouped requests: requests and events per commit.
+pub fn describe(stats: &StoreStats) -> String {
+    let commits = stats.commits.max(1) as f64;
+    format!(
+        "{} commits, {:.1} requests/commit, {:.1} events/commit, largest batch {} requests",
+        stats.commits,
+        stats.requests as f64 / commits,
+        stats.events_written as f64 / commits,
+        stats.max_batch_requests
+    )
+}
+
+/// W1: producers each keep up to `WINDOW` requests in flight with `submit`.
+pub fn w1(s: &Sizes) -> R<(f64, String)> {
+    const WINDOW: usize = 16;
+    let dir = util::tempdir()?;
+    let store = open(dir.path())?;
+    let requests = s.w1_events / s.w1_batch;
+    let t = Instant::now();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..s.w1_threads)
+            .map(|p| {
+                let store = store.clone();
+                scope.spawn(move || -> R<()> {
+                    let mine: Vec<u64> = (0..s.w1_streams).filter(|k| k % s.w1_threads == p).collect();
+                    let mut versions = vec![0u64; mine.len()];
+                    let mut inflight: VecDeque<AppendTicket> = VecDeque::new();
+                    for r in 0..share(requests, s.w1_threads, p) {
+                        let i = (r as usize) % mine.len();
+                        let stream = format!("account-{}", mine[i]);
+                        let events: Vec<NewEvent> =
+                            (0..s.w1_batch).map(|j| event(r * s.w1_batch + j)).collect();
+                        let ticket = store
+                            .submit(&stream, ExpectedVersion::Exact(versions[i]), events)
+                            .map_err(err("eventfold submit"))?;
+                        versions[i] += s.w1_batch;
+                        inflight.push_back(ticket);
+                        if inflight.len() >= WINDOW
+                            && let Some(t) = inflight.pop_front()
+                        {
+                            t.wait().map_err(err("eventfold append"))?;
+                        }
+                    }
+                    for t in inflight {
+                        t.wait().map_err(err("eventfold append"))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().map_err(|_| "producer panicked".to_string())?)
+    })?;
+    let wall = t.elapsed();
+    let stats = store.stats().map_err(err("eventfold stats"))?;
+    Ok((rate(s.w1_events, wall), describe(&stats)))
+}
+
+/// W2's figures, W7's wake latency (p50, p99 in µs) when asked, and the
+/// writer's statistics.
+pub type W2 = (Lat, Option<(f64, f64)>, String);
+
+/// W2 (and W7 when `subscribe`): one-event appends with exact versions from
+/// many threads. W7's latency runs from the commit becoming visible (an
+/// observer thread polls `Store::head`, which the writer bumps right after
+/// each commit) to the subscriber holding the event.
+pub fn w2(s: &Sizes, subscribe: bool) -> R<W2> {
+    let dir = util::tempdir()?;
+    let store = open(dir.path())?;
+    let base = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let observer = subscribe.then(|| {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut last, mut marks) = (0u64, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match store.head() {
+                    Ok(h) if h > last => {
+                        marks.push((h, base.elapsed()));
+                        last = h;
+                    }
+                    _ => std::thread::yield_now(),
+                }
+            }
+            marks
+        })
+    });
+    let sub = if subscribe {
+        let mut sub = store.subscribe(SubscribeFrom::Start, Filter::new()).map_err(err("subscribe"))?;
+        let n = s.w2_events;
+        Some(std::thread::spawn(move || -> R<Vec<(u64, Duration)>> {
+            let mut got = Vec::with_capacity(n as usize);
+            while (got.len() as u64) < n {
+                match sub.next_timeout(Duration::from_secs(60)).map_err(err("subscription"))? {
+                    Some(e) => got.push((e.position, base.elapsed())),
+                    None => return Err("subscription timed out".into()),
+                }
+            }
+            Ok(got)
+        }))
+    } else {
+        None
+    };
+    let t = Instant::now();
+    let latencies = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..s.w2_threads)
+            .map(|p| {
+                let store = store.clone();
+                scope.spawn(move || -> R<Vec<Duration>> {
+                    let mine: Vec<u64> = (0..s.w2_streams).filter(|k| k % s.w2_threads == p).collect();
+                    let mut versions = vec![0u64; mine.len()];
+                    let n = share(s.w2_events, s.w2_threads, p);
+                    let mut lats = Vec::with_capacity(n as usize);
+                    for r in 0..n {
+                        let i = (r as usize) % mine.len();
+                        let stream = format!("account-{}", mine[i]);
+                        let t0 = Instant::now();
+                        store
+                            .append(&stream, ExpectedVersion::Exact(versions[i]), [event(r)])
+                            .map_err(err("eventfold append"))?;
+                        lats.push(t0.elapsed());
+                        versions[i] += 1;
+                    }
+                    Ok(lats)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.join().map_err(|_| "appender panicked".to_string())??);
+        }
+        Ok::<_, String>(all)
+    })?;
+    let wall = t.elapsed();
+    let stats = store.stats().map_err(err("eventfold stats"))?;
+    let wake = match sub {
+        None => None,
+        Some(h) => {
+            let got = h.join().map_err(|_| "subscriber panicked".to_string())??;
+            stop.store(true, Ordering::Relaxed);
+            let marks = match observer {
+                Some(o) => o.join().map_err(|_| "observer panicked".to_string())?,
+                None => Vec::new(),
+            };
+            let mut wake: Vec<Duration> = got
+                .into_iter()
+                .filter_map(|(pos, at)| {
+                    let i = marks.partition_point(|&(h, _)| h < pos);
+                    marks.get(i).map(|&(_, seen)| at.saturating_sub(seen))
+                })
+                .collect();
+            Some((util::quantile_us(&mut wake, 0.5), util::quantile_us(&mut wake, 0.99)))
+        }
+    };
+    Ok((lat(s.w2_events, wall, latencies), wake, describe(&stats)))
+}
+
+/// W3: one client, one-event appends in a row.
+pub fn w3(s: &Sizes) -> R<Lat> {
+    let dir = util::tempdir()?;
+    let store = open(dir.path())?;
+    let mut lats = Vec::with_capacity(s.w3_events as usize);
+    let t = Instant::now();
+    for v in 0..s.w3_events {
+        let t0 = Instant::now();
+        store.append("account-1", ExpectedVersion::Exact(v), [event(v)]).map_err(err("eventfold append"))?;
+        lats.push(t0.elapsed());
+    }
+    Ok(lat(s.w3_events, t.elapsed(), lats))
+}
+
+/// The aggregate of W4: JSON-decoded payloads folded into a balance.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Account {
+    balance: i64,
+    operations: u64,
+}
+
+/// The events of [`Account`]; the payload is [`util::Payload`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AccountEvent {
+    /// Money in.
+    Deposited(util::Payload),
+    /// Money out.
+    Withdrawn(util::Payload),
+}
+
+impl DomainEvent for AccountEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            AccountEvent::Deposited(_) => "Deposited",
+            AccountEvent::Withdrawn(_) => "Withdrawn",
+        }
+    }
+}
+
+impl Aggregate for Account {
+    const CATEGORY: &'static str = "account";
+    type Event = AccountEvent;
+    type Command = ();
+    type Error = std::convert::Infallible;
+
+    fn apply(&mut self, event: &AccountEvent) {
+        match event {
+            AccountEvent::Deposited(p) => self.balance += p.amount as i64,
+            AccountEvent::Withdrawn(p) => self.balance -= p.amount as i64,
+        }
+        self.operations += 1;
+    }
+
+    fn handle(&self, _: ()) -> Result<Vec<AccountEvent>, Self::Error> {
+        Ok(Vec::new())
+    }
+}
+
+/// Appends positions `from..to` of the W4 layout: one event of `account-w4`
+/// followed by nine of other streams, repeated.
+fn fill_w4(store: &Store, s: &Sizes, from: u64, to: u64) -> R<()> {
+    let ratio = (s.w4_others / s.w4_aggregate.max(1)).max(1);
+    let mut inflight = VecDeque::new();
+    for k in from..to {
+        inflight.push_back(
+            store.submit("account-w4", ExpectedVersion::Any, [event(k)]).map_err(err("eventfold submit"))?,
+        );
+        let others: Vec<NewEvent> = (0..ratio).map(|j| event(k * ratio + j)).collect();
+        inflight.push_back(
+            store
+                .submit(&format!("other-{}", k % 1000), ExpectedVersion::Any, others)
+                .map_err(err("eventfold submit"))?,
+        );
+        while inflight.len() > 512 {
+            if let Some(t) = inflight.pop_front() {
+                t.wait().map_err(err("eventfold append"))?;
+            }
+        }
+    }
+    for t in inflight {
+        t.wait().map_err(err("eventfold append"))?;
+    }
+    Ok(())
+}
+
+/// W4: full replay of the aggregate (ms), and a load from a snapshot taken
+/// `w4_tail` events before the end (ms), `runs` times each.
+pub fn w4(s: &Sizes, runs: usize) -> R<(Vec<f64>, Vec<f64>)> {
+    let dir = util::tempdir()?;
+    {
+        let store = Store::builder(dir.path()).durability(Durability::NoSync).open().map_err(err("open"))?;
+        fill_w4(&store, s, 0, s.w4_aggregate - s.w4_tail)?;
+        let repo = Repository::<Account>::new(store.clone());
+        repo.take_snapshot("w4").map_err(err("snapshot"))?;
+        fill_w4(&store, s, s.w4_aggregate - s.w4_tail, s.w4_aggregate)?;
+        store.close().map_err(err("close"))?;
+    }
+    let store = open(dir.path())?;
+    let repo = Repository::<Account>::new(store);
+    let (mut full, mut snap) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t = Instant::now();
+        let l = repo.replay("w4").map_err(err("replay"))?;
+        full.push(t.elapsed().as_secs_f64() * 1e3);
+        if l.version != s.w4_aggregate {
+            return Err(format!("replay saw version {} of {}", l.version, s.w4_aggregate));
+        }
+        black_box(l.state);
+        let t = Instant::now();
+        let l = repo.load("w4").map_err(err("load"))?;
+        snap.push(t.elapsed().as_secs_f64() * 1e3);
+        if l.report.events_replayed != s.w4_tail {
+            return Err(format!(
+                "snapshot load replayed {} events, not {}",
+                l.report.events_replayed, s.w4_tail
+            ));
+        }
+        black_box(l.state);
+    }
+    Ok((full, snap))
+}
+
+/// Fills a store with `n` events over 1,000 streams, quickly (not durable).
+pub fn populate(dir: &Path, n: u64) -> R<()> {
+    let store = Store::builder(dir).durability(Durability::NoSync).open().map_err(err("open"))?;
+    let mut inflight = VecDeque::new();
+    let mut k = 0;
+    while k < n {
+        let m = (n - k).min(100);
+        let events: Vec<NewEvent> = (k..k + m).map(event).collect();
+        inflight.push_back(
+            store
+                .submit(&format!("account-{}", (k / 100) % 1000), ExpectedVersion::Any, events)
+                .map_err(err("submit"))?,
+        );
+        if inflight.len() > 64
+            && let Some(t) = inflight.pop_front()
+        {
+            t.wait().map_err(err("append"))?;
+        }
+        k += m;
+    }
+    for t in inflight {
+        t.wait().map_err(err("append"))?;
+    }
+    store.close().map_err(err("close"))
+}
+
+/// One zero-copy scan touching every field; returns the events seen.
+pub fn scan_zero_copy(store: &Store) -> R<u64> {
+    let reader = store.read().map_err(err("read"))?;
+    let mut n = 0u64;
+    let mut acc = 0u64;
+    for e in reader.all(ReadAll::new()).map_err(err("scan"))? {
+        let e = e.map_err(err("scan"))?;
+        acc = acc
+            .wrapping_add(e.position())
+            .wrapping_add(e.version())
+            .wrapping_add(e.recorded_at())
+            .wrapping_add(e.stream_id().len() as u64)
+            .wrapping_add(e.event_type().len() as u64)
+            .wrapping_add(e.payload().len() as u64)
+            .wrapping_add(e.event_id().as_u128() as u64);
+        n += 1;
+    }
+    black_box(acc);
+    Ok(n)
+}
+
+/// W5: zero-copy and owned scans of a store of `w5_events`, in events/s,
+/// `runs` times each. Also returns the directory for W6.
+pub fn w5(s: &Sizes, runs: usize) -> R<(Vec<f64>, Vec<f64>, tempfile::TempDir)> {
+    let dir = util::tempdir()?;
+    populate(dir.path(), s.w5_events)?;
+    let store = open(dir.path())?;
+    let (mut zc, mut owned) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t = Instant::now();
+        let n = scan_zero_copy(&store)?;
+        zc.push(rate(n, t.elapsed()));
+        let t = Instant::now();
+        let reader = store.read().map_err(err("read"))?;
+        let mut n = 0u64;
+        for e in reader.all(ReadAll::new()).map_err(err("scan"))? {
+            let e: RecordedEvent = e.and_then(|e| e.to_owned()).map_err(err("scan"))?;
+            black_box(&e);
+            n += 1;
+        }
+        owned.push(rate(n, t.elapsed()));
+    }
+    Ok((zc, owned, dir))
+}
+
+/// The W6 read model: one document per stream, updated by every event.
+struct Totals;
+
+/// A W6 document.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Doc {
+    /// Events seen.
+    pub count: u64,
+    /// Sum of amounts.
+    pub total: u64,
+}
+
+impl Projection for Totals {
+    const NAME: &'static str = "totals";
+    const VERSION: u32 = 1;
+
+    fn apply(&self, ctx: &mut ProjectionContext<'_>, event: &RecordedEvent) -> eventfold::Result<()> {
+        let p: util::Payload = event.payload_as()?;
+        ctx.update(&event.stream_id, |d: &mut Doc| {
+            d.count += 1;
+            d.total += p.amount;
+        })
+    }
+}
+
+/// W6: a projection rebuilt from nothing over the W5 store, events/s.
+pub fn w6(dir: &Path, events: u64, runs: usize) -> R<Vec<f64>> {
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        let projections = dir.join("projections");
+        if projections.exists() {
+            std::fs::remove_dir_all(&projections).map_err(err("remove read models"))?;
+        }
+        let store = open(dir)?;
+        let t = Instant::now();
+        let runner = ProjectionRunner::new(&store).and_then(|r| r.register(Totals)).map_err(err("runner"))?;
+        runner.run_until_caught_up().map_err(err("rebuild"))?;
+        out.push(rate(events, t.elapsed()));
+        let docs = store.projection::<Totals>().count().map_err(err("count"))?;
+        if docs == 0 {
+            return Err("projection wrote no document".into());
+        }
+        drop(runner);
+        store.close().map_err(err("close"))?;
+    }
+    Ok(out)
+}

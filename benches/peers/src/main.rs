@@ -1,0 +1,565 @@
+//! `eventfold-bench`: eventfold against other event stores, side by side, on
+//! the workloads W1–W8 (see `docs/benchmarks.md`, "Comparison with peers").
+//!
+//! ```sh
+//! cargo run --release -p eventfold-bench -- [--quick] [--json] [--only W1,W5] [--runs N] [--scale F]
+//!     [--set w2_events=6400] [--peers eventfold,sqlite]
+//! ```
+
+mod ef;
+mod naive;
+mod pg;
+mod sqlite;
+mod util;
+mod varve;
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::util::{Lat, R, Sizes};
+
+/// The peers, in table order, with their JSON names.
+const PEERS: [&str; 5] = ["eventfold", "lmdb_naive", "sqlite", "varvedb", "postgres"];
+
+/// The peers chosen with `--peers` (all when unset).
+static SELECTED: std::sync::OnceLock<Option<Vec<String>>> = std::sync::OnceLock::new();
+
+/// The error of a peer left out with `--peers` (not reported).
+const NOT_SELECTED: &str = "not selected";
+
+/// Runs `f` if `peer` is selected.
+fn run<T>(peer: &str, f: impl FnOnce() -> R<T>) -> R<T> {
+    match SELECTED.get().and_then(|s| s.as_ref()) {
+        Some(list) if !list.iter().any(|p| p == peer) => Err(NOT_SELECTED.into()),
+        _ => f(),
+    }
+}
+
+/// One line of the report: a figure per peer (every run's value).
+struct Workload {
+    name: &'static str,
+    unit: &'static str,
+    higher_is_better: bool,
+    runs: BTreeMap<&'static str, Vec<f64>>,
+}
+
+#[derive(Default)]
+struct Report {
+    workloads: Vec<Workload>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn record(
+        &mut self,
+        name: &'static str,
+        unit: &'static str,
+        higher_is_better: bool,
+        peer: &'static str,
+        v: f64,
+    ) {
+        let i = match self.workloads.iter().position(|w| w.name == name) {
+            Some(i) => i,
+            None => {
+                self.workloads.push(Workload { name, unit, higher_is_better, runs: BTreeMap::new() });
+                self.workloads.len() - 1
+            }
+        };
+        self.workloads[i].runs.entry(peer).or_default().push(v);
+    }
+
+    /// Declares a workload so that it is listed even if no peer ran it.
+    fn declare(&mut self, name: &'static str, unit: &'static str, higher_is_better: bool) {
+        if !self.workloads.iter().any(|w| w.name == name) {
+            self.workloads.push(Workload { name, unit, higher_is_better, runs: BTreeMap::new() });
+        }
+    }
+
+    fn note(&mut self, s: String) {
+        eprintln!("  note: {s}");
+        self.notes.push(s);
+    }
+
+    fn skip(&mut self, peer: &str, what: &str, why: &str) {
+        if why == NOT_SELECTED {
+            return;
+        }
+        self.note(format!("{peer} skipped on {what}: {why}"));
+    }
+
+    fn lat(&mut self, prefix: &'static [&'static str; 3], peer: &'static str, l: Lat) {
+        self.record(prefix[0], "events/s", true, peer, l.rate);
+        self.record(prefix[1], "µs", false, peer, l.p50);
+        self.record(prefix[2], "µs", false, peer, l.p99);
+    }
+}
+
+struct Options {
+    quick: bool,
+    json: bool,
+    only: Option<Vec<String>>,
+    runs: usize,
+    scale: f64,
+    set: Vec<String>,
+    peers: Option<Vec<String>>,
+}
+
+fn parse() -> R<Options> {
+    let mut o =
+        Options { quick: false, json: false, only: None, runs: 3, scale: 1.0, set: Vec::new(), peers: None };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--json" => o.json = true,
+            "--only" => {
+                let v = args.next().ok_or("--only needs a list, e.g. W1,W5")?;
+                o.only = Some(v.split(',').map(|s| s.trim().to_uppercase()).collect());
+            }
+            "--runs" => {
+                o.runs = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n| n > 0)
+                    .ok_or("--runs needs a count")?;
+            }
+            "--scale" => {
+                o.scale = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&f: &f64| f > 0.0)
+                    .ok_or("--scale needs a factor")?;
+            }
+            "--peers" => {
+                let v = args.next().ok_or("--peers needs a list, e.g. eventfold,sqlite")?;
+                let list: Vec<String> = v.split(',').map(|s| s.trim().replace('-', "_")).collect();
+                if let Some(bad) = list.iter().find(|p| !PEERS.contains(&p.as_str())) {
+                    return Err(format!("unknown peer {bad:?}; the peers are {}", PEERS.join(", ")));
+                }
+                o.peers = Some(list);
+            }
+            "--set" => o.set.push(args.next().ok_or("--set needs NAME=COUNT")?),
+            "-h" | "--help" => {
+                println!(
+                    "eventfold-bench [--quick] [--json] [--only W1,W5] [--runs N (default 3)] [--scale F (default 1)] [--set NAME=COUNT]... [--peers eventfold,sqlite]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    if o.quick && o.runs == 3 {
+        o.runs = 1;
+    }
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(W8_CHILD) {
+        return match w8_child(args.get(2).map(String::as_str)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let o = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut sizes = if o.quick { Sizes::quick() } else { Sizes::full(o.scale) };
+    for a in &o.set {
+        if let Err(e) = sizes.set(a) {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    }
+    let want = |w: &str| o.only.as_ref().is_none_or(|l| l.iter().any(|x| x == w));
+    let mut rep = Report::default();
+    let started = Instant::now();
+    let _ = SELECTED.set(o.peers.clone());
+    let postgres = run("postgres", pg::Server::start);
+    if let Err(why) = &postgres
+        && why != NOT_SELECTED
+    {
+        rep.note(format!("postgres skipped: {why}"));
+    }
+    let postgres = postgres.ok();
+
+    for round in 0..o.runs {
+        eprintln!("run {} of {}", round + 1, o.runs);
+        if want("W1") {
+            w1(&mut rep, &sizes, postgres.as_ref(), round == 0);
+        }
+        if want("W2") {
+            w2(&mut rep, &sizes, postgres.as_ref(), round == 0);
+        }
+        if want("W3") {
+            w3(&mut rep, &sizes, postgres.as_ref());
+        }
+        if want("W7") && run("eventfold", || Ok(())).is_ok() {
+            eprintln!("W7 subscription wake latency during W2");
+            rep.declare("W7_wake_p50", "µs", false);
+            rep.declare("W7_wake_p99", "µs", false);
+            match run("eventfold", || ef::w2(&sizes, true)) {
+                Ok((_, Some((p50, p99)), _)) => {
+                    rep.record("W7_wake_p50", "µs", false, "eventfold", p50);
+                    rep.record("W7_wake_p99", "µs", false, "eventfold", p99);
+                }
+                Ok(_) => rep.skip("eventfold", "W7", "no subscriber figures"),
+                Err(e) => rep.skip("eventfold", "W7", &e),
+            }
+        }
+    }
+    if want("W4") {
+        w4(&mut rep, &sizes, o.runs);
+    }
+    if want("W5") || want("W6") {
+        w5_w6(&mut rep, &sizes, o.runs, postgres.as_ref());
+    }
+    if want("W8") && run("eventfold", || Ok(())).is_ok() {
+        w8(&mut rep, &sizes, o.runs);
+    }
+    drop(postgres);
+    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&to_json(&rep, &o, &sizes)).unwrap_or_default());
+    } else {
+        print_tables(&rep, &o, &sizes);
+    }
+    ExitCode::SUCCESS
+}
+
+fn w1(rep: &mut Report, s: &Sizes, postgres: Option<&pg::Server>, first: bool) {
+    const N: &str = "W1_bulk_append";
+    eprintln!(
+        "W1 bulk append: {} events, {} streams, {} per request, {} producers",
+        s.w1_events, s.w1_streams, s.w1_batch, s.w1_threads
+    );
+    rep.declare(N, "events/s", true);
+    match run("eventfold", || ef::w1(s)) {
+        Ok((v, stats)) => {
+            rep.record(N, "events/s", true, "eventfold", v);
+            if first {
+                rep.note(format!("eventfold W1 writer: {stats}"));
+            }
+        }
+        Err(e) => rep.skip("eventfold", "W1", &e),
+    }
+    let peers: [(&'static str, R<f64>); 3] = [
+        ("lmdb_naive", run("lmdb_naive", || naive::w1(s))),
+        ("sqlite", run("sqlite", || sqlite::w1(s))),
+        ("varvedb", run("varvedb", || varve::w1(s))),
+    ];
+    for (peer, r) in peers {
+        match r {
+            Ok(v) => rep.record(N, "events/s", true, peer, v),
+            Err(e) => rep.skip(peer, "W1", &e),
+        }
+    }
+    if let Some(pg) = postgres {
+        match run("postgres", || pg.w1(s)) {
+            Ok(v) => rep.record(N, "events/s", true, "postgres", v),
+            Err(e) => rep.skip("postgres", "W1", &e),
+        }
+    }
+}
+
+const W2: [&str; 3] = ["W2_concurrent_append", "W2_p50_latency", "W2_p99_latency"];
+const W3: [&str; 3] = ["W3_throughput", "W3_p50_latency", "W3_p99_latency"];
+
+fn w2(rep: &mut Report, s: &Sizes, postgres: Option<&pg::Server>, first: bool) {
+    eprintln!(
+        "W2 concurrent appends: {} events, {} threads, {} streams",
+        s.w2_events, s.w2_threads, s.w2_streams
+    );
+    rep.declare(W2[0], "events/s", true);
+    rep.declare(W2[1], "µs", false);
+    rep.declare(W2[2], "µs", false);
+    match run("eventfold", || ef::w2(s, false)) {
+        Ok((l, _, stats)) => {
+            rep.lat(&W2, "eventfold", l);
+            if first {
+                rep.note(format!("eventfold W2 writer: {stats}"));
+            }
+        }
+        Err(e) => rep.skip("eventfold", "W2", &e),
+    }
+    for (peer, r) in
+        [("lmdb_naive", run("lmdb_naive", || naive::w2(s))), ("sqlite", run("sqlite", || sqlite::w2(s)))]
+    {
+        match r {
+            Ok(l) => rep.lat(&W2, peer, l),
+            Err(e) => rep.skip(peer, "W2", &e),
+        }
+    }
+    if let Some(pg) = postgres {
+        match run("postgres", || pg.w2(s)) {
+            Ok(l) => rep.lat(&W2, "postgres", l),
+            Err(e) => rep.skip("postgres", "W2", &e),
+        }
+    }
+}
+
+fn w3(rep: &mut Report, s: &Sizes, postgres: Option<&pg::Server>) {
+    eprintln!("W3 one client: {} single-event appends", s.w3_events);
+    rep.declare(W3[0], "events/s", true);
+    rep.declare(W3[1], "µs", false);
+    rep.declare(W3[2], "µs", false);
+    let mut all: Vec<(&'static str, R<Lat>)> = vec![
+        ("eventfold", run("eventfold", || ef::w3(s))),
+        ("lmdb_naive", run("lmdb_naive", || naive::w3(s))),
+        ("sqlite", run("sqlite", || sqlite::w3(s))),
+        ("varvedb", run("varvedb", || varve::w3(s))),
+    ];
+    if let Some(pg) = postgres {
+        all.push(("postgres", run("postgres", || pg.w3(s))));
+    }
+    for (peer, r) in all {
+        match r {
+            Ok(l) => rep.lat(&W3, peer, l),
+            Err(e) => rep.skip(peer, "W3", &e),
+        }
+    }
+}
+
+fn w4(rep: &mut Report, s: &Sizes, runs: usize) {
+    const N: &str = "W4_aggregate_load";
+    const SN: &str = "W4_snapshot_load";
+    eprintln!("W4 aggregate load: {} events in one stream among {} others", s.w4_aggregate, s.w4_others);
+    rep.declare(N, "ms", false);
+    rep.declare(SN, "ms", false);
+    match run("eventfold", || ef::w4(s, runs)) {
+        Ok((full, snap)) => {
+            full.into_iter().for_each(|v| rep.record(N, "ms", false, "eventfold", v));
+            snap.into_iter().for_each(|v| rep.record(SN, "ms", false, "eventfold", v));
+        }
+        Err(e) => rep.skip("eventfold", "W4", &e),
+    }
+    for (peer, r) in [
+        ("lmdb_naive", run("lmdb_naive", || naive::w4(s, runs))),
+        ("sqlite", run("sqlite", || sqlite::w4(s, runs))),
+    ] {
+        match r {
+            Ok(v) => v.into_iter().for_each(|v| rep.record(N, "ms", false, peer, v)),
+            Err(e) => rep.skip(peer, "W4", &e),
+        }
+    }
+}
+
+fn w5_w6(rep: &mut Report, s: &Sizes, runs: usize, postgres: Option<&pg::Server>) {
+    const ZC: &str = "W5_scan_zero_copy";
+    const OW: &str = "W5_scan_owned";
+    const W6: &str = "W6_projection_rebuild";
+    eprintln!("W5 global scan and W6 projection rebuild: {} events", s.w5_events);
+    rep.declare(ZC, "events/s", true);
+    rep.declare(OW, "events/s", true);
+    rep.declare(W6, "events/s", true);
+    match run("eventfold", || ef::w5(s, runs)) {
+        Ok((zc, owned, dir)) => {
+            zc.into_iter().for_each(|v| rep.record(ZC, "events/s", true, "eventfold", v));
+            owned.into_iter().for_each(|v| rep.record(OW, "events/s", true, "eventfold", v));
+            match ef::w6(dir.path(), s.w5_events, runs) {
+                Ok(v) => v.into_iter().for_each(|v| rep.record(W6, "events/s", true, "eventfold", v)),
+                Err(e) => rep.skip("eventfold", "W6", &e),
+            }
+        }
+        Err(e) => rep.skip("eventfold", "W5", &e),
+    }
+    for (peer, r) in [
+        ("lmdb_naive", run("lmdb_naive", || naive::w5_w6(s, runs))),
+        ("sqlite", run("sqlite", || sqlite::w5_w6(s, runs))),
+    ] {
+        match r {
+            Ok((zc, owned, proj)) => {
+                zc.into_iter().for_each(|v| rep.record(ZC, "events/s", true, peer, v));
+                owned.into_iter().for_each(|v| rep.record(OW, "events/s", true, peer, v));
+                proj.into_iter().for_each(|v| rep.record(W6, "events/s", true, peer, v));
+            }
+            Err(e) => rep.skip(peer, "W5/W6", &e),
+        }
+    }
+    match run("varvedb", || varve::w5(s, runs)) {
+        Ok(v) => v.into_iter().for_each(|v| rep.record(OW, "events/s", true, "varvedb", v)),
+        Err(e) => rep.skip("varvedb", "W5", &e),
+    }
+    if let Some(pg) = postgres {
+        match run("postgres", || pg.w5(s, runs)) {
+            Ok((zc, owned)) => {
+                zc.into_iter().for_each(|v| rep.record(ZC, "events/s", true, "postgres", v));
+                owned.into_iter().for_each(|v| rep.record(OW, "events/s", true, "postgres", v));
+            }
+            Err(e) => rep.skip("postgres", "W5", &e),
+        }
+    }
+}
+
+/// The hidden subcommand that W8 runs in a child process.
+const W8_CHILD: &str = "__w8-scan";
+
+/// W8 child: a zero-copy scan of the store in `dir`; prints the peak
+/// anonymous RSS (sampled), `VmHWM` and the events seen, in KiB.
+fn w8_child(dir: Option<&str>) -> R<()> {
+    let dir = dir.ok_or("usage: __w8-scan DIR")?;
+    let store = eventfold::Store::builder(dir).open_read_only().map_err(util::err("open"))?;
+    let reader = store.read().map_err(util::err("read"))?;
+    let mut peak_anon = util::proc_status_kib("RssAnon").unwrap_or(0);
+    let mut n = 0u64;
+    let mut acc = 0u64;
+    for e in reader.all(eventfold::ReadAll::new()).map_err(util::err("scan"))? {
+        let e = e.map_err(util::err("scan"))?;
+        acc = acc
+            .wrapping_add(e.position())
+            .wrapping_add(e.payload().len() as u64)
+            .wrapping_add(e.stream_id().len() as u64);
+        n += 1;
+        if n.is_multiple_of(65_536) {
+            peak_anon = peak_anon.max(util::proc_status_kib("RssAnon").unwrap_or(0));
+        }
+    }
+    std::hint::black_box(acc);
+    peak_anon = peak_anon.max(util::proc_status_kib("RssAnon").unwrap_or(0));
+    let hwm = util::proc_status_kib("VmHWM").ok_or("no VmHWM in /proc/self/status")?;
+    println!("{peak_anon} {hwm} {n}");
+    Ok(())
+}
+
+fn w8(rep: &mut Report, s: &Sizes, runs: usize) {
+    const PREFIX: [(&str, &str); 2] =
+        [("W8_peak_anon_rss_small", "W8_vmhwm_small"), ("W8_peak_anon_rss_large", "W8_vmhwm_large")];
+    eprintln!("W8 memory of a zero-copy scan: {} and {} events", s.w8_small, s.w8_large);
+    for (k, n) in [s.w8_small, s.w8_large].into_iter().enumerate() {
+        let (anon_name, hwm_name) = PREFIX[k];
+        rep.declare(anon_name, "MiB", false);
+        rep.declare(hwm_name, "MiB", false);
+        let r = (|| -> R<Vec<(f64, f64)>> {
+            let dir = util::tempdir()?;
+            ef::populate(dir.path(), n)?;
+            let exe = std::env::current_exe().map_err(util::err("current exe"))?;
+            let mut out = Vec::new();
+            for _ in 0..runs {
+                let o = std::process::Command::new(&exe)
+                    .arg(W8_CHILD)
+                    .arg(dir.path())
+                    .output()
+                    .map_err(util::err("spawn W8 child"))?;
+                let text = String::from_utf8_lossy(&o.stdout);
+                let v: Vec<u64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+                match v.as_slice() {
+                    [anon, hwm, seen] if *seen == n => {
+                        out.push((*anon as f64 / 1024.0, *hwm as f64 / 1024.0))
+                    }
+                    _ => {
+                        return Err(format!("W8 child said {text:?} {}", String::from_utf8_lossy(&o.stderr)));
+                    }
+                }
+            }
+            Ok(out)
+        })();
+        match r {
+            Ok(v) => {
+                for (anon, hwm) in v {
+                    rep.record(anon_name, "MiB", false, "eventfold", anon);
+                    rep.record(hwm_name, "MiB", false, "eventfold", hwm);
+                }
+            }
+            Err(e) => rep.skip("eventfold", "W8", &e),
+        }
+    }
+}
+
+fn machine(o: &Options, sizes: &Sizes) -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+        s.lines().find_map(|l| {
+            l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+    });
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_string())));
+    json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": cpu,
+        "memory": mem,
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_string()),
+        "mode": if o.quick { "quick" } else { "full" },
+        "scale": if o.quick { Value::Null } else { json!(o.scale) },
+        "runs": o.runs,
+        "sizes": sizes,
+    })
+}
+
+fn to_json(rep: &Report, o: &Options, sizes: &Sizes) -> Value {
+    let workloads: Vec<Value> = rep
+        .workloads
+        .iter()
+        .map(|w| {
+            let results: serde_json::Map<String, Value> = PEERS
+                .iter()
+                .map(|p| {
+                    let v = w.runs.get(p).map(|v| util::median(v.clone())).filter(|v| v.is_finite());
+                    (p.to_string(), v.map_or(Value::Null, |v| json!(v)))
+                })
+                .collect();
+            json!({"name": w.name, "unit": w.unit, "higher_is_better": w.higher_is_better, "results": results})
+        })
+        .collect();
+    json!({"machine": machine(o, sizes), "workloads": workloads, "notes": rep.notes})
+}
+
+fn human(v: f64, unit: &str) -> String {
+    match unit {
+        "events/s" if v >= 1e6 => format!("{:.2} M/s", v / 1e6),
+        "events/s" if v >= 1e3 => format!("{:.1} K/s", v / 1e3),
+        "events/s" => format!("{v:.0} /s"),
+        "µs" if v < 10.0 => format!("{v:.1} µs"),
+        "µs" => format!("{v:.0} µs"),
+        "ms" if v < 10.0 => format!("{v:.3} ms"),
+        "ms" => format!("{v:.1} ms"),
+        "MiB" => format!("{v:.1} MiB"),
+        _ => format!("{v:.3}"),
+    }
+}
+
+fn print_tables(rep: &Report, o: &Options, sizes: &Sizes) {
+    let m = machine(o, sizes);
+    println!(
+        "eventfold-bench: {} mode, median of {} run(s), {} cores, {}",
+        m["mode"].as_str().unwrap_or("?"),
+        o.runs,
+        m["cores"],
+        m["cpu"].as_str().unwrap_or("unknown CPU")
+    );
+    for w in &rep.workloads {
+        let dir = if w.higher_is_better { "higher is better" } else { "lower is better" };
+        println!("\n{} ({}, {dir})", w.name, w.unit);
+        println!("  {:<12} {:>14} {:>18}", "peer", "median", "eventfold ÷ peer");
+        let ef = w.runs.get("eventfold").map(|v| util::median(v.clone()));
+        for p in PEERS {
+            let Some(v) = w.runs.get(p).map(|v| util::median(v.clone())).filter(|v| v.is_finite()) else {
+                println!("  {p:<12} {:>14} {:>18}", "-", "");
+                continue;
+            };
+            let ratio = match ef {
+                Some(e) if e.is_finite() && v != 0.0 => format!("{:.2}×", e / v),
+                _ => String::new(),
+            };
+            println!("  {p:<12} {:>14} {:>18}", human(v, w.unit), ratio);
+        }
+    }
+    if !rep.notes.is_empty() {
+        println!("\nnotes:");
+        for n in &rep.notes {
+            println!("  - {n}");
+        }
+    }
+}
