@@ -17,6 +17,15 @@ use crate::store::keys::{
 
 enum Cursor<'t> {
     None,
+    /// One event: a point lookup is cheaper than setting up a range.
+    Single(u64),
+    Forward(RoRange<'t, Bytes, Bytes>),
+    Backward(RoRevRange<'t, Bytes, Bytes>),
+}
+
+/// A walk over the stream's index runs, opened at the first run needed.
+enum Runs<'t> {
+    NotStarted,
     Forward(RoRange<'t, Bytes, Bytes>),
     Backward(RoRevRange<'t, Bytes, Bytes>),
 }
@@ -35,6 +44,7 @@ pub struct StreamIter<'t> {
     cursor: Cursor<'t>,
     /// Versions covered by the open cursor.
     cursor_versions: (u64, u64),
+    runs: Runs<'t>,
     failed: bool,
 }
 
@@ -59,6 +69,7 @@ impl<'t> StreamIter<'t> {
             up_to: o.up_to_position,
             cursor: Cursor::None,
             cursor_versions: (1, 0),
+            runs: Runs::NotStarted,
             failed: false,
         })
     }
@@ -69,40 +80,77 @@ impl<'t> StreamIter<'t> {
         self.last_version
     }
 
-    /// Opens a cursor over the run of the stream index that holds `self.next`.
-    fn open_run(&mut self) -> Result<()> {
+    /// The index run that holds `self.next`: found by one seek the first
+    /// time, then by walking the index (runs of a stream are adjacent keys).
+    fn next_run(&mut self) -> Result<(u64, Run)> {
         let dbs = &self.reader.dbs;
-        let txn = &self.reader.txn;
-        let key = stream_version_key(self.stream_no, self.next);
-        let (k, v) = dbs.stream_index.get_lower_than_or_equal_to(txn, &key)?.ok_or_else(|| {
+        let txn: &'t _ = &self.reader.txn;
+        let item = match &mut self.runs {
+            Runs::Forward(c) => c.next().transpose()?,
+            Runs::Backward(c) => c.next().transpose()?,
+            Runs::NotStarted => {
+                let key = stream_version_key(self.stream_no, self.next);
+                let found = dbs.stream_index.get_lower_than_or_equal_to(txn, &key)?;
+                if let Some((k, _)) = found {
+                    let (no, first_version) = parse_stream_version_key("stream_index", k)?;
+                    if no == self.stream_no {
+                        let at = stream_version_key(no, first_version);
+                        self.runs = match self.direction {
+                            Direction::Forward => {
+                                let end = stream_version_key(no, u64::MAX);
+                                let range = (Bound::Included(&at[..]), Bound::Included(&end[..]));
+                                let mut c = dbs.stream_index.range(txn, &range)?;
+                                c.next().transpose()?; // the run just found
+                                Runs::Forward(c)
+                            }
+                            Direction::Backward => {
+                                let start = stream_version_key(no, 0);
+                                let range = (Bound::Included(&start[..]), Bound::Included(&at[..]));
+                                let mut c = dbs.stream_index.rev_range(txn, &range)?;
+                                c.next().transpose()?;
+                                Runs::Backward(c)
+                            }
+                        };
+                    }
+                }
+                found
+            }
+        };
+        let missing = || {
             Error::index(
                 "stream_index",
-                format!("no run for stream number {} version {}", self.stream_no, self.next),
+                format!("version {} of stream number {} is not indexed", self.next, self.stream_no),
             )
-        })?;
+        };
+        let (k, v) = item.ok_or_else(missing)?;
         let (no, first_version) = parse_stream_version_key("stream_index", k)?;
         let run = Run::decode(v)?;
-        let last_version = first_version + run.count - 1;
-        if no != self.stream_no || self.next > last_version {
-            return Err(Error::index(
-                "stream_index",
-                format!("version {} of stream number {} is not indexed", self.next, self.stream_no),
-            ));
+        if no != self.stream_no || self.next < first_version || self.next > first_version + run.count - 1 {
+            return Err(missing());
         }
+        Ok((first_version, run))
+    }
+
+    /// Opens a cursor over the part of the run holding `self.next` that this
+    /// read will walk.
+    fn open_run(&mut self) -> Result<()> {
+        let (first_version, run) = self.next_run()?;
+        let last_version = first_version + run.count - 1;
         let pos_of = |version: u64| run.first_position + (version - first_version);
         let txn: &'t _ = &self.reader.txn;
-        self.cursor = match self.direction {
-            Direction::Forward => {
-                let from = position_key(pos_of(self.next));
-                let to = position_key(pos_of(last_version));
-                let range = (Bound::Included(&from[..]), Bound::Included(&to[..]));
-                Cursor::Forward(self.reader.dbs.events.range(txn, &range)?)
-            }
-            Direction::Backward => {
-                let from = position_key(run.first_position);
-                let to = position_key(pos_of(self.next));
-                let range = (Bound::Included(&from[..]), Bound::Included(&to[..]));
-                Cursor::Backward(self.reader.dbs.events.rev_range(txn, &range)?)
+        let (lo, hi) = match self.direction {
+            Direction::Forward => (self.next, last_version.min(self.last_version)),
+            Direction::Backward => (first_version, self.next),
+        };
+        self.cursor = if lo == hi {
+            Cursor::Single(pos_of(lo))
+        } else {
+            let from = position_key(pos_of(lo));
+            let to = position_key(pos_of(hi));
+            let range = (Bound::Included(&from[..]), Bound::Included(&to[..]));
+            match self.direction {
+                Direction::Forward => Cursor::Forward(self.reader.dbs.events.range(txn, &range)?),
+                Direction::Backward => Cursor::Backward(self.reader.dbs.events.rev_range(txn, &range)?),
             }
         };
         self.cursor_versions = (first_version, last_version);
@@ -117,21 +165,27 @@ impl<'t> StreamIter<'t> {
             if self.next < self.cursor_versions.0 || self.next > self.cursor_versions.1 {
                 self.open_run()?;
             }
-            let item = match &mut self.cursor {
-                Cursor::Forward(c) => c.next(),
-                Cursor::Backward(c) => c.next(),
+            let txn: &'t _ = &self.reader.txn;
+            let item: Option<(u64, &'t [u8])> = match &mut self.cursor {
+                Cursor::Forward(c) => {
+                    c.next().transpose()?.map(|(k, v)| parse_position_key(k).map(|p| (p, v))).transpose()?
+                }
+                Cursor::Backward(c) => {
+                    c.next().transpose()?.map(|(k, v)| parse_position_key(k).map(|p| (p, v))).transpose()?
+                }
+                Cursor::Single(p) => {
+                    let p = *p;
+                    self.cursor = Cursor::None;
+                    self.reader.dbs.events.get(txn, &position_key(p))?.map(|v| (p, v))
+                }
                 Cursor::None => None,
             };
-            let (k, v) = match item {
-                Some(kv) => kv?,
-                None => {
-                    return Err(Error::index(
-                        "stream_index",
-                        format!("run of stream number {} points past the log", self.stream_no),
-                    ));
-                }
+            let Some((position, v)) = item else {
+                return Err(Error::index(
+                    "stream_index",
+                    format!("run of stream number {} points past the log", self.stream_no),
+                ));
             };
-            let position = parse_position_key(k)?;
             let event = record::decode(position, v)?;
             if event.version() != self.next {
                 return Err(Error::index(
