@@ -125,7 +125,9 @@ impl RelayedEvent {
                 .map(|v| Uuid::parse_str(&v).map_err(|_| fail(format!("header {name} is not a UUID"))))
                 .transpose()
         };
-        let token = |name: &str, v: String| decode_token(&v).ok_or_else(|| fail(format!("header {name} is not encoded")));
+        let token = |name: &str, v: String| {
+            decode_token(&v).ok_or_else(|| fail(format!("header {name} is not encoded")))
+        };
         let (_, stream_id) = crate::subject::parse_subject(prefix, subject)
             .ok_or_else(|| fail(format!("the subject is not <{prefix}>.<category>.<stream id>")))?;
         let event_id = uuid(MSG_ID)?.ok_or_else(|| fail(format!("header {MSG_ID} is missing")))?;
@@ -160,7 +162,12 @@ impl RelayedEvent {
 
     /// Reads an event from a message received from JetStream.
     pub fn from_jetstream(prefix: &str, message: &async_nats::Message) -> Result<RelayedEvent, RelayError> {
-        Self::from_message(prefix, message.subject.as_str(), message.headers.as_ref(), message.payload.clone())
+        Self::from_message(
+            prefix,
+            message.subject.as_str(),
+            message.headers.as_ref(),
+            message.payload.clone(),
+        )
     }
 
     /// The payload parsed as JSON.

@@ -81,7 +81,10 @@ impl RelayConfig {
         server_addrs(&self.url)?;
         let bad = |m: String| Err(RelayError::Config(m));
         if self.stream.is_empty() || self.stream.contains(['.', '*', '>', ' ', '\t', '/', '\\']) {
-            return bad(format!("stream name {:?} must be non-empty, without `.`, `*`, `>`, `/` or spaces", self.stream));
+            return bad(format!(
+                "stream name {:?} must be non-empty, without `.`, `*`, `>`, `/` or spaces",
+                self.stream
+            ));
         }
         if self.max_in_flight == 0 {
             return bad("max_in_flight must be at least 1".into());
@@ -131,18 +134,23 @@ impl RelayStats {
     }
 }
 
+type ProgressFn = Box<dyn FnMut(&RelayStats) + Send + Sync>;
+
 /// The relay. See the crate docs.
 pub struct Relay {
     store: Store,
     config: RelayConfig,
     consumer: Consumer,
     stats: RelayStats,
-    progress: Option<(Duration, Box<dyn FnMut(&RelayStats) + Send + Sync>)>,
+    progress: Option<(Duration, ProgressFn)>,
 }
 
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relay").field("config", &self.config).field("stats", &self.stats).finish_non_exhaustive()
+        f.debug_struct("Relay")
+            .field("config", &self.config)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
     }
 }
 
@@ -157,12 +165,20 @@ impl Relay {
     pub fn new(store: Store, config: RelayConfig) -> Result<Self, RelayError> {
         config.validate(config.duplicate_window)?;
         let consumer = store.consumer(&config.consumer)?;
-        let stats = RelayStats { checkpoint: consumer.checkpoint(), acked: consumer.checkpoint(), ..Default::default() };
+        let stats = RelayStats {
+            checkpoint: consumer.checkpoint(),
+            acked: consumer.checkpoint(),
+            ..Default::default()
+        };
         Ok(Relay { store, config, consumer, stats, progress: None })
     }
 
     /// Calls `report` with the relay's progress about every `every`.
-    pub fn on_progress(mut self, every: Duration, report: impl FnMut(&RelayStats) + Send + Sync + 'static) -> Self {
+    pub fn on_progress(
+        mut self,
+        every: Duration,
+        report: impl FnMut(&RelayStats) + Send + Sync + 'static,
+    ) -> Self {
         self.progress = Some((every, Box::new(report)));
         self
     }
@@ -186,7 +202,10 @@ impl Relay {
                 Ok(SessionEnd::CaughtUp | SessionEnd::Shutdown) => break Ok(()),
                 // Once the stream was seen fit, a refusal is the cluster
                 // moving (leader election, a node away): retry.
-                Err(e) if e.is_transient() || (connected_once && matches!(e, RelayError::StreamRefused { .. })) => {
+                Err(e)
+                    if e.is_transient()
+                        || (connected_once && matches!(e, RelayError::StreamRefused { .. })) =>
+                {
                     self.stats.reconnects += 1;
                     self.stats.last_error = Some(e.to_string());
                     self.report_now();
@@ -199,7 +218,11 @@ impl Relay {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.as_mut() => break Ok(()),
                     }
-                    backoff = if progressed > self.stats.checkpoint { Duration::from_millis(100) } else { (backoff * 2).min(self.config.max_backoff) };
+                    backoff = if progressed > self.stats.checkpoint {
+                        Duration::from_millis(100)
+                    } else {
+                        (backoff * 2).min(self.config.max_backoff)
+                    };
                 }
                 Err(e) => break Err(e),
             }
@@ -269,7 +292,9 @@ impl Relay {
         let mut s = js.get_or_create_stream(wanted).await.map_err(|e| {
             use async_nats::jetstream::context::CreateStreamErrorKind as K;
             match e.kind() {
-                K::JetStream(api) => RelayError::StreamRefused { stream: name.clone(), reason: api.to_string() },
+                K::JetStream(api) => {
+                    RelayError::StreamRefused { stream: name.clone(), reason: api.to_string() }
+                }
                 K::EmptyStreamName | K::InvalidStreamName => {
                     RelayError::Config(format!("stream name {name:?} is invalid: {e}"))
                 }
@@ -312,7 +337,9 @@ impl Relay {
         self.stats.last_error = None;
         // Everything after the last acknowledged position is (re)published;
         // JetStream drops repeats by their Nats-Msg-Id.
-        let mut sub = self.store.subscribe(SubscribeFrom::AfterPosition(self.consumer.acked()), self.config.filter.clone())?;
+        let mut sub = self
+            .store
+            .subscribe(SubscribeFrom::AfterPosition(self.consumer.acked()), self.config.filter.clone())?;
         let mut inflight = FuturesOrdered::new();
         let mut last_commit = Instant::now();
         let mut last_report = Instant::now();
@@ -353,7 +380,8 @@ impl Relay {
                 }
                 self.maybe_report(&mut last_report);
                 // Wait for the writer (bounded so shutdown stays responsive).
-                let waited = tokio::task::block_in_place(|| wait_for_event(&mut sub, Duration::from_millis(100)))?;
+                let waited =
+                    tokio::task::block_in_place(|| wait_for_event(&mut sub, Duration::from_millis(100)))?;
                 if let Some(event) = waited {
                     inflight.push_back(self.publish(&js, event).await?);
                 }
@@ -378,7 +406,10 @@ impl Relay {
                 _ = progress_tick.tick() => {}
             }
             let since = self.consumer.acked().saturating_sub(self.consumer.checkpoint());
-            if since > 0 && (since >= self.config.checkpoint_every || last_commit.elapsed() >= self.config.checkpoint_interval) {
+            if since > 0
+                && (since >= self.config.checkpoint_every
+                    || last_commit.elapsed() >= self.config.checkpoint_interval)
+            {
                 self.commit()?;
                 last_commit = Instant::now();
             }
@@ -400,11 +431,16 @@ impl Relay {
             .await
             .map_err(|e| RelayError::transient(format!("publishing position {position}: {e}")))?;
         Ok(async move {
-            let ack = ack.await.map_err(|e| RelayError::transient(format!("acknowledgement of position {position}: {e}")))?;
+            let ack = ack
+                .await
+                .map_err(|e| RelayError::transient(format!("acknowledgement of position {position}: {e}")))?;
             if ack.stream != stream {
                 return Err(RelayError::StreamMismatch {
                     stream,
-                    reason: format!("position {position} was stored by stream {:?}, whose subjects overlap", ack.stream),
+                    reason: format!(
+                        "position {position} was stored by stream {:?}, whose subjects overlap",
+                        ack.stream
+                    ),
                 });
             }
             Ok((position, ack.duplicate))
@@ -445,6 +481,9 @@ pub(crate) fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, Re
     Ok(addrs)
 }
 
-fn wait_for_event(sub: &mut Subscription, timeout: Duration) -> Result<Option<eventfold::RecordedEvent>, RelayError> {
+fn wait_for_event(
+    sub: &mut Subscription,
+    timeout: Duration,
+) -> Result<Option<eventfold::RecordedEvent>, RelayError> {
     Ok(sub.next_timeout(timeout)?)
 }

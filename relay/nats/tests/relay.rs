@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Cluster, TestResult, jetstream, message_count, read_all, skip_reason, wait_jetstream};
-use eventfold::{EventMetadata, ExpectedVersion, Filter, NewEvent, RecordedEvent, ReadAll, Store};
+use eventfold::{EventMetadata, ExpectedVersion, Filter, NewEvent, ReadAll, RecordedEvent, Store};
 use eventfold_nats::{Relay, RelayConfig, RelayError, RelayedEvent};
 use serde_json::json;
 
@@ -31,7 +31,7 @@ fn fill(store: &Store, n: usize) -> TestResult {
         let stream = format!("{}{}", STREAMS[(i / 100) % STREAMS.len()], (i / 100) % 10);
         let events = (0..batch).map(|k| {
             let seq = i + k;
-            if seq % 7 == 0 {
+            if seq.is_multiple_of(7) {
                 NewEvent::binary("Blob", vec![seq as u8, 0, 255])
             } else {
                 let meta = EventMetadata::new()
@@ -121,7 +121,8 @@ fn single_server_relays_every_event_once_with_headers() -> TestResult {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
         let started = Instant::now();
-        let stats = Relay::new(store.clone(), config(cluster.urls(), "EVENTS"))?.run(std::future::pending()).await?;
+        let stats =
+            Relay::new(store.clone(), config(cluster.urls(), "EVENTS"))?.run(std::future::pending()).await?;
         eprintln!("relayed {} events in {:?}", stats.published, started.elapsed());
         assert_eq!(stats.checkpoint, n as u64);
         let js = jetstream(&cluster.urls()).await?;
@@ -136,7 +137,8 @@ fn single_server_relays_every_event_once_with_headers() -> TestResult {
         assert_eq!((info.checkpoint, info.lag), (n as u64, 0));
 
         // A second run finds nothing new: no duplicate, nothing published.
-        let again = Relay::new(store.clone(), config(cluster.urls(), "EVENTS"))?.run(std::future::pending()).await?;
+        let again =
+            Relay::new(store.clone(), config(cluster.urls(), "EVENTS"))?.run(std::future::pending()).await?;
         assert_eq!(again.published, 0);
         assert_eq!(message_count(&js, "EVENTS").await, n as u64);
 
@@ -268,7 +270,8 @@ fn cluster_leader_killed_during_relaying_every_event_lands_once() -> TestResult 
         // The relay reconnects to the survivors; wait (bounded) for its checkpoint.
         let until = Instant::now() + Duration::from_secs(120);
         loop {
-            let checkpoint = store.consumers()?.into_iter().find(|c| c.name == "nats-relay").map(|c| c.checkpoint);
+            let checkpoint =
+                store.consumers()?.into_iter().find(|c| c.name == "nats-relay").map(|c| c.checkpoint);
             if checkpoint == Some(n as u64) {
                 break;
             }

@@ -75,12 +75,8 @@ impl Server {
         let conf = self.dir.join("server.conf");
         std::fs::write(&conf, self.config(routes))?;
         let log = std::fs::File::create(self.dir.join("server.log"))?;
-        let child = Command::new("nats-server")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
+        let child =
+            Command::new("nats-server").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(log).spawn()?;
         self.child = Some(child);
         Ok(())
     }
@@ -242,8 +238,21 @@ pub async fn message_count(js: &jetstream::Context, stream: &str) -> u64 {
     }
 }
 
-/// Every message of `stream`, in stream order, decoded.
+/// Every message of `stream`, in stream order, decoded. Retries (5 times at
+/// most) while a cluster is still electing after a node went away.
 pub async fn read_all(js: &jetstream::Context, stream: &str, prefix: &str) -> TestResult<Vec<RelayedEvent>> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match read_all_once(js, stream, prefix).await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt >= 5 => return Err(e),
+            Err(e) => eprintln!("reading {stream} failed ({e}); retrying"),
+        }
+    }
+}
+
+async fn read_all_once(js: &jetstream::Context, stream: &str, prefix: &str) -> TestResult<Vec<RelayedEvent>> {
     let mut s = js.get_stream(stream).await?;
     let total = s.info().await?.state.messages;
     let consumer = s
@@ -262,7 +271,9 @@ pub async fn read_all(js: &jetstream::Context, stream: &str, prefix: &str) -> Te
                 out.push(RelayedEvent::from_jetstream(prefix, &m.message)?);
             }
             Ok(None) => break,
-            Err(_) => return Err(format!("read {} of {total} messages, then nothing for 30 s", out.len()).into()),
+            Err(_) => {
+                return Err(format!("read {} of {total} messages, then nothing for 30 s", out.len()).into());
+            }
         }
     }
     Ok(out)
