@@ -154,6 +154,20 @@ fn single_server_relays_every_event_once_with_headers() -> TestResult {
         // Caught up: the checkpoint passes the filtered-out tail too.
         assert_eq!(stats.checkpoint, n as u64);
 
+        // Another process rebuilds a read model from JetStream alone.
+        let example = Path::new(env!("CARGO_BIN_EXE_eventfold-relay-nats"))
+            .parent()
+            .map(|d| d.join("examples").join("remote_projection"));
+        match example.filter(|p| p.exists()) {
+            Some(example) => {
+                let out = Command::new(example).args([cluster.urls().as_str(), "EVENTS", "events.order.*"]).output()?;
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+                assert!(stdout.starts_with(&format!("{} events from EVENTS", wanted.len())), "{stdout}");
+            }
+            None => eprintln!("remote_projection example not built; skipping that part"),
+        }
+
         // An existing stream with other replicas is refused, with the fix.
         let mut r3 = config(cluster.urls(), "EVENTS");
         r3.consumer = "r3".into();
