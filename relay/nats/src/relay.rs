@@ -14,6 +14,8 @@ use crate::error::RelayError;
 use crate::headers::headers_for;
 use crate::subject::{subject_for, validate_prefix};
 
+const EXPECTED_LAST_MSG_ID: &str = "Nats-Expected-Last-Msg-Id";
+
 /// How a relay runs. [`RelayConfig::new`] fills in the defaults.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -335,8 +337,15 @@ impl Relay {
         };
         *connected_once = true;
         self.stats.last_error = None;
-        // Everything after the last acknowledged position is (re)published;
-        // JetStream drops repeats by their Nats-Msg-Id.
+        // The stream holds a gapless prefix of what the relay publishes (see
+        // `publish`): resume after its last message, or after the last
+        // acknowledged position if that is further. Anything republished in
+        // between is dropped by JetStream as a duplicate of its Nats-Msg-Id.
+        let (stored_up_to, mut expect_last) = self.stream_tail(&js).await?;
+        if stored_up_to > self.consumer.acked() {
+            self.consumer.ack(stored_up_to)?;
+            self.stats.acked = self.consumer.acked();
+        }
         let mut sub = self
             .store
             .subscribe(SubscribeFrom::AfterPosition(self.consumer.acked()), self.config.filter.clone())?;
@@ -356,7 +365,7 @@ impl Relay {
                         break;
                     }
                     match sub.try_next()? {
-                        Some(event) => inflight.push_back(self.publish(&js, event).await?),
+                        Some(event) => inflight.push_back(self.publish(&js, event, &mut expect_last).await?),
                         None => {
                             caught_up_to = Some(head);
                             break;
@@ -383,7 +392,7 @@ impl Relay {
                 let waited =
                     tokio::task::block_in_place(|| wait_for_event(&mut sub, Duration::from_millis(100)))?;
                 if let Some(event) = waited {
-                    inflight.push_back(self.publish(&js, event).await?);
+                    inflight.push_back(self.publish(&js, event, &mut expect_last).await?);
                 }
                 if futures_util::poll!(shutdown.as_mut()).is_ready() {
                     return Ok(SessionEnd::Shutdown);
@@ -417,13 +426,50 @@ impl Relay {
         }
     }
 
+    /// The position of the stream's last message and its message id (`(0,
+    /// None)` for an empty stream). Fails when the last message is not one
+    /// the relay wrote: the stream must have no other publisher.
+    async fn stream_tail(&self, js: &jetstream::Context) -> Result<(u64, Option<String>), RelayError> {
+        let name = &self.config.stream;
+        let mut stream = js.get_stream(name).await.map_err(RelayError::transient)?;
+        let state = stream.info().await.map_err(RelayError::transient)?.state.clone();
+        if state.messages == 0 {
+            return Ok((0, None));
+        }
+        let last = stream.get_raw_message(state.last_sequence).await.map_err(RelayError::transient)?;
+        let header = |h: &str| last.headers.get(h).map(|v| v.as_str().to_string());
+        let position = header(crate::headers::POSITION).and_then(|p| p.parse::<u64>().ok());
+        match (position, header(crate::headers::MSG_ID)) {
+            (Some(position), Some(id)) => Ok((position, Some(id))),
+            _ => Err(RelayError::StreamMismatch {
+                stream: name.clone(),
+                reason: format!(
+                    "its last message (sequence {}, subject {}) was not written by an eventfold relay;                      give the relay a stream of its own",
+                    state.last_sequence, last.subject
+                ),
+            }),
+        }
+    }
+
+    /// Publishes `event` expecting `expect_last` to be the stream's last
+    /// message id (`Nats-Expected-Last-Msg-Id`), then makes the event the
+    /// expected last one. JetStream stores a message only if its predecessor
+    /// is the stream's last, so a message lost in a failure makes every later
+    /// one fail too: the stream never has gaps or reordered messages, and
+    /// the relay republishes from the first failure. (Duplicates are
+    /// recognised before that check, so republishing stored events is fine.)
     async fn publish(
         &self,
         js: &jetstream::Context,
         event: eventfold::RecordedEvent,
+        expect_last: &mut Option<String>,
     ) -> Result<impl Future<Output = Result<(u64, bool), RelayError>> + use<>, RelayError> {
         let subject = subject_for(&self.config.subject_prefix, &event.stream_id);
-        let headers = headers_for(&event);
+        let mut headers = headers_for(&event);
+        if let Some(last) = expect_last.as_deref() {
+            headers.insert(EXPECTED_LAST_MSG_ID, last);
+        }
+        *expect_last = Some(event.event_id.to_string());
         let position = event.position;
         let stream = self.config.stream.clone();
         let ack: PublishAckFuture = js

@@ -105,6 +105,12 @@ impl Server {
         Ok(std::fs::read_to_string(self.pid_file())?.trim().to_string())
     }
 
+    /// Starts a killed server again, on the same ports and data.
+    pub fn restart(&mut self, routes: &[u16]) -> TestResult {
+        self.start(routes)?;
+        self.wait_healthy(Duration::from_secs(30))
+    }
+
     /// Kills the server by the pid in its pid file (SIGKILL) and reaps it.
     pub fn kill(&mut self) -> TestResult {
         if self.child.is_none() {
