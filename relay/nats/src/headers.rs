@@ -178,3 +178,63 @@ impl RelayedEvent {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> RecordedEvent {
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("tenant".into(), serde_json::json!("t\n1"));
+        RecordedEvent {
+            position: 42,
+            stream_id: "user.ann smith-7".into(),
+            version: 3,
+            event_id: Uuid::now_v7(),
+            event_type: "Renamed to é".into(),
+            schema_version: 2,
+            recorded_at: 1_700_000_000_000_000,
+            correlation_id: Some(Uuid::now_v7()),
+            causation_id: None,
+            user_id: Some("ann smith".into()),
+            metadata,
+            content_type: ContentType::Json,
+            payload: br#"{"name":"x"}"#.to_vec(),
+        }
+    }
+
+    #[test]
+    fn headers_round_trip() {
+        let e = event();
+        let subject = crate::subject::subject_for("events", &e.stream_id);
+        let h = headers_for(&e);
+        assert_eq!(h.get(MSG_ID).map(|v| v.as_str().to_string()), Some(e.event_id.to_string()));
+        let r =
+            RelayedEvent::from_message("events", &subject, Some(&h), Bytes::from(e.payload.clone())).unwrap();
+        assert_eq!(
+            (r.stream_id.as_str(), r.event_type.as_str(), r.position, r.version, r.user_id.as_deref()),
+            (e.stream_id.as_str(), e.event_type.as_str(), 42, 3, Some("ann smith"))
+        );
+        assert_eq!((r.correlation_id, r.causation_id, r.schema_version), (e.correlation_id, None, 2));
+        assert_eq!(
+            (r.recorded_at, r.content_type, &r.metadata),
+            (e.recorded_at, ContentType::Json, &e.metadata)
+        );
+        assert_eq!(r.payload_json().unwrap()["name"], "x");
+    }
+
+    #[test]
+    fn foreign_messages_are_reported() {
+        let e = event();
+        let subject = crate::subject::subject_for("events", &e.stream_id);
+        let err = RelayedEvent::from_message("events", &subject, None, Bytes::new()).unwrap_err();
+        assert!(err.to_string().contains("no headers"), "{err}");
+        let mut h = headers_for(&e);
+        h.insert(POSITION, "x");
+        let err = RelayedEvent::from_message("events", &subject, Some(&h), Bytes::new()).unwrap_err();
+        assert!(err.to_string().contains(POSITION), "{err}");
+        let err =
+            RelayedEvent::from_message("other", &subject, Some(&headers_for(&e)), Bytes::new()).unwrap_err();
+        assert!(err.to_string().contains("<other>"), "{err}");
+    }
+}

@@ -8,10 +8,12 @@
 //! and lag), publishes every event to `<prefix>.<category>.<stream id>`
 //! (see [`subject`] for the encoding) with its metadata in headers (see
 //! [`headers`]) and the payload as the body, and keeps a bounded window of
-//! publishes awaiting JetStream's acknowledgement. The checkpoint only moves
-//! past acknowledged positions, in order; everything after it is published
-//! again after a crash or a reconnect, and JetStream drops the repeats by
-//! their `Nats-Msg-Id` (the event id) as long as they fall within the
+//! publishes awaiting JetStream's acknowledgement. Each publish expects the
+//! previous event's id as the stream's last (`Nats-Expected-Last-Msg-Id`), so
+//! the stream holds a gapless, ordered prefix of the log; after a crash or a
+//! reconnect the relay resumes after the stream's last message. The
+//! checkpoint only moves past acknowledged positions, in order, and
+//! JetStream drops repeats by their `Nats-Msg-Id` (the event id) within the
 //! stream's duplicate window. See `docs/scale-out.md`.
 //!
 //! ```no_run

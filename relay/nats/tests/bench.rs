@@ -6,7 +6,7 @@
 //!
 //! Prints, for an R1 stream on one server and an R3 stream on a 3-node
 //! loopback cluster: catch-up throughput over `EVENTFOLD_NATS_BENCH_EVENTS`
-//! (default 100,000) events of ~100-byte JSON, then the relay's lag while
+//! (default 100,000) events of ~60-byte JSON, then the relay's lag while
 //! another thread appends at a steady `EVENTFOLD_NATS_BENCH_RATE` events/s
 //! (default 10,000) for 10 s.
 

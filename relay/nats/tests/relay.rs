@@ -168,6 +168,20 @@ fn single_server_relays_every_event_once_with_headers() -> TestResult {
             None => eprintln!("remote_projection example not built; skipping that part"),
         }
 
+        // A stream with another publisher is refused: the relay must own it.
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "SHARED".into(),
+            subjects: vec!["shared.>".into()],
+            ..Default::default()
+        })
+        .await?;
+        js.publish("shared.x.y", "not an event".into()).await?.await?;
+        let mut shared = config(cluster.urls(), "SHARED");
+        shared.consumer = "shared".into();
+        shared.subject_prefix = "shared".into();
+        let err = Relay::new(store.clone(), shared)?.run(std::future::pending()).await.unwrap_err();
+        assert!(matches!(err, RelayError::StreamMismatch { .. }), "{err}");
+
         // An existing stream with other replicas is refused, with the fix.
         let mut r3 = config(cluster.urls(), "EVENTS");
         r3.consumer = "r3".into();
@@ -251,8 +265,9 @@ fn cluster_leader_killed_during_relaying_every_event_lands_once() -> TestResult 
     let mut cluster = Cluster::start(&root.path().join("nats"), 3)?;
     let n = event_count(20_000);
     let store = Store::open(root.path().join("store"))?;
-    fill(&store, n)?;
-    let source = all_events(&store)?;
+    // Half the events before the kill, half after: the relay is relaying
+    // when the leader dies, and must go on relaying after.
+    fill(&store, n / 2)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(3).enable_all().build()?;
     rt.block_on(async {
         let js = jetstream(&cluster.urls()).await?;
@@ -269,7 +284,7 @@ fn cluster_leader_killed_during_relaying_every_event_lands_once() -> TestResult 
         let until = Instant::now() + Duration::from_secs(60);
         let mut leader = None;
         while Instant::now() < until && leader.is_none() {
-            if message_count(&js, "EVENTS").await >= (n / 5) as u64
+            if message_count(&js, "EVENTS").await >= (n / 10) as u64
                 && let Ok(mut s) = js.get_stream("EVENTS").await
                 && let Ok(info) = s.info().await
             {
@@ -281,6 +296,9 @@ fn cluster_leader_killed_during_relaying_every_event_lands_once() -> TestResult 
         let in_stream = message_count(&js, "EVENTS").await;
         cluster.by_name(&leader).ok_or("unknown leader")?.kill()?;
         eprintln!("killed stream leader {leader} with {in_stream} of {n} messages in");
+        let writer = store.clone();
+        let appender = std::thread::spawn(move || fill(&writer, n - n / 2).map_err(|e| e.to_string()));
+        appender.join().map_err(|_| "appender panicked")??;
         // The relay reconnects to the survivors; wait (bounded) for its checkpoint.
         let until = Instant::now() + Duration::from_secs(120);
         loop {
@@ -289,7 +307,12 @@ fn cluster_leader_killed_during_relaying_every_event_lands_once() -> TestResult 
             if checkpoint == Some(n as u64) {
                 break;
             }
-            if Instant::now() >= until || task.is_finished() {
+            if task.is_finished() {
+                return Err(
+                    format!("relay stopped at checkpoint {checkpoint:?} of {n}: {:?}", task.await?).into()
+                );
+            }
+            if Instant::now() >= until {
                 return Err(format!("relay stuck at checkpoint {checkpoint:?} of {n}").into());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -297,6 +320,7 @@ fn cluster_leader_killed_during_relaying_every_event_lands_once() -> TestResult 
         let _ = stop_tx.send(());
         let stats = task.await??;
         eprintln!("relay stats after the leader kill: {stats:?}");
+        let source = all_events(&store)?;
         let relayed = read_all(&js, "EVENTS", "events").await?;
         check_exactly_once(&source, &relayed)?;
         TestResult::Ok(())
