@@ -342,6 +342,16 @@ impl Relay {
         // acknowledged position if that is further. Anything republished in
         // between is dropped by JetStream as a duplicate of its Nats-Msg-Id.
         let (stored_up_to, mut expect_last) = self.stream_tail(&js).await?;
+        let head = self.head()?;
+        if stored_up_to > head {
+            return Err(RelayError::StreamMismatch {
+                stream: self.config.stream.clone(),
+                reason: format!(
+                    "it holds position {stored_up_to} but this store's log ends at {head}: it was fed from \
+                     another store (or this one was restored from an older copy); relay into a new stream"
+                ),
+            });
+        }
         if stored_up_to > self.consumer.acked() {
             self.consumer.ack(stored_up_to)?;
             self.stats.acked = self.consumer.acked();

@@ -182,6 +182,16 @@ fn single_server_relays_every_event_once_with_headers() -> TestResult {
         let err = Relay::new(store.clone(), shared)?.run(std::future::pending()).await.unwrap_err();
         assert!(matches!(err, RelayError::StreamMismatch { .. }), "{err}");
 
+        // A stream fed from another (longer) log is refused: resuming from it
+        // would skip this store's events.
+        let other = Store::open(root.path().join("other-store"))?;
+        fill(&other, 10)?;
+        let err = Relay::new(other, config(cluster.urls(), "EVENTS"))?
+            .run(std::future::pending())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("relay into a new stream"), "{err}");
+
         // An existing stream with other replicas is refused, with the fix.
         let mut r3 = config(cluster.urls(), "EVENTS");
         r3.consumer = "r3".into();
