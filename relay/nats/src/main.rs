@@ -83,6 +83,12 @@ fn run(args: Args) -> Result<RelayStats, RelayError> {
     config.ack_timeout = Duration::from_secs(args.ack_timeout);
     config.exit_when_caught_up = args.exit_when_caught_up;
     config.validate(config.duplicate_window)?;
+    if !args.data.is_dir() {
+        return Err(RelayError::Config(format!(
+            "no store at {}: pass the directory the application opens with Store::open",
+            args.data.display()
+        )));
+    }
     let store = Store::open(&args.data)?;
     let mut relay = Relay::new(store, config)?;
     if args.progress > 0 {
