@@ -309,6 +309,7 @@ fn cluster_leader_killed_during_relaying_every_event_lands_once() -> TestResult 
         let writer = store.clone();
         let appender = std::thread::spawn(move || fill(&writer, n - n / 2).map_err(|e| e.to_string()));
         appender.join().map_err(|_| "appender panicked")??;
+        eprintln!("appended the second half");
         // The relay reconnects to the survivors; wait (bounded) for its checkpoint.
         let until = Instant::now() + Duration::from_secs(120);
         loop {
@@ -327,8 +328,11 @@ fn cluster_leader_killed_during_relaying_every_event_lands_once() -> TestResult 
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        eprintln!("checkpoint reached {n}; stopping the relay");
         let _ = stop_tx.send(());
-        let stats = task.await??;
+        let stats = tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .map_err(|_| "relay did not stop")???;
         eprintln!("relay stats after the leader kill: {stats:?}");
         let source = all_events(&store)?;
         let relayed = read_all(&js, "EVENTS", "events").await?;
