@@ -1,0 +1,240 @@
+//! The headers the relay sets on each message, and how to read an event back
+//! from a JetStream message.
+//!
+//! String values that may hold any character (event type, user id) are
+//! encoded like subject tokens (see [`crate::subject`]); ids are the usual
+//! hyphenated UUIDs, numbers are decimal.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use eventfold::{ContentType, RecordedEvent};
+use uuid::Uuid;
+
+use crate::error::RelayError;
+use crate::subject::{decode_token, encode_token};
+
+/// JetStream's deduplication header: the event id.
+pub const MSG_ID: &str = "Nats-Msg-Id";
+/// The event type (token-encoded).
+pub const EVENT_TYPE: &str = "Eventfold-Event-Type";
+/// The event's global position in the source store.
+pub const POSITION: &str = "Eventfold-Position";
+/// The event's version within its stream (1-based).
+pub const STREAM_VERSION: &str = "Eventfold-Stream-Version";
+/// When the event was recorded: µs since the Unix epoch.
+pub const RECORDED_AT: &str = "Eventfold-Recorded-At";
+/// Correlation id, when the event has one.
+pub const CORRELATION_ID: &str = "Eventfold-Correlation-Id";
+/// Causation id, when the event has one.
+pub const CAUSATION_ID: &str = "Eventfold-Causation-Id";
+/// User id (token-encoded), when the event has one.
+pub const USER_ID: &str = "Eventfold-User-Id";
+/// The payload's schema version.
+pub const SCHEMA_VERSION: &str = "Eventfold-Schema-Version";
+/// Extra metadata as compact JSON, when there is any.
+pub const METADATA: &str = "Eventfold-Metadata";
+/// `application/json` or `application/octet-stream`.
+pub const CONTENT_TYPE: &str = "Content-Type";
+
+const JSON: &str = "application/json";
+const BINARY: &str = "application/octet-stream";
+
+/// The headers of the message relaying `event`.
+pub fn headers_for(event: &RecordedEvent) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(MSG_ID, event.event_id.to_string().as_str());
+    h.insert(EVENT_TYPE, encode_token(&event.event_type).as_str());
+    h.insert(POSITION, event.position.to_string().as_str());
+    h.insert(STREAM_VERSION, event.version.to_string().as_str());
+    h.insert(RECORDED_AT, event.recorded_at.to_string().as_str());
+    if let Some(id) = event.correlation_id {
+        h.insert(CORRELATION_ID, id.to_string().as_str());
+    }
+    if let Some(id) = event.causation_id {
+        h.insert(CAUSATION_ID, id.to_string().as_str());
+    }
+    if let Some(user) = &event.user_id {
+        h.insert(USER_ID, encode_token(user).as_str());
+    }
+    h.insert(SCHEMA_VERSION, event.schema_version.to_string().as_str());
+    if !event.metadata.is_empty() {
+        // Compact JSON escapes control characters: one header line.
+        if let Ok(json) = serde_json::to_string(&event.metadata) {
+            h.insert(METADATA, json.as_str());
+        }
+    }
+    let ct = match event.content_type {
+        ContentType::Json => JSON,
+        ContentType::Binary => BINARY,
+    };
+    h.insert(CONTENT_TYPE, ct);
+    h
+}
+
+/// An event read back from a JetStream message published by the relay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayedEvent {
+    /// The JetStream subject it was stored under.
+    pub subject: String,
+    /// The event's stream id (decoded from the subject).
+    pub stream_id: String,
+    /// The event id (`Nats-Msg-Id`).
+    pub event_id: Uuid,
+    /// The event type.
+    pub event_type: String,
+    /// The global position in the source store.
+    pub position: u64,
+    /// The version within its stream.
+    pub version: u64,
+    /// When it was recorded (µs since the Unix epoch).
+    pub recorded_at: u64,
+    /// Correlation id.
+    pub correlation_id: Option<Uuid>,
+    /// Causation id.
+    pub causation_id: Option<Uuid>,
+    /// User id.
+    pub user_id: Option<String>,
+    /// Payload schema version.
+    pub schema_version: u32,
+    /// Extra metadata (an empty object when none was set).
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// How the payload is encoded.
+    pub content_type: ContentType,
+    /// The payload, as appended.
+    pub payload: Bytes,
+}
+
+impl RelayedEvent {
+    /// Reads an event from a message's subject, headers and payload. `prefix`
+    /// is the subject prefix the relay used.
+    pub fn from_message(
+        prefix: &str,
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        payload: Bytes,
+    ) -> Result<RelayedEvent, RelayError> {
+        let fail = |reason: String| RelayError::Decode { subject: subject.to_string(), reason };
+        let headers = headers.ok_or_else(|| fail("it has no headers".into()))?;
+        let get = |name: &str| headers.get(name).map(|v| v.as_str().to_string());
+        let need = |name: &str| get(name).ok_or_else(|| fail(format!("header {name} is missing")));
+        let num = |name: &str| -> Result<u64, RelayError> {
+            need(name)?.parse().map_err(|_| fail(format!("header {name} is not a number")))
+        };
+        let uuid = |name: &str| -> Result<Option<Uuid>, RelayError> {
+            get(name)
+                .map(|v| Uuid::parse_str(&v).map_err(|_| fail(format!("header {name} is not a UUID"))))
+                .transpose()
+        };
+        let token = |name: &str, v: String| {
+            decode_token(&v).ok_or_else(|| fail(format!("header {name} is not encoded")))
+        };
+        let (_, stream_id) = crate::subject::parse_subject(prefix, subject)
+            .ok_or_else(|| fail(format!("the subject is not <{prefix}>.<category>.<stream id>")))?;
+        let event_id = uuid(MSG_ID)?.ok_or_else(|| fail(format!("header {MSG_ID} is missing")))?;
+        let content_type = match need(CONTENT_TYPE)?.as_str() {
+            JSON => ContentType::Json,
+            BINARY => ContentType::Binary,
+            other => return Err(fail(format!("content type {other:?} is unknown"))),
+        };
+        let metadata = match get(METADATA) {
+            Some(json) => serde_json::from_str(&json).map_err(|e| fail(format!("header {METADATA}: {e}")))?,
+            None => serde_json::Map::new(),
+        };
+        let schema_version = u32::try_from(num(SCHEMA_VERSION)?)
+            .map_err(|_| fail(format!("header {SCHEMA_VERSION} is out of range")))?;
+        Ok(RelayedEvent {
+            subject: subject.to_string(),
+            stream_id,
+            event_id,
+            event_type: token(EVENT_TYPE, need(EVENT_TYPE)?)?,
+            position: num(POSITION)?,
+            version: num(STREAM_VERSION)?,
+            recorded_at: num(RECORDED_AT)?,
+            correlation_id: uuid(CORRELATION_ID)?,
+            causation_id: uuid(CAUSATION_ID)?,
+            user_id: get(USER_ID).map(|v| token(USER_ID, v)).transpose()?,
+            schema_version,
+            metadata,
+            content_type,
+            payload,
+        })
+    }
+
+    /// Reads an event from a message received from JetStream.
+    pub fn from_jetstream(prefix: &str, message: &async_nats::Message) -> Result<RelayedEvent, RelayError> {
+        Self::from_message(
+            prefix,
+            message.subject.as_str(),
+            message.headers.as_ref(),
+            message.payload.clone(),
+        )
+    }
+
+    /// The payload parsed as JSON.
+    pub fn payload_json(&self) -> Result<serde_json::Value, RelayError> {
+        serde_json::from_slice(&self.payload).map_err(|e| RelayError::Decode {
+            subject: self.subject.clone(),
+            reason: format!("payload is not JSON: {e}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> RecordedEvent {
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("tenant".into(), serde_json::json!("t\n1"));
+        RecordedEvent {
+            position: 42,
+            stream_id: "user.ann smith-7".into(),
+            version: 3,
+            event_id: Uuid::now_v7(),
+            event_type: "Renamed to é".into(),
+            schema_version: 2,
+            recorded_at: 1_700_000_000_000_000,
+            correlation_id: Some(Uuid::now_v7()),
+            causation_id: None,
+            user_id: Some("ann smith".into()),
+            metadata,
+            content_type: ContentType::Json,
+            payload: br#"{"name":"x"}"#.to_vec(),
+        }
+    }
+
+    #[test]
+    fn headers_round_trip() {
+        let e = event();
+        let subject = crate::subject::subject_for("events", &e.stream_id);
+        let h = headers_for(&e);
+        assert_eq!(h.get(MSG_ID).map(|v| v.as_str().to_string()), Some(e.event_id.to_string()));
+        let r =
+            RelayedEvent::from_message("events", &subject, Some(&h), Bytes::from(e.payload.clone())).unwrap();
+        assert_eq!(
+            (r.stream_id.as_str(), r.event_type.as_str(), r.position, r.version, r.user_id.as_deref()),
+            (e.stream_id.as_str(), e.event_type.as_str(), 42, 3, Some("ann smith"))
+        );
+        assert_eq!((r.correlation_id, r.causation_id, r.schema_version), (e.correlation_id, None, 2));
+        assert_eq!(
+            (r.recorded_at, r.content_type, &r.metadata),
+            (e.recorded_at, ContentType::Json, &e.metadata)
+        );
+        assert_eq!(r.payload_json().unwrap()["name"], "x");
+    }
+
+    #[test]
+    fn foreign_messages_are_reported() {
+        let e = event();
+        let subject = crate::subject::subject_for("events", &e.stream_id);
+        let err = RelayedEvent::from_message("events", &subject, None, Bytes::new()).unwrap_err();
+        assert!(err.to_string().contains("no headers"), "{err}");
+        let mut h = headers_for(&e);
+        h.insert(POSITION, "x");
+        let err = RelayedEvent::from_message("events", &subject, Some(&h), Bytes::new()).unwrap_err();
+        assert!(err.to_string().contains(POSITION), "{err}");
+        let err =
+            RelayedEvent::from_message("other", &subject, Some(&headers_for(&e)), Bytes::new()).unwrap_err();
+        assert!(err.to_string().contains("<other>"), "{err}");
+    }
+}
