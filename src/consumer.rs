@@ -33,16 +33,7 @@ pub const MAX_CONSUMER_NAME_LEN: usize = 200;
 
 /// Checks a consumer or projection name: 1 to 200 bytes, no control characters.
 pub(crate) fn validate_name(kind: &'static str, name: &str) -> Result<()> {
-    let reason = if name.is_empty() {
-        Some("it is empty".to_string())
-    } else if name.len() > MAX_CONSUMER_NAME_LEN {
-        Some(format!("it is {} bytes long, the limit is {MAX_CONSUMER_NAME_LEN}", name.len()))
-    } else if name.chars().any(char::is_control) {
-        Some("it contains control characters".to_string())
-    } else {
-        None
-    };
-    match reason {
+    match crate::record::name_problem(name, MAX_CONSUMER_NAME_LEN) {
         Some(reason) => Err(Error::InvalidName { kind, name: name.chars().take(64).collect(), reason }),
         None => Ok(()),
     }
@@ -307,16 +298,7 @@ impl Consumer {
         position: u64,
         appends: impl IntoIterator<Item = (S, ExpectedVersion, Vec<NewEvent>)>,
     ) -> Result<Vec<AppendResult>> {
-        let mut prepared = Vec::new();
-        let mut seen = HashSet::new();
-        for (stream, expected, events) in appends {
-            let stream = stream.as_ref();
-            if !seen.insert(stream.to_string()) {
-                return Err(Error::DuplicateStreamInRequest { stream: stream.to_string() });
-            }
-            prepared.push(self.store.prepare(stream, expected, events)?);
-        }
-        crate::store::check_ids(&prepared)?;
+        let prepared = self.store.prepare_many(appends)?;
         let target = position.max(self.checkpoint);
         let writes = self.checkpoint_writes(target);
         let results = self.store.send(prepared, writes)?.wait_many()?;

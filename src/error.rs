@@ -404,6 +404,15 @@ impl Error {
     }
 }
 
+/// The message of a caught panic, for errors and status reports.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// Maps LMDB errors that have a meaning of their own; the rest stay `Storage`.
 pub(crate) fn from_heed(err: heed::Error, map_size: usize) -> Error {
     match err {

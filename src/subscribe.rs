@@ -141,17 +141,7 @@ impl Store {
             SubscribeFrom::AtPosition(p) => p.max(1),
             SubscribeFrom::End => self.read()?.head()?.saturating_add(1),
         };
-        Ok(Subscription {
-            store: self.clone(),
-            filter,
-            min_version: 0,
-            next,
-            batch: DEFAULT_SUBSCRIPTION_BATCH,
-            buf: VecDeque::new(),
-            wake,
-            closed: false,
-            last_position: next.saturating_sub(1),
-        })
+        Ok(Subscription::new(self.clone(), filter, 0, next, wake))
     }
 
     /// Follows one stream from its version `from_version` (inclusive): `1`
@@ -173,21 +163,25 @@ impl Store {
             None => reader.head()?.saturating_add(1),
         };
         drop(reader);
-        Ok(Subscription {
-            store: self.clone(),
-            filter: Filter::new().stream(stream),
-            min_version: from_version,
+        Ok(Subscription::new(self.clone(), Filter::new().stream(stream), from_version, next, wake))
+    }
+}
+
+impl Subscription {
+    fn new(store: Store, filter: Filter, min_version: u64, next: u64, wake: Receiver<u64>) -> Self {
+        Subscription {
+            store,
+            filter,
+            min_version,
             next,
             batch: DEFAULT_SUBSCRIPTION_BATCH,
             buf: VecDeque::new(),
             wake,
             closed: false,
             last_position: next.saturating_sub(1),
-        })
+        }
     }
-}
 
-impl Subscription {
     /// Reads up to `batch` log positions per read transaction (default
     /// [`DEFAULT_SUBSCRIPTION_BATCH`]). Smaller batches release LMDB pages
     /// sooner; larger ones cost fewer transactions.

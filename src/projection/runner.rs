@@ -329,11 +329,7 @@ impl Core {
                 Step::Idle
             }
             Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
+                let msg = crate::error::panic_message(panic.as_ref());
                 e.runtime().state =
                     ProjectionState::Failed { position: 0, error: format!("apply panicked: {msg}") };
                 Step::Idle

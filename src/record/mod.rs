@@ -59,11 +59,13 @@ pub(crate) struct EncodedEvent {
 /// Longest stream id or event type, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
 
-fn name_problem(name: &str) -> Option<String> {
+/// Why `name` is not a valid stream id, event type or consumer name (at most
+/// `limit` bytes), or `None` when it is.
+pub(crate) fn name_problem(name: &str, limit: usize) -> Option<String> {
     if name.is_empty() {
         Some("must not be empty".into())
-    } else if name.len() > MAX_NAME_LEN {
-        Some(format!("is {} bytes, the limit is {MAX_NAME_LEN}", name.len()))
+    } else if name.len() > limit {
+        Some(format!("is {} bytes, the limit is {limit}", name.len()))
     } else if name.chars().any(char::is_control) {
         Some("must not contain control characters".into())
     } else {
@@ -84,7 +86,7 @@ fn shorten(s: &str) -> String {
 
 /// Checks a stream id: non-empty, at most [`MAX_NAME_LEN`] bytes, no control characters.
 pub(crate) fn validate_stream_id(stream: &str) -> Result<()> {
-    match name_problem(stream) {
+    match name_problem(stream, MAX_NAME_LEN) {
         Some(reason) => Err(Error::InvalidStreamId { stream: shorten(stream), reason }),
         None => Ok(()),
     }
@@ -92,7 +94,7 @@ pub(crate) fn validate_stream_id(stream: &str) -> Result<()> {
 
 /// Validates `event` and encodes it as a record for `stream`.
 pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Result<EncodedEvent> {
-    if let Some(reason) = name_problem(&event.event_type) {
+    if let Some(reason) = name_problem(&event.event_type, MAX_NAME_LEN) {
         return Err(Error::InvalidEventType { event_type: shorten(&event.event_type), reason });
     }
     let payload = event

@@ -233,6 +233,19 @@ impl Store {
         &self,
         appends: impl IntoIterator<Item = StreamEvents<S>>,
     ) -> Result<AppendTicket> {
+        let prepared = self.prepare_many(appends)?;
+        if prepared.is_empty() {
+            return Err(Error::EmptyAppend);
+        }
+        self.send(prepared, Vec::new())
+    }
+
+    /// Validates and encodes a multi-stream request: each stream once, each
+    /// event id once. An empty list is left to the caller to judge.
+    pub(crate) fn prepare_many<S: AsRef<str>>(
+        &self,
+        appends: impl IntoIterator<Item = StreamEvents<S>>,
+    ) -> Result<Vec<StreamAppend>> {
         let mut prepared = Vec::new();
         let mut seen = HashSet::new();
         for (stream, expected, events) in appends {
@@ -242,11 +255,8 @@ impl Store {
             }
             prepared.push(self.prepare(stream, expected, events)?);
         }
-        if prepared.is_empty() {
-            return Err(Error::EmptyAppend);
-        }
         check_ids(&prepared)?;
-        self.send(prepared, Vec::new())
+        Ok(prepared)
     }
 
     pub(crate) fn prepare(

@@ -190,11 +190,7 @@ impl Writer {
             None => match std::panic::catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch))) {
                 Ok(outcomes) => outcomes,
                 Err(panic) => {
-                    let msg = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
+                    let msg = crate::error::panic_message(panic.as_ref());
                     let reason = format!("the writer thread panicked: {msg}");
                     self.shared.poison(reason.clone());
                     batch.iter().map(|_| Err(Error::Poisoned { reason: reason.clone() })).collect()
