@@ -193,6 +193,13 @@ impl Cluster {
     pub fn by_name(&mut self, name: &str) -> Option<&mut Server> {
         self.servers.iter_mut().find(|s| s.name == name)
     }
+
+    /// Starts the killed server `name` again with its data, and waits until
+    /// it answers health checks.
+    pub fn restart(&mut self, name: &str) -> TestResult {
+        let routes: Vec<u16> = self.servers.iter().filter_map(|s| s.cluster_port).collect();
+        self.by_name(name).ok_or_else(|| format!("no server {name}"))?.restart(&routes)
+    }
 }
 
 impl Drop for Cluster {
@@ -244,30 +251,56 @@ pub async fn message_count(js: &jetstream::Context, stream: &str) -> u64 {
     }
 }
 
-/// Every message of `stream`, in stream order, decoded. Retries (5 times at
-/// most) while a cluster is still electing after a node went away.
-pub async fn read_all(js: &jetstream::Context, stream: &str, prefix: &str) -> TestResult<Vec<RelayedEvent>> {
-    let mut attempt = 0;
+/// Waits (bounded) until every replica of `stream` is current: after a
+/// killed node comes back, it catches up before the cluster is whole again.
+pub async fn wait_replicas_current(js: &jetstream::Context, stream: &str, deadline: Duration) -> TestResult {
+    let until = Instant::now() + deadline;
     loop {
-        attempt += 1;
+        let last = match js.get_stream(stream).await {
+            Ok(mut s) => match s.info().await {
+                Ok(info) => match &info.cluster {
+                    Some(c) if c.leader.is_some() && c.replicas.iter().all(|r| r.current && !r.offline) => {
+                        return Ok(());
+                    }
+                    other => format!("{other:?}"),
+                },
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= until {
+            return Err(format!("replicas of {stream} not current within {deadline:?}: {last}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every message of `stream`, in stream order, decoded. Retries for up to
+/// 90 s: while a cluster is electing, or while a replica is down, creating
+/// the reading consumer can time out (NATS may place the one-replica
+/// consumer on the peer that is down).
+pub async fn read_all(js: &jetstream::Context, stream: &str, prefix: &str) -> TestResult<Vec<RelayedEvent>> {
+    let until = Instant::now() + Duration::from_secs(90);
+    loop {
         match read_all_once(js, stream, prefix).await {
             Ok(v) => return Ok(v),
-            Err(e) if attempt >= 5 => return Err(e),
+            Err(e) if Instant::now() >= until => return Err(e),
             Err(e) => eprintln!("reading {stream} failed ({e}); retrying"),
         }
     }
 }
 
 async fn read_all_once(js: &jetstream::Context, stream: &str, prefix: &str) -> TestResult<Vec<RelayedEvent>> {
-    let mut s = js.get_stream(stream).await?;
-    let total = s.info().await?.state.messages;
+    let mut s = js.get_stream(stream).await.map_err(|e| format!("looking up the stream: {e}"))?;
+    let total = s.info().await.map_err(|e| format!("stream info: {e}"))?.state.messages;
     let consumer = s
         .create_consumer(jetstream::consumer::pull::OrderedConfig {
             filter_subject: format!("{prefix}.>"),
             ..Default::default()
         })
-        .await?;
-    let mut messages = consumer.messages().await?;
+        .await
+        .map_err(|e| format!("creating the reading consumer: {e}"))?;
+    let mut messages = consumer.messages().await.map_err(|e| format!("pulling: {e}"))?;
     let mut out = Vec::with_capacity(total as usize);
     while (out.len() as u64) < total {
         let next = tokio::time::timeout(Duration::from_secs(30), messages.next()).await;
