@@ -276,11 +276,12 @@ pub async fn wait_replicas_current(js: &jetstream::Context, stream: &str, deadli
 }
 
 /// Every message of `stream`, in stream order, decoded. Retries for up to
-/// 90 s: while a cluster is electing, or while a replica is down, creating
+/// 120 s: while a cluster is electing, or while a replica is down, creating
 /// the reading consumer can time out (NATS may place the one-replica
-/// consumer on the peer that is down).
+/// consumer on the peer that is down), and under load an ordered consumer
+/// was once seen to stall mid-stream; a fresh consumer reads on.
 pub async fn read_all(js: &jetstream::Context, stream: &str, prefix: &str) -> TestResult<Vec<RelayedEvent>> {
-    let until = Instant::now() + Duration::from_secs(90);
+    let until = Instant::now() + Duration::from_secs(120);
     loop {
         match read_all_once(js, stream, prefix).await {
             Ok(v) => return Ok(v),
@@ -303,7 +304,7 @@ async fn read_all_once(js: &jetstream::Context, stream: &str, prefix: &str) -> T
     let mut messages = consumer.messages().await.map_err(|e| format!("pulling: {e}"))?;
     let mut out = Vec::with_capacity(total as usize);
     while (out.len() as u64) < total {
-        let next = tokio::time::timeout(Duration::from_secs(30), messages.next()).await;
+        let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
         match next {
             Ok(Some(m)) => {
                 let m = m?;
@@ -311,7 +312,7 @@ async fn read_all_once(js: &jetstream::Context, stream: &str, prefix: &str) -> T
             }
             Ok(None) => break,
             Err(_) => {
-                return Err(format!("read {} of {total} messages, then nothing for 30 s", out.len()).into());
+                return Err(format!("read {} of {total} messages, then nothing for 10 s", out.len()).into());
             }
         }
     }
