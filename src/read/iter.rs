@@ -8,6 +8,7 @@ use std::ops::Bound;
 use heed::types::Bytes;
 use heed::{RoRange, RoRevRange};
 
+use super::block::{Block, MAX_BLOCK};
 use super::{Direction, Filter, ReadAll, ReadStream, Reader};
 use crate::error::{Error, Result};
 use crate::record::{self, EventRef};
@@ -238,12 +239,21 @@ impl<'t> Iterator for StreamIter<'t> {
 }
 
 /// Events of the global log in position order.
+///
+/// Records are read ahead and checked in blocks (see `block.rs` for why),
+/// starting small so a short read stays cheap.
 pub struct AllIter<'t> {
     cursor: RoRange<'t, Bytes, Bytes>,
     remaining: usize,
     filter: Filter,
     up_to: Option<u64>,
     expected: u64,
+    block: Block<'t>,
+    block_size: usize,
+    /// The cursor has nothing more to give (or failed, see `pending`).
+    cursor_done: bool,
+    /// A cursor error, yielded after the records read before it.
+    pending: Option<Error>,
     done: bool,
 }
 
@@ -257,8 +267,47 @@ impl<'t> AllIter<'t> {
             filter: o.filter,
             up_to,
             expected: o.from,
+            block: Block::new(),
+            block_size: 4,
+            cursor_done: false,
+            pending: None,
             done: false,
         })
+    }
+
+    /// The next raw record, with the log's gap and bound checks.
+    fn next_raw(&mut self) -> Result<Option<(u64, &'t [u8])>> {
+        let Some(item) = self.cursor.next() else { return Ok(None) };
+        let (k, v) = item?;
+        let position = parse_position_key(k)?;
+        if self.up_to.is_some_and(|u| position > u) {
+            return Ok(None);
+        }
+        if position != self.expected {
+            return Err(Error::corruption(
+                self.expected,
+                format!("log has a gap: next stored position is {position}"),
+            ));
+        }
+        self.expected += 1;
+        Ok(Some((position, v)))
+    }
+
+    fn fill(&mut self) {
+        // Without a filter, every record read is yielded: read no more than the limit.
+        let want = if self.filter.is_empty() { self.block_size.min(self.remaining) } else { self.block_size };
+        while self.block.pending() < want && !self.cursor_done {
+            match self.next_raw() {
+                Ok(Some((position, value))) => self.block.push(position, value),
+                Ok(None) => self.cursor_done = true,
+                Err(e) => {
+                    self.pending = Some(e);
+                    self.cursor_done = true;
+                }
+            }
+        }
+        self.block.check();
+        self.block_size = (self.block_size * 2).min(MAX_BLOCK);
     }
 
     fn step(&mut self) -> Result<Option<EventRef<'t>>> {
@@ -266,20 +315,19 @@ impl<'t> AllIter<'t> {
             if self.remaining == 0 {
                 return Ok(None);
             }
-            let Some(item) = self.cursor.next() else { return Ok(None) };
-            let (k, v) = item?;
-            let position = parse_position_key(k)?;
-            if self.up_to.is_some_and(|u| position > u) {
-                return Ok(None);
-            }
-            if position != self.expected {
-                return Err(Error::corruption(
-                    self.expected,
-                    format!("log has a gap: next stored position is {position}"),
-                ));
-            }
-            self.expected += 1;
-            let event = record::decode(position, v)?;
+            let event = match self.block.pop() {
+                Some(event) => event?,
+                None => {
+                    if let Some(e) = self.pending.take() {
+                        return Err(e);
+                    }
+                    if self.cursor_done {
+                        return Ok(None);
+                    }
+                    self.fill();
+                    continue;
+                }
+            };
             if !self.filter.is_empty() && !self.filter.matches(event.stream_id(), event.event_type()) {
                 continue;
             }

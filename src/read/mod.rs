@@ -2,6 +2,7 @@
 //! of the store that runs beside the writer and can move between threads.
 
 mod batched;
+mod block;
 mod filter;
 mod iter;
 
