@@ -16,11 +16,11 @@ use crate::store::keys::{
     Run, StreamHead, parse_position_key, parse_stream_version_key, position_key, stream_version_key,
 };
 
+/// A backward read's cursor over the part of one run it walks.
 enum Cursor<'t> {
     None,
     /// One event: a point lookup is cheaper than setting up a range.
     Single(u64),
-    Forward(RoRange<'t, Bytes, Bytes>),
     Backward(RoRevRange<'t, Bytes, Bytes>),
 }
 
@@ -43,11 +43,29 @@ pub struct StreamIter<'t> {
     filter: Filter,
     up_to: Option<u64>,
     cursor: Cursor<'t>,
-    /// Versions covered by the open cursor.
+    /// Versions covered by the open run.
     cursor_versions: (u64, u64),
+    /// The open run's first version and its position.
+    run_start: (u64, u64),
+    /// Forward reads: one events cursor walked across runs.
+    walker: Option<Walker<'t>>,
     runs: Runs<'t>,
     failed: bool,
 }
+
+/// A forward read's cursor over the events database. The next run of a
+/// stream usually starts a few records further on (other streams' events in
+/// between): stepping over those is cheaper than a fresh search from the
+/// B-tree's root, which was most of the time of loading an interleaved
+/// stream.
+struct Walker<'t> {
+    range: RoRange<'t, Bytes, Bytes>,
+    /// The position the cursor yields next.
+    next: u64,
+}
+
+/// How many records a forward read steps over before it searches instead.
+const MAX_SKIP: u64 = 32;
 
 impl<'t> StreamIter<'t> {
     pub(crate) fn new(reader: &'t Reader, head: Option<StreamHead>, o: ReadStream) -> Result<Self> {
@@ -70,6 +88,8 @@ impl<'t> StreamIter<'t> {
             up_to: o.up_to_position,
             cursor: Cursor::None,
             cursor_versions: (1, 0),
+            run_start: (0, 0),
+            walker: None,
             runs: Runs::NotStarted,
             failed: false,
         })
@@ -139,23 +159,51 @@ impl<'t> StreamIter<'t> {
         let last_version = first_version + run.count - 1;
         let pos_of = |version: u64| run.first_position + (version - first_version);
         let txn: &'t _ = &self.reader.txn;
-        let (lo, hi) = match self.direction {
-            Direction::Forward => (self.next, last_version.min(self.last_version)),
-            Direction::Backward => (first_version, self.next),
-        };
+        self.cursor_versions = (first_version, last_version);
+        self.run_start = (first_version, run.first_position);
+        if self.direction == Direction::Forward {
+            return Ok(()); // forward reads go through the walker
+        }
+        let (lo, hi) = (first_version, self.next);
         self.cursor = if lo == hi {
             Cursor::Single(pos_of(lo))
         } else {
             let from = position_key(pos_of(lo));
             let to = position_key(pos_of(hi));
             let range = (Bound::Included(&from[..]), Bound::Included(&to[..]));
-            match self.direction {
-                Direction::Forward => Cursor::Forward(self.reader.dbs.events.range(txn, &range)?),
-                Direction::Backward => Cursor::Backward(self.reader.dbs.events.rev_range(txn, &range)?),
-            }
+            Cursor::Backward(self.reader.dbs.events.rev_range(txn, &range)?)
         };
-        self.cursor_versions = (first_version, last_version);
         Ok(())
+    }
+
+    /// The record at `position`, for a forward read: stepped to when it is a
+    /// little ahead of the walker, searched for otherwise.
+    fn walk_to(&mut self, position: u64) -> Result<Option<(u64, &'t [u8])>> {
+        if let Some(w) = &mut self.walker
+            && w.next <= position
+            && position - w.next <= MAX_SKIP
+        {
+            while w.next < position {
+                if w.range.next().transpose()?.is_none() {
+                    return Ok(None);
+                }
+                w.next += 1;
+            }
+            w.next += 1;
+            return w
+                .range
+                .next()
+                .transpose()?
+                .map(|(k, v)| parse_position_key(k).map(|p| (p, v)))
+                .transpose();
+        }
+        let from = position_key(position);
+        let bounds = (Bound::Included(&from[..]), Bound::Unbounded);
+        let mut range = self.reader.dbs.events.range(&self.reader.txn, &bounds)?;
+        let item =
+            range.next().transpose()?.map(|(k, v)| parse_position_key(k).map(|p| (p, v))).transpose()?;
+        self.walker = Some(Walker { range, next: position + 1 });
+        Ok(item)
     }
 
     fn step(&mut self) -> Result<Option<EventRef<'t>>> {
@@ -168,8 +216,13 @@ impl<'t> StreamIter<'t> {
             }
             let txn: &'t _ = &self.reader.txn;
             let item: Option<(u64, &'t [u8])> = match &mut self.cursor {
-                Cursor::Forward(c) => {
-                    c.next().transpose()?.map(|(k, v)| parse_position_key(k).map(|p| (p, v))).transpose()?
+                _ if self.direction == Direction::Forward => {
+                    let position = self.run_start.1 + (self.next - self.run_start.0);
+                    match self.walk_to(position)? {
+                        // The log is gapless: any other key means the index is wrong.
+                        Some((p, _)) if p != position => None,
+                        item => item,
+                    }
                 }
                 Cursor::Backward(c) => {
                     c.next().transpose()?.map(|(k, v)| parse_position_key(k).map(|p| (p, v))).transpose()?

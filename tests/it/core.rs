@@ -267,6 +267,37 @@ fn stream_reads_forward_backward_limited_filtered() {
     assert!(info.created_at <= info.updated_at);
 }
 
+/// Guards forward stream reads that walk one cursor across runs: they step
+/// over a few records of other streams, search past long gaps, start from a
+/// version in the middle of a run, and stop at a position bound, all alike.
+#[test]
+fn forward_stream_reads_step_over_short_gaps_and_search_past_long_ones() {
+    let (_dir, store) = temp_store();
+    let mut expected = Vec::new();
+    for round in 0..40u64 {
+        // 1–3 events of `mine`, then a gap of other streams' records that
+        // grows past the stepping limit every few rounds.
+        let mine: Vec<NewEvent> = (0..1 + round % 3).map(|k| ev("Mine", round * 10 + k)).collect();
+        let r = store.append("mine", ExpectedVersion::Any, mine).unwrap();
+        expected.extend(r.first_position..=r.last_position);
+        let gap = if round % 5 == 4 { 50 } else { round % 7 };
+        if gap > 0 {
+            let others: Vec<NewEvent> = (0..gap).map(|k| ev("Other", k)).collect();
+            store.append(&format!("other-{round}"), ExpectedVersion::Any, others).unwrap();
+        }
+    }
+    let r = store.read().unwrap();
+    let positions =
+        |o: ReadStream| -> Vec<u64> { r.stream("mine", o).unwrap().map(|e| e.unwrap().position()).collect() };
+    assert_eq!(positions(ReadStream::forward()), expected);
+    assert_eq!(positions(ReadStream::forward().from_version(6)), expected[5..].to_vec());
+    let cut = expected[30];
+    assert_eq!(positions(ReadStream::forward().up_to_position(cut)), expected[..=30].to_vec());
+    let mut backward = expected.clone();
+    backward.reverse();
+    assert_eq!(positions(ReadStream::backward()), backward);
+}
+
 #[test]
 fn global_reads_filter_and_stop_at_bounds() {
     let (_dir, store) = temp_store();
