@@ -42,6 +42,7 @@
 //! ```
 
 mod repository;
+mod tagged;
 
 pub use repository::{
     DEFAULT_MAX_ATTEMPTS, Envelope, Executed, LoadReport, Loaded, Repository, SnapshotPolicy,
@@ -94,13 +95,7 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + fmt::Debug + Send 
 
     /// Decodes a stored payload of `event_type` (after upcasting).
     fn decode(event_type: &str, payload: &[u8]) -> Result<Self, String> {
-        let mut wrapped = Vec::with_capacity(payload.len() + event_type.len() + 8);
-        wrapped.push(b'{');
-        serde_json::to_writer(&mut wrapped, event_type).map_err(|e| e.to_string())?;
-        wrapped.push(b':');
-        wrapped.extend_from_slice(payload);
-        wrapped.push(b'}');
-        match serde_json::from_slice(&wrapped) {
+        match tagged::from_tagged(event_type, payload) {
             Ok(e) => Ok(e),
             Err(tagged) => {
                 if payload.trim_ascii() == b"null"

@@ -2,6 +2,7 @@
 //! upcasted), as of a version or a time, and execute commands against it
 //! with optimistic concurrency.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use super::{Aggregate, CommandError, DomainEvent};
@@ -268,10 +269,10 @@ impl<A: Aggregate> Repository<A> {
             let bytes =
                 serde_json::to_vec(&up.payload).map_err(|e| decode_error(&up.event_type, e.to_string()))?;
             let event = <A::Event as DomainEvent>::decode(&up.event_type, &bytes);
-            (event, up.event_type, up.schema_version)
+            (event, Cow::Owned(up.event_type), up.schema_version)
         } else {
             let event = <A::Event as DomainEvent>::decode(stored_type, payload);
-            (event, stored_type.to_string(), stored_schema)
+            (event, Cow::Borrowed(stored_type), stored_schema)
         };
         let event = match event {
             Ok(e) => e,
@@ -283,7 +284,7 @@ impl<A: Aggregate> Repository<A> {
                 {
                     return Err(Error::MissingUpcaster {
                         position,
-                        event_type,
+                        event_type: event_type.into_owned(),
                         found: schema_version,
                         expected: highest + 1,
                     });
@@ -295,7 +296,7 @@ impl<A: Aggregate> Repository<A> {
         if schema_version < code_version {
             return Err(Error::MissingUpcaster {
                 position,
-                event_type,
+                event_type: event_type.into_owned(),
                 found: schema_version,
                 expected: code_version,
             });
