@@ -72,7 +72,8 @@ mod tests {
     use crate::event::NewEvent;
 
     fn record(position: u64) -> rkyv::util::AlignedVec<16> {
-        let mut enc = record::encode("s-1", NewEvent::binary("T", vec![position as u8; 40]), 1 << 20).unwrap();
+        let mut enc =
+            record::encode("s-1", NewEvent::binary("T", vec![position as u8; 40]), 1 << 20).unwrap();
         record::seal(&mut enc, position, position, 1);
         let mut buf = rkyv::util::AlignedVec::<16>::new();
         buf.extend_from_slice(&enc.value);
