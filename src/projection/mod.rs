@@ -9,11 +9,13 @@
 //! position 1 and, once caught up, flips the active slot in one transaction:
 //! readers see the old model until that commit and the new one after it.
 
+mod context;
 mod read_model;
 pub(crate) mod runner;
 
 pub(crate) use read_model::ProjEnv;
-pub use read_model::{ProjectionContext, ReadModel};
+pub use context::ProjectionContext;
+pub use read_model::ReadModel;
 pub use runner::{ProjectionRunner, RunningProjections};
 
 use serde::{Deserialize, Serialize};

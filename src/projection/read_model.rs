@@ -181,7 +181,7 @@ impl ProjEnv {
     }
 }
 
-fn encode_doc<T: Serialize + ?Sized>(projection: &str, key: &str, value: &T) -> Result<Vec<u8>> {
+pub(super) fn encode_doc<T: Serialize + ?Sized>(projection: &str, key: &str, value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| Error::Document {
         projection: projection.to_string(),
         key: key.to_string(),
@@ -189,7 +189,7 @@ fn encode_doc<T: Serialize + ?Sized>(projection: &str, key: &str, value: &T) -> 
     })
 }
 
-fn decode_doc<T: DeserializeOwned>(projection: &str, key: &[u8], bytes: &[u8]) -> Result<T> {
+pub(super) fn decode_doc<T: DeserializeOwned>(projection: &str, key: &[u8], bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::Document {
         projection: projection.to_string(),
         key: String::from_utf8_lossy(key).into_owned(),
@@ -206,7 +206,7 @@ fn key_string(projection: &str, key: &[u8]) -> Result<String> {
 }
 
 /// Scans documents whose key starts with `prefix`, after `after`, at most `limit`.
-fn scan<T: DeserializeOwned>(
+pub(super) fn scan<T: DeserializeOwned>(
     txn: &RoTxn<'_>,
     db: Db,
     projection: &str,
@@ -229,81 +229,6 @@ fn scan<T: DeserializeOwned>(
         out.push((key_string(projection, k)?, decode_doc(projection, k, v)?));
     }
     Ok(out)
-}
-
-/// A write transaction of the projections environment, with its env
-/// lifetime erased so [`ProjectionContext`] needs only one lifetime.
-pub(crate) trait DocTxn {
-    fn ro(&self) -> &RoTxn<'_>;
-    fn put(&mut self, db: Db, key: &[u8], value: &[u8]) -> heed::Result<()>;
-    fn delete(&mut self, db: Db, key: &[u8]) -> heed::Result<bool>;
-}
-
-impl DocTxn for RwTxn<'_> {
-    fn ro(&self) -> &RoTxn<'_> {
-        self
-    }
-
-    fn put(&mut self, db: Db, key: &[u8], value: &[u8]) -> heed::Result<()> {
-        db.put(self, key, value)
-    }
-
-    fn delete(&mut self, db: Db, key: &[u8]) -> heed::Result<bool> {
-        db.delete(self, key)
-    }
-}
-
-/// The read model a projection's `apply` reads and writes: JSON documents by
-/// string key. Every write belongs to the batch's transaction and commits
-/// with the projection's checkpoint.
-pub struct ProjectionContext<'t> {
-    pub(crate) txn: &'t mut (dyn DocTxn + 't),
-    pub(crate) db: Db,
-    pub(crate) name: &'t str,
-    pub(crate) map_size: usize,
-}
-
-impl ProjectionContext<'_> {
-    /// The projection being applied.
-    pub fn projection(&self) -> &str {
-        self.name
-    }
-
-    /// The document at `key`, decoded as `T`.
-    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        match self.db.get(self.txn.ro(), key.as_bytes())? {
-            Some(v) => decode_doc(self.name, key.as_bytes(), v).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Writes `value` as the document at `key`.
-    pub fn put<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<()> {
-        let bytes = encode_doc(self.name, key, value)?;
-        self.txn.put(self.db, key.as_bytes(), &bytes).map_err(|e| from_heed(e, self.map_size))
-    }
-
-    /// Removes the document at `key`; returns whether it existed.
-    pub fn delete(&mut self, key: &str) -> Result<bool> {
-        self.txn.delete(self.db, key.as_bytes()).map_err(|e| from_heed(e, self.map_size))
-    }
-
-    /// Reads the document at `key` (or `T::default()`), lets `f` change it,
-    /// and writes it back.
-    pub fn update<T, F>(&mut self, key: &str, f: F) -> Result<()>
-    where
-        T: DeserializeOwned + Serialize + Default,
-        F: FnOnce(&mut T),
-    {
-        let mut doc = self.get::<T>(key)?.unwrap_or_default();
-        f(&mut doc);
-        self.put(key, &doc)
-    }
-
-    /// Documents whose key starts with `prefix`, in key order, at most `limit`.
-    pub fn scan<T: DeserializeOwned>(&self, prefix: &str, limit: usize) -> Result<Vec<(String, T)>> {
-        scan(self.txn.ro(), self.db, self.name, prefix, None, limit)
-    }
 }
 
 /// The application's read side of projection `P`'s model: always the active

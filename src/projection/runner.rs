@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, select};
 
-use super::read_model::{ProjEnv, ProjMeta, ProjectionContext, RebuildMeta};
+use super::context::ProjectionContext;
+use super::read_model::{ProjEnv, ProjMeta, RebuildMeta};
 use super::{Projection, ProjectionState, ProjectionStatus, RebuildProgress};
 use crate::consumer::validate_name;
 use crate::error::{Error, Result};
@@ -376,11 +377,11 @@ impl Core {
         }
         let db = slots[usize::from(slot)];
         {
-            let mut ctx =
-                ProjectionContext { txn: &mut wtxn, db, name: e.name, map_size: self.store.map_size() };
+            let mut ctx = ProjectionContext::new(&mut wtxn, db, e.name, self.store.map_size());
             for event in &batch.events {
                 (e.apply)(&mut ctx, event).map_err(at(event.position))?;
             }
+            ctx.flush().map_err(at(batch.next - 1))?;
         }
         let last = batch.next - 1;
         let mut finished = false;

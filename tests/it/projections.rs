@@ -356,3 +356,60 @@ fn read_models_are_readable_from_a_read_only_store_and_report_lag() {
     assert_eq!(store.projection::<Fragile>().get::<u64>("count").unwrap(), None);
     assert!(matches!(ProjectionRunner::new(&store), Err(Error::ReadOnly)));
 }
+
+// ---- the context's write-back cache ------------------------------------
+
+/// Exercises every way `apply` can touch a document it updated earlier in
+/// the same batch: read it back, update it as another type, scan it,
+/// overwrite it, delete it.
+struct CacheProbe;
+
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+struct Counter {
+    n: u64,
+}
+
+impl Projection for CacheProbe {
+    const NAME: &'static str = "cache_probe";
+    const VERSION: u32 = 1;
+
+    fn apply(&self, ctx: &mut ProjectionContext<'_>, event: &RecordedEvent) -> Result<()> {
+        ctx.update("count", |c: &mut Counter| c.n += 1)?;
+        let seen: Counter = ctx.get("count")?.unwrap_or_default();
+        ctx.update("seen", |s: &mut Counter| s.n = seen.n)?;
+        // The same document as another type: the counter must carry over.
+        ctx.update("count", |v: &mut serde_json::Value| {
+            v["last"] = json!(event.position);
+        })?;
+        ctx.update(&format!("tmp/{}", event.position), |c: &mut Counter| c.n = event.position)?;
+        let tmp: Vec<(String, Counter)> = ctx.scan("tmp/", 100)?;
+        if tmp.len() != 1 {
+            return Err(Error::handler(format!("scan saw {} tmp documents, not 1", tmp.len())));
+        }
+        if !ctx.delete(&format!("tmp/{}", event.position))? {
+            return Err(Error::handler("deleting a document updated in this batch said it did not exist"));
+        }
+        ctx.update("overwritten", |c: &mut Counter| c.n += 100)?;
+        ctx.put("overwritten", &Counter { n: event.position })?;
+        Ok(())
+    }
+}
+
+/// Guards the projection context's write-back cache: reads inside a batch
+/// see the batch's own updates, and what commits is what `apply` last wrote.
+#[test]
+fn documents_updated_in_a_batch_read_back_and_commit_as_last_written() {
+    let (_dir, store) = temp_store();
+    for i in 0..25u64 {
+        store.append(&format!("s-{}", i % 3), ExpectedVersion::Any, [ev("E", i)]).unwrap();
+    }
+    let runner = ProjectionRunner::new(&store).unwrap().with_batch_size(10).register(CacheProbe).unwrap();
+    runner.run_until_caught_up().unwrap();
+    let model = store.projection::<CacheProbe>();
+    let count: serde_json::Value = model.get("count").unwrap().unwrap();
+    assert_eq!(count, json!({ "n": 25, "last": 25 }));
+    assert_eq!(model.get::<Counter>("seen").unwrap(), Some(Counter { n: 25 }));
+    assert_eq!(model.get::<Counter>("overwritten").unwrap(), Some(Counter { n: 25 }));
+    assert!(model.scan::<Counter>("tmp/", None, 100).unwrap().is_empty());
+    assert_eq!(model.count().unwrap(), 3);
+}
