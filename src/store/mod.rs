@@ -129,14 +129,19 @@ impl Store {
             (dbs, info)
         };
         let shared = Arc::new(Shared::default());
-        let (head, last_recorded_at) = {
+        let (head, last_recorded_at, last_event_id) = {
             let rtxn = env.read_txn()?;
+            let last_event_id = match dbs.event_ids.last(&rtxn)? {
+                Some((k, _)) => <[u8; 16]>::try_from(k)
+                    .map_err(|_| Error::index("event_ids", format!("a key is {} bytes, not 16", k.len())))?,
+                None => [0u8; 16],
+            };
             match dbs.events.last(&rtxn)? {
                 Some((k, v)) => {
                     let p = parse_position_key(k)?;
-                    (p, record::recorded_at(p, v)?)
+                    (p, record::recorded_at(p, v)?, last_event_id)
                 }
-                None => (0, 0),
+                None => (0, 0, last_event_id),
             }
         };
         shared.head.store(head, Ordering::Release);
@@ -150,7 +155,8 @@ impl Store {
                 map_size,
                 faults: b.faults,
             };
-            let start = StartState { head, last_recorded_at, next_stream_no: info.next_stream_no };
+            let start =
+                StartState { head, last_recorded_at, next_stream_no: info.next_stream_no, last_event_id };
             Some(WriterHandle::spawn(env.clone(), dbs, shared.clone(), config, b.queue_capacity, start)?)
         };
         Ok(Store {

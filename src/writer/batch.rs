@@ -26,6 +26,8 @@ pub(crate) struct StartState {
     pub head: u64,
     pub last_recorded_at: u64,
     pub next_stream_no: u64,
+    /// The greatest key of `event_ids` (all zeros when empty).
+    pub last_event_id: [u8; 16],
 }
 
 /// Why a request did not go through.
@@ -56,6 +58,8 @@ struct BatchCtx {
     heads: HashMap<String, (StreamHead, bool)>,
     pos: u64,
     next_stream_no: u64,
+    /// The greatest key of `event_ids`, including this batch's.
+    last_event_id: [u8; 16],
     now: u64,
     /// The last recorded_at given out, in this batch or before it.
     last_time: u64,
@@ -245,6 +249,7 @@ impl Writer {
             heads: HashMap::new(),
             pos: self.state.head,
             next_stream_no: self.state.next_stream_no,
+            last_event_id: self.state.last_event_id,
             now,
             last_time: self.state.last_recorded_at,
             events: 0,
@@ -303,6 +308,7 @@ impl Writer {
         self.state.head = ctx.pos;
         self.state.last_recorded_at = ctx.last_time;
         self.state.next_stream_no = ctx.next_stream_no;
+        self.state.last_event_id = ctx.last_event_id;
         let s = &self.shared;
         s.head.store(ctx.pos, Ordering::Release);
         Shared::bump(&s.commits, 1);
@@ -427,7 +433,15 @@ impl Writer {
             ctx.last_time = at;
             record::seal(ev, pos, h.version + 1 + k as u64, at);
             self.dbs.events.put_with_flags(wtxn, PutFlags::APPEND, &position_key(pos), &ev.value)?;
-            self.dbs.event_ids.put(wtxn, ev.event_id.as_bytes(), &pos.to_le_bytes())?;
+            // Ids the store makes (UUID v7) grow with time, so most go after
+            // the greatest key: appending skips the search from the root.
+            let id = ev.event_id.as_bytes();
+            if *id > ctx.last_event_id {
+                self.dbs.event_ids.put_with_flags(wtxn, PutFlags::APPEND, id, &pos.to_le_bytes())?;
+                ctx.last_event_id = *id;
+            } else {
+                self.dbs.event_ids.put(wtxn, id, &pos.to_le_bytes())?;
+            }
             ctx.bytes += ev.value.len() as u64;
             ids.push(ev.event_id);
         }

@@ -143,6 +143,40 @@ fn idempotent_retry_returns_the_original_result_and_survives_reopen() {
     assert_eq!(store.read().unwrap().head().unwrap(), 3);
 }
 
+/// Guards the writer's append path for event ids: ids below the greatest
+/// stored one (caller-chosen, random v4, or from before a reopen) are still
+/// indexed and found, and retries of them are still recognised.
+#[test]
+fn event_ids_below_the_greatest_are_indexed_after_appends_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = Uuid::from_bytes([0xff; 16]);
+    let low = Uuid::from_bytes([0x01; 16]);
+    let random = Uuid::new_v4();
+    let mut made = Vec::new();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.append("s-1", ExpectedVersion::Any, [ev("E", 1).with_id(top)]).unwrap();
+        // Store-made v7 ids now sort below the greatest key.
+        made.extend(store.append("s-1", ExpectedVersion::Any, [ev("E", 2), ev("E", 3)]).unwrap().event_ids);
+        store
+            .append("s-2", ExpectedVersion::Any, [ev("E", 4).with_id(low), ev("E", 5).with_id(random)])
+            .unwrap();
+        store.close().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    made.extend(store.append("s-3", ExpectedVersion::Any, [ev("E", 6)]).unwrap().event_ids);
+    let r = store.read().unwrap();
+    for (id, position) in [(top, 1), (made[0], 2), (made[1], 3), (low, 4), (random, 5), (made[2], 6)] {
+        assert_eq!(r.event_by_id(id).unwrap().map(|e| e.position()), Some(position), "{id}");
+    }
+    let retry = store
+        .append("s-2", ExpectedVersion::Any, [ev("E", 4).with_id(low), ev("E", 5).with_id(random)])
+        .unwrap();
+    assert!(retry.already_stored);
+    let report = store.verify().unwrap();
+    assert_eq!((report.event_ids, report.fault_count), (6, 0));
+}
+
 #[test]
 fn validation_errors_are_typed_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
