@@ -12,7 +12,7 @@ use heed::{Env, PutFlags, RwTxn, WithoutTls};
 use uuid::Uuid;
 
 use super::shared::Shared;
-use super::{Command, Request, SideDb, StreamAppend, WriterConfig};
+use super::{Command, Reply, Request, SideDb, StreamAppend, WriterConfig};
 use crate::error::{Error, Result, from_heed};
 use crate::event::{AppendResult, ExpectedVersion};
 use crate::record;
@@ -206,7 +206,7 @@ impl Writer {
                 Shared::bump(&self.shared.rejected, 1);
             }
             // The appender may have given up waiting; that is not our failure.
-            let _ = req.reply.send(outcome);
+            let _ = req.reply.send(Reply { outcome, spent: req.appends });
         }
     }
 

@@ -50,7 +50,16 @@ pub(crate) struct SideWrite {
 pub(crate) struct Request {
     pub appends: Vec<StreamAppend>,
     pub side_writes: Vec<SideWrite>,
-    pub reply: Sender<Result<Vec<AppendResult>>>,
+    pub reply: Sender<Reply>,
+}
+
+/// The writer's answer to a request. It carries the request's encoded events
+/// back too, so their buffers are freed on the appender's thread: freeing
+/// another thread's allocations was a tenth of the writer thread's time on
+/// bulk appends, and the writer is the one thread every append waits for.
+pub(crate) struct Reply {
+    pub outcome: Result<Vec<AppendResult>>,
+    pub spent: Vec<StreamAppend>,
 }
 
 impl Request {
@@ -138,17 +147,23 @@ pub(crate) use batch::{StartState, now_micros};
 #[must_use = "an append ticket does nothing unless waited on; dropping it does not cancel the append"]
 #[derive(Debug)]
 pub struct AppendTicket {
-    rx: Receiver<Result<Vec<AppendResult>>>,
+    rx: Receiver<Reply>,
 }
 
 impl AppendTicket {
-    pub(crate) fn new(rx: Receiver<Result<Vec<AppendResult>>>) -> Self {
+    pub(crate) fn new(rx: Receiver<Reply>) -> Self {
         AppendTicket { rx }
     }
 
     /// Waits for the request's result: one [`AppendResult`] per stream.
     pub fn wait_many(self) -> Result<Vec<AppendResult>> {
-        self.rx.recv().unwrap_or(Err(Error::Closed))
+        match self.rx.recv() {
+            Ok(reply) => {
+                drop(reply.spent);
+                reply.outcome
+            }
+            Err(_) => Err(Error::Closed),
+        }
     }
 
     /// Waits for the result of a single-stream append.
