@@ -13,8 +13,8 @@ mod context;
 mod read_model;
 pub(crate) mod runner;
 
-pub(crate) use read_model::ProjEnv;
 pub use context::ProjectionContext;
+pub(crate) use read_model::ProjEnv;
 pub use read_model::ReadModel;
 pub use runner::{ProjectionRunner, RunningProjections};
 
