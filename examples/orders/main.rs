@@ -1,5 +1,6 @@
 //! Orders: an order aggregate with its rules, an order read model and an
-//! analytics projection kept up to date incrementally, snapshots every 5
+//! analytics projection (both `Projection`s, kept up to date incrementally by
+//! a `ProjectionRunner`), snapshots every 5
 //! events, and a saga (payment -> inventory -> shipping) that compensates
 //! completed steps in reverse order when one fails and recovers from a crash.
 //!
@@ -23,10 +24,10 @@ mod saga;
 use std::path::Path;
 use std::process::ExitCode;
 
-use eventfold::{EventMetadata, Filter, ReadAll, Repository, SnapshotPolicy, Store};
+use eventfold::{EventMetadata, Projection, ProjectionRunner, ProjectionState, Repository, SnapshotPolicy, Store};
 
 use aggregate::{Item, Order, OrderCommand, OrderError, Status};
-use read_model::{Analytics, ReadModel};
+use read_model::{Analytics, OrderAnalytics, OrderView, OrderViews, OrderViewsTwice};
 use saga::{Faults, Orchestrator, RunOutcome, SagaEvent, SagaStatus, Step};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -86,7 +87,10 @@ pub fn run(dir: &Path) -> Result<(), BoxError> {
         reservations: Repository::new(store.clone()),
         log: Vec::new(),
     };
-    let mut model = ReadModel::default();
+    let runner = ProjectionRunner::new(&store)?
+        .register(OrderViews)?
+        .register(OrderAnalytics)?
+        .register(OrderViewsTwice)?;
     let basket = [item("book", 2, 12_50), item("pen", 3, 1_99), item("lamp", 1, 34_00)];
 
     println!("== sagas ==");
@@ -101,7 +105,7 @@ pub fn run(dir: &Path) -> Result<(), BoxError> {
         println!("-- {id}: {label}");
         place(&orders, id, "cust-7", &basket)?;
         outcomes.push(orchestrator.run(id, faults)?);
-        model.catch_up(&store)?;
+        catch_up(&runner)?;
     }
     check(
         "o-1 completed, o-2 failed, o-3 and o-4 compensated",
@@ -208,13 +212,14 @@ pub fn run(dir: &Path) -> Result<(), BoxError> {
     check("snapshot + tail equals a full replay", o1.state == orders.replay("o-1")?.state)?;
 
     println!("== read model and analytics ==");
-    let caught = model.catch_up(&store)?;
-    println!("  caught up {caught} more events, checkpoint at position {}", model.checkpoint);
+    let checkpoint = catch_up(&runner)?;
+    println!("  projections caught up to position {checkpoint}");
+    let views = order_views(&store)?;
     println!(
         "  {:<5} {:<7} {:<10} {:>5} {:>9} {:<9} {:>7} {:>9} {:>3}",
         "order", "cust", "status", "items", "total", "payment", "shipped", "cancelled", "v"
     );
-    for v in model.orders.values() {
+    for v in &views {
         println!(
             "  {:<5} {:<7} {:<10} {:>5} {:>9} {:<9} {:>7} {:>9} {:>3}",
             v.order_id,
@@ -228,7 +233,7 @@ pub fn run(dir: &Path) -> Result<(), BoxError> {
             v.version
         );
     }
-    let a = &model.analytics;
+    let a = analytics(&store)?;
     println!(
         "  revenue {} | orders {} | paid {} | average {} | cancelled revenue {} | by status {:?}",
         money(a.total_revenue),
@@ -238,7 +243,7 @@ pub fn run(dir: &Path) -> Result<(), BoxError> {
         money(a.cancelled_revenue),
         a.orders_by_status.iter().map(|(s, n)| format!("{}={n}", s.name())).collect::<Vec<_>>()
     );
-    let status_of = |id: &str| model.orders.get(id).map(|v| v.status);
+    let status_of = |id: &str| views.iter().find(|v| v.order_id == id).map(|v| v.status);
     check(
         "statuses: o-1 o-5 shipped; o-2 o-3 o-4 o-6 cancelled; o-7 pending",
         ["o-1", "o-5"].iter().all(|id| status_of(id) == Some(Status::Shipped))
@@ -247,37 +252,36 @@ pub fn run(dir: &Path) -> Result<(), BoxError> {
     )?;
     check(
         "refunded orders carry no payment id; shipped ones do",
-        model.orders.values().all(|v| (v.status == Status::Shipped) == v.payment_id.is_some()),
+        views.iter().all(|v| (v.status == Status::Shipped) == v.payment_id.is_some()),
     )?;
-    for v in model.orders.values() {
+    for v in &views {
         let o = orders.load(&v.order_id)?;
         if o.state.status != v.status || o.state.total() != v.total_amount || o.version != v.version {
             return check(&format!("read model of {} matches the aggregate", v.order_id), false);
         }
     }
     check("every order view matches its aggregate", true)?;
-    check("analytics equal a recomputation from the views", *a == Analytics::recompute(&model.orders))?;
+    check("analytics equal a recomputation from the views", a == Analytics::recompute(&views))?;
     let basket_total: u64 = basket.iter().map(Item::total).sum();
     check(
         "revenue is o-1 + o-5",
         a.total_revenue == basket_total + basket[0].total() && a.paid_orders == 2 && a.total_orders == 7,
     )?;
 
-    let mut rebuilt = ReadModel::default();
-    rebuilt.catch_up(&store)?;
+    runner.rebuild(OrderViews::NAME)?;
+    runner.rebuild(OrderAnalytics::NAME)?;
+    catch_up(&runner)?;
     check(
         "a rebuild from position 1 equals the incremental model",
-        rebuilt.orders == model.orders && rebuilt.analytics == model.analytics,
+        order_views(&store)? == views && analytics(&store)? == a,
     )?;
-    let before = model.clone();
-    let mut refed = 0;
-    for e in store.read_all_batched(ReadAll::new().filter(Filter::new().category("order")), 512)? {
-        if model.apply(&e?)? {
-            refed += 1;
-        }
-    }
-    check("re-feeding every event changes nothing", refed == 0 && model == before)?;
-    check("catching up again finds nothing new", model.catch_up(&store)? == 0)?;
+    let twice: Vec<OrderView> =
+        store.projection::<OrderViewsTwice>().entries()?.into_iter().map(|(_, v)| v).collect();
+    check("applying every event twice gives the same model", twice == views)?;
+    check(
+        "catching up again finds nothing new",
+        catch_up(&runner)? == checkpoint && order_views(&store)? == views,
+    )?;
 
     println!("== saga log ({} lines) ==", orchestrator.log.len());
     check(
@@ -288,6 +292,30 @@ pub fn run(dir: &Path) -> Result<(), BoxError> {
     )?;
     store.close()?;
     Ok(())
+}
+
+/// Runs every projection to the head; fails if one of them failed.
+/// Returns the order views' checkpoint.
+fn catch_up(runner: &ProjectionRunner) -> Result<u64, BoxError> {
+    let mut checkpoint = 0;
+    for status in runner.run_until_caught_up()? {
+        if let ProjectionState::Failed { position, error } = &status.state {
+            return Err(format!("projection {} failed at position {position}: {error}", status.name).into());
+        }
+        if status.name == OrderViews::NAME {
+            checkpoint = status.checkpoint;
+        }
+    }
+    Ok(checkpoint)
+}
+
+/// Every order's view, in order id order.
+fn order_views(store: &Store) -> Result<Vec<OrderView>, BoxError> {
+    Ok(store.projection::<OrderViews>().entries()?.into_iter().map(|(_, v)| v).collect())
+}
+
+fn analytics(store: &Store) -> Result<Analytics, BoxError> {
+    Ok(store.projection::<OrderAnalytics>().get("totals")?.unwrap_or_default())
 }
 
 fn main() -> ExitCode {

@@ -1,19 +1,19 @@
-//! The order read model and the analytics projection, kept up to date
-//! incrementally by folding the global log from a checkpoint.
+//! The order read model and the analytics projection: two `Projection`s the
+//! store's `ProjectionRunner` keeps up to date incrementally from their
+//! checkpoints, and rebuilds from position 1 on demand.
 //!
-//! Both are plain folds over `Store::read_all_batched`, filtered to the
-//! `order` category: `catch_up` reads only what is after the checkpoint, and
-//! re-feeding events that were already applied changes nothing (each event's
-//! position is compared with the checkpoint, and its version with the order's).
+//! Both are idempotent: an event whose version the order's document already
+//! has is skipped, so applying an event twice changes nothing
+//! ([`OrderViewsTwice`] shows it).
 
 use std::collections::BTreeMap;
 
-use eventfold::{DomainEvent, Filter, ReadAll, RecordedEvent, Store};
-use serde::Serialize;
+use eventfold::{DomainEvent, Filter, Projection, ProjectionContext, RecordedEvent};
+use serde::{Deserialize, Serialize};
 
 use super::aggregate::{Item, OrderEvent, Status};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OrderView {
     pub order_id: String,
     pub customer_id: String,
@@ -26,7 +26,7 @@ pub struct OrderView {
     pub version: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Analytics {
     /// Total of the orders that are paid or shipped.
     pub total_revenue: u64,
@@ -44,21 +44,12 @@ impl Analytics {
     }
 
     /// The same figures computed from scratch, to check the incremental ones.
-    pub fn recompute(views: &BTreeMap<String, OrderView>) -> Self {
+    pub fn recompute<'a>(views: impl IntoIterator<Item = &'a OrderView>) -> Self {
         let mut a = Analytics::default();
-        for v in views.values() {
+        for v in views {
             a.total_orders += 1;
-            *a.orders_by_status.entry(v.status).or_default() += 1;
-            match v.status {
-                Status::Paid | Status::Shipped => {
-                    a.paid_orders += 1;
-                    a.total_revenue += v.total_amount;
-                }
-                Status::Cancelled => a.cancelled_revenue += v.total_amount,
-                Status::Pending => {}
-            }
+            a.enter(v.status, v.total_amount);
         }
-        a.orders_by_status.retain(|_, n| *n > 0);
         a
     }
 
@@ -92,90 +83,111 @@ impl Analytics {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ReadModel {
-    pub orders: BTreeMap<String, OrderView>,
-    pub analytics: Analytics,
-    /// Position of the last event applied.
-    pub checkpoint: u64,
-    pub applied: u64,
+/// The key of an order's document: `order/<id>`.
+pub fn order_key(order_id: &str) -> String {
+    format!("order/{order_id}")
 }
 
-impl ReadModel {
-    /// Applies every order event after the checkpoint; returns how many.
-    pub fn catch_up(&mut self, store: &Store) -> eventfold::Result<u64> {
-        let from = ReadAll::from_position(self.checkpoint + 1).filter(Filter::new().category("order"));
-        let mut n = 0;
-        for event in store.read_all_batched(from, 512)? {
-            if self.apply(&event?)? {
-                n += 1;
-            }
+/// Folds `recorded` into the view of its order, unless the view already has
+/// it. Returns the view before and after, or `None` when it was skipped.
+fn fold(
+    ctx: &mut ProjectionContext<'_>,
+    recorded: &RecordedEvent,
+) -> eventfold::Result<Option<(Option<OrderView>, OrderView)>> {
+    let order_id = recorded.stream_id.strip_prefix("order-").unwrap_or(&recorded.stream_id);
+    let key = order_key(order_id);
+    let old: Option<OrderView> = ctx.get(&key)?;
+    if old.as_ref().is_some_and(|v| v.version >= recorded.version) {
+        return Ok(None);
+    }
+    let event = OrderEvent::decode(&recorded.event_type, &recorded.payload).map_err(|reason| {
+        eventfold::Error::Decode { position: recorded.position, event_type: recorded.event_type.clone(), reason }
+    })?;
+    let mut view =
+        old.clone().unwrap_or_else(|| OrderView { order_id: order_id.to_string(), ..OrderView::default() });
+    match event {
+        OrderEvent::OrderPlaced { customer_id } => view.customer_id = customer_id,
+        OrderEvent::ItemAdded { item } => {
+            view.total_amount += item.total();
+            view.items.push(item);
         }
-        Ok(n)
+        OrderEvent::PaymentProcessed { payment_id, .. } => {
+            view.status = Status::Paid;
+            view.payment_id = Some(payment_id);
+        }
+        OrderEvent::PaymentRefunded { .. } => {
+            view.status = Status::Pending;
+            view.payment_id = None;
+        }
+        OrderEvent::OrderShipped => {
+            view.status = Status::Shipped;
+            view.shipped_at = Some(recorded.recorded_at);
+        }
+        OrderEvent::OrderCancelled { .. } => {
+            view.status = Status::Cancelled;
+            view.cancelled_at = Some(recorded.recorded_at);
+        }
+    }
+    view.version = recorded.version;
+    ctx.put(&key, &view)?;
+    Ok(Some((old, view)))
+}
+
+/// One document per order: `order/<id>` → [`OrderView`].
+pub struct OrderViews;
+
+impl Projection for OrderViews {
+    const NAME: &'static str = "order_views";
+    const VERSION: u32 = 1;
+
+    fn filter(&self) -> Filter {
+        Filter::new().category("order")
     }
 
-    /// Applies one event; returns false when it was already applied.
-    pub fn apply(&mut self, recorded: &RecordedEvent) -> eventfold::Result<bool> {
-        if recorded.position <= self.checkpoint {
-            return Ok(false);
-        }
-        self.checkpoint = recorded.position;
-        let order_id = recorded.stream_id.strip_prefix("order-").unwrap_or(&recorded.stream_id).to_string();
-        if self.orders.get(&order_id).is_some_and(|v| v.version >= recorded.version) {
-            return Ok(false);
-        }
-        let event = OrderEvent::decode(&recorded.event_type, &recorded.payload).map_err(|reason| {
-            eventfold::Error::Decode {
-                position: recorded.position,
-                event_type: recorded.event_type.clone(),
-                reason,
+    fn apply(&self, ctx: &mut ProjectionContext<'_>, event: &RecordedEvent) -> eventfold::Result<()> {
+        fold(ctx, event).map(|_| ())
+    }
+}
+
+/// The store-wide figures, in the document `totals`. It keeps its own copy of
+/// each order's view (status and total before the event) so it moves an
+/// order between statuses without reading the other projection.
+pub struct OrderAnalytics;
+
+impl Projection for OrderAnalytics {
+    const NAME: &'static str = "order_analytics";
+    const VERSION: u32 = 1;
+
+    fn filter(&self) -> Filter {
+        Filter::new().category("order")
+    }
+
+    fn apply(&self, ctx: &mut ProjectionContext<'_>, event: &RecordedEvent) -> eventfold::Result<()> {
+        let Some((old, new)) = fold(ctx, event)? else { return Ok(()) };
+        ctx.update("totals", |a: &mut Analytics| {
+            match &old {
+                Some(o) => a.leave(o.status, o.total_amount),
+                None => a.total_orders += 1,
             }
-        })?;
-        let view = self.orders.entry(order_id.clone()).or_insert_with(|| OrderView {
-            order_id,
-            customer_id: String::new(),
-            items: Vec::new(),
-            status: Status::Pending,
-            total_amount: 0,
-            payment_id: None,
-            shipped_at: None,
-            cancelled_at: None,
-            version: 0,
-        });
-        let (old_status, old_total) = (view.status, view.total_amount);
-        let existed = view.version > 0;
-        match event {
-            OrderEvent::OrderPlaced { customer_id } => view.customer_id = customer_id,
-            OrderEvent::ItemAdded { item } => {
-                view.total_amount += item.total();
-                view.items.push(item);
-            }
-            OrderEvent::PaymentProcessed { payment_id, .. } => {
-                view.status = Status::Paid;
-                view.payment_id = Some(payment_id);
-            }
-            OrderEvent::PaymentRefunded { .. } => {
-                view.status = Status::Pending;
-                view.payment_id = None;
-            }
-            OrderEvent::OrderShipped => {
-                view.status = Status::Shipped;
-                view.shipped_at = Some(recorded.recorded_at);
-            }
-            OrderEvent::OrderCancelled { .. } => {
-                view.status = Status::Cancelled;
-                view.cancelled_at = Some(recorded.recorded_at);
-            }
-        }
-        view.version = recorded.version;
-        let (new_status, new_total) = (view.status, view.total_amount);
-        if existed {
-            self.analytics.leave(old_status, old_total);
-        } else {
-            self.analytics.total_orders += 1;
-        }
-        self.analytics.enter(new_status, new_total);
-        self.applied += 1;
-        Ok(true)
+            a.enter(new.status, new.total_amount);
+        })
+    }
+}
+
+/// [`OrderViews`] with every event applied twice in a row: its model must
+/// equal the one applied once.
+pub struct OrderViewsTwice;
+
+impl Projection for OrderViewsTwice {
+    const NAME: &'static str = "order_views_twice";
+    const VERSION: u32 = 1;
+
+    fn filter(&self) -> Filter {
+        Filter::new().category("order")
+    }
+
+    fn apply(&self, ctx: &mut ProjectionContext<'_>, event: &RecordedEvent) -> eventfold::Result<()> {
+        OrderViews.apply(ctx, event)?;
+        OrderViews.apply(ctx, event)
     }
 }
