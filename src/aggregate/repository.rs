@@ -2,6 +2,8 @@
 //! upcasted), as of a version or a time, and execute commands against it
 //! with optimistic concurrency.
 
+mod replay;
+
 use std::borrow::Cow;
 use std::marker::PhantomData;
 
@@ -84,6 +86,7 @@ pub struct Repository<A: Aggregate> {
     keep_snapshots: usize,
     max_attempts: u32,
     read_batch: usize,
+    replay_threads: usize,
     _aggregate: PhantomData<fn() -> A>,
 }
 
@@ -96,6 +99,7 @@ impl<A: Aggregate> Clone for Repository<A> {
             keep_snapshots: self.keep_snapshots,
             max_attempts: self.max_attempts,
             read_batch: self.read_batch,
+            replay_threads: self.replay_threads,
             _aggregate: PhantomData,
         }
     }
@@ -108,6 +112,7 @@ impl<A: Aggregate> std::fmt::Debug for Repository<A> {
             .field("policy", &self.policy)
             .field("keep_snapshots", &self.keep_snapshots)
             .field("max_attempts", &self.max_attempts)
+            .field("replay_threads", &self.replay_threads)
             .finish_non_exhaustive()
     }
 }
@@ -127,6 +132,7 @@ impl<A: Aggregate> Repository<A> {
             keep_snapshots: 2,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             read_batch: 4096,
+            replay_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
             _aggregate: PhantomData,
         }
     }
@@ -159,6 +165,15 @@ impl<A: Aggregate> Repository<A> {
     /// Events read per read transaction during a load.
     pub fn read_batch(mut self, events: usize) -> Self {
         self.read_batch = events.max(1);
+        self
+    }
+
+    /// Threads that read and decode a long replay (8,192 events or more
+    /// after the snapshot); the events are still applied one by one, in
+    /// order, on the caller's thread. Default: the machine's parallelism, at
+    /// most 4. `1` keeps every load on the caller's thread.
+    pub fn replay_threads(mut self, threads: usize) -> Self {
+        self.replay_threads = threads.max(1);
         self
     }
 
@@ -352,40 +367,7 @@ impl<A: Aggregate> Repository<A> {
                 }
             }
         }
-        // Decodes straight from the borrowed records (no owned copy per
-        // event), renewing the read transaction every `read_batch` events so
-        // a long replay does not pin LMDB pages.
-        let mut next = from;
-        while next <= target {
-            let n = (target - next + 1).min(self.read_batch as u64);
-            let start = next;
-            let reader = self.store.read()?;
-            for e in reader.stream(stream, ReadStream::forward().from_version(next).limit(n as usize))? {
-                let e = e?;
-                let (event, upcast) = self.decode_parts(
-                    e.position(),
-                    e.event_type(),
-                    e.schema_version(),
-                    e.content_type(),
-                    e.payload(),
-                )?;
-                state.apply(&event);
-                report.events_replayed += 1;
-                report.events_upcast += u64::from(upcast);
-                next = e.version() + 1;
-            }
-            if next != start + n {
-                // Versions up to `target` exist (checked above) and are never
-                // removed, so a short read means the index is damaged.
-                return Err(Error::index(
-                    "stream_index",
-                    format!(
-                        "stream {stream:?} yielded versions {start}..{next}, expected up to {}",
-                        start + n - 1
-                    ),
-                ));
-            }
-        }
+        self.fold_events(stream, from, target, &mut state, &mut report)?;
         Ok(Loaded { state, version: target, report })
     }
 
