@@ -215,15 +215,7 @@ impl<A: Aggregate> Repository<A> {
         let version = {
             let reader = self.store.read()?;
             let position = reader.last_position_at(micros)?;
-            if position == 0 {
-                0
-            } else {
-                let opts = ReadStream::backward().up_to_position(position).limit(1);
-                match reader.stream(&stream, opts)?.next() {
-                    Some(event) => event?.version(),
-                    None => 0,
-                }
-            }
+            reader.stream_version_at(&stream, position)?
         };
         self.load_stream(&stream, Some(version), true)
     }

@@ -19,7 +19,9 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::record::{self, EventRef};
 use crate::store::env::Dbs;
-use crate::store::keys::{StreamHead, le_u64, parse_position_key, position_key};
+use crate::store::keys::{
+    Run, StreamHead, le_u64, parse_position_key, parse_stream_version_key, position_key, stream_version_key,
+};
 
 /// Which way a stream read goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -223,6 +225,31 @@ impl Reader {
     /// The stream's version: its number of events, 0 when it does not exist.
     pub fn stream_version(&self, stream: &str) -> Result<u64> {
         Ok(self.head_of(stream)?.map_or(0, |h| h.version))
+    }
+
+    /// The stream's version as of log position `position`: how many of its
+    /// events are at or before that position (0 when none). Walks the
+    /// stream's index runs from the newest and reads no record, so it costs
+    /// one index entry per run after `position`.
+    pub fn stream_version_at(&self, stream: &str, position: u64) -> Result<u64> {
+        let Some(h) = self.head_of(stream)? else { return Ok(0) };
+        if h.last_position <= position {
+            return Ok(h.version);
+        }
+        let start = stream_version_key(h.stream_no, 0);
+        let end = stream_version_key(h.stream_no, u64::MAX);
+        let range = (Bound::Included(&start[..]), Bound::Included(&end[..]));
+        for item in self.dbs.stream_index.rev_range(&self.txn, &range)? {
+            let (k, v) = item?;
+            let (_, first_version) = parse_stream_version_key("stream_index", k)?;
+            let run = Run::decode(v)?;
+            if run.first_position <= position {
+                // A run's events sit at consecutive positions.
+                let in_run = (position - run.first_position + 1).min(run.count);
+                return Ok(first_version + in_run - 1);
+            }
+        }
+        Ok(0)
     }
 
     /// What the store knows about `stream`, or `None` when it has no events.

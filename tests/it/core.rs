@@ -332,6 +332,29 @@ fn forward_stream_reads_step_over_short_gaps_and_search_past_long_ones() {
     assert_eq!(positions(ReadStream::backward()), backward);
 }
 
+/// Guards `stream_version_at`, which answers from the index runs alone:
+/// for every position of a log with runs of several lengths, it must equal
+/// counting the stream's events at or before that position.
+#[test]
+fn stream_version_at_every_position_matches_counting_events() {
+    let (_dir, store) = temp_store();
+    for round in 0..30u64 {
+        let mine: Vec<NewEvent> = (0..1 + round % 4).map(|k| ev("Mine", k)).collect();
+        store.append("mine", ExpectedVersion::Any, mine).unwrap();
+        if round % 3 != 0 {
+            store.append("other", ExpectedVersion::Any, [ev("Other", round)]).unwrap();
+        }
+    }
+    let r = store.read().unwrap();
+    let mine: Vec<u64> =
+        r.stream("mine", ReadStream::forward()).unwrap().map(|e| e.unwrap().position()).collect();
+    for position in 0..=r.head().unwrap() + 1 {
+        let expected = mine.iter().filter(|&&p| p <= position).count() as u64;
+        assert_eq!(r.stream_version_at("mine", position).unwrap(), expected, "at position {position}");
+    }
+    assert_eq!(r.stream_version_at("nobody", 10).unwrap(), 0);
+}
+
 #[test]
 fn global_reads_filter_and_stop_at_bounds() {
     let (_dir, store) = temp_store();
