@@ -24,7 +24,9 @@ mod saga;
 use std::path::Path;
 use std::process::ExitCode;
 
-use eventfold::{EventMetadata, Projection, ProjectionRunner, ProjectionState, Repository, SnapshotPolicy, Store};
+use eventfold::{
+    EventMetadata, Projection, ProjectionRunner, ProjectionState, Repository, SnapshotPolicy, Store,
+};
 
 use aggregate::{Item, Order, OrderCommand, OrderError, Status};
 use read_model::{Analytics, OrderAnalytics, OrderView, OrderViews, OrderViewsTwice};

@@ -101,7 +101,11 @@ fn fold(
         return Ok(None);
     }
     let event = OrderEvent::decode(&recorded.event_type, &recorded.payload).map_err(|reason| {
-        eventfold::Error::Decode { position: recorded.position, event_type: recorded.event_type.clone(), reason }
+        eventfold::Error::Decode {
+            position: recorded.position,
+            event_type: recorded.event_type.clone(),
+            reason,
+        }
     })?;
     let mut view =
         old.clone().unwrap_or_else(|| OrderView { order_id: order_id.to_string(), ..OrderView::default() });
