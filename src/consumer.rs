@@ -24,7 +24,7 @@ use crate::read::Filter;
 use crate::store::Store;
 use crate::store::keys::le_u64;
 use crate::subscribe::{SubscribeFrom, Subscription};
-use crate::writer::{SideDb, SideWrite};
+use crate::writer::{SideDb, SideOp, SideWrite};
 
 const VALUE_FORMAT: u8 = 1;
 const VALUE_LEN: usize = 17;
@@ -263,7 +263,7 @@ impl Consumer {
         let write = SideWrite {
             db: SideDb::Checkpoints,
             key: dedup_key(&self.name, event.position),
-            value: Some(event.event_id.as_bytes().to_vec()),
+            op: SideOp::Put(event.event_id.as_bytes().to_vec()),
         };
         self.store.send(Vec::new(), vec![write])?.wait_many()?;
         self.dedup.insert(event.position, event.event_id);
@@ -312,12 +312,16 @@ impl Consumer {
         let mut writes = vec![SideWrite {
             db: SideDb::Checkpoints,
             key: self.name.as_bytes().to_vec(),
-            value: Some(encode_checkpoint(position, now)),
+            op: SideOp::Put(encode_checkpoint(position, now)),
         }];
         // The checkpoint covers these now: the set stays bounded by the
         // distance between the checkpoint and the newest processed event.
         for p in self.dedup.range(..=position).map(|(p, _)| *p) {
-            writes.push(SideWrite { db: SideDb::Checkpoints, key: dedup_key(&self.name, p), value: None });
+            writes.push(SideWrite {
+                db: SideDb::Checkpoints,
+                key: dedup_key(&self.name, p),
+                op: SideOp::Delete,
+            });
         }
         writes
     }

@@ -30,7 +30,7 @@ use crate::event::ContentType;
 use crate::read::Reader;
 use crate::store::Store;
 use crate::store::keys::{le_u64, parse_stream_version_key, stream_version_key};
-use crate::writer::{SideDb, SideWrite};
+use crate::writer::{SideDb, SideOp, SideWrite};
 
 /// The snapshot value layout this build writes and reads.
 pub const SNAPSHOT_LAYOUT_VERSION: u8 = 1;
@@ -192,23 +192,19 @@ impl Store {
         let mut writes = vec![SideWrite {
             db: SideDb::Snapshots,
             key: stream_version_key(head.stream_no, snapshot.version).to_vec(),
-            value: Some(encode(&snapshot, crate::writer::now_micros())),
+            op: SideOp::Put(encode(&snapshot, crate::writer::now_micros())),
         }];
-        let mut all: Vec<u64> =
-            reader.snapshot_versions(stream)?.into_iter().filter(|v| *v != snapshot.version).collect();
         drop(reader);
-        all.push(snapshot.version);
-        all.sort_unstable();
         // The oldest go first; the one being saved always stays, even when it
-        // is older than the rest (a snapshot saved for a past version).
-        let excess = all.len().saturating_sub(keep.max(1));
-        for v in all.into_iter().take(excess).filter(|v| *v != snapshot.version) {
-            writes.push(SideWrite {
-                db: SideDb::Snapshots,
-                key: stream_version_key(head.stream_no, v).to_vec(),
-                value: None,
-            });
-        }
+        // is older than the rest (a snapshot saved for a past version). The
+        // writer prunes inside its transaction, so concurrent saves of one
+        // stream cannot leave more than `keep`.
+        let key = stream_version_key(head.stream_no, snapshot.version).to_vec();
+        writes.push(SideWrite {
+            db: SideDb::Snapshots,
+            key: head.stream_no.to_be_bytes().to_vec(),
+            op: SideOp::KeepNewest { keep, protect: key },
+        });
         self.send(Vec::new(), writes)?.wait_many().map(|_| ())
     }
 
@@ -231,7 +227,7 @@ impl Store {
             .map(|v| SideWrite {
                 db: SideDb::Snapshots,
                 key: stream_version_key(head.stream_no, *v).to_vec(),
-                value: None,
+                op: SideOp::Delete,
             })
             .collect();
         self.send(Vec::new(), writes)?.wait_many()?;

@@ -502,7 +502,7 @@ mod tests {
 
     use super::*;
     use crate::store::keys::stream_version_key;
-    use crate::writer::{SideDb, SideWrite};
+    use crate::writer::{SideDb, SideOp, SideWrite};
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     enum Ev {
@@ -552,7 +552,7 @@ mod tests {
         let w = SideWrite {
             db: SideDb::Snapshots,
             key: stream_version_key(stream_no, 2).to_vec(),
-            value: Some(value),
+            op: SideOp::Put(value),
         };
         store.send(Vec::new(), vec![w]).unwrap().wait_many().unwrap();
 

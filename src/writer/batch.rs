@@ -12,7 +12,7 @@ use heed::{Env, PutFlags, RwTxn, WithoutTls};
 use uuid::Uuid;
 
 use super::shared::Shared;
-use super::{Command, Reply, Request, SideDb, StreamAppend, WriterConfig};
+use super::{Command, Reply, Request, SideDb, SideOp, StreamAppend, WriterConfig};
 use crate::error::{Error, Result, from_heed};
 use crate::event::{AppendResult, ExpectedVersion};
 use crate::record;
@@ -389,10 +389,23 @@ impl Writer {
                 SideDb::Checkpoints => self.dbs.checkpoints,
                 SideDb::Snapshots => self.dbs.snapshots,
             };
-            match &w.value {
-                Some(v) => db.put(wtxn, &w.key, v)?,
-                None => {
+            match &w.op {
+                SideOp::Put(v) => db.put(wtxn, &w.key, v)?,
+                SideOp::Delete => {
                     db.delete(wtxn, &w.key)?;
+                }
+                SideOp::KeepNewest { keep, protect } => {
+                    let mut keys = Vec::new();
+                    for item in db.prefix_iter(wtxn, &w.key)? {
+                        let (k, _) = item?;
+                        if k != &protect[..] {
+                            keys.push(k.to_vec());
+                        }
+                    }
+                    let excess = (keys.len() + 1).saturating_sub((*keep).max(1));
+                    for k in keys.iter().take(excess) {
+                        db.delete(wtxn, k)?;
+                    }
                 }
             }
             ctx.side_writes += 1;

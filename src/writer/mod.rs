@@ -36,13 +36,27 @@ pub(crate) enum SideDb {
     Snapshots,
 }
 
-/// A put (`Some`) or delete (`None`) in a side database, committed atomically
-/// with the request's appends.
+/// A change to a side database, committed atomically with the request's
+/// appends.
 #[derive(Debug)]
 pub(crate) struct SideWrite {
     pub db: SideDb,
     pub key: Vec<u8>,
-    pub value: Option<Vec<u8>>,
+    pub op: SideOp,
+}
+
+/// What a [`SideWrite`] does with its key.
+#[derive(Debug)]
+pub(crate) enum SideOp {
+    Put(Vec<u8>),
+    Delete,
+    /// Of the keys that start with `key`, deletes the smallest until `keep`
+    /// remain, never `protect`. Done inside the write transaction, so two
+    /// concurrent requests cannot both miss each other's keys.
+    KeepNewest {
+        keep: usize,
+        protect: Vec<u8>,
+    },
 }
 
 /// One all-or-nothing unit of work for the writer.

@@ -226,6 +226,35 @@ fn execute_gives_up_after_its_bound() {
     assert_eq!(repo.load("1").unwrap().state.balance, 1);
 }
 
+/// Guards keep-K under concurrent saves: the pruning runs inside the
+/// writer's transaction, so saves racing on one stream still leave exactly
+/// K snapshots, and an old version saved last stays with the newest others.
+#[test]
+fn concurrent_snapshot_saves_keep_exactly_k() {
+    let (_d, store) = fast_store();
+    let events: Vec<NewEvent> =
+        (0..64).map(|n| NewEvent::json("Deposited", &json!({ "amount": n }))).collect();
+    store.append("account-9", ExpectedVersion::NoStream, events).unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..8u64 {
+            let store = store.clone();
+            scope.spawn(move || {
+                for k in 0..8u64 {
+                    let version = 1 + t * 8 + k;
+                    let snap = NewSnapshot::json("account-9", version, 1, &json!({ "v": version })).unwrap();
+                    store.save_snapshot("account-9", snap, 3).unwrap();
+                }
+            });
+        }
+    });
+    let versions = store.read().unwrap().snapshot_versions("account-9").unwrap();
+    assert_eq!(versions.len(), 3, "{versions:?}");
+    let old = NewSnapshot::json("account-9", 2, 1, &json!({ "v": 2 })).unwrap();
+    store.save_snapshot("account-9", old, 3).unwrap();
+    let after = store.read().unwrap().snapshot_versions("account-9").unwrap();
+    assert_eq!(after, [2, versions[1], versions[2]]);
+}
+
 #[test]
 fn snapshot_policy_every_n_and_keep_k() {
     let (_d, store) = fast_store();
