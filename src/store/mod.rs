@@ -131,9 +131,12 @@ impl Store {
         let shared = Arc::new(Shared::default());
         let (head, last_recorded_at, last_event_id) = {
             let rtxn = env.read_txn()?;
+            // The writer appends ids greater than this one. A damaged key
+            // must not stop the store from opening (`verify` reports it):
+            // all ones turns the append path off, and every id is inserted
+            // the ordinary way.
             let last_event_id = match dbs.event_ids.last(&rtxn)? {
-                Some((k, _)) => <[u8; 16]>::try_from(k)
-                    .map_err(|_| Error::index("event_ids", format!("a key is {} bytes, not 16", k.len())))?,
+                Some((k, _)) => <[u8; 16]>::try_from(k).unwrap_or([0xff; 16]),
                 None => [0u8; 16],
             };
             match dbs.events.last(&rtxn)? {
