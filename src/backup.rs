@@ -2,9 +2,10 @@
 
 use std::path::Path;
 
-use heed::CompactionOption;
+use heed::{CompactionOption, Env, WithoutTls};
 
 use crate::error::{Error, Result};
+use crate::projection::ProjEnv;
 use crate::store::Store;
 
 impl Store {
@@ -15,6 +16,10 @@ impl Store {
     /// page-for-page image (faster). Works on a read-only handle too, so a
     /// backup can run beside the writing process. The copy opens as a normal
     /// store.
+    ///
+    /// Read models (`projections/`) are copied too, first: a read model's
+    /// checkpoint then never runs ahead of the copied log, and a runner on
+    /// the restored store catches up from it.
     pub fn backup_to(&self, dir: impl AsRef<Path>, compact: bool) -> Result<()> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -29,11 +34,23 @@ impl Store {
             ));
         }
         let option = if compact { CompactionOption::Enabled } else { CompactionOption::Disabled };
-        let file = self.env().copy_to_path(&target, option).map_err(|e| match e {
-            heed::Error::Io(io) => Error::io(&target, io),
-            other => Error::Storage(format!("backup to {} failed: {other}", target.display())),
-        })?;
-        // The copy must be on disk before the caller relies on it.
-        file.sync_all().map_err(|e| Error::io(&target, e))
+        if self.path().join("projections").join("data.mdb").exists()
+            && let Some(projections) = ProjEnv::get(self)?
+        {
+            let to = dir.join("projections");
+            std::fs::create_dir_all(&to).map_err(|e| Error::io(&to, e))?;
+            copy_env(&projections.env, &to.join("data.mdb"), option)?;
+        }
+        copy_env(self.env(), &target, option)
     }
+}
+
+/// Copies one LMDB environment to `target` and syncs the copy: it must be on
+/// disk before the caller relies on it.
+fn copy_env(env: &Env<WithoutTls>, target: &Path, option: CompactionOption) -> Result<()> {
+    let file = env.copy_to_path(target, option).map_err(|e| match e {
+        heed::Error::Io(io) => Error::io(target, io),
+        other => Error::Storage(format!("backup to {} failed: {other}", target.display())),
+    })?;
+    file.sync_all().map_err(|e| Error::io(target, e))
 }

@@ -413,3 +413,29 @@ fn documents_updated_in_a_batch_read_back_and_commit_as_last_written() {
     assert!(model.scan::<Counter>("tmp/", None, 100).unwrap().is_empty());
     assert_eq!(model.count().unwrap(), 3);
 }
+
+/// Guards backups of read models: `backup_to` copies `projections/` before
+/// the log, so in the copy a model's checkpoint is never past the log's head,
+/// and a runner on the restored store catches up from that checkpoint.
+#[test]
+fn backup_copies_read_models_which_catch_up_on_the_copy() {
+    let (dir, store) = temp_store();
+    for i in 0..20u64 {
+        store.append(&format!("s-{}", i % 4), ExpectedVersion::Any, [ev("E", i)]).unwrap();
+    }
+    let runner = ProjectionRunner::new(&store).unwrap().register(CacheProbe).unwrap();
+    runner.run_until_caught_up().unwrap();
+    let target = dir.path().join("backup");
+    store.backup_to(&target, true).unwrap();
+    drop(runner);
+    store.close().unwrap();
+
+    let copy = Store::open(&target).unwrap();
+    let model = copy.projection::<CacheProbe>();
+    assert_eq!(model.checkpoint().unwrap(), 20);
+    assert!(model.checkpoint().unwrap() <= copy.head().unwrap());
+    copy.append("s-9", ExpectedVersion::Any, [ev("E", 99)]).unwrap();
+    ProjectionRunner::new(&copy).unwrap().register(CacheProbe).unwrap().run_until_caught_up().unwrap();
+    let count: serde_json::Value = model.get("count").unwrap().unwrap();
+    assert_eq!(count["n"], json!(21));
+}
