@@ -16,6 +16,11 @@ use crate::store::keys::{
     Run, StreamHead, parse_position_key, parse_stream_version_key, position_key, stream_version_key,
 };
 
+/// An `events` cursor item with its key parsed as a position.
+fn keyed<'t>(item: Option<heed::Result<(&'t [u8], &'t [u8])>>) -> Result<Option<(u64, &'t [u8])>> {
+    item.transpose()?.map(|(k, v)| parse_position_key(k).map(|p| (p, v))).transpose()
+}
+
 /// A backward read's cursor over the part of one run it walks.
 enum Cursor<'t> {
     None,
@@ -45,8 +50,9 @@ pub struct StreamIter<'t> {
     cursor: Cursor<'t>,
     /// Versions covered by the open run.
     cursor_versions: (u64, u64),
-    /// The open run's first version and its position.
-    run_start: (u64, u64),
+    /// The position of the open run's first event (its version is
+    /// `cursor_versions.0`).
+    run_position: u64,
     /// Forward reads: one events cursor walked across runs.
     walker: Option<Walker<'t>>,
     runs: Runs<'t>,
@@ -88,7 +94,7 @@ impl<'t> StreamIter<'t> {
             up_to: o.up_to_position,
             cursor: Cursor::None,
             cursor_versions: (1, 0),
-            run_start: (0, 0),
+            run_position: 0,
             walker: None,
             runs: Runs::NotStarted,
             failed: false,
@@ -160,7 +166,7 @@ impl<'t> StreamIter<'t> {
         let pos_of = |version: u64| run.first_position + (version - first_version);
         let txn: &'t _ = &self.reader.txn;
         self.cursor_versions = (first_version, last_version);
-        self.run_start = (first_version, run.first_position);
+        self.run_position = run.first_position;
         if self.direction == Direction::Forward {
             return Ok(()); // forward reads go through the walker
         }
@@ -190,18 +196,12 @@ impl<'t> StreamIter<'t> {
                 w.next += 1;
             }
             w.next += 1;
-            return w
-                .range
-                .next()
-                .transpose()?
-                .map(|(k, v)| parse_position_key(k).map(|p| (p, v)))
-                .transpose();
+            return keyed(w.range.next());
         }
         let from = position_key(position);
         let bounds = (Bound::Included(&from[..]), Bound::Unbounded);
         let mut range = self.reader.dbs.events.range(&self.reader.txn, &bounds)?;
-        let item =
-            range.next().transpose()?.map(|(k, v)| parse_position_key(k).map(|p| (p, v))).transpose()?;
+        let item = keyed(range.next())?;
         self.walker = Some(Walker { range, next: position + 1 });
         Ok(item)
     }
@@ -217,16 +217,14 @@ impl<'t> StreamIter<'t> {
             let txn: &'t _ = &self.reader.txn;
             let item: Option<(u64, &'t [u8])> = match &mut self.cursor {
                 _ if self.direction == Direction::Forward => {
-                    let position = self.run_start.1 + (self.next - self.run_start.0);
+                    let position = self.run_position + (self.next - self.cursor_versions.0);
                     match self.walk_to(position)? {
                         // The log is gapless: any other key means the index is wrong.
                         Some((p, _)) if p != position => None,
                         item => item,
                     }
                 }
-                Cursor::Backward(c) => {
-                    c.next().transpose()?.map(|(k, v)| parse_position_key(k).map(|p| (p, v))).transpose()?
-                }
+                Cursor::Backward(c) => keyed(c.next())?,
                 Cursor::Single(p) => {
                     let p = *p;
                     self.cursor = Cursor::None;

@@ -129,22 +129,14 @@ impl Store {
             (dbs, info)
         };
         let shared = Arc::new(Shared::default());
-        let (head, last_recorded_at, last_event_id) = {
+        let (head, last_recorded_at) = {
             let rtxn = env.read_txn()?;
-            // The writer appends ids greater than this one. A damaged key
-            // must not stop the store from opening (`verify` reports it):
-            // all ones turns the append path off, and every id is inserted
-            // the ordinary way.
-            let last_event_id = match dbs.event_ids.last(&rtxn)? {
-                Some((k, _)) => <[u8; 16]>::try_from(k).unwrap_or([0xff; 16]),
-                None => [0u8; 16],
-            };
             match dbs.events.last(&rtxn)? {
                 Some((k, v)) => {
                     let p = parse_position_key(k)?;
-                    (p, record::recorded_at(p, v)?, last_event_id)
+                    (p, record::recorded_at(p, v)?)
                 }
-                None => (0, 0, last_event_id),
+                None => (0, 0),
             }
         };
         shared.head.store(head, Ordering::Release);
@@ -158,6 +150,16 @@ impl Store {
                 map_size,
                 faults: b.faults,
             };
+            // The writer appends ids greater than this one. A damaged key
+            // must not stop the store from opening (`verify` reports it):
+            // all ones turns the append path off, and every id is inserted
+            // the ordinary way.
+            let rtxn = env.read_txn()?;
+            let last_event_id = match dbs.event_ids.last(&rtxn)? {
+                Some((k, _)) => <[u8; 16]>::try_from(k).unwrap_or([0xff; 16]),
+                None => [0u8; 16],
+            };
+            drop(rtxn);
             let start =
                 StartState { head, last_recorded_at, next_stream_no: info.next_stream_no, last_event_id };
             Some(WriterHandle::spawn(env.clone(), dbs, shared.clone(), config, b.queue_capacity, start)?)

@@ -59,11 +59,7 @@ impl<A: Aggregate> Repository<A> {
         let mut next = from;
         while next <= target {
             let last = target.min(next + self.read_batch as u64 - 1);
-            for (event, upcast) in self.decode_range(stream, next, last)? {
-                state.apply(&event);
-                report.events_replayed += 1;
-                report.events_upcast += u64::from(upcast);
-            }
+            apply_decoded(self.decode_range(stream, next, last)?, state, report);
             next = last + 1;
         }
         Ok(())
@@ -105,11 +101,7 @@ impl<A: Aggregate> Repository<A> {
             for (i, chunk) in &rx {
                 waiting.insert(i, chunk);
                 while let Some(chunk) = waiting.remove(&want) {
-                    for (event, upcast) in chunk? {
-                        state.apply(&event);
-                        report.events_replayed += 1;
-                        report.events_upcast += u64::from(upcast);
-                    }
+                    apply_decoded(chunk?, state, report);
                     want += 1;
                 }
             }
@@ -149,5 +141,14 @@ impl<A: Aggregate> Repository<A> {
             ));
         }
         Ok(out)
+    }
+}
+
+/// Applies decoded events in order and counts them in the report.
+fn apply_decoded<A: Aggregate>(events: Vec<(A::Event, bool)>, state: &mut A, report: &mut LoadReport) {
+    for (event, upcast) in events {
+        state.apply(&event);
+        report.events_replayed += 1;
+        report.events_upcast += u64::from(upcast);
     }
 }
