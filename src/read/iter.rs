@@ -289,45 +289,74 @@ impl<'t> Iterator for StreamIter<'t> {
     }
 }
 
-/// Events of the global log in position order.
-///
-/// Records are read ahead and checked in blocks (see `block.rs` for why),
-/// starting small so a short read stays cheap.
-pub struct AllIter<'t> {
+/// The global log's raw records from a position on, with the log's gap and
+/// bound checks: the cursor walk that [`AllIter`] and
+/// [`Reader::scan_all`](super::Reader::scan_all) share.
+pub(super) struct RawRecords<'t> {
     cursor: RoRange<'t, Bytes, Bytes>,
-    remaining: usize,
-    filter: Filter,
     up_to: Option<u64>,
     expected: u64,
-    block: Block<'t>,
-    block_size: usize,
-    /// The cursor has nothing more to give (or failed, see `pending`).
-    cursor_done: bool,
-    /// A cursor error, yielded after the records read before it.
-    pending: Option<Error>,
+    /// The cursor has nothing more to give (or failed, see `error`).
     done: bool,
+    /// A cursor error, for the caller to raise after the records read before it.
+    error: Option<Error>,
 }
 
-impl<'t> AllIter<'t> {
-    pub(crate) fn new(reader: &'t Reader, o: ReadAll, up_to: Option<u64>) -> Result<Self> {
-        let from = position_key(o.from);
-        let range = (Bound::Included(&from[..]), Bound::Unbounded);
-        Ok(AllIter {
+impl<'t> RawRecords<'t> {
+    pub(super) fn new(reader: &'t Reader, from: u64, up_to: Option<u64>) -> Result<Self> {
+        let key = position_key(from);
+        let range = (Bound::Included(&key[..]), Bound::Unbounded);
+        Ok(RawRecords {
             cursor: reader.dbs.events.range(&reader.txn, &range)?,
-            remaining: o.limit.unwrap_or(usize::MAX),
-            filter: o.filter,
             up_to,
-            expected: o.from,
-            block: Block::new(),
-            block_size: 4,
-            cursor_done: false,
-            pending: None,
+            expected: from,
             done: false,
+            error: None,
         })
     }
 
-    /// The next raw record, with the log's gap and bound checks.
-    fn next_raw(&mut self) -> Result<Option<(u64, &'t [u8])>> {
+    /// Whether the walk has ended (at the log's end, the bound, or an error).
+    pub(super) fn done(&self) -> bool {
+        self.done
+    }
+
+    /// The error that ended the walk, if one did.
+    pub(super) fn take_error(&mut self) -> Option<Error> {
+        self.error.take()
+    }
+
+    /// The next raw record, or `None` once the walk has ended.
+    pub(super) fn next(&mut self) -> Option<(u64, &'t [u8])> {
+        if self.done {
+            return None;
+        }
+        match self.advance() {
+            Ok(Some(record)) => Some(record),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.error = Some(e);
+                self.done = true;
+                None
+            }
+        }
+    }
+
+    /// Up to `n` raw records.
+    pub(super) fn chunk(&mut self, n: usize) -> Vec<(u64, &'t [u8])> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            match self.next() {
+                Some(record) => out.push(record),
+                None => break,
+            }
+        }
+        out
+    }
+
+    fn advance(&mut self) -> Result<Option<(u64, &'t [u8])>> {
         let Some(item) = self.cursor.next() else { return Ok(None) };
         let (k, v) = item?;
         let position = parse_position_key(k)?;
@@ -343,18 +372,40 @@ impl<'t> AllIter<'t> {
         self.expected += 1;
         Ok(Some((position, v)))
     }
+}
+
+/// Events of the global log in position order.
+///
+/// Records are read ahead and checked in blocks (see `block.rs` for why),
+/// starting small so a short read stays cheap.
+pub struct AllIter<'t> {
+    raw: RawRecords<'t>,
+    remaining: usize,
+    filter: Filter,
+    block: Block<'t>,
+    block_size: usize,
+    done: bool,
+}
+
+impl<'t> AllIter<'t> {
+    pub(crate) fn new(reader: &'t Reader, o: ReadAll, up_to: Option<u64>) -> Result<Self> {
+        Ok(AllIter {
+            raw: RawRecords::new(reader, o.from, up_to)?,
+            remaining: o.limit.unwrap_or(usize::MAX),
+            filter: o.filter,
+            block: Block::new(),
+            block_size: 4,
+            done: false,
+        })
+    }
 
     fn fill(&mut self) {
         // Without a filter, every record read is yielded: read no more than the limit.
         let want = if self.filter.is_empty() { self.block_size.min(self.remaining) } else { self.block_size };
-        while self.block.pending() < want && !self.cursor_done {
-            match self.next_raw() {
-                Ok(Some((position, value))) => self.block.push(position, value),
-                Ok(None) => self.cursor_done = true,
-                Err(e) => {
-                    self.pending = Some(e);
-                    self.cursor_done = true;
-                }
+        while self.block.pending() < want {
+            match self.raw.next() {
+                Some((position, value)) => self.block.push(position, value),
+                None => break,
             }
         }
         self.block.check();
@@ -369,10 +420,10 @@ impl<'t> AllIter<'t> {
             let event = match self.block.pop() {
                 Some(event) => event?,
                 None => {
-                    if let Some(e) = self.pending.take() {
+                    if let Some(e) = self.raw.take_error() {
                         return Err(e);
                     }
-                    if self.cursor_done {
+                    if self.raw.done() {
                         return Ok(None);
                     }
                     self.fill();
