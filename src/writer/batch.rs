@@ -133,7 +133,7 @@ impl Writer {
         let mut batch = Gathered::default();
         // How many requests the next batch can expect: those answered by the
         // last commit (their appenders are about to send again) plus those
-        // that queued up while it ran.
+        // of other appenders that queued up while it ran.
         let mut expected = 0usize;
         let mut last_commit = Duration::ZERO;
         let (max_events, max_bytes) = (self.config.max_batch_events, self.config.max_batch_bytes);
@@ -166,12 +166,13 @@ impl Writer {
                 }
             }
             let size = batch.requests.len();
+            let mut others = rx.len();
             if size > 0 {
                 let started = Instant::now();
-                self.process(&mut batch.requests);
+                others = self.process(&mut batch.requests, || rx.len());
                 last_commit = started.elapsed();
             }
-            expected = size + rx.len();
+            expected = size + others;
             if batch.closing {
                 break;
             }
@@ -181,7 +182,13 @@ impl Writer {
         self.shared.notifier.close();
     }
 
-    fn process(&mut self, batch: &mut Vec<Request>) {
+    /// Commits `batch` and answers its requests. Returns how many requests
+    /// were queued just before the answers went out: they come from other
+    /// appenders, since every appender in the batch was still waiting. Counted
+    /// after answering, the queue would also hold answered appenders that
+    /// already came back, counting them twice, and the next batch would wait
+    /// out its whole window for requests that never come.
+    fn process(&mut self, batch: &mut Vec<Request>, queued: impl Fn() -> usize) -> usize {
         let s = &self.shared;
         Shared::bump(&s.batches, 1);
         Shared::bump(&s.requests, batch.len() as u64);
@@ -201,6 +208,7 @@ impl Writer {
                 }
             },
         };
+        let others = queued();
         for (req, outcome) in batch.drain(..).zip(outcomes) {
             if outcome.is_err() {
                 Shared::bump(&self.shared.rejected, 1);
@@ -208,6 +216,7 @@ impl Writer {
             // The appender may have given up waiting; that is not our failure.
             let _ = req.reply.send(Reply { outcome, spent: req.appends });
         }
+        others
     }
 
     /// Applies the batch in one transaction. When LMDB fails mid-batch (for
@@ -565,4 +574,53 @@ impl Writer {
 /// The time the first event of `a` will be recorded at (see `write_append`).
 fn first_time(a: &StreamAppend, ctx: &BatchCtx) -> u64 {
     a.events.first().and_then(|e| e.recorded_at).unwrap_or(ctx.now).max(ctx.last_time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::NewEvent;
+    use crate::store::Store;
+    use crate::writer::{FaultPlan, StreamAppend};
+
+    /// Guards the batch window's estimate of the next batch: `process`
+    /// counts the queue before any answer goes out. Counted after, the
+    /// answered appenders that came back at once were counted twice, the
+    /// estimate exceeded the appenders there are, and every next batch
+    /// waited out its whole window (W2 in `docs/benchmarks.md`).
+    #[test]
+    fn process_counts_the_queue_before_any_answer_goes_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (env, dbs) = store.env_and_dbs();
+        let config = WriterConfig {
+            max_batch_events: 1000,
+            max_batch_bytes: 1 << 20,
+            max_batch_delay: Duration::ZERO,
+            map_size: crate::DEFAULT_MAP_SIZE,
+            faults: FaultPlan::default(),
+        };
+        let start = StartState { head: 0, last_recorded_at: 0, next_stream_no: 1, last_event_id: [0; 16] };
+        let mut writer = Writer::new(env.clone(), dbs, Arc::new(Shared::default()), config, start);
+        let (mut batch, mut replies) = (Vec::new(), Vec::new());
+        for i in 0..3 {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let event = record::encode("s", NewEvent::json("E", &i), 1 << 20).unwrap();
+            let appends = vec![StreamAppend {
+                stream_id: format!("s-{i}"),
+                expected: ExpectedVersion::Any,
+                events: vec![event],
+            }];
+            batch.push(Request { appends, side_writes: Vec::new(), reply: tx });
+            replies.push(rx);
+        }
+        let others = writer.process(&mut batch, || {
+            assert!(replies.iter().all(|r| r.is_empty()), "an answer went out before the queue was counted");
+            5
+        });
+        assert_eq!(others, 5);
+        for r in replies {
+            assert_eq!(r.recv().unwrap().outcome.unwrap().len(), 1);
+        }
+    }
 }
