@@ -276,6 +276,7 @@ pub fn w4(s: &Sizes, runs: usize) -> R<(Vec<f64>, Vec<f64>)> {
         repo.take_snapshot("w4").map_err(err("snapshot"))?;
         fill_w4(&store, s, s.w4_aggregate - s.w4_tail, s.w4_aggregate)?;
         store.close().map_err(err("close"))?;
+        settle(dir.path())?;
     }
     let store = open(dir.path())?;
     let repo = Repository::<Account>::new(store);
@@ -325,7 +326,15 @@ pub fn populate(dir: &Path, n: u64) -> R<()> {
     for t in inflight {
         t.wait().map_err(err("append"))?;
     }
-    store.close().map_err(err("close"))
+    store.close().map_err(err("close"))?;
+    settle(dir)
+}
+
+/// Flushes a store filled without syncing, so that the kernel's write-back
+/// of its pages does not run during the measurement that follows (the other
+/// peers fill with durable commits, which leave nothing to write back).
+fn settle(dir: &Path) -> R<()> {
+    std::fs::File::open(dir.join("data.mdb")).and_then(|f| f.sync_all()).map_err(err("sync the filled store"))
 }
 
 /// One zero-copy scan touching every field; returns the events seen.
