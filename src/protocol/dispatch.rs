@@ -339,7 +339,8 @@ fn push(id: u64, mut sub: Subscription, stop: &AtomicBool, output: &SharedOutput
 }
 
 fn new_event(e: &WireNewEvent) -> crate::Result<NewEvent> {
-    let mut event = NewEvent::json(e.event_type.clone(), &e.event_data);
+    // The payload's exact text is stored, as the client spelled it.
+    let mut event = NewEvent::json_bytes(e.event_type.clone(), e.event_data.get().as_bytes().to_vec());
     if let Some(id) = e.event_id {
         event = event.with_id(id);
     }

@@ -9,6 +9,7 @@
 //! and the node reads on.
 
 mod dispatch;
+mod parse;
 mod stdio;
 mod tcp;
 pub mod wire;

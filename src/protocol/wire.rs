@@ -5,14 +5,18 @@
 //! Requests derive `Serialize` and `Deserialize` so a Rust client can build
 //! and read them with serde; the node itself parses a request field by field
 //! ([`parse_request`]) so that a missing or ill-typed field is reported by
-//! name (serde's own errors for tagged enums do not say which field failed).
+//! name (serde's own errors for tagged enums do not say which field failed),
+//! and so that an event's payload is kept as the exact text the client sent
+//! ([`RawJson`]).
 //!
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+pub use super::parse::parse_request;
+use crate::error::Error;
 use crate::event::{ContentType, EventMetadata, ExpectedVersion, RecordedEvent};
 use crate::store::StoreStats;
 
@@ -93,6 +97,82 @@ impl<'de> Deserialize<'de> for WireVersion {
     }
 }
 
+/// A JSON value kept as text: an event's payload on the wire.
+///
+/// The node stores the payload exactly as the client spelled it (key order,
+/// number spelling, escapes) and sends stored payloads back the same way:
+/// parsing into a [`Value`] would sort object keys and turn integers beyond
+/// 64 bits into floats, and an audit log must not rewrite what it was given.
+///
+/// Serializing writes the text as it is. Deserializing through serde's
+/// derive (a Rust client reading a [`Reply`]) goes through a parsed value,
+/// because serde buffers tagged enums: there the text is re-encoded. The
+/// node's own parser, [`parse_request`], keeps the exact text.
+#[derive(Debug, Clone)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    /// Checks that `text` is one JSON value and keeps it as it is.
+    pub fn parse(text: impl Into<String>) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(text.into()).map(RawJson)
+    }
+
+    /// The text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value, parsed.
+    pub fn to_value(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_str(self.get())
+    }
+
+    /// The payload of a stored event: JSON as stored, binary as a string of
+    /// hex digits.
+    pub fn of_event(event: &RecordedEvent) -> crate::Result<Self> {
+        let raw = match event.content_type {
+            ContentType::Json => std::str::from_utf8(&event.payload)
+                .map_err(|e| e.to_string())
+                .and_then(|text| RawValue::from_string(text.to_owned()).map_err(|e| e.to_string())),
+            ContentType::Binary => serde_json::value::to_raw_value(&crate::event::hex_encode(&event.payload))
+                .map_err(|e| e.to_string()),
+        };
+        raw.map(RawJson).map_err(|reason| {
+            Error::corruption(event.position, format!("stored JSON payload does not parse: {reason}"))
+        })
+    }
+
+    pub(crate) fn from_raw(raw: Box<RawValue>) -> Self {
+        RawJson(raw)
+    }
+}
+
+impl From<Value> for RawJson {
+    fn from(value: Value) -> Self {
+        // A `Value` always has a JSON text, and that text always parses back.
+        let text = value.to_string();
+        RawJson(RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawJson {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Value::deserialize(d).map(RawJson::from)
+    }
+}
+
 /// Event metadata on the wire: the three known fields and any others, flat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WireMetadata {
@@ -139,8 +219,8 @@ pub struct InitRequest {
 pub struct WireNewEvent {
     /// The event type.
     pub event_type: String,
-    /// The payload, any JSON value.
-    pub event_data: Value,
+    /// The payload, any JSON value, kept as sent.
+    pub event_data: RawJson,
     /// The event id (default: a new UUID v7). Resending with the same id is idempotent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<Uuid>,
@@ -366,8 +446,8 @@ pub struct WireEvent {
     pub aggregate_id: Option<String>,
     /// The event type.
     pub event_type: String,
-    /// The payload; a binary payload is a string of hex digits.
-    pub event_data: Value,
+    /// The payload as stored; a binary payload is a string of hex digits.
+    pub event_data: RawJson,
     /// The event's version in its aggregate.
     pub version: u64,
     /// The event's global position.
@@ -386,7 +466,7 @@ pub struct WireEvent {
 impl WireEvent {
     /// The wire form of a stored event; `with_aggregate` adds `aggregate_id`.
     pub fn from_recorded(e: RecordedEvent, with_aggregate: bool) -> crate::Result<Self> {
-        let event_data = e.payload_json()?;
+        let event_data = RawJson::of_event(&e)?;
         Ok(WireEvent {
             event_id: e.event_id,
             aggregate_id: with_aggregate.then_some(e.stream_id),
@@ -592,306 +672,10 @@ impl RejectedRequest {
     }
 }
 
-/// Parses one request line. A line that is not a well-formed request comes
-/// back as the `error` reply to send, with the `msg_id`, `src` and `dest`
-/// when they could be read.
-pub fn parse_request(line: &[u8]) -> Result<Envelope<Request>, RejectedRequest> {
-    let malformed = |text: String| RejectedRequest {
-        src: None,
-        dest: None,
-        in_reply_to: None,
-        code: codes::MALFORMED_REQUEST,
-        text: format!("malformed request: {text}"),
-    };
-    let value: Value = serde_json::from_slice(line).map_err(|e| malformed(e.to_string()))?;
-    let Value::Object(mut message) = value else {
-        return Err(malformed("a message must be a JSON object".into()));
-    };
-    let text_field =
-        |m: &Map<String, Value>, name: &str| m.get(name).and_then(Value::as_str).map(str::to_string);
-    let src = text_field(&message, "src");
-    let dest = text_field(&message, "dest");
-    let reject = |in_reply_to: Option<u64>, code: u32, text: String| RejectedRequest {
-        src: src.clone(),
-        dest: dest.clone(),
-        in_reply_to,
-        code,
-        text,
-    };
-    let body = match message.remove("body") {
-        Some(Value::Object(body)) => body,
-        Some(_) => {
-            return Err(reject(
-                None,
-                codes::MALFORMED_REQUEST,
-                "malformed request: field `body` must be an object".into(),
-            ));
-        }
-        None => {
-            return Err(reject(
-                None,
-                codes::MALFORMED_REQUEST,
-                "malformed request: missing field `body`".into(),
-            ));
-        }
-    };
-    let msg_id = match body.get("msg_id") {
-        None | Some(Value::Null) => None,
-        Some(v) => match v.as_u64() {
-            Some(id) => Some(id),
-            None => {
-                return Err(reject(
-                    None,
-                    codes::MALFORMED_REQUEST,
-                    format!("malformed request: field `msg_id` must be a non-negative integer, got {v}"),
-                ));
-            }
-        },
-    };
-    let kind = match body.get("type") {
-        Some(Value::String(t)) => t.clone(),
-        Some(v) => {
-            return Err(reject(
-                msg_id,
-                codes::MALFORMED_REQUEST,
-                format!("malformed request: field `type` must be a string, got {v}"),
-            ));
-        }
-        None => {
-            return Err(reject(
-                msg_id,
-                codes::MALFORMED_REQUEST,
-                "malformed request: missing field `type`".into(),
-            ));
-        }
-    };
-    let f = Fields(&body);
-    let request = match kind.as_str() {
-        "init" => f.init(msg_id),
-        "append" => f.append(msg_id),
-        "append_batch" => f.append_batch(msg_id),
-        "read_stream" => f.read_stream(msg_id),
-        "read_all" => f.read_all(msg_id),
-        "stats" => Ok(Request::Stats(EmptyRequest { msg_id })),
-        "create_snapshot" => f.aggregate(msg_id).map(Request::CreateSnapshot),
-        "get_snapshot" => f.aggregate(msg_id).map(Request::GetSnapshot),
-        "get_state" => f.get_state(msg_id),
-        "subscribe" => f.subscribe(msg_id),
-        "unsubscribe" => f.unsubscribe(msg_id),
-        other => {
-            return Err(reject(
-                msg_id,
-                codes::NOT_SUPPORTED,
-                format!("not supported: unknown message type {other:?}"),
-            ));
-        }
-    };
-    match request {
-        Ok(body) => Ok(Envelope { src: src.unwrap_or_default(), dest: dest.unwrap_or_default(), body }),
-        Err(text) => Err(reject(msg_id, codes::MALFORMED_REQUEST, format!("malformed request: {text}"))),
-    }
-}
-
-/// Reads fields of a request body one by one, naming the field on failure.
-struct Fields<'a>(&'a Map<String, Value>);
-
-impl Fields<'_> {
-    fn opt<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, String> {
-        match self.0.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => T::deserialize(v).map(Some).map_err(|e| format!("field `{name}`: {e}")),
-        }
-    }
-
-    fn req<T: DeserializeOwned>(&self, name: &str) -> Result<T, String> {
-        self.opt(name)?.ok_or_else(|| format!("missing field `{name}`"))
-    }
-
-    fn new_event(&self) -> Result<WireNewEvent, String> {
-        Ok(WireNewEvent {
-            event_type: self.req("event_type")?,
-            event_data: match self.0.get("event_data") {
-                Some(v) => v.clone(),
-                None => return Err("missing field `event_data`".into()),
-            },
-            event_id: self.opt("event_id")?,
-            metadata: self.opt("metadata")?,
-            schema_version: self.opt("schema_version")?,
-        })
-    }
-
-    fn init(&self, msg_id: Option<u64>) -> Result<Request, String> {
-        Ok(Request::Init(InitRequest {
-            msg_id,
-            node_id: self.req("node_id")?,
-            node_ids: self.opt("node_ids")?.unwrap_or_default(),
-        }))
-    }
-
-    fn append(&self, msg_id: Option<u64>) -> Result<Request, String> {
-        Ok(Request::Append(AppendRequest {
-            msg_id,
-            aggregate_id: self.req("aggregate_id")?,
-            version: self.req("version")?,
-            event: self.new_event()?,
-        }))
-    }
-
-    fn append_batch(&self, msg_id: Option<u64>) -> Result<Request, String> {
-        let aggregate_id = self.req("aggregate_id")?;
-        let version = self.req("version")?;
-        let raw: Vec<Value> = self.req("events")?;
-        let mut events = Vec::with_capacity(raw.len());
-        for (i, v) in raw.iter().enumerate() {
-            let Value::Object(m) = v else { return Err(format!("field `events[{i}]` must be an object")) };
-            events.push(Fields(m).new_event().map_err(|e| format!("in `events[{i}]`: {e}"))?);
-        }
-        Ok(Request::AppendBatch(AppendBatchRequest { msg_id, aggregate_id, version, events }))
-    }
-
-    fn read_stream(&self, msg_id: Option<u64>) -> Result<Request, String> {
-        Ok(Request::ReadStream(ReadStreamRequest {
-            msg_id,
-            aggregate_id: self.req("aggregate_id")?,
-            from_version: self.opt("from_version")?,
-            limit: self.opt("limit")?,
-            backwards: self.opt("backwards")?.unwrap_or(false),
-        }))
-    }
-
-    fn read_all(&self, msg_id: Option<u64>) -> Result<Request, String> {
-        Ok(Request::ReadAll(ReadAllRequest {
-            msg_id,
-            from_sequence: self.opt("from_sequence")?,
-            limit: self.opt("limit")?,
-            event_types: self.opt("event_types")?.unwrap_or_default(),
-            category: self.opt("category")?,
-        }))
-    }
-
-    fn aggregate(&self, msg_id: Option<u64>) -> Result<AggregateRequest, String> {
-        Ok(AggregateRequest { msg_id, aggregate_id: self.req("aggregate_id")? })
-    }
-
-    fn get_state(&self, msg_id: Option<u64>) -> Result<Request, String> {
-        Ok(Request::GetState(GetStateRequest {
-            msg_id,
-            aggregate_id: self.req("aggregate_id")?,
-            as_of_version: self.opt("as_of_version")?,
-            as_of_time: self.opt("as_of_time")?,
-        }))
-    }
-
-    fn subscribe(&self, msg_id: Option<u64>) -> Result<Request, String> {
-        Ok(Request::Subscribe(SubscribeRequest {
-            msg_id,
-            from_sequence: self.opt("from_sequence")?,
-            event_types: self.opt("event_types")?.unwrap_or_default(),
-            category: self.opt("category")?,
-            aggregate_id: self.opt("aggregate_id")?,
-        }))
-    }
-
-    fn unsubscribe(&self, msg_id: Option<u64>) -> Result<Request, String> {
-        Ok(Request::Unsubscribe(UnsubscribeRequest { msg_id, subscription_id: self.req("subscription_id")? }))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    fn parse(v: Value) -> Result<Request, Box<Reply>> {
-        parse_request(v.to_string().as_bytes()).map(|e| e.body).map_err(|r| Box::new(r.reply()))
-    }
-
-    /// The node's field-by-field parser and serde's derive agree on every request.
-    #[test]
-    fn parser_agrees_with_serde() {
-        let requests = vec![
-            Request::Init(InitRequest { msg_id: Some(1), node_id: "n1".into(), node_ids: vec!["n1".into()] }),
-            Request::Append(AppendRequest {
-                msg_id: Some(2),
-                aggregate_id: "user-1".into(),
-                version: WireVersion(ExpectedVersion::Any),
-                event: WireNewEvent {
-                    event_type: "E".into(),
-                    event_data: json!({"a": 1}),
-                    event_id: Some(Uuid::now_v7()),
-                    metadata: Some(WireMetadata {
-                        user_id: Some("ann".into()),
-                        extra: json!({"ip": "::1"}).as_object().cloned().unwrap_or_default(),
-                        ..WireMetadata::default()
-                    }),
-                    schema_version: Some(2),
-                },
-            }),
-            Request::AppendBatch(AppendBatchRequest {
-                msg_id: None,
-                aggregate_id: "a-1".into(),
-                version: WireVersion(ExpectedVersion::Exact(3)),
-                events: vec![WireNewEvent {
-                    event_type: "E".into(),
-                    event_data: json!(null),
-                    event_id: None,
-                    metadata: None,
-                    schema_version: None,
-                }],
-            }),
-            Request::ReadStream(ReadStreamRequest {
-                msg_id: Some(4),
-                aggregate_id: "a".into(),
-                from_version: Some(2),
-                limit: Some(3),
-                backwards: true,
-            }),
-            Request::ReadAll(ReadAllRequest {
-                msg_id: Some(5),
-                from_sequence: Some(9),
-                limit: None,
-                event_types: vec!["X".into()],
-                category: Some("user".into()),
-            }),
-            Request::Stats(EmptyRequest { msg_id: Some(6) }),
-            Request::GetState(GetStateRequest {
-                msg_id: Some(7),
-                aggregate_id: "a".into(),
-                as_of_version: Some(1),
-                as_of_time: None,
-            }),
-            Request::Unsubscribe(UnsubscribeRequest { msg_id: Some(8), subscription_id: 3 }),
-        ];
-        for r in requests {
-            let line =
-                serde_json::to_string(&Envelope { src: "c".into(), dest: "n".into(), body: r.clone() })
-                    .unwrap();
-            let parsed = parse_request(line.as_bytes()).unwrap();
-            assert_eq!(parsed.body, r, "{line}");
-            let via_serde: Envelope<Request> = serde_json::from_str(&line).unwrap();
-            assert_eq!(via_serde.body, r);
-        }
-    }
-
-    #[test]
-    fn errors_name_the_field_and_keep_the_msg_id() {
-        let r = parse(
-            json!({"body": {"type": "append", "msg_id": 7, "aggregate_id": "a", "event_type": "E", "event_data": {}}}),
-        );
-        assert_eq!(r, Err(Box::new(Reply::error(Some(7), 12, "malformed request: missing field `version`"))));
-        let r =
-            parse(json!({"body": {"type": "read_stream", "msg_id": 8, "aggregate_id": "a", "limit": "x"}}));
-        let Err(Reply::Error { in_reply_to: Some(8), code: 12, text }) = r.map_err(|b| *b) else { panic!() };
-        assert!(text.contains("field `limit`"), "{text}");
-        let r = parse(json!({"body": {"type": "teleport", "msg_id": 9}}));
-        assert_eq!(
-            r,
-            Err(Box::new(Reply::error(Some(9), 10, "not supported: unknown message type \"teleport\"")))
-        );
-        let r = parse_request(b"{not json").map_err(|r| r.reply());
-        let Err(Reply::Error { in_reply_to: None, code: 12, text }) = r else { panic!() };
-        assert!(text.starts_with("malformed request: "), "{text}");
-    }
 
     #[test]
     fn versions_on_the_wire() {

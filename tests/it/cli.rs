@@ -110,9 +110,15 @@ impl StdioNode {
 
     /// Reads the next message the node writes (a reply or a pushed event).
     pub fn read_message(&mut self) -> Value {
+        let reply = self.read_text();
+        serde_json::from_str(&reply).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {reply:?}"))
+    }
+
+    /// Reads the next line the node writes, as text.
+    pub fn read_text(&mut self) -> String {
         let mut reply = String::new();
         self.stdout.read_line(&mut reply).expect("read reply");
-        serde_json::from_str(&reply).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {reply:?}"))
+        reply
     }
 
     /// Sends a body from `client` to `eventstore` and returns the reply.

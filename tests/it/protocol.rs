@@ -14,6 +14,40 @@ fn body(reply: &Value) -> &Value {
     &reply["body"]
 }
 
+/// Guards payload fidelity: the node stores an event's payload as the exact
+/// text the client sent and sends it back the same way. Parsed into a
+/// `serde_json::Value`, keys came back sorted, `1.50` as `1.5`, and integers
+/// beyond 64 bits as rounded floats.
+#[test]
+fn payloads_are_stored_and_returned_as_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = r#"{"z":1,"a":123456789012345678901234567890,"f":1.50,"e":1e2,"s":"caf\u00e9"}"#;
+    let two = r#"[3, {"b":true,"a":null}]"#;
+    let mut node = StdioNode::start(dir.path(), &[]);
+    let line = format!(
+        r#"{{"body":{{"type":"append","msg_id":1,"aggregate_id":"raw-1","event_type":"E","event_data":{one},"version":0}}}}"#
+    );
+    assert_eq!(body(&node.send_raw(line.as_bytes()))["type"], "appended");
+    let line = format!(
+        r#"{{"body":{{"type":"append_batch","msg_id":2,"aggregate_id":"raw-1","version":1,"events":[{{"event_type":"E","event_data":{two}}}]}}}}"#
+    );
+    assert_eq!(body(&node.send_raw(line.as_bytes()))["type"], "appended_batch");
+    node.write_line(br#"{"body":{"type":"read_stream","msg_id":3,"aggregate_id":"raw-1"}}"#);
+    let reply = node.read_text();
+    assert!(reply.contains(&format!(r#""event_data":{one}"#)), "{reply}");
+    assert!(reply.contains(&format!(r#""event_data":{two}"#)), "{reply}");
+    node.finish();
+
+    let store = eventfold::Store::open(dir.path()).unwrap();
+    let reader = store.read().unwrap();
+    let stored: Vec<Vec<u8>> = reader
+        .stream("raw-1", eventfold::ReadStream::forward())
+        .unwrap()
+        .map(|e| e.unwrap().payload().to_vec())
+        .collect();
+    assert_eq!(stored, vec![one.as_bytes().to_vec(), two.as_bytes().to_vec()]);
+}
+
 #[test]
 fn the_exchanges_of_the_spec_hold() {
     let dir = tempfile::tempdir().unwrap();
