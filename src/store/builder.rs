@@ -55,6 +55,7 @@ pub struct StoreBuilder {
     pub(crate) max_batch_delay: std::time::Duration,
     pub(crate) max_event_size: usize,
     pub(crate) queue_capacity: usize,
+    pub(crate) on_commit: Option<crate::writer::CommitHook>,
     pub(crate) faults: crate::writer::FaultPlan,
 }
 
@@ -74,6 +75,7 @@ impl StoreBuilder {
             max_batch_delay: std::time::Duration::from_millis(1),
             max_event_size: 4 << 20,
             queue_capacity: 4096,
+            on_commit: None,
             faults: crate::writer::FaultPlan::default(),
         }
     }
@@ -118,6 +120,17 @@ impl StoreBuilder {
     /// appenders, so a lone appender never waits. `Duration::ZERO` turns it off.
     pub fn max_batch_delay(mut self, delay: std::time::Duration) -> Self {
         self.max_batch_delay = delay;
+        self
+    }
+
+    /// Calls `hook` on the writer thread right after each commit, with the
+    /// position of the commit's last event, before subscribers are woken
+    /// and appenders answered: for metrics and latency probes (the peers
+    /// harness times W7 with it). Keep it to a few hundred nanoseconds, since
+    /// every append waits for it, and never block in it. A panic in it is
+    /// caught and ignored: the commit stands.
+    pub fn on_commit(mut self, hook: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        self.on_commit = Some(crate::writer::CommitHook(std::sync::Arc::new(hook)));
         self
     }
 

@@ -148,6 +148,7 @@ impl Store {
                 max_batch_bytes: b.max_batch_bytes,
                 max_batch_delay: b.max_batch_delay,
                 map_size,
+                on_commit: b.on_commit.clone(),
                 faults: b.faults,
             };
             // The writer appends ids greater than this one. A damaged key

@@ -323,6 +323,11 @@ impl Writer {
         Shared::bump(&s.commits, 1);
         Shared::bump(&s.events_written, ctx.events);
         Shared::bump(&s.bytes_written, ctx.bytes);
+        if let Some(hook) = &self.config.on_commit {
+            // The commit stands whatever the hook does: a panic in it must
+            // not turn durable appends into reported failures.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| (hook.0)(ctx.pos)));
+        }
         s.notifier.notify(ctx.pos);
         Ok(outcomes)
     }
@@ -598,6 +603,7 @@ mod tests {
             max_batch_bytes: 1 << 20,
             max_batch_delay: Duration::ZERO,
             map_size: crate::DEFAULT_MAP_SIZE,
+            on_commit: None,
             faults: FaultPlan::default(),
         };
         let start = StartState { head: 0, last_recorded_at: 0, next_stream_no: 1, last_event_id: [0; 16] };

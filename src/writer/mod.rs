@@ -92,6 +92,16 @@ pub(crate) enum Command {
 }
 
 /// Writer settings taken from the builder.
+/// A function the writer calls after each commit, with the new head.
+#[derive(Clone)]
+pub(crate) struct CommitHook(pub std::sync::Arc<dyn Fn(u64) + Send + Sync>);
+
+impl std::fmt::Debug for CommitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitHook(..)")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct WriterConfig {
     pub max_batch_events: usize,
@@ -99,6 +109,7 @@ pub(crate) struct WriterConfig {
     /// Longest the writer waits for expected appenders before committing.
     pub max_batch_delay: std::time::Duration,
     pub map_size: usize,
+    pub on_commit: Option<CommitHook>,
     pub faults: FaultPlan,
 }
 

@@ -644,3 +644,37 @@ fn submit_keeps_many_requests_in_flight() {
     let stats = store.stats().unwrap();
     assert!(stats.commits <= 200);
 }
+
+/// Guards the commit hook's contract: one call per commit, with the head
+/// that commit made, before the append returns; and a hook that panics
+/// does not turn a durable append into a reported failure.
+#[test]
+fn the_commit_hook_sees_every_commit_and_its_panics_do_not_fail_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hook_seen = seen.clone();
+    let store = Store::builder(dir.path())
+        .on_commit(move |head| {
+            hook_seen.lock().unwrap().push(head);
+            if head == 3 {
+                panic!("a probe that fails");
+            }
+        })
+        .open()
+        .unwrap();
+    let mut heads = Vec::new();
+    for n in [1, 2, 3] {
+        let r = store.append("hooked-1", ExpectedVersion::Any, (0..n).map(|i| ev("E", i))).unwrap();
+        heads.push(r.last_position);
+        assert_eq!(
+            seen.lock().unwrap().last(),
+            Some(&r.last_position),
+            "the hook ran before the append returned"
+        );
+    }
+    assert_eq!(*seen.lock().unwrap(), heads);
+    assert_eq!(heads, vec![1, 3, 6]);
+    // The store is not poisoned by the panic: it goes on writing.
+    store.append("hooked-1", ExpectedVersion::Exact(6), [ev("E", 9)]).unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 4);
+}

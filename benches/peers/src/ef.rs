@@ -3,8 +3,7 @@
 use std::collections::VecDeque;
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eventfold::{
@@ -86,30 +85,25 @@ pub fn w1(s: &Sizes) -> R<(f64, String)> {
 pub type W2 = (Lat, Option<(f64, f64)>, String);
 
 /// W2 (and W7 when `subscribe`): one-event appends with exact versions from
-/// many threads. W7's latency runs from the commit becoming visible (an
-/// observer thread polls `Store::head`, which the writer bumps right after
-/// each commit) to the subscriber holding the event.
+/// many threads. W7's latency runs from the commit (the store's commit hook
+/// records when the writer finished each one) to the subscriber holding the
+/// event.
 pub fn w2(s: &Sizes, subscribe: bool) -> R<W2> {
     let dir = util::tempdir()?;
-    let store = open(dir.path())?;
     let base = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let observer = subscribe.then(|| {
-        let (store, stop) = (store.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let (mut last, mut marks) = (0u64, Vec::new());
-            while !stop.load(Ordering::Relaxed) {
-                match store.head() {
-                    Ok(h) if h > last => {
-                        marks.push((h, base.elapsed()));
-                        last = h;
-                    }
-                    _ => std::thread::yield_now(),
-                }
-            }
-            marks
-        })
-    });
+    let marks = Arc::new(Mutex::new(Vec::<(u64, Duration)>::with_capacity(s.w2_events as usize)));
+    let store = if subscribe {
+        let marks = marks.clone();
+        Store::builder(dir.path())
+            .on_commit(move |head| {
+                let at = base.elapsed();
+                marks.lock().unwrap_or_else(|p| p.into_inner()).push((head, at));
+            })
+            .open()
+            .map_err(err("eventfold open"))?
+    } else {
+        open(dir.path())?
+    };
     let sub = if subscribe {
         let mut sub = store.subscribe(SubscribeFrom::Start, Filter::new()).map_err(err("subscribe"))?;
         let n = s.w2_events;
@@ -162,11 +156,7 @@ pub fn w2(s: &Sizes, subscribe: bool) -> R<W2> {
         None => None,
         Some(h) => {
             let got = h.join().map_err(|_| "subscriber panicked".to_string())??;
-            stop.store(true, Ordering::Relaxed);
-            let marks = match observer {
-                Some(o) => o.join().map_err(|_| "observer panicked".to_string())?,
-                None => Vec::new(),
-            };
+            let marks = std::mem::take(&mut *marks.lock().unwrap_or_else(|p| p.into_inner()));
             let mut wake: Vec<Duration> = got
                 .into_iter()
                 .filter_map(|(pos, at)| {
