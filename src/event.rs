@@ -303,6 +303,21 @@ impl RecordedEvent {
         }
     }
 
+    /// The payload as JSON text, exactly as stored (binary payloads become a
+    /// JSON string of hex digits); the error says why stored JSON does not parse.
+    pub(crate) fn payload_raw(&self) -> Result<Box<serde_json::value::RawValue>, String> {
+        match self.content_type {
+            ContentType::Json => {
+                std::str::from_utf8(&self.payload).map_err(|e| e.to_string()).and_then(|text| {
+                    serde_json::value::RawValue::from_string(text.to_owned()).map_err(|e| e.to_string())
+                })
+            }
+            ContentType::Binary => {
+                serde_json::value::to_raw_value(&hex_encode(&self.payload)).map_err(|e| e.to_string())
+            }
+        }
+    }
+
     /// The metadata as an [`EventMetadata`].
     pub fn event_metadata(&self) -> EventMetadata {
         EventMetadata {
@@ -340,15 +355,7 @@ struct RecordedEventWire {
 impl Serialize for RecordedEvent {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
-        let payload = match self.content_type {
-            ContentType::Json => {
-                let text = std::str::from_utf8(&self.payload).map_err(S::Error::custom)?;
-                serde_json::value::RawValue::from_string(text.to_owned()).map_err(S::Error::custom)?
-            }
-            ContentType::Binary => {
-                serde_json::value::to_raw_value(&hex_encode(&self.payload)).map_err(S::Error::custom)?
-            }
-        };
+        let payload = self.payload_raw().map_err(S::Error::custom)?;
         RecordedEventWire {
             position: self.position,
             stream_id: self.stream_id.clone(),

@@ -132,7 +132,7 @@ impl<A: Aggregate> Repository<A> {
             keep_snapshots: 2,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             read_batch: 4096,
-            replay_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            replay_threads: crate::read::default_threads(),
             _aggregate: PhantomData,
         }
     }

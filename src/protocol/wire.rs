@@ -130,14 +130,7 @@ impl RawJson {
     /// The payload of a stored event: JSON as stored, binary as a string of
     /// hex digits.
     pub fn of_event(event: &RecordedEvent) -> crate::Result<Self> {
-        let raw = match event.content_type {
-            ContentType::Json => std::str::from_utf8(&event.payload)
-                .map_err(|e| e.to_string())
-                .and_then(|text| RawValue::from_string(text.to_owned()).map_err(|e| e.to_string())),
-            ContentType::Binary => serde_json::value::to_raw_value(&crate::event::hex_encode(&event.payload))
-                .map_err(|e| e.to_string()),
-        };
-        raw.map(RawJson).map_err(|reason| {
+        event.payload_raw().map(RawJson).map_err(|reason| {
             Error::corruption(event.position, format!("stored JSON payload does not parse: {reason}"))
         })
     }

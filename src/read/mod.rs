@@ -10,6 +10,7 @@ mod scan;
 pub use batched::{AllBatches, StreamBatches};
 pub use filter::{Filter, category_of};
 pub use iter::{AllIter, StreamIter};
+pub(crate) use scan::default_threads;
 
 use std::ops::Bound;
 

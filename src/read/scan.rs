@@ -35,9 +35,10 @@ type Raw<'t> = Vec<(u64, &'t [u8])>;
 /// position order.
 type Checked<'t> = Vec<Result<EventRef<'t>>>;
 
-/// The threads [`Reader::scan_all`] uses by default: the machine's cores, at
-/// most 4 (more helpers than that only wait on the caller).
-pub(super) fn default_threads() -> usize {
+/// The threads [`Reader::scan_all`] and long aggregate replays use by
+/// default: the machine's cores, at most 4 (more than that only wait on the
+/// caller's thread).
+pub(crate) fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
