@@ -217,9 +217,11 @@ impl Consumer {
         self
     }
 
-    /// Follows the log from just after the committed checkpoint.
+    /// Follows the log from just after the committed checkpoint, with only
+    /// durable events ([`Subscription::durable_only`]): an outside effect is
+    /// never done for an event a power cut could take back.
     pub fn subscribe(&self, filter: Filter) -> Result<Subscription> {
-        self.store.subscribe(SubscribeFrom::AfterPosition(self.checkpoint), filter)
+        Ok(self.store.subscribe(SubscribeFrom::AfterPosition(self.checkpoint), filter)?.durable_only())
     }
 
     /// Whether `event` is already processed: at or before the checkpoint, or

@@ -54,6 +54,9 @@ impl Store {
             );
         }
         let mut append = self.prepare(&stream, expected, new_events)?;
+        // An export that names one id twice must not become two events, one
+        // of them unreachable by id.
+        crate::store::check_ids(std::slice::from_ref(&append))?;
         for (encoded, at) in append.events.iter_mut().zip(times) {
             encoded.recorded_at = Some(at);
         }
@@ -62,10 +65,11 @@ impl Store {
 }
 
 fn expected_version_at(expected: ExpectedVersion, k: usize) -> u64 {
-    match expected {
-        ExpectedVersion::Exact(v) => v + 1 + k as u64,
-        _ => k as u64 + 1,
-    }
+    let before = match expected {
+        ExpectedVersion::Exact(v) => v,
+        _ => 0,
+    };
+    before.saturating_add(1).saturating_add(k as u64)
 }
 
 #[cfg(test)]
@@ -100,6 +104,25 @@ mod tests {
         assert!(got[1..].iter().all(|e| e.recorded_at == newest.max(e.recorded_at)));
         assert!(got.windows(2).all(|w| w[0].recorded_at <= w[1].recorded_at));
         assert_eq!((got[2].event_id, got[2].version), (events[1].event_id, 2));
+    }
+
+    /// Guards the import's duplicate-id check: an export holding one id
+    /// twice was written as two events, and one of them could not be
+    /// reached by id.
+    #[test]
+    fn an_import_naming_one_id_twice_is_refused_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .append("a-1", ExpectedVersion::Any, [NewEvent::json("E", &1), NewEvent::json("E", &2)])
+            .unwrap();
+        let mut events = export(&store);
+        events[1].event_id = events[0].event_id;
+        let target_dir = tempfile::tempdir().unwrap();
+        let target = Store::open(target_dir.path()).unwrap();
+        let err = target.submit_recorded(events).unwrap_err();
+        assert!(matches!(err, crate::Error::DuplicateEventId { .. }), "{err}");
+        assert_eq!(target.head().unwrap(), 0);
     }
 
     #[test]

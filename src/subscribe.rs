@@ -46,29 +46,48 @@ pub(crate) struct LogBatch {
     pub events: Vec<RecordedEvent>,
     /// The position after the last one looked at (filtered-out events count).
     pub next: u64,
-    /// The head of the read's snapshot.
+    /// The head of the read's snapshot (its durable part when following
+    /// `Durable`).
     pub head: u64,
     /// `recorded_at` of the last position looked at (0 when none).
     pub last_recorded_at: u64,
 }
 
-/// Reads positions `next..next+batch` (bounded by the head and by `up_to`)
-/// in one read transaction, keeping the events that pass `filter`, and
-/// releases the transaction before returning.
+/// Which end of the log a follower reads up to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Follow {
+    /// Everything committed.
+    Committed,
+    /// Only what is durable ([`Store::durable_head`]): for derived state that
+    /// outlives the process, which must never be ahead of what a power cut
+    /// leaves of the log.
+    Durable,
+}
+
+/// Reads positions `next..next+batch` (bounded by the head — the durable
+/// head when following `Durable` — and by `up_to`) in one read
+/// transaction, keeping the events that pass `filter`, and releases the
+/// transaction before returning.
 pub(crate) fn read_log_batch(
     store: &Store,
     next: u64,
     batch: usize,
     up_to: u64,
     filter: &Filter,
+    follow: Follow,
 ) -> Result<LogBatch> {
+    // Read before the snapshot is taken: whatever was durable then is in it.
+    let durable = match follow {
+        Follow::Committed => u64::MAX,
+        Follow::Durable => store.durable_head()?,
+    };
     let reader = store.read()?;
-    let head = reader.head()?;
+    let head = reader.head()?.min(durable);
     let last = head.min(up_to);
     if next > last {
         return Ok(LogBatch { events: Vec::new(), next, head, last_recorded_at: 0 });
     }
-    let end = last.min(next.saturating_add(batch.max(1) as u64 - 1));
+    let end = last.min(next.saturating_add((batch.max(1) as u64).saturating_sub(1)));
     let mut events = Vec::new();
     let mut last_recorded_at = 0;
     for event in reader.all(ReadAll::from_position(next).up_to_position(end))? {
@@ -78,7 +97,7 @@ pub(crate) fn read_log_batch(
             events.push(event.to_owned()?);
         }
     }
-    Ok(LogBatch { events, next: end + 1, head, last_recorded_at })
+    Ok(LogBatch { events, next: end.saturating_add(1), head, last_recorded_at })
 }
 
 /// A live view of the log: an iterator of owned events that never ends while
@@ -116,6 +135,7 @@ pub struct Subscription {
     /// The writer went away: deliver what is in the log, then end.
     closed: bool,
     last_position: u64,
+    follow: Follow,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -179,7 +199,20 @@ impl Subscription {
             wake,
             closed: false,
             last_position: next.saturating_sub(1),
+            follow: Follow::Committed,
         }
+    }
+
+    /// Delivers only events that are durable ([`Store::durable_head`]), so
+    /// that whatever is done with them can never be ahead of what a power
+    /// cut leaves of the log. The same as the default under
+    /// [`Durability::Sync`](crate::Durability::Sync); under `Relaxed` and
+    /// `NoSync` events arrive once synced, at most
+    /// [`sync_interval`](crate::StoreBuilder::sync_interval) after they
+    /// are committed. Durable consumers' subscriptions are made this way.
+    pub fn durable_only(mut self) -> Self {
+        self.follow = Follow::Durable;
+        self
     }
 
     /// Reads up to `batch` log positions per read transaction (default
@@ -264,12 +297,17 @@ impl Subscription {
     /// Returns whether an event is ready.
     fn fill(&mut self) -> Result<bool> {
         while self.buf.is_empty() {
-            let b = read_log_batch(&self.store, self.next, self.batch, u64::MAX, &self.filter)?;
+            let b = read_log_batch(&self.store, self.next, self.batch, u64::MAX, &self.filter, self.follow)?;
             let scanned = b.next > self.next;
             self.next = b.next;
             let min_version = self.min_version;
             self.buf.extend(b.events.into_iter().filter(|e| e.version >= min_version));
             if !scanned {
+                if self.follow == Follow::Durable {
+                    // Caught up with what is durable: have the writer sync
+                    // what is committed beyond it (its wake-up follows).
+                    self.store.want_durable();
+                }
                 break;
             }
         }

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::read::Filter;
 use crate::store::Store;
-use crate::subscribe::read_log_batch;
+use crate::subscribe::{Follow, read_log_batch};
 
 /// Default number of log positions a projection applies per transaction.
 pub const DEFAULT_PROJECTION_BATCH: usize = 1000;
@@ -165,8 +165,13 @@ impl ProjectionRunner {
     /// Applies events on this thread until every projection has reached the
     /// head of the log as it is now (and finished any rebuild), or failed.
     /// A failed projection does not stop the others; see its status.
+    ///
+    /// Under `Relaxed` and `NoSync` this first makes the log durable
+    /// ([`Store::sync`]), since read models only apply durable events.
     pub fn run_until_caught_up(&self) -> Result<Vec<ProjectionStatus>> {
-        let target = self.core.store.head()?;
+        let store = &self.core.store;
+        let head = store.head()?;
+        let target = if store.durable_head()? < head { store.sync()? } else { head };
         loop {
             let mut worked = false;
             for e in &self.core.entries {
@@ -297,6 +302,8 @@ impl Core {
             if worked {
                 continue;
             }
+            // Caught up with what is durable: have the writer sync the rest.
+            self.store.want_durable();
             select! {
                 recv(ctl) -> msg => match msg {
                     Ok(Ctl::Wake) => {}
@@ -362,7 +369,10 @@ impl Core {
         let rebuilding = meta.rebuild.is_some();
         let next = checkpoint + 1;
         let limit = if rebuilding { u64::MAX } else { up_to };
-        let batch = read_log_batch(&self.store, next, self.batch, limit, &e.filter).map_err(at(next))?;
+        // Only durable events: a read model commits on its own, so one made
+        // of events a power cut then undoes would be ahead of the log.
+        let batch = read_log_batch(&self.store, next, self.batch, limit, &e.filter, Follow::Durable)
+            .map_err(at(next))?;
         let scanned = batch.next - next;
         if scanned == 0 && !(rebuilding && checkpoint >= batch.head) {
             // Nothing new: keep any set-up (new meta, cleared shadow) we made.

@@ -47,15 +47,15 @@ impl AllBatches {
 
     fn refill(&mut self) -> Result<()> {
         let reader = self.store.read()?;
-        let end = self.up_to.min(self.next.saturating_add(self.batch as u64 - 1));
+        let end = self.up_to.min(self.next.saturating_add((self.batch as u64).saturating_sub(1)));
         for event in reader.all(ReadAll::from_position(self.next).up_to_position(end))? {
             let event = event?;
-            self.next = event.position() + 1;
+            self.next = event.position().saturating_add(1);
             if self.filter.is_empty() || self.filter.matches(event.stream_id(), event.event_type()) {
                 self.buf.push_back(event.to_owned()?);
             }
         }
-        self.next = self.next.max(end + 1);
+        self.next = self.next.max(end.saturating_add(1));
         Ok(())
     }
 }
@@ -74,7 +74,7 @@ impl Iterator for AllBatches {
             return None;
         }
         let e = self.buf.pop_front()?;
-        self.remaining -= 1;
+        self.remaining = self.remaining.saturating_sub(1);
         Some(Ok(e))
     }
 }
@@ -132,13 +132,13 @@ impl StreamBatches {
         o.from_version = Some(self.next);
         o.limit = None;
         o.filter = Filter::default();
-        let mut scanned = 0;
+        let mut scanned = 0usize;
         for event in reader.stream(&self.stream, o)? {
             let event = event?;
-            scanned += 1;
+            scanned = scanned.saturating_add(1);
             self.next = match self.options.direction {
-                Direction::Forward => event.version() + 1,
-                Direction::Backward => event.version() - 1,
+                Direction::Forward => event.version().saturating_add(1),
+                Direction::Backward => event.version().saturating_sub(1),
             };
             if self.options.filter.is_empty()
                 || self.options.filter.matches(event.stream_id(), event.event_type())
@@ -171,7 +171,7 @@ impl Iterator for StreamBatches {
             return None;
         }
         let e = self.buf.pop_front()?;
-        self.remaining -= 1;
+        self.remaining = self.remaining.saturating_sub(1);
         Some(Ok(e))
     }
 }

@@ -60,12 +60,13 @@ impl<'t> Block<'t> {
     /// The next checked record, in push order; `None` once the block is used up.
     pub(crate) fn pop(&mut self) -> Option<Result<EventRef<'t>>> {
         let slot = self.decoded.get_mut(self.next)?;
-        self.next += 1;
+        self.next = self.next.saturating_add(1);
         slot.take()
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::error::Error;

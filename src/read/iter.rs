@@ -152,7 +152,8 @@ impl<'t> StreamIter<'t> {
         let (k, v) = item.ok_or_else(missing)?;
         let (no, first_version) = parse_stream_version_key("stream_index", k)?;
         let run = Run::decode(v)?;
-        if no != self.stream_no || self.next < first_version || self.next > first_version + run.count - 1 {
+        let run_last = run.last_version(first_version)?;
+        if no != self.stream_no || self.next < first_version || self.next > run_last {
             return Err(missing());
         }
         Ok((first_version, run))
@@ -162,8 +163,9 @@ impl<'t> StreamIter<'t> {
     /// read will walk.
     fn open_run(&mut self) -> Result<()> {
         let (first_version, run) = self.next_run()?;
-        let last_version = first_version + run.count - 1;
-        let pos_of = |version: u64| run.first_position + (version - first_version);
+        // `next_run` checked that the run's versions and positions fit.
+        let last_version = run.last_version(first_version)?;
+        let pos_of = |version: u64| run.first_position.saturating_add(version.saturating_sub(first_version));
         let txn: &'t _ = &self.reader.txn;
         self.cursor_versions = (first_version, last_version);
         self.run_position = run.first_position;
@@ -187,22 +189,22 @@ impl<'t> StreamIter<'t> {
     fn walk_to(&mut self, position: u64) -> Result<Option<(u64, &'t [u8])>> {
         if let Some(w) = &mut self.walker
             && w.next <= position
-            && position - w.next <= MAX_SKIP
+            && position.saturating_sub(w.next) <= MAX_SKIP
         {
             while w.next < position {
                 if w.range.next().transpose()?.is_none() {
                     return Ok(None);
                 }
-                w.next += 1;
+                w.next = w.next.saturating_add(1);
             }
-            w.next += 1;
+            w.next = w.next.saturating_add(1);
             return keyed(w.range.next());
         }
         let from = position_key(position);
         let bounds = (Bound::Included(&from[..]), Bound::Unbounded);
         let mut range = self.reader.dbs.events.range(&self.reader.txn, &bounds)?;
         let item = keyed(range.next())?;
-        self.walker = Some(Walker { range, next: position + 1 });
+        self.walker = Some(Walker { range, next: position.saturating_add(1) });
         Ok(item)
     }
 
@@ -217,7 +219,8 @@ impl<'t> StreamIter<'t> {
             let txn: &'t _ = &self.reader.txn;
             let item: Option<(u64, &'t [u8])> = match &mut self.cursor {
                 _ if self.direction == Direction::Forward => {
-                    let position = self.run_position + (self.next - self.cursor_versions.0);
+                    let position =
+                        self.run_position.saturating_add(self.next.saturating_sub(self.cursor_versions.0));
                     match self.walk_to(position)? {
                         // The log is gapless: any other key means the index is wrong.
                         Some((p, _)) if p != position => None,
@@ -250,13 +253,13 @@ impl<'t> StreamIter<'t> {
                 ));
             }
             match self.direction {
-                Direction::Forward => self.next += 1,
-                Direction::Backward => self.next -= 1,
+                Direction::Forward => self.next = self.next.saturating_add(1),
+                Direction::Backward => self.next = self.next.saturating_sub(1),
             }
             if self.up_to.is_some_and(|u| position > u) {
                 match self.direction {
                     Direction::Forward => {
-                        self.next = self.last_version + 1;
+                        self.next = self.last_version.saturating_add(1);
                         return Ok(None);
                     }
                     Direction::Backward => continue,
@@ -265,7 +268,7 @@ impl<'t> StreamIter<'t> {
             if !self.filter.is_empty() && !self.filter.matches(event.stream_id(), event.event_type()) {
                 continue;
             }
-            self.remaining -= 1;
+            self.remaining = self.remaining.saturating_sub(1);
             return Ok(Some(event));
         }
     }
@@ -292,9 +295,15 @@ impl<'t> Iterator for StreamIter<'t> {
 /// The global log's raw records from a position on, with the log's gap and
 /// bound checks: the cursor walk that [`AllIter`] and
 /// [`Reader::scan_all`](super::Reader::scan_all) share.
+///
+/// Every position from `from` to the end (the head, or the bound when it is
+/// lower) must be there, in order: the log is gapless, so a key that is not
+/// the expected one, or a cursor that ends early, is damage (a flipped bit in
+/// a key), never the end of the log.
 pub(super) struct RawRecords<'t> {
     cursor: RoRange<'t, Bytes, Bytes>,
-    up_to: Option<u64>,
+    /// The last position this walk must yield.
+    end: u64,
     expected: u64,
     /// The cursor has nothing more to give (or failed, see `error`).
     done: bool,
@@ -304,17 +313,18 @@ pub(super) struct RawRecords<'t> {
 
 impl<'t> RawRecords<'t> {
     pub(super) fn new(reader: &'t Reader, from: u64, up_to: Option<u64>) -> Result<Self> {
+        let head = reader.head()?;
+        let end = up_to.map_or(head, |u| u.min(head));
         let key = position_key(from);
         let range = (Bound::Included(&key[..]), Bound::Unbounded);
         Ok(RawRecords {
             cursor: reader.dbs.events.range(&reader.txn, &range)?,
-            up_to,
+            end,
             expected: from,
             done: false,
             error: None,
         })
     }
-
     /// Whether the walk has ended (at the log's end, the bound, or an error).
     pub(super) fn done(&self) -> bool {
         self.done
@@ -357,19 +367,24 @@ impl<'t> RawRecords<'t> {
     }
 
     fn advance(&mut self) -> Result<Option<(u64, &'t [u8])>> {
-        let Some(item) = self.cursor.next() else { return Ok(None) };
-        let (k, v) = item?;
-        let position = parse_position_key(k)?;
-        if self.up_to.is_some_and(|u| position > u) {
+        if self.expected > self.end {
             return Ok(None);
         }
+        let Some(item) = self.cursor.next() else {
+            return Err(Error::corruption(
+                self.expected,
+                format!("position {} is missing: the log ends before its head {}", self.expected, self.end),
+            ));
+        };
+        let (k, v) = item?;
+        let position = parse_position_key(k)?;
         if position != self.expected {
             return Err(Error::corruption(
                 self.expected,
                 format!("log has a gap: next stored position is {position}"),
             ));
         }
-        self.expected += 1;
+        self.expected = self.expected.saturating_add(1);
         Ok(Some((position, v)))
     }
 }
@@ -409,7 +424,7 @@ impl<'t> AllIter<'t> {
             }
         }
         self.block.check();
-        self.block_size = (self.block_size * 2).min(MAX_BLOCK);
+        self.block_size = self.block_size.saturating_mul(2).min(MAX_BLOCK);
     }
 
     fn step(&mut self) -> Result<Option<EventRef<'t>>> {
@@ -433,7 +448,7 @@ impl<'t> AllIter<'t> {
             if !self.filter.is_empty() && !self.filter.matches(event.stream_id(), event.event_type()) {
                 continue;
             }
-            self.remaining -= 1;
+            self.remaining = self.remaining.saturating_sub(1);
             return Ok(Some(event));
         }
     }

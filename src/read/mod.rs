@@ -1,6 +1,8 @@
 //! Reading: a [`Reader`] is one LMDB read transaction, a consistent snapshot
 //! of the store that runs beside the writer and can move between threads.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 mod batched;
 mod block;
 mod filter;
@@ -202,17 +204,36 @@ impl Reader {
     }
 
     /// Position of the last event (0 for an empty store).
+    ///
+    /// It is the last key of `events`, checked against the position its
+    /// record states: a flipped bit in that key would otherwise move the
+    /// head, and every read bounded by it would end early without a word.
     pub fn head(&self) -> Result<u64> {
         match self.dbs.events.last(&self.txn)? {
-            Some((k, _)) => parse_position_key(k),
+            Some((k, v)) => {
+                let position = parse_position_key(k)?;
+                let stated = record::stated_position(position, v)?;
+                if stated != position {
+                    return Err(Error::corruption(
+                        position,
+                        format!("the last key of the log says position {position}, its record says {stated}"),
+                    ));
+                }
+                Ok(position)
+            }
             None => Ok(0),
         }
     }
 
-    /// The event at `position`, if any.
+    /// The event at `position`, if any (`None` past the head and for 0).
+    /// A position within the log that is not stored is damage: the log is
+    /// gapless, so it is [`Error::Corruption`], never `None`.
     pub fn event(&self, position: u64) -> Result<Option<EventRef<'_>>> {
         match self.dbs.events.get(&self.txn, &position_key(position))? {
             Some(v) => record::decode(position, v).map(Some),
+            None if position >= 1 && position <= self.head()? => {
+                Err(Error::corruption(position, "position missing from a gapless log"))
+            }
             None => Ok(None),
         }
     }
@@ -263,8 +284,9 @@ impl Reader {
             let run = Run::decode(v)?;
             if run.first_position <= position {
                 // A run's events sit at consecutive positions.
-                let in_run = (position - run.first_position + 1).min(run.count);
-                return Ok(first_version + in_run - 1);
+                let last = run.last_version(first_version)?;
+                let in_run = position.saturating_sub(run.first_position).min(run.count.saturating_sub(1));
+                return Ok(first_version.saturating_add(in_run).min(last));
             }
         }
         Ok(0)
@@ -371,7 +393,7 @@ impl Reader {
     pub fn last_position_at(&self, micros: u64) -> Result<u64> {
         let (mut lo, mut hi) = (0u64, self.head()?);
         while lo < hi {
-            let mid = lo + (hi - lo).div_ceil(2);
+            let mid = lo.saturating_add(hi.saturating_sub(lo).div_ceil(2));
             let v = self
                 .dbs
                 .events
@@ -380,7 +402,7 @@ impl Reader {
             if record::recorded_at(mid, v)? <= micros {
                 lo = mid;
             } else {
-                hi = mid - 1;
+                hi = mid.saturating_sub(1);
             }
         }
         Ok(lo)

@@ -64,7 +64,7 @@ where
                 return Ok(false);
             }
             f(event?)?;
-            *remaining -= 1;
+            *remaining = remaining.saturating_sub(1);
         }
         Ok(*remaining > 0)
     };
@@ -86,7 +86,7 @@ where
             }
             chunk = raw.chunk(CHUNK);
         }
-        return Ok((limit - remaining) as u64);
+        return Ok(limit.saturating_sub(remaining) as u64);
     }
 
     std::thread::scope(|scope| -> Result<u64, E> {
@@ -101,7 +101,7 @@ where
         queue.send(first, &filter);
         loop {
             if let Some(chunk) = queue.waiting.remove(&queue.want) {
-                queue.want += 1;
+                queue.want = queue.want.saturating_add(1);
                 if !deliver(chunk, &mut remaining)? {
                     break;
                 }
@@ -117,7 +117,7 @@ where
                     break;
                 }
             }
-            if !raw.done() && queue.sent - queue.want < IN_FLIGHT {
+            if !raw.done() && queue.sent.saturating_sub(queue.want) < IN_FLIGHT {
                 let chunk = raw.chunk(CHUNK);
                 queue.send(chunk, &filter);
                 continue;
@@ -126,7 +126,7 @@ where
         }
         // Dropping the queue closes the work channel; the helpers finish
         // the chunk in hand and stop, and the scope joins them.
-        Ok((limit - remaining) as u64)
+        Ok(limit.saturating_sub(remaining) as u64)
     })
 }
 
@@ -148,7 +148,7 @@ impl<'t> Queue<'t> {
             return;
         }
         let seq = self.sent;
-        self.sent += 1;
+        self.sent = self.sent.saturating_add(1);
         // Never blocks (at most IN_FLIGHT chunks are out) and never fails
         // (this queue holds a receiver): if it did, the chunk comes back
         // and is checked here.
@@ -209,6 +209,7 @@ fn check<'t>(chunk: Raw<'t>, filter: &Filter) -> Checked<'t> {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::CHUNK;
     use crate::error::Error;

@@ -153,7 +153,7 @@ impl<'a> EventRef<'a> {
 
     #[cfg(test)]
     pub(crate) fn value_len(&self) -> usize {
-        super::align_up(self.trailer.body_len) + super::TRAILER_LEN
+        super::align_up(self.trailer.body_len).saturating_add(super::TRAILER_LEN)
     }
 
     /// Decodes a JSON payload into `T`.

@@ -7,11 +7,16 @@ use crate::store::Store;
 
 /// How hard a commit works to survive a crash.
 ///
-/// | setting | fsyncs per commit | process crash | power cut / kernel crash |
-/// |---|---|---|---|
-/// | `Sync` | 2 (data, then meta) | nothing acknowledged lost | nothing acknowledged lost |
-/// | `Relaxed` | 1 (data and the previous meta) | nothing acknowledged lost | the last commit may be undone; the file stays intact |
-/// | `NoSync` | 0 (the OS flushes when it likes) | nothing acknowledged lost | recent commits may be lost, and unless the file system keeps write order the file can be damaged (`verify` finds it) |
+/// | setting | fsyncs per commit | process crash | power cut / kernel crash | read models, durable consumers |
+/// |---|---|---|---|---|
+/// | `Sync` | 2 (data, then meta) | nothing acknowledged lost | nothing acknowledged lost | follow every commit |
+/// | `Relaxed` | 1 (data and the previous meta) | nothing acknowledged lost | the last commit may be undone; the file stays intact | follow one commit behind, or a sync (at most `sync_interval` after they wait) |
+/// | `NoSync` | 0 (the OS flushes when it likes) | nothing acknowledged lost | every commit since the last [`Store::sync`](crate::Store::sync) or clean close may be lost, and unless the file system keeps write order the file can be damaged (`verify` or open reports it) | follow syncs: the writer syncs at most `sync_interval` after they wait |
+///
+/// [`Store::close`](crate::Store::close) syncs under every setting, and
+/// [`Store::sync`](crate::Store::sync) makes everything committed durable on
+/// demand. What was acknowledged and synced survives a power cut under
+/// every setting; with `NoSync`, nothing else is promised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// Every commit is on disk before the appenders are answered: an
@@ -28,7 +33,8 @@ pub enum Durability {
     /// to flush. A process crash loses nothing acknowledged (the data is in
     /// the page cache). A power cut or kernel crash may lose recent commits,
     /// and, on a file system that reorders writes, may damage the file. For
-    /// data you can rebuild (tests, caches, bulk loads followed by a sync).
+    /// data you can rebuild (tests, caches), and bulk loads followed by a
+    /// [`Store::sync`](crate::Store::sync) or a [`Store::close`](crate::Store::close).
     NoSync,
 }
 
@@ -55,6 +61,7 @@ pub struct StoreBuilder {
     pub(crate) max_batch_delay: std::time::Duration,
     pub(crate) max_event_size: usize,
     pub(crate) queue_capacity: usize,
+    pub(crate) sync_interval: std::time::Duration,
     pub(crate) on_commit: Option<crate::writer::CommitHook>,
     pub(crate) faults: crate::writer::FaultPlan,
 }
@@ -75,6 +82,7 @@ impl StoreBuilder {
             max_batch_delay: std::time::Duration::from_millis(1),
             max_event_size: 4 << 20,
             queue_capacity: 4096,
+            sync_interval: std::time::Duration::from_millis(10),
             on_commit: None,
             faults: crate::writer::FaultPlan::default(),
         }
@@ -145,6 +153,17 @@ impl StoreBuilder {
     /// appender wait.
     pub fn queue_capacity(mut self, requests: usize) -> Self {
         self.queue_capacity = requests.max(1);
+        self
+    }
+
+    /// Under [`Durability::Relaxed`] and [`Durability::NoSync`]: the longest
+    /// the writer leaves the log unsynced while a read model or durable
+    /// consumer waits for events that are committed but not yet durable
+    /// (default 10 ms). Those followers never apply an event a power cut
+    /// could undo, so they wait for a sync; a commit made meanwhile makes
+    /// the one before it durable under `Relaxed`. Unused under `Sync`.
+    pub fn sync_interval(mut self, interval: std::time::Duration) -> Self {
+        self.sync_interval = interval;
         self
     }
 

@@ -65,6 +65,23 @@ impl Run {
         v
     }
 
+    /// The version of the run's last event, for a run whose first event has
+    /// `first_version`; damage when the run's versions or positions do not
+    /// fit in 64 bits.
+    pub(crate) fn last_version(&self, first_version: u64) -> Result<u64> {
+        let span = self.count.saturating_sub(1);
+        match (first_version.checked_add(span), self.first_position.checked_add(span)) {
+            (Some(last), Some(_)) => Ok(last),
+            _ => Err(Error::index(
+                "stream_index",
+                format!(
+                    "a run of {} events from version {first_version} does not fit in 64 bits",
+                    self.count
+                ),
+            )),
+        }
+    }
+
     pub(crate) fn decode(value: &[u8]) -> Result<Self> {
         if value.len() != Self::LEN {
             return Err(Error::index("stream_index", format!("value of {} bytes", value.len())));

@@ -12,7 +12,7 @@ pub use builder::{DEFAULT_MAP_SIZE, Durability, StoreBuilder};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crossbeam_channel::Sender;
 use heed::{Env, WithoutTls};
@@ -43,7 +43,11 @@ struct Inner {
     env: Env<WithoutTls>,
     dbs: Dbs,
     shared: Arc<Shared>,
-    tx: Option<Sender<Command>>,
+    /// The writer's queue; `None` for a read-only store and after `close`.
+    /// Senders hold the read lock while they send, so `close` (the write
+    /// lock) knows no request is on its way once it has taken the sender.
+    tx: RwLock<Option<Sender<Command>>>,
+    read_only: bool,
     writer: Mutex<Option<WriterHandle>>,
     max_event_size: usize,
     map_size: usize,
@@ -55,12 +59,22 @@ struct Inner {
     _lock: Option<lock::WriterLock>,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
+impl Inner {
+    /// Stops the writer: takes the queue's sender (waiting for senders in
+    /// the middle of a send), which ends the queue, and waits until the
+    /// writer has answered everything queued, synced and stopped.
+    fn stop_writer(&self) {
+        drop(self.tx.write().unwrap_or_else(|p| p.into_inner()).take());
         if let Some(mut w) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            w.close();
+            w.join();
         }
         self.shared.notifier.close();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_writer();
     }
 }
 
@@ -126,6 +140,11 @@ impl Store {
             let mut wtxn = env.write_txn()?;
             let info = meta::init_or_check(&mut wtxn, &dbs, now)?;
             wtxn.commit().map_err(|e| crate::error::from_heed(e, map_size))?;
+            // What an earlier process left unsynced (it ran with `Relaxed`
+            // or `NoSync` and stopped without a close) may still be only in
+            // the page cache: make it durable before anything is derived
+            // from it.
+            env.force_sync().map_err(|e| Error::Storage(format!("could not sync the store at open: {e}")))?;
             (dbs, info)
         };
         let shared = Arc::new(Shared::default());
@@ -140,10 +159,13 @@ impl Store {
             }
         };
         shared.head.store(head, Ordering::Release);
+        shared.durable.store(head, Ordering::Release);
         let writer = if read_only {
             None
         } else {
             let config = WriterConfig {
+                durability: b.durability,
+                sync_interval: b.sync_interval,
                 max_batch_events: b.max_batch_events,
                 max_batch_bytes: b.max_batch_bytes,
                 max_batch_delay: b.max_batch_delay,
@@ -165,10 +187,15 @@ impl Store {
                 StartState { head, last_recorded_at, next_stream_no: info.next_stream_no, last_event_id };
             Some(WriterHandle::spawn(env.clone(), dbs, shared.clone(), config, b.queue_capacity, start)?)
         };
+        let (writer, tx) = match writer {
+            Some((w, tx)) => (Some(w), Some(tx)),
+            None => (None, None),
+        };
         Ok(Store {
             inner: Arc::new(Inner {
                 dir,
-                tx: writer.as_ref().map(|w| w.tx.clone()),
+                tx: RwLock::new(tx),
+                read_only,
                 writer: Mutex::new(writer),
                 env,
                 dbs,
@@ -201,7 +228,7 @@ impl Store {
 
     /// Whether the store was opened read-only.
     pub fn is_read_only(&self) -> bool {
-        self.inner.tx.is_none()
+        self.inner.read_only
     }
 
     /// Appends `events` to `stream` if its version matches `expected`.
@@ -295,13 +322,67 @@ impl Store {
         appends: Vec<StreamAppend>,
         side_writes: Vec<SideWrite>,
     ) -> Result<AppendTicket> {
-        let tx = self.inner.tx.as_ref().ok_or(Error::ReadOnly)?;
         if let Some(reason) = self.inner.shared.poisoned() {
             return Err(Error::Poisoned { reason: reason.to_string() });
         }
         let (reply, rx) = crossbeam_channel::bounded(1);
-        tx.send(Command::Write(Request { appends, side_writes, reply })).map_err(|_| Error::Closed)?;
+        self.command(Command::Write(Request { appends, side_writes, reply }))?;
         Ok(AppendTicket::new(rx))
+    }
+
+    /// Queues a command for the writer; `Closed` once the store is closed.
+    fn command(&self, command: Command) -> Result<()> {
+        if self.inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let tx = self.inner.tx.read().unwrap_or_else(|p| p.into_inner());
+        tx.as_ref().ok_or(Error::Closed)?.send(command).map_err(|_| Error::Closed)
+    }
+
+    /// Makes every event committed so far durable, whatever the store's
+    /// [`Durability`], and returns the position of the last one. Under
+    /// `Sync` everything acknowledged is durable already and this costs
+    /// nothing; under `Relaxed` and `NoSync` it is one fsync, taken by the
+    /// writer between two commits (appends go on around it). Use it after
+    /// a bulk load with `NoSync`, or before telling the world that
+    /// something is on disk.
+    pub fn sync(&self) -> Result<u64> {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.command(Command::Sync(reply))?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Position of the last event known to be on disk, so that a power cut
+    /// cannot undo it: the head under [`Durability::Sync`]; under
+    /// `Relaxed` up to one commit behind it, under `NoSync` the head at the
+    /// last [`sync`](Store::sync). Read models and durable consumers never
+    /// apply an event past it. A read-only store cannot know what another
+    /// process has synced and answers its head.
+    pub fn durable_head(&self) -> Result<u64> {
+        if self.is_read_only() {
+            return self.head();
+        }
+        Ok(self.inner.shared.durable.load(Ordering::Acquire))
+    }
+
+    /// Asks the writer to make the log durable soon (within
+    /// `sync_interval`), for a follower of durable positions that has
+    /// caught up with them. Never blocks; a no-op when nothing is pending.
+    pub(crate) fn want_durable(&self) {
+        let s = &self.inner.shared;
+        if self.inner.read_only
+            || s.durable.load(Ordering::Acquire) >= s.head.load(Ordering::Acquire)
+            || s.durable_requested.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let tx = self.inner.tx.read().unwrap_or_else(|p| p.into_inner());
+        let sent = tx.as_ref().is_some_and(|tx| tx.try_send(Command::WantDurable).is_ok());
+        if !sent {
+            // A full queue: the writer is busy and commits soon anyway; let
+            // the next caller ask again.
+            s.durable_requested.store(false, Ordering::Release);
+        }
     }
 
     /// A consistent read-only snapshot of the store; see [`Reader`].
@@ -362,14 +443,18 @@ impl Store {
         self.inner.shared.poisoned().map(str::to_string)
     }
 
-    /// Finishes queued writes and stops the writer. Other clones of this
-    /// handle can still read; their writes fail with [`Error::Closed`].
+    /// Finishes queued writes, makes everything committed durable (also
+    /// under `Relaxed` and `NoSync`) and stops the writer. Every request
+    /// queued before the close gets its answer; a write that comes later,
+    /// from this or any clone of the handle, fails with [`Error::Closed`].
+    /// Clones can still read, and subscriptions deliver what is committed,
+    /// then end.
     pub fn close(self) -> Result<()> {
-        if let Some(mut w) = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            w.close();
+        self.inner.stop_writer();
+        match self.inner.shared.poisoned() {
+            Some(reason) => Err(Error::Poisoned { reason: reason.to_string() }),
+            None => Ok(()),
         }
-        self.inner.shared.notifier.close();
-        Ok(())
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {

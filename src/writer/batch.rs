@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use heed::{Env, PutFlags, RwTxn, WithoutTls};
 use uuid::Uuid;
 
@@ -16,6 +16,7 @@ use super::{Command, Reply, Request, SideDb, SideOp, StreamAppend, WriterConfig}
 use crate::error::{Error, Result, from_heed};
 use crate::event::{AppendResult, ExpectedVersion};
 use crate::record;
+use crate::store::Durability;
 use crate::store::env::Dbs;
 use crate::store::keys::{Run, StreamHead, le_u64, position_key, stream_version_key};
 use crate::store::meta::KEY_NEXT_STREAM;
@@ -74,24 +75,29 @@ struct Gathered {
     requests: Vec<Request>,
     events: usize,
     bytes: usize,
-    /// A `Close` was taken: commit what is gathered, then stop.
-    closing: bool,
+    /// `Store::sync` callers, answered once the batch is committed and synced.
+    syncs: Vec<Sender<Result<u64>>>,
+    /// A follower asked for durable positions.
+    want_durable: bool,
 }
 
 impl Gathered {
     fn take(&mut self, command: Command) {
         match command {
             Command::Write(r) => {
-                self.events += r.event_count();
-                self.bytes += r.byte_count();
+                self.events = self.events.saturating_add(r.event_count());
+                self.bytes = self.bytes.saturating_add(r.byte_count());
                 self.requests.push(r);
             }
-            Command::Close => self.closing = true,
+            Command::Sync(reply) => self.syncs.push(reply),
+            Command::WantDurable => self.want_durable = true,
         }
     }
 
+    /// Whether more requests may join: not past the limits, and no sync
+    /// caller is kept waiting for requests queued after it.
     fn has_room(&self, max_events: usize, max_bytes: usize) -> bool {
-        self.events < max_events && self.bytes < max_bytes
+        self.syncs.is_empty() && self.events < max_events && self.bytes < max_bytes
     }
 }
 
@@ -102,6 +108,9 @@ pub(crate) struct Writer {
     config: WriterConfig,
     state: StartState,
     commit_attempts: u64,
+    /// When the writer must sync at the latest, because a follower of
+    /// durable positions waits (`Relaxed` and `NoSync` only).
+    sync_due: Option<Instant>,
 }
 
 fn poison_reason(error: &Error) -> String {
@@ -126,7 +135,7 @@ impl Writer {
         config: WriterConfig,
         state: StartState,
     ) -> Self {
-        Writer { env, dbs, shared, config, state, commit_attempts: 0 }
+        Writer { env, dbs, shared, config, state, commit_attempts: 0, sync_due: None }
     }
 
     pub(crate) fn run(mut self, rx: Receiver<Command>) {
@@ -138,11 +147,25 @@ impl Writer {
         let mut last_commit = Duration::ZERO;
         let (max_events, max_bytes) = (self.config.max_batch_events, self.config.max_batch_bytes);
         loop {
-            match rx.recv() {
-                Ok(command) => batch.take(command),
-                Err(_) => break,
-            }
-            while !batch.closing && batch.has_room(max_events, max_bytes) {
+            // The queue ends when the store drops its last sender (close, or
+            // the last handle gone); `recv` hands out everything queued
+            // before it reports that, so every request is answered.
+            let first = match self.sync_due {
+                Some(due) => match rx.recv_deadline(due) {
+                    Ok(command) => command,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.sync(Vec::new());
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(command) => command,
+                    Err(_) => break,
+                },
+            };
+            batch.take(first);
+            while batch.has_room(max_events, max_bytes) {
                 match rx.try_recv() {
                     Ok(command) => batch.take(command),
                     Err(_) => break,
@@ -152,13 +175,10 @@ impl Writer {
             // microseconds; waiting a little for them (never more than half
             // a commit) turns two half-full commits into one full one. A lone
             // appender never waits: it is all the batch expects.
-            let delay = self.config.max_batch_delay.min(last_commit / 2);
+            let delay = self.config.max_batch_delay.min(last_commit.checked_div(2).unwrap_or_default());
             if !delay.is_zero() && batch.requests.len() < expected {
-                let deadline = Instant::now() + delay;
-                while !batch.closing
-                    && batch.requests.len() < expected
-                    && batch.has_room(max_events, max_bytes)
-                {
+                let deadline = later(delay);
+                while batch.requests.len() < expected && batch.has_room(max_events, max_bytes) {
                     match rx.recv_deadline(deadline) {
                         Ok(command) => batch.take(command),
                         Err(_) => break,
@@ -172,14 +192,68 @@ impl Writer {
                 others = self.process(&mut batch.requests, || rx.len());
                 last_commit = started.elapsed();
             }
-            expected = size + others;
-            if batch.closing {
-                break;
-            }
+            expected = size.saturating_add(others);
             batch.events = 0;
             batch.bytes = 0;
+            if std::mem::take(&mut batch.want_durable) {
+                self.want_durable();
+            }
+            let syncs = std::mem::take(&mut batch.syncs);
+            if !syncs.is_empty() || self.sync_due.is_some_and(|due| Instant::now() >= due) {
+                self.sync(syncs);
+            }
+        }
+        // A clean close leaves nothing to the operating system: what was
+        // committed is on disk when `close` returns, whatever the durability.
+        if self.shared.durable.load(Ordering::Acquire) < self.state.head {
+            self.sync(Vec::new());
         }
         self.shared.notifier.close();
+    }
+
+    /// Schedules a sync for a follower of durable positions, unless the log
+    /// is durable already.
+    fn want_durable(&mut self) {
+        if self.shared.durable.load(Ordering::Acquire) >= self.state.head {
+            self.shared.durable_requested.store(false, Ordering::Release);
+        } else if self.sync_due.is_none() {
+            self.sync_due = Some(later(self.config.sync_interval));
+        }
+    }
+
+    /// Makes every commit so far durable and tells the followers. A failed
+    /// sync poisons the store, as a failed commit does: the kernel may have
+    /// dropped the dirty pages, so a retry proves nothing.
+    fn sync(&mut self, replies: Vec<Sender<Result<u64>>>) {
+        self.sync_due = None;
+        let head = self.state.head;
+        let s = &self.shared;
+        let outcome = match s.poisoned() {
+            Some(reason) => Err(reason.to_string()),
+            None if s.durable.load(Ordering::Acquire) >= head => Ok(head),
+            None => match self.env.force_sync() {
+                Ok(()) => {
+                    s.durable.fetch_max(head, Ordering::AcqRel);
+                    s.notifier.notify(head);
+                    Ok(head)
+                }
+                Err(e) => {
+                    let reason = format!("sync failed: {e}; the disk may be full or failing");
+                    self.poison(&reason);
+                    Err(reason)
+                }
+            },
+        };
+        self.shared.durable_requested.store(false, Ordering::Release);
+        for reply in replies {
+            let _ = reply.send(outcome.clone().map_err(|reason| Error::Poisoned { reason }));
+        }
+    }
+
+    /// Poisons the store: every later write is refused until a reopen.
+    fn poison(&self, reason: &str) {
+        tracing::error!(reason, "eventfold store poisoned: writes are refused until it is reopened");
+        self.shared.poison(reason);
     }
 
     /// Commits `batch` and answers its requests. Returns how many requests
@@ -203,7 +277,7 @@ impl Writer {
                 Err(panic) => {
                     let msg = crate::error::panic_message(panic.as_ref());
                     let reason = format!("the writer thread panicked: {msg}");
-                    self.shared.poison(reason.clone());
+                    self.poison(&reason);
                     batch.iter().map(|_| Err(Error::Poisoned { reason: reason.clone() })).collect()
                 }
             },
@@ -227,21 +301,29 @@ impl Writer {
             Ok(outcomes) => outcomes,
             Err(failure) if failure.poison => {
                 let reason = poison_reason(&failure.error);
-                self.shared.poison(reason.clone());
+                self.poison(&reason);
                 batch.iter().map(|_| Err(Error::Poisoned { reason: reason.clone() })).collect()
             }
             Err(failure) if batch.len() == 1 => vec![Err(failure.error)],
             Err(_) => {
                 let mut outcomes = Vec::with_capacity(batch.len());
                 for req in batch.iter_mut() {
+                    // Once one retry has poisoned the store, nothing after
+                    // it may be committed or acknowledged.
+                    if let Some(reason) = self.shared.poisoned() {
+                        outcomes.push(Err(Error::Poisoned { reason: reason.to_string() }));
+                        continue;
+                    }
                     match self.try_batch(std::slice::from_mut(req)) {
-                        Ok(mut o) => outcomes.push(o.pop().unwrap_or(Err(Error::Closed))),
-                        Err(f) => {
-                            if f.poison {
-                                self.shared.poison(poison_reason(&f.error));
-                            }
-                            outcomes.push(Err(f.error));
+                        Ok(mut o) => outcomes.push(
+                            o.pop().unwrap_or_else(|| Err(Error::Storage("a request got no outcome".into()))),
+                        ),
+                        Err(f) if f.poison => {
+                            let reason = poison_reason(&f.error);
+                            self.poison(&reason);
+                            outcomes.push(Err(Error::Poisoned { reason }));
                         }
+                        Err(f) => outcomes.push(Err(f.error)),
                     }
                 }
                 outcomes
@@ -285,7 +367,7 @@ impl Writer {
             wtxn.abort();
             return Err(fail(e));
         }
-        let attempt = self.commit_attempts + 1;
+        let attempt = self.commit_attempts.saturating_add(1);
         self.commit_attempts = attempt;
         if self.config.faults.fail_commit_at == Some(attempt) {
             wtxn.abort();
@@ -314,11 +396,18 @@ impl Writer {
             let error = Error::Storage(format!("fsync failed: injected failure of commit {attempt}"));
             return Err(TxnFailure { error, poison: true });
         }
+        let s = &self.shared;
+        match self.config.durability {
+            Durability::Sync => s.durable.fetch_max(ctx.pos, Ordering::AcqRel),
+            // This commit's data sync also flushed the previous commit's
+            // meta page: that one is durable now, this one is not yet.
+            Durability::Relaxed => s.durable.fetch_max(self.state.head, Ordering::AcqRel),
+            Durability::NoSync => 0,
+        };
         self.state.head = ctx.pos;
         self.state.last_recorded_at = ctx.last_time;
         self.state.next_stream_no = ctx.next_stream_no;
         self.state.last_event_id = ctx.last_event_id;
-        let s = &self.shared;
         s.head.store(ctx.pos, Ordering::Release);
         Shared::bump(&s.commits, 1);
         Shared::bump(&s.events_written, ctx.events);
@@ -416,13 +505,13 @@ impl Writer {
                             keys.push(k.to_vec());
                         }
                     }
-                    let excess = (keys.len() + 1).saturating_sub((*keep).max(1));
+                    let excess = keys.len().saturating_add(1).saturating_sub((*keep).max(1));
                     for k in keys.iter().take(excess) {
                         db.delete(wtxn, k)?;
                     }
                 }
             }
-            ctx.side_writes += 1;
+            ctx.side_writes = ctx.side_writes.saturating_add(1);
         }
         Ok(results)
     }
@@ -435,12 +524,15 @@ impl Writer {
         head: Option<StreamHead>,
     ) -> Result<AppendResult, Step> {
         let n = a.events.len() as u64;
-        let first_pos = ctx.pos + 1;
+        // Positions and versions come from the disk: a damaged head must be
+        // refused, never wrap around (or panic the writer in a debug build).
+        let first_pos = checked(ctx.pos.checked_add(1), "the log's next position")?;
+        let last_pos = checked(ctx.pos.checked_add(n), "the log's last position")?;
         let mut h = match head {
             Some(h) => h,
             None => {
                 let stream_no = ctx.next_stream_no;
-                ctx.next_stream_no += 1;
+                ctx.next_stream_no = checked(stream_no.checked_add(1), "the next stream number")?;
                 StreamHead {
                     stream_no,
                     version: 0,
@@ -451,14 +543,18 @@ impl Writer {
                 }
             }
         };
+        let last_version = checked(h.version.checked_add(n), "the stream's version")?;
         let mut ids = Vec::with_capacity(a.events.len());
         for (k, ev) in a.events.iter_mut().enumerate() {
-            let pos = first_pos + k as u64;
+            // Both bounds were checked above, so these cannot overflow.
+            let k = k as u64;
+            let pos = first_pos.saturating_add(k);
+            let version = h.version.saturating_add(1).saturating_add(k);
             // Imported events keep their time unless that would go back in
             // time; everything else gets the batch's time.
             let at = ev.recorded_at.unwrap_or(ctx.now).max(ctx.last_time);
             ctx.last_time = at;
-            record::seal(ev, pos, h.version + 1 + k as u64, at);
+            record::seal(ev, pos, version, at);
             self.dbs.events.put_with_flags(wtxn, PutFlags::APPEND, &position_key(pos), &ev.value)?;
             // Ids the store makes (UUID v7) grow with time, so most go after
             // the greatest key: appending skips the search from the root.
@@ -469,38 +565,40 @@ impl Writer {
             } else {
                 self.dbs.event_ids.put(wtxn, id, &pos.to_le_bytes())?;
             }
-            ctx.bytes += ev.value.len() as u64;
+            ctx.bytes = ctx.bytes.saturating_add(ev.value.len() as u64);
             ids.push(ev.event_id);
         }
-        let adjacent = h.version > 0 && h.last_position + 1 == first_pos;
-        if adjacent {
-            let in_run = h.version - h.run_first_version + 1;
-            let run = Run { first_position: h.last_position + 1 - in_run, count: in_run + n };
-            self.dbs.stream_index.put(
-                wtxn,
-                &stream_version_key(h.stream_no, h.run_first_version),
-                &run.encode(),
-            )?;
+        let adjacent = h.version > 0 && h.last_position.checked_add(1) == Some(first_pos);
+        let run = if adjacent {
+            let in_run = h
+                .version
+                .checked_sub(h.run_first_version)
+                .and_then(|d| d.checked_add(1))
+                .filter(|&in_run| in_run <= h.last_position);
+            let in_run = checked(in_run, "the stream's latest run")?;
+            let count = checked(in_run.checked_add(n), "the stream's latest run")?;
+            // `in_run <= last_position` was checked, so this stays ≥ 1.
+            Run { first_position: first_pos.saturating_sub(in_run), count }
         } else {
-            let run = Run { first_position: first_pos, count: n };
-            h.run_first_version = h.version + 1;
-            self.dbs.stream_index.put(
-                wtxn,
-                &stream_version_key(h.stream_no, h.run_first_version),
-                &run.encode(),
-            )?;
-        }
-        h.version += n;
-        h.last_position = first_pos + n - 1;
+            h.run_first_version = h.version.saturating_add(1);
+            Run { first_position: first_pos, count: n }
+        };
+        self.dbs.stream_index.put(
+            wtxn,
+            &stream_version_key(h.stream_no, h.run_first_version),
+            &run.encode(),
+        )?;
+        h.version = last_version;
+        h.last_position = last_pos;
         h.updated_at = ctx.last_time;
         ctx.heads.insert(a.stream_id.clone(), (h, true));
-        ctx.pos += n;
-        ctx.events += n;
+        ctx.pos = last_pos;
+        ctx.events = ctx.events.saturating_add(n);
         Ok(AppendResult {
             stream_id: a.stream_id.clone(),
             first_position: first_pos,
-            last_position: h.last_position,
-            stream_version: h.version,
+            last_position: last_pos,
+            stream_version: last_version,
             event_ids: ids,
             already_stored: false,
         })
@@ -538,15 +636,20 @@ impl Writer {
             return Ok(None);
         };
         let mut last_version = 0;
+        // `Exact(u64::MAX)` names a version no stream can reach: no stored
+        // event can be its retry.
         let required_first_version = match a.expected {
-            ExpectedVersion::Exact(v) => Some(v + 1),
+            ExpectedVersion::Exact(v) => match v.checked_add(1) {
+                Some(first) => Some(first),
+                None => return Err(duplicate(first_ev.event_id, first)),
+            },
             ExpectedVersion::NoStream => Some(1),
             ExpectedVersion::Any | ExpectedVersion::StreamExists => None,
         };
         for (k, ev) in a.events.iter().enumerate() {
-            let expected = first + k as u64;
+            let expected = first.checked_add(k as u64);
             match lookup(&ev.event_id)? {
-                Some(pos) if pos == expected => {
+                Some(pos) if Some(pos) == expected => {
                     let value = self.dbs.events.get(wtxn, &position_key(pos))?.ok_or_else(|| {
                         Step::Reject(Error::index(
                             "event_ids",
@@ -564,16 +667,31 @@ impl Writer {
                 None => return Err(duplicate(first_ev.event_id, first)),
             }
         }
-        let n = a.events.len() as u64;
+        // Every id was found at `first + k`, so this cannot overflow.
+        let last_position = first.saturating_add(a.events.len().saturating_sub(1) as u64);
         Ok(Some(AppendResult {
             stream_id: a.stream_id.clone(),
             first_position: first,
-            last_position: first + n - 1,
+            last_position,
             stream_version: last_version,
             event_ids: a.events.iter().map(|e| e.event_id).collect(),
             already_stored: true,
         }))
     }
+}
+
+/// `value`, or a refusal naming what overflowed: values read from the disk
+/// that do not fit are damage, never a reason to wrap around.
+fn checked(value: Option<u64>, what: &str) -> Result<u64, Step> {
+    value.ok_or_else(|| {
+        Step::Reject(Error::index("streams", format!("{what} does not fit in 64 bits: the store is damaged")))
+    })
+}
+
+/// The instant `delay` from now (far in the future when that overflows).
+fn later(delay: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(delay).unwrap_or(now)
 }
 
 /// The time the first event of `a` will be recorded at (see `write_append`).
@@ -582,6 +700,7 @@ fn first_time(a: &StreamAppend, ctx: &BatchCtx) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::event::NewEvent;
@@ -599,6 +718,8 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let (env, dbs) = store.env_and_dbs();
         let config = WriterConfig {
+            durability: crate::Durability::Sync,
+            sync_interval: Duration::ZERO,
             max_batch_events: 1000,
             max_batch_bytes: 1 << 20,
             max_batch_delay: Duration::ZERO,
@@ -628,5 +749,53 @@ mod tests {
         for r in replies {
             assert_eq!(r.recv().unwrap().outcome.unwrap().len(), 1);
         }
+    }
+
+    fn request(stream: &str, payload_len: usize) -> (Request, crossbeam_channel::Receiver<Reply>) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let event = record::encode(stream, NewEvent::binary("E", vec![1u8; payload_len]), 8 << 20).unwrap();
+        let appends = vec![StreamAppend {
+            stream_id: stream.to_string(),
+            expected: ExpectedVersion::Any,
+            events: vec![event],
+        }];
+        (Request { appends, side_writes: Vec::new(), reply: tx }, rx)
+    }
+
+    /// Guards the retry-alone path after a failed batch: once one retried
+    /// request poisoned the store, the requests after it were still
+    /// committed and acknowledged. They must get `Poisoned`, and nothing
+    /// after the poison may reach the log.
+    #[test]
+    fn retries_after_a_failed_batch_stop_at_the_poison() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::builder(dir.path()).map_size(1 << 20).open().unwrap();
+        let (env, dbs) = store.env_and_dbs();
+        let config = WriterConfig {
+            durability: crate::Durability::Sync,
+            sync_interval: Duration::ZERO,
+            max_batch_events: 1000,
+            max_batch_bytes: 64 << 20,
+            max_batch_delay: Duration::ZERO,
+            map_size: 1 << 20,
+            on_commit: None,
+            // The first retry's commit fails as a failed fsync would.
+            faults: FaultPlan { fail_commit_at: Some(1), fail_sync_at: None },
+        };
+        let start = StartState { head: 0, last_recorded_at: 0, next_stream_no: 1, last_event_id: [0; 16] };
+        let shared = Arc::new(Shared::default());
+        let mut writer = Writer::new(env.clone(), dbs, shared.clone(), config, start);
+        // The middle request cannot fit in the map, so the batch fails and
+        // each request is retried alone.
+        let (a, ra) = request("a-1", 10);
+        let (b, rb) = request("b-1", 4 << 20);
+        let (c, rc) = request("c-1", 10);
+        writer.process(&mut vec![a, b, c], || 0);
+        for (name, rx) in [("first", ra), ("second", rb), ("third", rc)] {
+            let outcome = rx.recv().unwrap().outcome;
+            assert!(matches!(outcome, Err(Error::Poisoned { .. })), "{name} request: {outcome:?}");
+        }
+        assert!(shared.poisoned().is_some());
+        assert_eq!(store.read().unwrap().head().unwrap(), 0, "nothing after the poison was committed");
     }
 }

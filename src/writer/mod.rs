@@ -6,6 +6,8 @@
 //! every request in one transaction, commits once (one fsync), answers each
 //! request with its own result and wakes subscribers.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 mod batch;
 pub(crate) mod shared;
 
@@ -86,9 +88,18 @@ impl Request {
     }
 }
 
+/// What the writer's queue carries. There is no "close" message: the writer
+/// stops when the last sender is gone, after answering everything queued,
+/// so no request can be left in the queue without an answer.
 pub(crate) enum Command {
     Write(Request),
-    Close,
+    /// Make every commit so far durable (`Store::sync`), then answer with
+    /// the durable head.
+    Sync(Sender<Result<u64>>),
+    /// A follower of durable positions (projection runner, durable
+    /// consumer) is waiting: sync within `sync_interval` unless commits make
+    /// the log durable first.
+    WantDurable,
 }
 
 /// Writer settings taken from the builder.
@@ -104,6 +115,10 @@ impl std::fmt::Debug for CommitHook {
 
 #[derive(Debug, Clone)]
 pub(crate) struct WriterConfig {
+    pub durability: crate::store::Durability,
+    /// Longest a commit stays unsynced while a follower waits for it
+    /// (`Relaxed` and `NoSync`).
+    pub sync_interval: std::time::Duration,
     pub max_batch_events: usize,
     pub max_batch_bytes: usize,
     /// Longest the writer waits for expected appenders before committing.
@@ -124,9 +139,10 @@ pub(crate) struct FaultPlan {
     pub fail_sync_at: Option<u64>,
 }
 
-/// The handle the store keeps to its writer thread.
+/// The handle the store keeps to its writer thread. The queue's sender is
+/// kept apart (the store guards it), because dropping the last sender is
+/// what stops the writer.
 pub(crate) struct WriterHandle {
-    pub tx: Sender<Command>,
     join: Option<JoinHandle<()>>,
 }
 
@@ -138,27 +154,21 @@ impl WriterHandle {
         config: WriterConfig,
         capacity: usize,
         start: batch::StartState,
-    ) -> Result<Self> {
+    ) -> Result<(Self, Sender<Command>)> {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let join = std::thread::Builder::new()
             .name("eventfold-writer".into())
             .spawn(move || batch::Writer::new(env, dbs, shared, config, start).run(rx))
             .map_err(|e| Error::io("eventfold-writer thread", e))?;
-        Ok(WriterHandle { tx, join: Some(join) })
+        Ok((WriterHandle { join: Some(join) }, tx))
     }
 
-    /// Asks the writer to finish what is queued and stop, and waits for it.
-    pub(crate) fn close(&mut self) {
-        let _ = self.tx.send(Command::Close);
+    /// Waits for the writer to answer what is queued and stop. The caller
+    /// must have dropped every sender of the queue first.
+    pub(crate) fn join(&mut self) {
         if let Some(join) = self.join.take() {
             let _ = join.join();
         }
-    }
-}
-
-impl Drop for WriterHandle {
-    fn drop(&mut self) {
-        self.close();
     }
 }
 

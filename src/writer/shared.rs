@@ -1,7 +1,7 @@
 //! State the writer thread shares with store handles: the head position,
 //! counters for `stats()`, the poison flag and the subscriber notifier.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -11,6 +11,14 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 pub(crate) struct Shared {
     /// Position of the last committed event.
     pub head: AtomicU64,
+    /// Position of the last event known to be on disk: equal to `head`
+    /// under `Durability::Sync`; behind it by up to one commit under
+    /// `Relaxed`, and until the next sync under `NoSync`. Derived state
+    /// (read models, durable consumers) never goes past it.
+    pub durable: AtomicU64,
+    /// A follower has asked the writer for a sync that has not happened yet;
+    /// keeps followers from flooding the queue with requests.
+    pub durable_requested: AtomicBool,
     pub commits: AtomicU64,
     pub batches: AtomicU64,
     pub requests: AtomicU64,
@@ -43,20 +51,36 @@ impl Shared {
 /// pending already and will read the log up to whatever the head is then).
 /// So a slow subscriber never blocks the writer, and with no subscribers the
 /// writer pays one relaxed atomic load.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Notifier {
     count: AtomicUsize,
-    senders: Mutex<Vec<Sender<u64>>>,
+    /// `None` once closed: a subscriber that registers after the store
+    /// closed gets a channel that is already disconnected.
+    senders: Mutex<Option<Vec<Sender<u64>>>>,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier { count: AtomicUsize::new(0), senders: Mutex::new(Some(Vec::new())) }
+    }
 }
 
 impl Notifier {
     /// Registers a new subscriber and returns its wake-up channel.
+    /// After [`close`](Notifier::close) the channel is disconnected at once,
+    /// so the subscriber ends instead of waiting for a commit that cannot come.
     pub(crate) fn register(&self) -> Receiver<u64> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let mut senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
-        senders.push(tx);
-        self.count.store(senders.len(), Ordering::Release);
+        let mut guard = self.lock();
+        if let Some(senders) = guard.as_mut() {
+            senders.push(tx);
+            self.count.store(senders.len(), Ordering::Release);
+        }
         rx
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<Sender<u64>>>> {
+        self.senders.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Tells every live subscriber that the head moved to `head`.
@@ -64,15 +88,17 @@ impl Notifier {
         if self.count.load(Ordering::Acquire) == 0 {
             return;
         }
-        let mut senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
-        senders.retain(|tx| !matches!(tx.try_send(head), Err(TrySendError::Disconnected(_))));
-        self.count.store(senders.len(), Ordering::Release);
+        let mut guard = self.lock();
+        if let Some(senders) = guard.as_mut() {
+            senders.retain(|tx| !matches!(tx.try_send(head), Err(TrySendError::Disconnected(_))));
+            self.count.store(senders.len(), Ordering::Release);
+        }
     }
 
     /// Drops every subscriber's sender, so blocked subscribers wake and see the end.
+    /// Later registrations get a disconnected channel.
     pub(crate) fn close(&self) {
-        let mut senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
-        senders.clear();
+        *self.lock() = None;
         self.count.store(0, Ordering::Release);
     }
 
@@ -83,6 +109,7 @@ impl Notifier {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 
@@ -101,5 +128,16 @@ mod tests {
         assert_eq!(a.try_recv(), Ok(3));
         n.close();
         assert!(a.recv().is_err());
+    }
+
+    /// Guards against a subscription made after `close` waiting forever: it
+    /// must see the end at once.
+    #[test]
+    fn registering_after_close_is_disconnected() {
+        let n = Notifier::default();
+        n.close();
+        let late = n.register();
+        assert!(late.recv().is_err());
+        assert_eq!(n.len(), 0);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Barrier};
 
 use eventfold::{
     ContentType, Durability, Error, EventMetadata, ExpectedVersion, Filter, NewEvent, ReadAll, ReadStream,
-    Store,
+    Store, SubscribeFrom,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -468,6 +468,123 @@ fn writes_after_close_fail_with_closed() {
     assert_eq!(other.read().unwrap().head().unwrap(), 0);
 }
 
+/// Guards `close` with appends in flight: requests queued behind the
+/// writer's last batch were left in the queue without an answer, and their
+/// appenders waited forever. Every appender must end with a result or
+/// `Error::Closed`, and every acknowledged event must be in the log.
+#[test]
+fn close_with_appends_in_flight_answers_every_appender() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    for round in 0..5 {
+        let (_dir, store) = temp_store();
+        let (acks, acked) = mpsc::channel();
+        let mut threads = Vec::new();
+        for t in 0..8u64 {
+            let store = store.clone();
+            let acks = acks.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut positions = Vec::new();
+                for i in 0.. {
+                    match store.append(&format!("s-{t}"), ExpectedVersion::Any, [ev("A", i)]) {
+                        Ok(r) => {
+                            positions.push(r.first_position);
+                            let _ = acks.send(());
+                        }
+                        Err(Error::Closed) => break,
+                        Err(e) => panic!("appender {t}: {e}"),
+                    }
+                }
+                positions
+            }));
+        }
+        drop(acks);
+        // Close while the appenders are busy: after some acknowledgements,
+        // not after some time.
+        for _ in 0..(50 + round * 20) {
+            acked.recv().unwrap();
+        }
+        let reader = store.clone();
+        store.close().unwrap();
+        let (done, finished) = mpsc::channel();
+        for t in threads {
+            let done = done.clone();
+            std::thread::spawn(move || done.send(t.join().unwrap()));
+        }
+        drop(done);
+        let mut acknowledged = Vec::new();
+        for _ in 0..8 {
+            // A generous bound that only a hang can reach.
+            let positions = finished
+                .recv_timeout(Duration::from_secs(60))
+                .expect("an appender is still waiting after close");
+            acknowledged.extend(positions);
+        }
+        let head = reader.read().unwrap().head().unwrap();
+        acknowledged.sort_unstable();
+        assert_eq!(acknowledged, (1..=head).collect::<Vec<_>>(), "round {round}");
+    }
+}
+
+/// Guards subscriptions made after `close`: they waited forever for a
+/// wake-up that could not come. They must deliver the log, then end.
+#[test]
+fn a_subscription_made_after_close_ends() {
+    let (_dir, store) = temp_store();
+    store.append("a-1", ExpectedVersion::Any, [ev("A", 1)]).unwrap();
+    let other = store.clone();
+    store.close().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let sub = other.subscribe(SubscribeFrom::Start, Filter::new()).unwrap();
+        let _ = tx.send(sub.map(|e| e.unwrap().position).collect::<Vec<_>>());
+    });
+    let seen = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the subscription did not end");
+    assert_eq!(seen, vec![1]);
+}
+
+/// `NoSync` leaves commits to the operating system until a sync: the
+/// durable head says how far a power cut cannot reach, `sync` moves it to
+/// the head, and a clean close syncs everything.
+#[test]
+fn sync_and_close_make_no_sync_commits_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder(dir.path()).durability(Durability::NoSync).open().unwrap();
+    store.append("a-1", ExpectedVersion::Any, [ev("A", 1), ev("A", 2)]).unwrap();
+    assert_eq!(store.durable_head().unwrap(), 0, "nothing synced yet");
+    assert_eq!(store.sync().unwrap(), 2);
+    assert_eq!(store.durable_head().unwrap(), 2);
+    store.append("a-1", ExpectedVersion::Any, [ev("A", 3)]).unwrap();
+    assert_eq!(store.durable_head().unwrap(), 2);
+    let other = store.clone();
+    store.close().unwrap();
+    assert_eq!(other.durable_head().unwrap(), 3, "close syncs");
+    assert!(matches!(other.sync(), Err(Error::Closed)));
+
+    // Under `Sync` every acknowledged commit is durable at once.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.append("a-1", ExpectedVersion::Any, [ev("A", 1)]).unwrap();
+    assert_eq!(store.durable_head().unwrap(), 1);
+    assert_eq!(store.sync().unwrap(), 1);
+}
+
+/// Guards the writer against client input that overflowed: an
+/// `Exact(u64::MAX)` append of an id already stored computed `v + 1` and,
+/// in a debug build, panicked the writer and poisoned the store.
+#[test]
+fn exact_u64_max_with_a_stored_id_is_a_duplicate_not_a_panic() {
+    let (_dir, store) = temp_store();
+    let id = Uuid::new_v4();
+    store.append("a-1", ExpectedVersion::Any, [ev("A", 1).with_id(id)]).unwrap();
+    let err = store.append("a-1", ExpectedVersion::Exact(u64::MAX), [ev("A", 1).with_id(id)]).unwrap_err();
+    assert!(matches!(err, Error::DuplicateEventId { .. }), "{err}");
+    let err = store.append("a-1", ExpectedVersion::Exact(u64::MAX), [ev("A", 2)]).unwrap_err();
+    assert!(matches!(err, Error::WrongExpectedVersion { .. }), "{err}");
+    assert_eq!(store.poisoned(), None);
+    store.append("a-1", ExpectedVersion::Exact(1), [ev("A", 2)]).unwrap();
+}
+
 #[test]
 fn second_open_in_the_same_process_is_refused() {
     let (dir, _store) = temp_store();
@@ -677,4 +794,87 @@ fn the_commit_hook_sees_every_commit_and_its_panics_do_not_fail_appends() {
     // The store is not poisoned by the panic: it goes on writing.
     store.append("hooked-1", ExpectedVersion::Exact(6), [ev("E", 9)]).unwrap();
     assert_eq!(seen.lock().unwrap().len(), 4);
+}
+
+/// Flips bits of the `events` key of `position` in place in the data file,
+/// as a damaged disk would: LMDB's B-tree is left out of order, the entry
+/// where it was.
+fn flip_events_key(dir: &std::path::Path, position: u64, mask: u64) {
+    let path = dir.join("data.mdb");
+    let mut bytes = std::fs::read(&path).unwrap();
+    // A leaf node: flags (2 bytes, 0), key size 8 (LE), then the key.
+    let mut pattern = vec![0u8, 0, 8, 0];
+    pattern.extend_from_slice(&position.to_be_bytes());
+    let at: Vec<usize> = bytes
+        .windows(pattern.len())
+        .enumerate()
+        .filter(|(_, w)| *w == &pattern[..])
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!at.is_empty(), "the key of position {position} is in the file");
+    // Old copies of the leaf in free pages hold it too; flip them all.
+    for i in at {
+        bytes[i + 4..i + 12].copy_from_slice(&(position ^ mask).to_be_bytes());
+    }
+    std::fs::write(&path, bytes).unwrap();
+}
+
+/// Guards the read paths against a flipped bit in an `events` key: `read
+/// --all` and `export` ended early and exited 0 with a short log (the head
+/// was taken from a damaged last key, and a bounded read stopped at a key
+/// past its bound). Every read that expected a position and did not get it
+/// must fail with `Error::Corruption`.
+#[test]
+fn a_flipped_bit_in_an_events_key_is_corruption_not_a_short_log() {
+    let build = |dir: &std::path::Path| {
+        let store = Store::open(dir).unwrap();
+        for i in 0..20 {
+            store.append("a-1", ExpectedVersion::Any, [ev("A", i)]).unwrap();
+        }
+        store.close().unwrap();
+    };
+    // The last key: 20 becomes 4, so the last key no longer names the head.
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    flip_events_key(dir.path(), 20, 16);
+    match Store::builder(dir.path()).open_read_only() {
+        // Refusing to open a store whose last record is damaged is a report too.
+        Err(e) => assert!(matches!(e, Error::Corruption { .. }), "{e}"),
+        Ok(store) => {
+            let reader = store.read().unwrap();
+            assert!(
+                matches!(reader.head(), Err(Error::Corruption { position: 4, .. })),
+                "{:?}",
+                reader.head()
+            );
+            let all: Vec<_> = reader.all(ReadAll::new()).map(|i| i.collect()).unwrap_or_default();
+            assert!(
+                all.is_empty() || all.last().unwrap().is_err(),
+                "a full read fails, it is not a short log"
+            );
+            let batched: Result<Vec<_>, _> = store.read_all_batched(ReadAll::new(), 7).map(|b| b.collect());
+            assert!(batched.is_err() || batched.unwrap().iter().any(|e| e.is_err()), "an export fails");
+        }
+    }
+
+    // A key in the middle: 12 becomes 2^40 + 12, past any bound.
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    flip_events_key(dir.path(), 12, 1 << 40);
+    let store = Store::builder(dir.path()).open_read_only().unwrap();
+    let reader = store.read().unwrap();
+    assert_eq!(reader.head().unwrap(), 20);
+    let bounded: Vec<_> = reader.all(ReadAll::new().up_to_position(15)).unwrap().collect();
+    assert_eq!(bounded.len(), 12, "11 events, then the error");
+    assert!(matches!(bounded[11], Err(Error::Corruption { position: 12, .. })), "{:?}", bounded[11]);
+    let mut seen = 0;
+    let scanned =
+        reader.scan_all(ReadAll::new().up_to_position(15).threads(1), |_| -> eventfold::Result<()> {
+            seen += 1;
+            Ok(())
+        });
+    assert!(matches!(scanned, Err(Error::Corruption { position: 12, .. })), "{scanned:?}");
+    assert_eq!(seen, 11);
+    assert!(matches!(reader.event(12), Err(Error::Corruption { position: 12, .. })));
+    assert!(reader.event(21).unwrap().is_none());
 }

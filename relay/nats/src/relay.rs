@@ -356,9 +356,12 @@ impl Relay {
             self.consumer.ack(stored_up_to)?;
             self.stats.acked = self.consumer.acked();
         }
+        // Only durable events go out: a message in JetStream for an event a
+        // power cut then takes back from the log could never be withdrawn.
         let mut sub = self
             .store
-            .subscribe(SubscribeFrom::AfterPosition(self.consumer.acked()), self.config.filter.clone())?;
+            .subscribe(SubscribeFrom::AfterPosition(self.consumer.acked()), self.config.filter.clone())?
+            .durable_only();
         let mut inflight = FuturesOrdered::new();
         let mut last_commit = Instant::now();
         let mut last_report = Instant::now();
