@@ -5,9 +5,14 @@
 //! the group-commit writer, so it shares commits (and fsyncs) with appends.
 //!
 //! Keys in `checkpoints`:
-//! - `name` → `[format 1][checkpoint u64 LE][updated_at µs u64 LE]`
-//! - `name ++ 0x00 ++ position u64 BE` → event id (16 bytes): the dedup set,
-//!   the events past the checkpoint whose outside effect is already done.
+//! - `name` → `[format 2][checkpoint u64 LE][updated_at µs u64 LE][checksum u64 LE]`
+//!   (format 1, written before checksums, has no checksum and is still read)
+//! - `name ++ 0x00 ++ position u64 BE` → `[event id, 16 bytes][checksum u64 LE]`
+//!   (or the bare 16-byte id of format 1): the dedup set, the events past
+//!   the checkpoint whose outside effect is already done.
+//!
+//! The checksum is xxh3 of the value's other bytes, seeded with xxh3 of the
+//! key, so a flipped byte or a value under another key is caught.
 //!
 //! Names cannot hold control characters, so the `0x00` separator never
 //! collides with a name, and a consumer's dedup entries sort right after it.
@@ -26,8 +31,10 @@ use crate::store::keys::le_u64;
 use crate::subscribe::{SubscribeFrom, Subscription};
 use crate::writer::{SideDb, SideOp, SideWrite};
 
-const VALUE_FORMAT: u8 = 1;
-const VALUE_LEN: usize = 17;
+const VALUE_FORMAT: u8 = 2;
+const LEGACY_FORMAT: u8 = 1;
+const LEGACY_LEN: usize = 17;
+const VALUE_LEN: usize = 25;
 /// The longest consumer or projection name, in bytes.
 pub const MAX_CONSUMER_NAME_LEN: usize = 200;
 
@@ -47,22 +54,54 @@ fn dedup_key(name: &str, position: u64) -> Vec<u8> {
     k
 }
 
-fn encode_checkpoint(position: u64, updated_at: u64) -> Vec<u8> {
+fn sum(key: &[u8], body: &[u8]) -> [u8; 8] {
+    xxhash_rust::xxh3::xxh3_64_with_seed(body, xxhash_rust::xxh3::xxh3_64(key)).to_le_bytes()
+}
+
+fn encode_checkpoint(name: &str, position: u64, updated_at: u64) -> Vec<u8> {
     let mut v = Vec::with_capacity(VALUE_LEN);
     v.push(VALUE_FORMAT);
     v.extend_from_slice(&position.to_le_bytes());
     v.extend_from_slice(&updated_at.to_le_bytes());
+    let s = sum(name.as_bytes(), &v);
+    v.extend_from_slice(&s);
     v
 }
 
-fn decode_checkpoint(name: &str, v: &[u8]) -> Result<(u64, u64)> {
-    if v.len() != VALUE_LEN || v[0] != VALUE_FORMAT {
-        return Err(Error::index(
-            "checkpoints",
-            format!("checkpoint of consumer {name:?} has {} bytes, format {:?}", v.len(), v.first()),
-        ));
+fn invalid(name: &str, reason: impl Into<String>) -> Error {
+    Error::CheckpointInvalid { consumer: name.to_string(), reason: reason.into() }
+}
+
+/// A checkpoint value: the position and when it was committed.
+pub(crate) fn decode_checkpoint(name: &str, v: &[u8]) -> Result<(u64, u64)> {
+    match (v.len(), v.first()) {
+        (VALUE_LEN, Some(&VALUE_FORMAT)) => {
+            if v[17..] != sum(name.as_bytes(), &v[..17]) {
+                return Err(invalid(name, "checksum mismatch"));
+            }
+        }
+        (LEGACY_LEN, Some(&LEGACY_FORMAT)) => {}
+        (n, format) => return Err(invalid(name, format!("a value of {n} bytes, format {format:?}"))),
     }
     Ok((le_u64(&v[1..9]), le_u64(&v[9..17])))
+}
+
+fn encode_dedup(key: &[u8], id: Uuid) -> Vec<u8> {
+    let mut v = id.as_bytes().to_vec();
+    let s = sum(key, &v);
+    v.extend_from_slice(&s);
+    v
+}
+
+/// A dedup entry's event id.
+pub(crate) fn decode_dedup(name: &str, key: &[u8], v: &[u8]) -> Result<Uuid> {
+    let id = match v.len() {
+        24 if v[16..] == sum(key, &v[..16]) => &v[..16],
+        24 => return Err(invalid(name, "a dedup entry fails its checksum")),
+        16 => v,
+        n => return Err(invalid(name, format!("a dedup entry of {n} bytes"))),
+    };
+    Uuid::from_slice(id).map_err(|_| invalid(name, "a dedup entry is not an event id"))
 }
 
 /// What [`Store::consumers`] reports about one durable consumer.
@@ -125,15 +164,20 @@ impl Store {
             Some(v) => decode_checkpoint(name, v)?.0,
             None => 0,
         };
+        let head = self.head()?;
+        if checkpoint > head {
+            return Err(invalid(
+                name,
+                format!("its checkpoint is position {checkpoint}, the log's head is {head}"),
+            ));
+        }
         let mut dedup = BTreeMap::new();
         let lower = dedup_key(name, 0);
         let upper = dedup_key(name, u64::MAX);
         for item in db.range(&txn, &(Bound::Included(&lower[..]), Bound::Included(&upper[..])))? {
             let (k, v) = item?;
-            let id = Uuid::from_slice(v).map_err(|_| {
-                Error::index("checkpoints", format!("dedup entry of consumer {name:?} is not an event id"))
-            })?;
-            let position = le_u64_be(&k[k.len() - 8..]);
+            let id = decode_dedup(name, k, v)?;
+            let position = le_u64_be(&k[k.len().saturating_sub(8)..]);
             dedup.insert(position, id);
         }
         let dedup_ids = dedup.values().copied().collect();
@@ -147,6 +191,28 @@ impl Store {
             commit_every: 0,
             acks_since_commit: 0,
         })
+    }
+
+    /// Removes consumer `name`'s checkpoint and dedup set in one commit, so
+    /// that it starts over from position 1 the next time it is opened. For a
+    /// checkpoint reported damaged or ahead of the log
+    /// ([`Error::CheckpointInvalid`]); stop the consumer first.
+    pub fn reset_consumer(&self, name: &str) -> Result<()> {
+        validate_name("consumer", name)?;
+        let mut writes =
+            vec![SideWrite { db: SideDb::Checkpoints, key: name.as_bytes().to_vec(), op: SideOp::Delete }];
+        {
+            let txn = self.env().read_txn()?;
+            let lower = dedup_key(name, 0);
+            let upper = dedup_key(name, u64::MAX);
+            let range = (Bound::Included(&lower[..]), Bound::Included(&upper[..]));
+            for item in self.dbs().checkpoints.range(&txn, &range)? {
+                let (k, _) = item?;
+                writes.push(SideWrite { db: SideDb::Checkpoints, key: k.to_vec(), op: SideOp::Delete });
+            }
+        }
+        self.send(Vec::new(), writes)?.wait_many()?;
+        Ok(())
     }
 
     /// Every durable consumer, with its checkpoint and lag.
@@ -185,6 +251,66 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+/// `verify` of the `checkpoints` database: every checkpoint and dedup entry
+/// against its checksum, no checkpoint past the head, every dedup entry
+/// naming the event at its position.
+pub(crate) fn verify_checkpoints(reader: &crate::read::Reader, report: &mut crate::verify::VerifyReport) {
+    let Ok(head) = reader.head() else { return }; // the log walk reports why
+    let mut walk = || -> Result<()> {
+        for item in reader.dbs.checkpoints.iter(&reader.txn)? {
+            let (k, v) = item?;
+            report.checkpoints = report.checkpoints.saturating_add(1);
+            let (name, dedup_position) = match k.iter().position(|b| *b == 0) {
+                None => (String::from_utf8_lossy(k).into_owned(), None),
+                Some(i) if k.len() == i.saturating_add(9) => (
+                    String::from_utf8_lossy(&k[..i]).into_owned(),
+                    Some(le_u64_be(&k[i.saturating_add(1)..])),
+                ),
+                Some(_) => {
+                    report.fault(
+                        "checkpoints",
+                        None,
+                        None,
+                        format!("malformed key {:?}", String::from_utf8_lossy(k)),
+                    );
+                    continue;
+                }
+            };
+            let area = format!("checkpoints/{name}");
+            match dedup_position {
+                None => match decode_checkpoint(&name, v) {
+                    Ok((checkpoint, _)) if checkpoint > head => report.fault(
+                        &area,
+                        Some(checkpoint),
+                        None,
+                        format!("the checkpoint is past the log's head {head}"),
+                    ),
+                    Ok(_) => {}
+                    Err(e) => report.fault(&area, None, None, e.to_string()),
+                },
+                Some(position) => match decode_dedup(&name, k, v) {
+                    Ok(id) => match reader.event(position) {
+                        Ok(Some(e)) if e.event_id() == id => {}
+                        Ok(_) => report.fault(
+                            &area,
+                            Some(position),
+                            None,
+                            format!("a dedup entry names event {id}, which the log does not hold there"),
+                        ),
+                        // A damaged record: the log walk reports it.
+                        Err(_) => {}
+                    },
+                    Err(e) => report.fault(&area, Some(position), None, e.to_string()),
+                },
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = walk() {
+        report.fault("checkpoints", None, None, format!("the walk stopped: {e}"));
     }
 }
 
@@ -233,8 +359,18 @@ impl Consumer {
     /// Records that everything up to `position` is processed. Nothing is
     /// written until [`commit`](Consumer::commit) (or the
     /// [`commit_every`](Consumer::commit_every) threshold).
+    ///
+    /// A position past the head of the log is refused: a checkpoint must
+    /// never claim events the log does not have.
     pub fn ack(&mut self, position: u64) -> Result<()> {
         if position > self.acked {
+            let head = self.store.head()?;
+            if position > head {
+                return Err(invalid(
+                    &self.name,
+                    format!("position {position} is past the log's head {head}"),
+                ));
+            }
             self.acked = position;
             self.acks_since_commit += 1;
             if self.commit_every > 0 && self.acks_since_commit >= self.commit_every {
@@ -262,11 +398,9 @@ impl Consumer {
         if self.is_processed(event) {
             return Ok(());
         }
-        let write = SideWrite {
-            db: SideDb::Checkpoints,
-            key: dedup_key(&self.name, event.position),
-            op: SideOp::Put(event.event_id.as_bytes().to_vec()),
-        };
+        let key = dedup_key(&self.name, event.position);
+        let value = encode_dedup(&key, event.event_id);
+        let write = SideWrite { db: SideDb::Checkpoints, key, op: SideOp::Put(value) };
         self.store.send(Vec::new(), vec![write])?.wait_many()?;
         self.dedup.insert(event.position, event.event_id);
         self.dedup_ids.insert(event.event_id);
@@ -314,7 +448,7 @@ impl Consumer {
         let mut writes = vec![SideWrite {
             db: SideDb::Checkpoints,
             key: self.name.as_bytes().to_vec(),
-            op: SideOp::Put(encode_checkpoint(position, now)),
+            op: SideOp::Put(encode_checkpoint(&self.name, position, now)),
         }];
         // The checkpoint covers these now: the set stays bounded by the
         // distance between the checkpoint and the newest processed event.
@@ -354,8 +488,36 @@ mod tests {
 
     #[test]
     fn checkpoint_value_round_trips_and_rejects_garbage() {
-        assert_eq!(decode_checkpoint("c", &encode_checkpoint(42, 7)).unwrap(), (42, 7));
+        assert_eq!(decode_checkpoint("c", &encode_checkpoint("c", 42, 7)).unwrap(), (42, 7));
         assert!(decode_checkpoint("c", &[1, 2, 3]).is_err());
+        // The format before checksums still reads.
+        let mut legacy = vec![1u8];
+        legacy.extend_from_slice(&42u64.to_le_bytes());
+        legacy.extend_from_slice(&7u64.to_le_bytes());
+        assert_eq!(decode_checkpoint("c", &legacy).unwrap(), (42, 7));
+    }
+
+    /// Guards consumer checkpoints against a flipped byte: without a
+    /// checksum, a checkpoint changed from 2025 to 1025 was trusted and the
+    /// events between were handled twice.
+    #[test]
+    fn a_flipped_byte_in_a_checkpoint_or_dedup_entry_is_caught() {
+        let value = encode_checkpoint("mailer", 2025, 7);
+        for i in 0..value.len() {
+            let mut damaged = value.clone();
+            damaged[i] ^= 0x10;
+            assert!(decode_checkpoint("mailer", &damaged).is_err(), "byte {i}");
+        }
+        assert!(decode_checkpoint("other", &value).is_err(), "a value under another name");
+        let key = dedup_key("mailer", 9);
+        let id = Uuid::now_v7();
+        let entry = encode_dedup(&key, id);
+        assert_eq!(decode_dedup("mailer", &key, &entry).unwrap(), id);
+        for i in 0..entry.len() {
+            let mut damaged = entry.clone();
+            damaged[i] ^= 0x10;
+            assert!(decode_dedup("mailer", &key, &damaged).is_err(), "dedup byte {i}");
+        }
     }
 
     #[test]

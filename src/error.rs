@@ -247,6 +247,57 @@ pub enum Error {
         reason: String,
     },
 
+    /// A read-model document or a projection's checkpoint entry failed its
+    /// checksum, or cannot be read at all.
+    #[error(
+        "the read model of projection {projection:?} is damaged ({reason}): it is derived from the log, so rebuild it (ProjectionRunner::rebuild, or `eventfold verify` to see what else is damaged)"
+    )]
+    ReadModelDamaged {
+        /// The projection.
+        projection: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A read model does not match the log it claims to be made from: its
+    /// checkpoint is past the log's durable head, or names an event the log
+    /// does not hold at that position (a power cut undid the end of the log,
+    /// or the log was restored from an older copy under newer read models).
+    #[error(
+        "the read model of projection {projection:?} is ahead of the log ({reason}): it is not served; a writable open of the store rebuilds it when its runner starts"
+    )]
+    ReadModelAhead {
+        /// The projection.
+        projection: String,
+        /// What does not match.
+        reason: String,
+    },
+
+    /// The `projections/` directory belongs to another store.
+    #[error(
+        "the read models in {} were built from another store (store id {found}; this store is {expected}): move that directory away, and the projection runners rebuild the read models from this store's log", .path.display()
+    )]
+    ForeignReadModels {
+        /// The `projections/` directory.
+        path: std::path::PathBuf,
+        /// The store id recorded in the read models.
+        found: uuid::Uuid,
+        /// This store's id.
+        expected: uuid::Uuid,
+    },
+
+    /// A durable consumer's checkpoint is past the head of the log, or its
+    /// entry failed its checksum.
+    #[error(
+        "the checkpoint of consumer {consumer:?} is damaged or ahead of the log ({reason}): run `eventfold verify`; to start the consumer over from the log, reset it (Store::reset_consumer)"
+    )]
+    CheckpointInvalid {
+        /// The consumer.
+        consumer: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A projection's `apply` failed; the projection stopped there.
     #[error(
         "projection {projection:?} failed at position {position}: {reason}; fix the projection and restart the runner (it resumes at its checkpoint) or rebuild it"

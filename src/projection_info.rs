@@ -28,6 +28,10 @@ pub struct StoredProjection {
     /// When a rebuild is under way: the position it has reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebuild_checkpoint: Option<u64>,
+    /// Set when the read model does not match the log and is not served
+    /// (see [`Error::ReadModelAhead`](crate::Error::ReadModelAhead)): why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_served: Option<String>,
 }
 
 impl Store {
@@ -48,6 +52,9 @@ impl Store {
         let mut out = Vec::new();
         for item in env.meta.iter(&txn)? {
             let (k, _) = item?;
+            if k.first() == Some(&0) {
+                continue; // the environment's own entries (format, store id)
+            }
             let name = String::from_utf8_lossy(k).into_owned();
             let Some(meta) = env.load_meta(&txn, &name)? else { continue };
             out.push(StoredProjection {
@@ -62,6 +69,7 @@ impl Store {
                     head_at.saturating_sub(meta.checkpoint_at)
                 },
                 rebuild_checkpoint: meta.rebuild.as_ref().map(|r| r.checkpoint),
+                not_served: env.stale.get(&name).cloned(),
                 name,
             });
         }

@@ -51,6 +51,10 @@ pub(crate) struct LogBatch {
     pub head: u64,
     /// `recorded_at` of the last position looked at (0 when none).
     pub last_recorded_at: u64,
+    /// The event id at the last position looked at: a checkpoint keeps it,
+    /// so that a log that lost that position (a power cut) and gave it to
+    /// another event is told apart from the log it was made from.
+    pub last_event_id: Option<uuid::Uuid>,
 }
 
 /// Which end of the log a follower reads up to.
@@ -85,19 +89,21 @@ pub(crate) fn read_log_batch(
     let head = reader.head()?.min(durable);
     let last = head.min(up_to);
     if next > last {
-        return Ok(LogBatch { events: Vec::new(), next, head, last_recorded_at: 0 });
+        return Ok(LogBatch { events: Vec::new(), next, head, last_recorded_at: 0, last_event_id: None });
     }
     let end = last.min(next.saturating_add((batch.max(1) as u64).saturating_sub(1)));
     let mut events = Vec::new();
     let mut last_recorded_at = 0;
+    let mut last_event_id = None;
     for event in reader.all(ReadAll::from_position(next).up_to_position(end))? {
         let event = event?;
         last_recorded_at = event.recorded_at();
+        last_event_id = Some(event.event_id());
         if filter.is_empty() || filter.matches(event.stream_id(), event.event_type()) {
             events.push(event.to_owned()?);
         }
     }
-    Ok(LogBatch { events, next: end.saturating_add(1), head, last_recorded_at })
+    Ok(LogBatch { events, next: end.saturating_add(1), head, last_recorded_at, last_event_id })
 }
 
 /// A live view of the log: an iterator of owned events that never ends while

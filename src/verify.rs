@@ -55,6 +55,15 @@ pub struct VerifyReport {
     pub index_runs: u64,
     /// Event-id entries read.
     pub event_ids: u64,
+    /// Durable consumers' checkpoint and dedup entries read.
+    #[serde(default)]
+    pub checkpoints: u64,
+    /// Read models (projections) whose checkpoint entry was read.
+    #[serde(default)]
+    pub read_models: u64,
+    /// Read-model documents read (both slots of every projection).
+    #[serde(default)]
+    pub documents: u64,
     /// Faults found (at most 1000 listed; see `fault_count`).
     pub faults: Vec<Fault>,
     /// Number of faults found in all.
@@ -67,7 +76,13 @@ impl VerifyReport {
         self.fault_count == 0
     }
 
-    fn fault(&mut self, area: &str, position: Option<u64>, stream: Option<&str>, message: impl Into<String>) {
+    pub(crate) fn fault(
+        &mut self,
+        area: &str,
+        position: Option<u64>,
+        stream: Option<&str>,
+        message: impl Into<String>,
+    ) {
         self.fault_count += 1;
         if self.faults.len() < MAX_LISTED {
             self.faults.push(Fault {
@@ -294,6 +309,8 @@ impl Store {
                 format!("{} ids indexed for {} events", report.event_ids, report.events),
             );
         }
+        crate::consumer::verify_checkpoints(&reader, &mut report);
+        crate::projection::verify_read_models(self, &reader, &mut report)?;
         Ok(report)
     }
 }

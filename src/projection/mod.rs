@@ -10,13 +10,17 @@
 //! readers see the old model until that commit and the new one after it.
 
 mod context;
+mod identity;
 mod read_model;
 pub(crate) mod runner;
+mod sealed;
+mod verify;
 
 pub use context::ProjectionContext;
 pub(crate) use read_model::ProjEnv;
 pub use read_model::ReadModel;
 pub use runner::{ProjectionRunner, RunningProjections};
+pub(crate) use verify::verify_read_models;
 
 use serde::{Deserialize, Serialize};
 

@@ -12,7 +12,10 @@ use heed::{CommitOrAbort, Env, RoTxn, RwTxn, WithoutTls};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use uuid::Uuid;
+
 use super::Projection;
+use super::sealed::{seal, unseal};
 use crate::error::{Error, Result, from_heed};
 use crate::store::Store;
 use crate::store::env::{Db, EnvSettings, open_env};
@@ -30,6 +33,10 @@ pub(crate) struct ProjMeta {
     pub checkpoint: u64,
     /// `recorded_at` of that event.
     pub checkpoint_at: u64,
+    /// The id of the event at the checkpoint: the log this model was made
+    /// from holds it there (see `identity.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_id: Option<Uuid>,
     /// The slot readers see (0 or 1).
     pub active: u8,
     /// A rebuild in progress into the other slot.
@@ -42,6 +49,8 @@ pub(crate) struct RebuildMeta {
     pub slot: u8,
     pub checkpoint: u64,
     pub checkpoint_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_id: Option<Uuid>,
 }
 
 /// The open `projections/` environment of a store.
@@ -49,8 +58,12 @@ pub(crate) struct ProjEnv {
     pub env: Env<WithoutTls>,
     pub meta: Db,
     slots: Mutex<HashMap<String, [Db; 2]>>,
-    read_only: bool,
+    pub(crate) read_only: bool,
     map_size: usize,
+    /// Read models that do not match the log and are not served, with the
+    /// reason (a read-only handle cannot rebuild them; a writable one resets
+    /// them when the environment is opened).
+    pub(crate) stale: HashMap<String, String>,
 }
 
 impl ProjEnv {
@@ -100,13 +113,16 @@ impl ProjEnv {
                 }
             }
         };
-        let env = Arc::new(ProjEnv {
+        let mut env = ProjEnv {
             env,
             meta,
             slots: Mutex::new(HashMap::new()),
             read_only,
             map_size: store.map_size(),
-        });
+            stale: HashMap::new(),
+        };
+        env.stale = super::identity::check_against_log(&env, store, &dir)?;
+        let env = Arc::new(env);
         *slot = Some(env.clone());
         Ok(Some(env))
     }
@@ -168,29 +184,49 @@ impl ProjEnv {
 
     pub(crate) fn load_meta(&self, txn: &RoTxn<'_, WithoutTls>, name: &str) -> Result<Option<ProjMeta>> {
         match self.meta.get(txn, name.as_bytes())? {
-            Some(v) => serde_json::from_slice(v).map(Some).map_err(|e| {
-                Error::index("projections/meta", format!("entry of projection {name:?} is unreadable: {e}"))
-            }),
+            Some(v) => decode_meta(name, v).map(Some),
             None => Ok(None),
         }
     }
 
     pub(crate) fn save_meta(&self, txn: &mut RwTxn<'_>, name: &str, meta: &ProjMeta) -> Result<()> {
         let v = serde_json::to_vec(meta).map_err(|e| Error::Storage(e.to_string()))?;
-        self.meta.put(txn, name.as_bytes(), &v).map_err(|e| self.heed_err(e))
+        self.meta.put(txn, name.as_bytes(), &seal(name.as_bytes(), v)).map_err(|e| self.heed_err(e))
+    }
+
+    /// Refuses to serve a read model that does not match the log.
+    pub(crate) fn check_served(&self, name: &str) -> Result<()> {
+        match self.stale.get(name) {
+            Some(reason) => {
+                Err(Error::ReadModelAhead { projection: name.to_string(), reason: reason.clone() })
+            }
+            None => Ok(()),
+        }
     }
 }
 
+/// A projection's checkpoint entry: checksum, then JSON.
+pub(crate) fn decode_meta(name: &str, value: &[u8]) -> Result<ProjMeta> {
+    let damaged = |reason: String| Error::ReadModelDamaged { projection: name.to_string(), reason };
+    let body = unseal(name.as_bytes(), value).map_err(|r| damaged(format!("its checkpoint entry: {r}")))?;
+    serde_json::from_slice(body).map_err(|e| damaged(format!("its checkpoint entry is unreadable: {e}")))
+}
+
 pub(super) fn encode_doc<T: Serialize + ?Sized>(projection: &str, key: &str, value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| Error::Document {
+    let json = serde_json::to_vec(value).map_err(|e| Error::Document {
         projection: projection.to_string(),
         key: key.to_string(),
         reason: e.to_string(),
-    })
+    })?;
+    Ok(seal(key.as_bytes(), json))
 }
 
 pub(super) fn decode_doc<T: DeserializeOwned>(projection: &str, key: &[u8], bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Document {
+    let body = unseal(key, bytes).map_err(|reason| Error::ReadModelDamaged {
+        projection: projection.to_string(),
+        reason: format!("document {:?}: {reason}", String::from_utf8_lossy(key)),
+    })?;
+    serde_json::from_slice(body).map_err(|e| Error::Document {
         projection: projection.to_string(),
         key: String::from_utf8_lossy(key).into_owned(),
         reason: e.to_string(),
@@ -263,6 +299,7 @@ impl<P: Projection> ReadModel<P> {
         f: impl FnOnce(&RoTxn<'_, WithoutTls>, Db, &ProjMeta) -> Result<R>,
     ) -> Result<Option<R>> {
         let Some(env) = ProjEnv::get(&self.store)? else { return Ok(None) };
+        env.check_served(self.name)?;
         let Some(slots) = env.slots(self.name, false)? else { return Ok(None) };
         let txn = env.env.read_txn()?;
         let Some(meta) = env.load_meta(&txn, self.name)? else { return Ok(None) };

@@ -25,7 +25,7 @@ pub const DEFAULT_PROJECTION_BATCH: usize = 1000;
 type ApplyFn = Box<dyn Fn(&mut ProjectionContext<'_>, &RecordedEvent) -> Result<()> + Send + Sync>;
 type ProgressFn = Arc<dyn Fn(RebuildProgress<'_>) + Send + Sync>;
 
-struct Entry {
+pub(crate) struct Entry {
     name: &'static str,
     version: u32,
     filter: Filter,
@@ -53,17 +53,17 @@ impl Entry {
 
 /// What one step of one projection did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
+pub(crate) enum Step {
     /// Applied a batch (there may be more).
     Worked,
     /// Nothing to do: caught up, or failed.
     Idle,
 }
 
-struct Core {
+pub(crate) struct Core {
     store: Store,
     env: Arc<ProjEnv>,
-    entries: Vec<Arc<Entry>>,
+    pub(crate) entries: Vec<Arc<Entry>>,
     batch: usize,
     progress: Option<ProgressFn>,
 }
@@ -90,7 +90,7 @@ struct Core {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct ProjectionRunner {
-    core: Core,
+    pub(crate) core: Core,
 }
 
 impl std::fmt::Debug for ProjectionRunner {
@@ -319,7 +319,7 @@ impl Core {
 
     /// Applies one batch of projection `e`, never past `up_to` unless
     /// rebuilding (a rebuild goes on to the head, where it swaps).
-    fn step(&self, e: &Entry, up_to: u64) -> Step {
+    pub(crate) fn step(&self, e: &Entry, up_to: u64) -> Step {
         if e.failed() {
             return Step::Idle;
         }
@@ -360,7 +360,13 @@ impl Core {
         if wants_rebuild && (forced || !rebuild_matches) {
             let slot = 1 - (meta.active & 1);
             slots[usize::from(slot)].clear(&mut wtxn).map_err(|err| (0, self.env.heed_err(err)))?;
-            meta.rebuild = Some(RebuildMeta { version: e.version, slot, checkpoint: 0, checkpoint_at: 0 });
+            meta.rebuild = Some(RebuildMeta {
+                version: e.version,
+                slot,
+                checkpoint: 0,
+                checkpoint_at: 0,
+                checkpoint_id: None,
+            });
         }
         let (slot, checkpoint) = match &meta.rebuild {
             Some(r) => (r.slot, r.checkpoint),
@@ -400,6 +406,7 @@ impl Core {
                 if scanned > 0 {
                     r.checkpoint = last;
                     r.checkpoint_at = batch.last_recorded_at;
+                    r.checkpoint_id = batch.last_event_id;
                 }
                 if r.checkpoint >= batch.head {
                     // Caught up: the shadow becomes the model, in this commit.
@@ -408,6 +415,7 @@ impl Core {
                     meta.version = r.version;
                     meta.checkpoint = r.checkpoint;
                     meta.checkpoint_at = r.checkpoint_at;
+                    meta.checkpoint_id = r.checkpoint_id;
                     meta.rebuild = None;
                     slots[usize::from(old)].clear(&mut wtxn).map_err(|err| (last, self.env.heed_err(err)))?;
                     finished = true;
@@ -416,6 +424,7 @@ impl Core {
             None => {
                 meta.checkpoint = last;
                 meta.checkpoint_at = batch.last_recorded_at;
+                meta.checkpoint_id = batch.last_event_id;
             }
         }
         self.env.save_meta(&mut wtxn, e.name, &meta).map_err(at(last))?;

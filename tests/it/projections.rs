@@ -439,3 +439,110 @@ fn backup_copies_read_models_which_catch_up_on_the_copy() {
     let count: serde_json::Value = model.get("count").unwrap().unwrap();
     assert_eq!(count["n"], json!(21));
 }
+
+// ---- read models against the log they were made from ----------------------
+
+/// Counts events per stream and remembers the ids it applied, so a model can
+/// be compared with one recomputed from the log.
+struct Seen;
+
+impl Projection for Seen {
+    const NAME: &'static str = "seen";
+    const VERSION: u32 = 1;
+    fn apply(&self, ctx: &mut ProjectionContext<'_>, event: &RecordedEvent) -> Result<()> {
+        ctx.update(&event.stream_id, |ids: &mut Vec<String>| ids.push(event.event_id.to_string()))
+    }
+}
+
+/// The `Seen` model recomputed from the log up to `checkpoint`.
+fn seen_from_log(store: &Store, checkpoint: u64) -> BTreeMap<String, Vec<String>> {
+    let mut model: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in store.read_all_batched(eventfold::ReadAll::new().up_to_position(checkpoint), 100).unwrap() {
+        let e = e.unwrap();
+        model.entry(e.stream_id).or_default().push(e.event_id.to_string());
+    }
+    model
+}
+
+fn copy_data_file(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::copy(from.join("data.mdb"), to.join("data.mdb")).unwrap();
+}
+
+/// Guards read models against a log that lost its end (a power cut under
+/// `Relaxed`, or `data.mdb` restored from an older copy under newer
+/// `projections/`): the checkpoint was trusted, the runner reported
+/// `CaughtUp` with lag 0, the model kept events that no longer exist and
+/// never applied the new events that took their positions. The model must
+/// be refused by a read-only handle and rebuilt by the runner.
+#[test]
+fn a_read_model_ahead_of_its_log_is_refused_then_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..5 {
+            store.append(&format!("a-{}", i % 2), ExpectedVersion::Any, [ev("E", i)]).unwrap();
+        }
+        store.close().unwrap();
+    }
+    // The log as a power cut would leave it: head 5.
+    copy_data_file(dir.path(), saved.path());
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.append("gone-1", ExpectedVersion::Any, [ev("E", 5), ev("E", 6), ev("E", 7)]).unwrap();
+        ProjectionRunner::new(&store).unwrap().register(Seen).unwrap().run_until_caught_up().unwrap();
+        assert_eq!(store.projection::<Seen>().checkpoint().unwrap(), 8);
+        store.close().unwrap();
+    }
+    copy_data_file(saved.path(), dir.path());
+
+    {
+        let ro = Store::builder(dir.path()).open_read_only().unwrap();
+        let err = ro.projection::<Seen>().get::<Vec<String>>("gone-1").unwrap_err();
+        assert!(matches!(err, Error::ReadModelAhead { .. }), "{err}");
+        let listed = ro.stored_projection("seen").unwrap().unwrap();
+        assert!(listed.not_served.as_deref().unwrap_or("").contains("durable head is 5"), "{listed:?}");
+        assert!(!ro.verify().unwrap().is_ok(), "verify reports the read model");
+    }
+
+    let store = Store::open(dir.path()).unwrap();
+    // Three new events take positions 6–8 before the runner starts.
+    store.append("new-1", ExpectedVersion::Any, [ev("E", 8), ev("E", 9), ev("E", 10)]).unwrap();
+    let statuses =
+        ProjectionRunner::new(&store).unwrap().register(Seen).unwrap().run_until_caught_up().unwrap();
+    assert_eq!(statuses[0].checkpoint, 8);
+    let model: BTreeMap<String, Vec<String>> =
+        store.projection::<Seen>().entries().unwrap().into_iter().collect();
+    assert_eq!(
+        model,
+        seen_from_log(&store, 8),
+        "no event skipped, none applied twice, nothing from the lost log"
+    );
+    assert!(store.verify().unwrap().is_ok());
+}
+
+/// Guards the log identity: read models copied from another store were
+/// served as this store's.
+#[test]
+fn read_models_of_another_store_are_refused() {
+    let (a_dir, a) = temp_store();
+    a.append("a-1", ExpectedVersion::Any, [ev("E", 1)]).unwrap();
+    ProjectionRunner::new(&a).unwrap().register(Seen).unwrap().run_until_caught_up().unwrap();
+    a.close().unwrap();
+    let (b_dir, b) = temp_store();
+    b.append("a-1", ExpectedVersion::Any, [ev("E", 1)]).unwrap();
+    b.close().unwrap();
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for f in ["data.mdb", "lock.mdb"] {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    };
+    copy(&a_dir.path().join("projections"), &b_dir.path().join("projections"));
+    let b = Store::open(b_dir.path()).unwrap();
+    let err = ProjectionRunner::new(&b).unwrap_err();
+    assert!(matches!(err, Error::ForeignReadModels { .. }), "{err}");
+    assert!(err.to_string().contains("another store"), "{err}");
+    let report = b.verify().unwrap();
+    assert!(report.faults.iter().any(|f| f.area == "projections"), "{:?}", report.faults);
+}

@@ -275,3 +275,44 @@ fn an_idle_subscriber_never_holds_the_writer_back() {
         assert_eq!(sub.try_next().unwrap(), None);
     }
 }
+
+/// A durable-only subscription (what durable consumers and the relay use)
+/// never hands out an event a power cut could undo: under `Relaxed` a
+/// commit becomes durable with the next commit's sync or an explicit one.
+#[test]
+fn durable_only_subscriptions_wait_for_the_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder(dir.path())
+        .durability(eventfold::Durability::Relaxed)
+        .sync_interval(Duration::from_secs(3600))
+        .open()
+        .unwrap();
+    let mut sub = store.subscribe(SubscribeFrom::Start, Filter::new()).unwrap().durable_only();
+    store.append("a-1", ExpectedVersion::Any, [ev("A", 1)]).unwrap();
+    assert!(sub.try_next().unwrap().is_none(), "the first commit is not durable yet");
+    store.append("a-1", ExpectedVersion::Any, [ev("A", 2)]).unwrap();
+    assert_eq!(sub.try_next().unwrap().map(|e| e.position), Some(1));
+    assert!(sub.try_next().unwrap().is_none());
+    assert_eq!(store.sync().unwrap(), 2);
+    assert_eq!(sub.try_next().unwrap().map(|e| e.position), Some(2));
+    // A durable consumer's subscription is durable-only too.
+    store.append("a-1", ExpectedVersion::Any, [ev("A", 3)]).unwrap();
+    let consumer = store.consumer("c").unwrap();
+    let mut csub = consumer.subscribe(Filter::new()).unwrap();
+    let got: Vec<u64> = std::iter::from_fn(|| csub.try_next().unwrap()).map(|e| e.position).collect();
+    assert_eq!(got, vec![1, 2]);
+}
+
+/// With the default `sync_interval`, a follower that waits for durable
+/// events gets them without anyone calling `sync`: the writer syncs for it.
+#[test]
+fn a_waiting_durable_follower_gets_a_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder(dir.path()).durability(eventfold::Durability::NoSync).open().unwrap();
+    let mut sub = store.subscribe(SubscribeFrom::Start, Filter::new()).unwrap().durable_only();
+    store.append("a-1", ExpectedVersion::Any, [ev("A", 1)]).unwrap();
+    let e =
+        sub.next_timeout(Duration::from_secs(60)).unwrap().expect("the writer syncs for a waiting follower");
+    assert_eq!(e.position, 1);
+    assert_eq!(store.durable_head().unwrap(), 1);
+}

@@ -137,5 +137,12 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
         }
     }
     out.flush()?;
+    if let Some(p) = projections.iter().find(|p| p.not_served.is_some()) {
+        let why = p.not_served.as_deref().unwrap_or_default();
+        return Ok(Outcome::Failed(format!(
+            "the read model of projection {:?} is not served: {why}; the service that runs it rebuilds it when it opens the store",
+            p.name
+        )));
+    }
     Ok(Outcome::Ok)
 }

@@ -1,0 +1,82 @@
+//! `verify` of the `projections/` environment: the environment's identity,
+//! every checkpoint entry and document against its checksum, and every
+//! checkpoint against the log.
+
+use super::identity::checkpoint_mismatch;
+use super::read_model::{ProjEnv, decode_meta};
+use super::sealed::{is_env_key, unseal};
+use crate::error::Result;
+use crate::read::Reader;
+use crate::store::Store;
+use crate::verify::VerifyReport;
+
+/// Checks the store's read models into `report`. Damage is reported as
+/// faults; only a failure to read the log itself is an error.
+pub(crate) fn verify_read_models(store: &Store, reader: &Reader, report: &mut VerifyReport) -> Result<()> {
+    let env = match ProjEnv::get(store) {
+        Ok(Some(env)) => env,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            report.fault("projections", None, None, e.to_string());
+            return Ok(());
+        }
+    };
+    if let Err(e) = walk(&env, store, reader, report) {
+        report.fault("projections", None, None, format!("the walk stopped: {e}"));
+    }
+    Ok(())
+}
+
+fn walk(env: &ProjEnv, store: &Store, reader: &Reader, report: &mut VerifyReport) -> Result<()> {
+    let durable = store.durable_head()?;
+    let txn = env.env.read_txn()?;
+    let mut names = Vec::new();
+    for item in env.meta.iter(&txn)? {
+        let (k, v) = item?;
+        if is_env_key(k) {
+            continue;
+        }
+        let name = String::from_utf8_lossy(k).into_owned();
+        let area = format!("projections/{name}");
+        report.read_models = report.read_models.saturating_add(1);
+        if let Some(why) = env.stale.get(&name) {
+            report.fault(&area, None, None, format!("not served: {why}"));
+        }
+        match decode_meta(&name, v) {
+            Ok(meta) => {
+                let checks = [
+                    (meta.checkpoint, meta.checkpoint_id),
+                    meta.rebuild.as_ref().map_or((0, None), |r| (r.checkpoint, r.checkpoint_id)),
+                ];
+                for (checkpoint, id) in checks {
+                    if let Some(why) = checkpoint_mismatch(reader, durable, checkpoint, id)? {
+                        report.fault(&area, Some(checkpoint), None, why);
+                    }
+                }
+            }
+            Err(e) => report.fault(&area, None, None, e.to_string()),
+        }
+        names.push(name);
+    }
+    drop(txn);
+    for name in names {
+        let area = format!("projections/{name}");
+        let Some(slots) = env.slots(&name, false)? else { continue };
+        let txn = env.env.read_txn()?;
+        for db in slots {
+            for item in db.iter(&txn)? {
+                let (k, v) = item?;
+                report.documents = report.documents.saturating_add(1);
+                if let Err(why) = unseal(k, v) {
+                    report.fault(
+                        &area,
+                        None,
+                        None,
+                        format!("document {:?}: {why}", String::from_utf8_lossy(k)),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
