@@ -3,7 +3,7 @@
 //! nightly toolchain or cargo-fuzz.
 
 #[path = "../../fuzz/src/model.rs"]
-mod model;
+pub(crate) mod model;
 #[path = "../../fuzz/src/record_decode.rs"]
 mod record_decode;
 #[cfg(feature = "protocol")]
