@@ -16,6 +16,8 @@
 //! subset ([`CutMode::RandomSubset`], modelling write-back in any order), and
 //! the mount goes away with the kernel's page cache. What survives is an
 //! [`Image`], which [`CutFs::mount`] serves again from a fresh FUSE session.
+//! [`CutFs::write_back`] makes every pending page durable at a moment of the
+//! caller's choosing, as the kernel's periodic write-back does.
 //!
 //! Choices and limits of the model:
 //!
