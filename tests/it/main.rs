@@ -13,6 +13,7 @@ mod faults;
 mod fuzz_corpus;
 mod model;
 mod multiprocess;
+mod powercut;
 mod projections;
 #[cfg(feature = "cli")]
 mod protocol;
