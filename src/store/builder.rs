@@ -11,12 +11,17 @@ use crate::store::Store;
 /// |---|---|---|---|---|
 /// | `Sync` | 2 (data, then meta) | nothing acknowledged lost | nothing acknowledged lost | follow every commit |
 /// | `Relaxed` | 1 (data and the previous meta) | nothing acknowledged lost | the last commit may be undone; the file stays intact | follow one commit behind, or a sync (at most `sync_interval` after they wait) |
-/// | `NoSync` | 0 (the OS flushes when it likes) | nothing acknowledged lost | every commit since the last [`Store::sync`](crate::Store::sync) or clean close may be lost, and unless the file system keeps write order the file can be damaged (`verify` or open reports it) | follow syncs: the writer syncs at most `sync_interval` after they wait |
+/// | `NoSync` | 0 (the OS flushes when it likes) | nothing acknowledged lost | every commit since the last [`Store::sync`](crate::Store::sync) or clean close may be lost, and unless the file system keeps write order the file can be damaged — damage that open or `verify` may not see | follow syncs: the writer syncs at most `sync_interval` after they wait |
 ///
 /// [`Store::close`](crate::Store::close) syncs under every setting, and
 /// [`Store::sync`](crate::Store::sync) makes everything committed durable on
-/// demand. What was acknowledged and synced survives a power cut under
-/// every setting; with `NoSync`, nothing else is promised.
+/// demand. Under `NoSync` that holds only while nothing is committed after
+/// the sync: LMDB reuses the pages that later commits free, and when those
+/// are written back out of order a power cut can damage what was synced
+/// before. So with `NoSync`, a power cut in the middle of writing promises
+/// nothing (the damage may even pass `verify`): restore from a backup, or
+/// rebuild the data. After a sync or a clean close with no writes since,
+/// nothing is lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// Every commit is on disk before the appenders are answered: an
