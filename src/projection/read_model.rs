@@ -87,8 +87,13 @@ impl ProjEnv {
             max_dbs: MAX_DBS,
             map_size: store.map_size(),
             max_readers: 1024,
-            no_sync: store.durability() == crate::store::Durability::NoSync,
-            no_meta_sync: store.durability() == crate::store::Durability::Relaxed,
+            // Never `NoSync`, even for a `NoSync` store: out-of-order write-back
+            // can damage an LMDB file that is never synced, and a damaged
+            // read model may pass for a good one. With one sync per batch
+            // (`Relaxed`), a power cut only undoes the last batch, which the
+            // runner then applies again.
+            no_sync: false,
+            no_meta_sync: store.durability() != crate::store::Durability::Sync,
             read_only,
         };
         let env = open_env(&dir, &settings)?;
