@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::read::Reader;
 use crate::record;
 use crate::store::Store;
 use crate::store::keys::{
@@ -88,13 +89,52 @@ struct Seen {
     last_position: u64,
 }
 
+/// What one section of the walk hands to the next.
+#[derive(Default)]
+struct Walk {
+    seen: HashMap<String, Seen>,
+    /// The greatest position read from the log.
+    head: u64,
+    /// Records that could not be read: the streams they belong to are
+    /// unknown, so heads that disagree with the log are then a consequence,
+    /// not a new fault.
+    unreadable: u64,
+    by_number: HashMap<u64, (String, StreamHead)>,
+}
+
+/// The parts of the walk, in order; each needs what the ones before learned.
+#[derive(Clone, Copy)]
+enum Section {
+    Events,
+    Streams,
+    StreamIndex,
+    EventIds,
+}
+
+impl Section {
+    fn area(self) -> &'static str {
+        match self {
+            Section::Events => "events",
+            Section::Streams => "streams",
+            Section::StreamIndex => "stream_index",
+            Section::EventIds => "event_ids",
+        }
+    }
+}
+
 impl Store {
     /// Walks the whole store in one read transaction and checks it: every
     /// record's checksum and archive, positions gapless, versions of each
     /// stream consecutive, every index run pointing at the right records and
     /// every record indexed exactly once, stream heads agreeing with the log,
-    /// the event-id index complete. Faults are reported, not returned as
-    /// errors; an `Err` means the walk itself could not run.
+    /// the event-id index complete, and the read models' bookkeeping in
+    /// `projections/` readable. Faults are reported, not returned as
+    /// errors; an `Err` means the walk itself could not start.
+    ///
+    /// The walk always ends: every count read from disk is checked against
+    /// the log before it bounds a loop, and when LMDB fails inside a part of
+    /// the walk (a damaged page), that is a fault and the walk goes on with
+    /// the next part in a new read transaction.
     ///
     /// When some records cannot be read, the checks of stream versions and
     /// heads against the log are skipped: without those records they would
@@ -103,199 +143,277 @@ impl Store {
     /// It holds one read transaction for the whole walk, so run it when the
     /// store is quiet or accept that the file may grow meanwhile.
     pub fn verify(&self) -> Result<VerifyReport> {
-        let reader = self.read()?;
-        let (txn, dbs) = (&reader.txn, reader.dbs);
+        let mut reader = self.read()?;
         let mut report = VerifyReport::default();
-        let mut seen: HashMap<String, Seen> = HashMap::new();
-        let mut expected = 1u64;
-        // Streams of unreadable records are unknown, so heads that disagree
-        // with the log are then reported as a consequence, not a new fault.
-        let mut unreadable = 0u64;
-
-        for item in dbs.events.iter(txn)? {
-            let (k, v) = item?;
-            let position = match parse_position_key(k) {
-                Ok(p) => p,
-                Err(e) => {
-                    report.fault("events", None, None, e.to_string());
-                    continue;
-                }
+        let mut walk = Walk::default();
+        for section in [Section::Events, Section::Streams, Section::StreamIndex, Section::EventIds] {
+            let done = match section {
+                Section::Events => walk_events(&reader, &mut walk, &mut report),
+                Section::Streams => walk_streams(&reader, &mut walk, &mut report),
+                Section::StreamIndex => walk_stream_index(&reader, &walk, &mut report),
+                Section::EventIds => walk_event_ids(&reader, &mut report),
             };
-            report.events += 1;
-            if position != expected {
+            if let Err(e) = done {
                 report.fault(
-                    "events",
-                    Some(expected),
+                    section.area(),
                     None,
-                    format!("gap: the next stored position is {position}"),
+                    None,
+                    format!("the walk of {} stopped: {e}", section.area()),
                 );
-            }
-            expected = position + 1;
-            let event = match record::decode(position, v) {
-                Ok(e) => e,
-                Err(e) => {
-                    report.fault("events", Some(position), None, e.to_string());
-                    unreadable += 1;
-                    continue;
-                }
-            };
-            let s = seen.entry(event.stream_id().to_string()).or_default();
-            if event.version() != s.last_version + 1 && unreadable == 0 {
-                report.fault(
-                    "events",
-                    Some(position),
-                    Some(event.stream_id()),
-                    format!("version {} follows version {}", event.version(), s.last_version),
-                );
-            }
-            s.count += 1;
-            s.last_version = event.version();
-            s.last_position = position;
-            match dbs.event_ids.get(txn, event.event_id().as_bytes())? {
-                Some(p) if p.len() == 8 && le_u64(p) == position => {}
-                Some(p) if p.len() == 8 => report.fault(
-                    "event_ids",
-                    Some(position),
-                    Some(event.stream_id()),
-                    format!("id {} points at position {}", event.event_id(), le_u64(p)),
-                ),
-                Some(_) => report.fault("event_ids", Some(position), None, "malformed entry"),
-                None => report.fault(
-                    "event_ids",
-                    Some(position),
-                    Some(event.stream_id()),
-                    format!("id {} is not indexed", event.event_id()),
-                ),
+                // LMDB fails the whole transaction after a damaged page.
+                reader = self.read()?;
             }
         }
+        drop(reader);
+        self.verify_projections(&mut report);
+        Ok(report)
+    }
 
-        let mut by_number: HashMap<u64, (String, StreamHead)> = HashMap::new();
-        for item in dbs.streams.iter(txn)? {
-            let (k, v) = item?;
-            report.streams += 1;
-            let id = String::from_utf8_lossy(k).into_owned();
-            let head = match StreamHead::decode(v) {
-                Ok(h) => h,
-                Err(e) => {
-                    report.fault("streams", None, Some(&id), e.to_string());
-                    continue;
-                }
-            };
-            match seen.get(&id) {
-                None => {
-                    report.fault("streams", None, Some(&id), "head of a stream with no events in the log")
-                }
-                Some(s) if s.last_version != head.version || s.last_position != head.last_position => report
-                    .fault(
-                        "streams",
-                        None,
-                        Some(&id),
-                        format!(
-                            "head says version {} at position {}, the log says version {} at position {}",
-                            head.version, head.last_position, s.last_version, s.last_position
-                        ),
-                    ),
-                Some(_) => {}
+    /// Checks that the `projections/` environment opens and that every
+    /// projection's entry in its `meta` database reads, as
+    /// `eventfold projection list` and `eventfold stats` read them.
+    fn verify_projections(&self, report: &mut VerifyReport) {
+        let walk = || -> Result<()> {
+            let Some(env) = crate::projection::ProjEnv::get(self)? else { return Ok(()) };
+            let txn = env.env.read_txn()?;
+            for item in env.meta.iter(&txn)? {
+                let (k, _) = item?;
+                env.load_meta(&txn, &String::from_utf8_lossy(k))?;
             }
-            if let Some((other, _)) = by_number.insert(head.stream_no, (id.clone(), head)) {
-                report.fault(
+            Ok(())
+        };
+        if let Err(e) = walk() {
+            report.fault("projections", None, None, e.to_string());
+        }
+    }
+}
+
+/// The log: positions gapless, records sound, versions consecutive, ids indexed.
+fn walk_events(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Result<()> {
+    let (txn, dbs) = (&reader.txn, reader.dbs);
+    let mut expected = 1u64;
+    for item in dbs.events.iter(txn)? {
+        let (k, v) = item?;
+        let position = match parse_position_key(k) {
+            Ok(p) => p,
+            Err(e) => {
+                report.fault("events", None, None, e.to_string());
+                continue;
+            }
+        };
+        report.events += 1;
+        if position != expected {
+            report.fault(
+                "events",
+                Some(expected),
+                None,
+                format!("gap: the next stored position is {position}"),
+            );
+        }
+        expected = position.saturating_add(1);
+        w.head = w.head.max(position);
+        let event = match record::decode(position, v) {
+            Ok(e) => e,
+            Err(e) => {
+                report.fault("events", Some(position), None, e.to_string());
+                w.unreadable += 1;
+                continue;
+            }
+        };
+        let s = w.seen.entry(event.stream_id().to_string()).or_default();
+        if event.version() != s.last_version.saturating_add(1) && w.unreadable == 0 {
+            report.fault(
+                "events",
+                Some(position),
+                Some(event.stream_id()),
+                format!("version {} follows version {}", event.version(), s.last_version),
+            );
+        }
+        s.count += 1;
+        s.last_version = event.version();
+        s.last_position = position;
+        match dbs.event_ids.get(txn, event.event_id().as_bytes())? {
+            Some(p) if p.len() == 8 && le_u64(p) == position => {}
+            Some(p) if p.len() == 8 => report.fault(
+                "event_ids",
+                Some(position),
+                Some(event.stream_id()),
+                format!("id {} points at position {}", event.event_id(), le_u64(p)),
+            ),
+            Some(_) => report.fault("event_ids", Some(position), None, "malformed entry"),
+            None => report.fault(
+                "event_ids",
+                Some(position),
+                Some(event.stream_id()),
+                format!("id {} is not indexed", event.event_id()),
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Stream heads: each agrees with the log, each stream number used once.
+fn walk_streams(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Result<()> {
+    let (txn, dbs) = (&reader.txn, reader.dbs);
+    for item in dbs.streams.iter(txn)? {
+        let (k, v) = item?;
+        report.streams += 1;
+        let id = String::from_utf8_lossy(k).into_owned();
+        let head = match StreamHead::decode(v) {
+            Ok(h) => h,
+            Err(e) => {
+                report.fault("streams", None, Some(&id), e.to_string());
+                continue;
+            }
+        };
+        match w.seen.get(&id) {
+            None => report.fault("streams", None, Some(&id), "head of a stream with no events in the log"),
+            Some(s) if s.last_version != head.version || s.last_position != head.last_position => report
+                .fault(
                     "streams",
                     None,
                     Some(&id),
-                    format!("stream number {} is also used by {other:?}", head.stream_no),
-                );
-            }
+                    format!(
+                        "head says version {} at position {}, the log says version {} at position {}",
+                        head.version, head.last_position, s.last_version, s.last_position
+                    ),
+                ),
+            _ => {}
         }
-        for id in seen.keys() {
-            if dbs.streams.get(txn, id.as_bytes())?.is_none() {
-                report.fault("streams", None, Some(id), "stream has events but no head");
-            }
+        if let Some((other, _)) = w.by_number.insert(head.stream_no, (id.clone(), head)) {
+            report.fault(
+                "streams",
+                None,
+                Some(&id),
+                format!("stream number {} is also used by {other:?}", head.stream_no),
+            );
         }
+    }
+    for id in w.seen.keys() {
+        if dbs.streams.get(txn, id.as_bytes())?.is_none() {
+            report.fault("streams", None, Some(id), "stream has events but no head");
+        }
+    }
+    Ok(())
+}
 
-        // Runs of each stream must tile versions 1..=head.version, each event
-        // once, each pointing at a record of that stream and version.
-        let mut next_version: HashMap<u64, u64> = HashMap::new();
-        for item in dbs.stream_index.iter(txn)? {
-            let (k, v) = item?;
-            report.index_runs += 1;
-            let ((no, first_version), run) =
-                match (parse_stream_version_key("stream_index", k), Run::decode(v)) {
-                    (Ok(key), Ok(run)) => (key, run),
-                    (Err(e), _) | (_, Err(e)) => {
-                        report.fault("stream_index", None, None, e.to_string());
-                        continue;
-                    }
-                };
-            let Some((id, _)) = by_number.get(&no) else {
-                report.fault(
-                    "stream_index",
-                    Some(run.first_position),
-                    None,
-                    format!("run of unknown stream number {no}"),
-                );
+/// Runs of each stream must tile versions 1..=head.version, each event
+/// once, each pointing at a record of that stream and version. A run's
+/// count is checked against the log before it bounds the walk over the
+/// run's records: its positions must lie in 1..=head, and all runs
+/// together cover at most head positions, so the walk reads each position
+/// at most once.
+fn walk_stream_index(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Result<()> {
+    let (txn, dbs) = (&reader.txn, reader.dbs);
+    let mut next_version: HashMap<u64, u64> = HashMap::new();
+    let mut positions_left = w.head;
+    let mut over_budget_reported = false;
+    for item in dbs.stream_index.iter(txn)? {
+        let (k, v) = item?;
+        report.index_runs += 1;
+        let ((no, first_version), run) = match (parse_stream_version_key("stream_index", k), Run::decode(v)) {
+            (Ok(key), Ok(run)) => (key, run),
+            (Err(e), _) | (_, Err(e)) => {
+                report.fault("stream_index", None, None, e.to_string());
                 continue;
-            };
-            let want = next_version.entry(no).or_insert(1);
-            if first_version != *want {
+            }
+        };
+        let Some((id, _)) = w.by_number.get(&no) else {
+            report.fault(
+                "stream_index",
+                Some(run.first_position),
+                None,
+                format!("run of unknown stream number {no}"),
+            );
+            continue;
+        };
+        let want = next_version.entry(no).or_insert(1);
+        if first_version != *want {
+            report.fault(
+                "stream_index",
+                Some(run.first_position),
+                Some(id),
+                format!("run starts at version {first_version}, expected {want}"),
+            );
+        }
+        *want = first_version.saturating_add(run.count);
+        let last_position = run.first_position.checked_add(run.count - 1).filter(|&p| p <= w.head);
+        let last_version = first_version.checked_add(run.count - 1);
+        if last_position.is_none() || last_version.is_none() {
+            report.fault(
+                "stream_index",
+                Some(run.first_position),
+                Some(id),
+                format!(
+                    "run of {} events from version {first_version} reaches past the log's last position {}",
+                    run.count, w.head
+                ),
+            );
+            continue;
+        }
+        if run.count > positions_left {
+            if !over_budget_reported {
                 report.fault(
                     "stream_index",
                     Some(run.first_position),
                     Some(id),
-                    format!("run starts at version {first_version}, expected {want}"),
+                    format!("the runs cover more positions than the log's {} events", w.head),
                 );
+                over_budget_reported = true;
             }
-            *want = first_version + run.count;
-            for k in 0..run.count {
-                let position = run.first_position + k;
-                let version = first_version + k;
-                match dbs.events.get(txn, &position_key(position))? {
-                    None => report.fault(
+            continue;
+        }
+        positions_left -= run.count;
+        for k in 0..run.count {
+            let position = run.first_position + k;
+            let version = first_version + k;
+            match dbs.events.get(txn, &position_key(position))? {
+                None => report.fault(
+                    "stream_index",
+                    Some(position),
+                    Some(id),
+                    format!("version {version} points at a missing position"),
+                ),
+                Some(v) => match record::decode(position, v) {
+                    Ok(e) if e.stream_id() == id && e.version() == version => {}
+                    Ok(e) => report.fault(
                         "stream_index",
                         Some(position),
                         Some(id),
-                        format!("version {version} points at a missing position"),
+                        format!("version {version} points at {:?} version {}", e.stream_id(), e.version()),
                     ),
-                    Some(v) => match record::decode(position, v) {
-                        Ok(e) if e.stream_id() == id && e.version() == version => {}
-                        Ok(e) => report.fault(
-                            "stream_index",
-                            Some(position),
-                            Some(id),
-                            format!(
-                                "version {version} points at {:?} version {}",
-                                e.stream_id(),
-                                e.version()
-                            ),
-                        ),
-                        // Already reported by the log walk.
-                        Err(_) => {}
-                    },
-                }
+                    // Already reported by the log walk.
+                    Err(_) => {}
+                },
             }
         }
-        for (no, (id, head)) in &by_number {
-            let indexed_to = next_version.get(no).copied().unwrap_or(1) - 1;
-            if indexed_to != head.version {
-                report.fault(
-                    "stream_index",
-                    None,
-                    Some(id),
-                    format!("versions 1..={indexed_to} are indexed, the stream has {}", head.version),
-                );
-            }
-        }
-
-        report.event_ids = dbs.event_ids.len(txn)?;
-        if report.event_ids > report.events {
+    }
+    for (no, (id, head)) in &w.by_number {
+        let indexed_to = next_version.get(no).copied().unwrap_or(1).saturating_sub(1);
+        if indexed_to != head.version {
             report.fault(
-                "event_ids",
+                "stream_index",
                 None,
-                None,
-                format!("{} ids indexed for {} events", report.event_ids, report.events),
+                Some(id),
+                format!("versions 1..={indexed_to} are indexed, the stream has {}", head.version),
             );
         }
-        Ok(report)
     }
+    Ok(())
+}
+
+/// The event-id index holds no more ids than the log has events.
+fn walk_event_ids(reader: &Reader, report: &mut VerifyReport) -> Result<()> {
+    report.event_ids = reader.dbs.event_ids.len(&reader.txn)?;
+    if report.event_ids > report.events {
+        report.fault(
+            "event_ids",
+            None,
+            None,
+            format!("{} ids indexed for {} events", report.event_ids, report.events),
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -316,6 +434,82 @@ mod tests {
                 .unwrap();
         }
         (dir, store)
+    }
+
+    /// Replaces the stream-index run of (stream number 1, version 1).
+    fn overwrite_first_run(store: &Store, first_position: u64, count: u64) {
+        let (env, dbs) = store.env_and_dbs();
+        let mut wtxn = env.write_txn().unwrap();
+        let mut v = [0u8; 16];
+        v[..8].copy_from_slice(&first_position.to_le_bytes());
+        v[8..].copy_from_slice(&count.to_le_bytes());
+        dbs.stream_index.put(&mut wtxn, &stream_version_key(1, 1), &v).unwrap();
+        wtxn.commit().unwrap();
+    }
+
+    /// Guards the bound on a run's count: a count read from disk that
+    /// reaches past the log (here u64::MAX, which walked forever) is a fault,
+    /// and verify ends with its report.
+    #[test]
+    fn a_corrupted_run_count_is_a_fault_not_an_endless_walk() {
+        for (first, count) in [(1, u64::MAX), (1, 1 << 40), (u64::MAX - 1, 5), (3, 9)] {
+            let (_d, store) = store_with_events();
+            overwrite_first_run(&store, first, count);
+            let report = store.verify().unwrap();
+            let text: Vec<String> = report.faults.iter().map(|f| f.to_string()).collect();
+            assert!(
+                text.iter().any(|t| t.starts_with("stream_index") && t.contains("reaches past the log")),
+                "{first} {count}: {text:?}"
+            );
+        }
+    }
+
+    /// Guards the bound on all runs together: runs that each fit in the log
+    /// but together cover more positions than it has are reported once and
+    /// not walked, so the work stays bounded by the log's length.
+    #[test]
+    fn runs_covering_more_than_the_log_are_a_fault() {
+        let (_d, store) = store_with_events();
+        {
+            let (env, dbs) = store.env_and_dbs();
+            let mut wtxn = env.write_txn().unwrap();
+            for version in [100u64, 200, 300] {
+                let mut v = [0u8; 16];
+                v[..8].copy_from_slice(&1u64.to_le_bytes());
+                v[8..].copy_from_slice(&10u64.to_le_bytes());
+                dbs.stream_index.put(&mut wtxn, &stream_version_key(2, version), &v).unwrap();
+            }
+            wtxn.commit().unwrap();
+        }
+        let report = store.verify().unwrap();
+        let text: Vec<String> = report.faults.iter().map(|f| f.to_string()).collect();
+        assert_eq!(text.iter().filter(|t| t.contains("cover more positions")).count(), 1, "{text:?}");
+    }
+
+    /// Guards the read-only open of a store whose last record is corrupt:
+    /// it opens, and verify names the record. A writable open refuses with
+    /// `Corruption`, which says to verify and restore: the writer needs the
+    /// last record's time to go on.
+    #[test]
+    fn a_corrupt_last_record_opens_read_only_and_verify_names_it() {
+        let (dir, store) = store_with_events();
+        {
+            let (env, dbs) = store.env_and_dbs();
+            let mut wtxn = env.write_txn().unwrap();
+            let mut v = dbs.events.get(&wtxn, &position_key(10)).unwrap().unwrap().to_vec();
+            let n = v.len();
+            v[n - 30] ^= 0x10; // the trailer's recorded_at
+            dbs.events.put(&mut wtxn, &position_key(10), &v).unwrap();
+            wtxn.commit().unwrap();
+        }
+        drop(store);
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, crate::Error::Corruption { position: 10, .. }), "{err:?}");
+        assert!(err.to_string().contains("eventfold verify"), "{err}");
+        let store = Store::builder(dir.path()).open_read_only().unwrap();
+        let report = store.verify().unwrap();
+        let text: Vec<String> = report.faults.iter().map(|f| f.to_string()).collect();
+        assert!(text.iter().any(|t| t.starts_with("events position 10")), "{text:?}");
     }
 
     #[test]

@@ -72,15 +72,71 @@ fn map_open_error(dir: &Path, err: heed::Error, read_only: bool) -> Error {
             Error::NotAStore { path: dir.to_path_buf() }
         }
         heed::Error::Io(e) => Error::io(dir, e),
+        // LMDB reads both meta pages with plain reads: a file too short to
+        // hold them, or with a bad magic number, is `MDB_INVALID`.
+        heed::Error::Mdb(heed::MdbError::Invalid) => Error::DamagedFile {
+            path: dir.join("data.mdb"),
+            reason: "its header pages are missing or are not LMDB meta pages".into(),
+        },
         other => Error::Storage(format!("could not open the LMDB environment in {}: {other}", dir.display())),
+    }
+}
+
+/// Checks that the data file holds every page its newest meta page counts
+/// (pages `0..=last_page_number`). A file cut short, by an interrupted copy
+/// or a failing disk, would otherwise raise `SIGBUS` at the first read of a
+/// missing page through the memory map.
+///
+/// LMDB read both meta pages with plain reads while opening, so reading
+/// them through [`Env::info`] touches only pages that are in the file. The
+/// meta page is read before the file's length: a writer writes a commit's
+/// pages before the meta page that makes them current, so a length taken
+/// after the meta page covers that meta page's pages.
+fn check_file(env: &Env<WithoutTls>, dir: &Path) -> Result<()> {
+    let path = dir.join("data.mdb");
+    let last_page = env.info().last_page_number as u64;
+    let page_size = u64::from(env.unnamed_database_stat().page_size);
+    let len = env.real_disk_size().map_err(|e| match e {
+        heed::Error::Io(e) => Error::io(&path, e),
+        other => Error::from(other),
+    })?;
+    let needed = last_page.checked_add(1).and_then(|pages| pages.checked_mul(page_size));
+    match needed {
+        Some(needed) if page_size > 0 && len >= needed => Ok(()),
+        Some(needed) => Err(Error::DamagedFile {
+            path,
+            reason: format!(
+                "it is {len} bytes long, but its header counts {} pages of {page_size} bytes ({needed} bytes): it was cut short, as by an interrupted copy",
+                last_page.saturating_add(1)
+            ),
+        }),
+        None => Err(Error::DamagedFile {
+            path,
+            reason: format!(
+                "its header counts {last_page} pages of {page_size} bytes, more than a file can hold"
+            ),
+        }),
     }
 }
 
 /// Opens (and for writers, creates) an LMDB environment in `dir`: the main
 /// one, or a side environment such as `projections/`.
 pub(crate) fn open_env(dir: &Path, s: &EnvSettings) -> Result<Env<WithoutTls>> {
-    if s.read_only && !dir.join("data.mdb").exists() {
-        return Err(Error::NotAStore { path: dir.to_path_buf() });
+    let data = dir.join("data.mdb");
+    if s.read_only {
+        match std::fs::metadata(&data) {
+            Err(_) => return Err(Error::NotAStore { path: dir.to_path_buf() }),
+            // LMDB takes an empty file for a new environment; only a writer
+            // may make one (a writer that died before its first commit
+            // leaves an empty file, and the next writable open starts over).
+            Ok(m) if m.len() == 0 => {
+                return Err(Error::DamagedFile {
+                    path: data,
+                    reason: "it is empty, so it holds no store".into(),
+                });
+            }
+            Ok(_) => {}
+        }
     }
     let mut flags = EnvFlags::empty();
     if s.no_sync {
@@ -103,7 +159,10 @@ pub(crate) fn open_env(dir: &Path, s: &EnvSettings) -> Result<Env<WithoutTls>> {
     // this process heed refuses a second open of the same path, and across
     // processes eventfold admits one writer (the `LOCK` file) while LMDB's own
     // lock file coordinates readers. The store directory is eventfold's alone.
-    unsafe { options.open(dir) }.map_err(|e| map_open_error(dir, e, s.read_only))
+    let env = unsafe { options.open(dir) }.map_err(|e| map_open_error(dir, e, s.read_only))?;
+    check_file(&env, dir)?;
+    super::map_fault::register_map(&data);
+    Ok(env)
 }
 
 /// Creates the named databases that are missing and returns all of them.
@@ -141,4 +200,56 @@ pub(crate) fn open_dbs(env: &Env<WithoutTls>) -> Result<Option<Dbs>> {
         CommitOrAbort::Commit(arr) => Some(Dbs::from_array(arr)),
         CommitOrAbort::Abort(()) => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Error, ExpectedVersion, NewEvent, Store};
+
+    fn store_with_pages() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..200u64 {
+            store.append(&format!("s-{}", i % 7), ExpectedVersion::Any, [NewEvent::json("E", &i)]).unwrap();
+        }
+        drop(store);
+        dir
+    }
+
+    /// Guards the open-time file check: a `data.mdb` cut short (an
+    /// interrupted copy) is refused with `DamagedFile` by read-only and
+    /// writable opens alike, before any page is read (which would be
+    /// `SIGBUS`).
+    #[test]
+    fn a_file_cut_short_is_refused_at_open() {
+        let dir = store_with_pages();
+        let data = dir.path().join("data.mdb");
+        let len = std::fs::metadata(&data).unwrap().len();
+        for cut in [len - 1, len - 4096, len / 2, 8192 + 100] {
+            let f = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+            f.set_len(cut).unwrap();
+            drop(f);
+            let err = Store::builder(dir.path()).open_read_only().unwrap_err();
+            assert!(matches!(err, Error::DamagedFile { .. }), "{cut}: {err:?}");
+            let text = err.to_string();
+            assert!(text.contains("cut short") && text.contains("restore the store from a backup"), "{text}");
+            let err = Store::open(dir.path()).unwrap_err();
+            assert!(matches!(err, Error::DamagedFile { .. }), "{cut}: {err:?}");
+        }
+    }
+
+    /// Guards the files too short for LMDB's two header pages, and an empty
+    /// file under a read-only open: `DamagedFile`, not "no store here".
+    #[test]
+    fn a_file_without_its_header_is_damaged() {
+        let dir = store_with_pages();
+        let data = dir.path().join("data.mdb");
+        for cut in [4096 + 10, 100, 0] {
+            let f = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+            f.set_len(cut).unwrap();
+            drop(f);
+            let err = Store::builder(dir.path()).open_read_only().unwrap_err();
+            assert!(matches!(err, Error::DamagedFile { .. }), "{cut}: {err:?}");
+        }
+    }
 }
