@@ -87,6 +87,9 @@ struct Seen {
     count: u64,
     last_version: u64,
     last_position: u64,
+    /// `recorded_at` of the stream's first and last events in the log.
+    first_recorded_at: u64,
+    last_recorded_at: u64,
 }
 
 /// What one section of the walk hands to the next.
@@ -229,9 +232,13 @@ fn walk_events(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Resu
                 format!("version {} follows version {}", event.version(), s.last_version),
             );
         }
+        if s.count == 0 {
+            s.first_recorded_at = event.recorded_at();
+        }
         s.count += 1;
         s.last_version = event.version();
         s.last_position = position;
+        s.last_recorded_at = event.recorded_at();
         match dbs.event_ids.get(txn, event.event_id().as_bytes())? {
             Some(p) if p.len() == 8 && le_u64(p) == position => {}
             Some(p) if p.len() == 8 => report.fault(
@@ -278,6 +285,21 @@ fn walk_streams(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Res
                         head.version, head.last_position, s.last_version, s.last_position
                     ),
                 ),
+            // The writer sets a head's times from its first and last events.
+            Some(s)
+                if w.unreadable == 0
+                    && (s.first_recorded_at != head.created_at || s.last_recorded_at != head.updated_at) =>
+            {
+                report.fault(
+                    "streams",
+                    None,
+                    Some(&id),
+                    format!(
+                        "head says created at {} and updated at {}, the log says {} and {}",
+                        head.created_at, head.updated_at, s.first_recorded_at, s.last_recorded_at
+                    ),
+                )
+            }
             _ => {}
         }
         if let Some((other, _)) = w.by_number.insert(head.stream_no, (id.clone(), head)) {
@@ -306,6 +328,7 @@ fn walk_streams(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Res
 fn walk_stream_index(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Result<()> {
     let (txn, dbs) = (&reader.txn, reader.dbs);
     let mut next_version: HashMap<u64, u64> = HashMap::new();
+    let mut latest_run: HashMap<u64, u64> = HashMap::new();
     let mut positions_left = w.head;
     let mut over_budget_reported = false;
     for item in dbs.stream_index.iter(txn)? {
@@ -337,6 +360,8 @@ fn walk_stream_index(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Re
             );
         }
         *want = first_version.saturating_add(run.count);
+        let latest = latest_run.entry(no).or_insert(0);
+        *latest = (*latest).max(first_version);
         let last_position = run.first_position.checked_add(run.count - 1).filter(|&p| p <= w.head);
         let last_version = first_version.checked_add(run.count - 1);
         if last_position.is_none() || last_version.is_none() {
@@ -396,6 +421,18 @@ fn walk_stream_index(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Re
                 None,
                 Some(id),
                 format!("versions 1..={indexed_to} are indexed, the stream has {}", head.version),
+            );
+        }
+        let latest = latest_run.get(no).copied().unwrap_or(0);
+        if indexed_to == head.version && latest != head.run_first_version {
+            report.fault(
+                "streams",
+                None,
+                Some(id),
+                format!(
+                    "head says the latest run starts at version {}, the index says {latest}",
+                    head.run_first_version
+                ),
             );
         }
     }
@@ -510,6 +547,32 @@ mod tests {
         let report = store.verify().unwrap();
         let text: Vec<String> = report.faults.iter().map(|f| f.to_string()).collect();
         assert!(text.iter().any(|t| t.starts_with("events position 10")), "{text:?}");
+    }
+
+    /// Guards the check of a stream head's times and latest run against the
+    /// log and the index: those fields carry no checksum, and `streams`
+    /// shows them as they are, so verify is what finds them damaged.
+    #[test]
+    fn a_damaged_stream_head_time_or_run_is_a_fault() {
+        use crate::store::keys::StreamHead;
+        for field in 3..6 {
+            let (_d, store) = store_with_events();
+            {
+                let (env, dbs) = store.env_and_dbs();
+                let mut wtxn = env.write_txn().unwrap();
+                let mut head = StreamHead::decode(dbs.streams.get(&wtxn, b"v-0").unwrap().unwrap()).unwrap();
+                match field {
+                    3 => head.run_first_version += 1,
+                    4 => head.created_at ^= 1 << 20,
+                    _ => head.updated_at ^= 1,
+                }
+                dbs.streams.put(&mut wtxn, b"v-0", &head.encode()).unwrap();
+                wtxn.commit().unwrap();
+            }
+            let report = store.verify().unwrap();
+            let text: Vec<String> = report.faults.iter().map(|f| f.to_string()).collect();
+            assert!(text.iter().any(|t| t.starts_with("streams stream \"v-0\"")), "field {field}: {text:?}");
+        }
     }
 
     #[test]

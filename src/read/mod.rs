@@ -209,10 +209,14 @@ impl Reader {
         }
     }
 
-    /// The event at `position`, if any.
+    /// The event at `position`, if any. Positions are gapless, so a
+    /// position up to the head that is not stored is `Corruption`.
     pub fn event(&self, position: u64) -> Result<Option<EventRef<'_>>> {
         match self.dbs.events.get(&self.txn, &position_key(position))? {
             Some(v) => record::decode(position, v).map(Some),
+            None if position >= 1 && position <= self.head()? => {
+                Err(Error::corruption(position, "position missing from a gapless log"))
+            }
             None => Ok(None),
         }
     }

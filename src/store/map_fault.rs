@@ -9,11 +9,13 @@
 //!
 //! [`install_damaged_file_handler`] turns such a signal into one line on
 //! stderr and exit code [`DAMAGED_FILE_EXIT_CODE`], instead of a bare
-//! `Bus error`. It acts only on faults at addresses inside a mapped store
-//! file (the ranges are read from `/proc/self/maps` when an environment
-//! opens); any other fault — a stack overflow, a bug — goes to the handler
-//! that was installed before, so Rust's "has overflowed its stack" report
-//! still appears.
+//! `Bus error`. It acts on faults at addresses inside a mapped store file
+//! (the ranges are read from `/proc/self/maps` when an environment opens),
+//! and, once a store is open, on faults far from the stack pointer: LMDB
+//! trusts a node's flags too, and a damaged flag can make it follow a null
+//! pointer. A fault next to the stack pointer — a stack overflow — and any
+//! fault before a store is open go to the handler that was installed
+//! before, so Rust's "has overflowed its stack" report still appears.
 //!
 //! This is the only other module with `unsafe`, beside `env.rs`: setting a
 //! signal handler is a call into libc.
@@ -29,9 +31,20 @@ use crate::error::{Error, Result};
 /// is a command's ordinary failure and 2 a usage error; 3 is only this.
 pub const DAMAGED_FILE_EXIT_CODE: i32 = 3;
 
-/// The line written on stderr before the process exits. Fixed bytes: a
-/// signal handler may not allocate or format.
+/// The line written on stderr before the process exits, for a fault inside
+/// a store's map. Fixed bytes: a signal handler may not allocate or format.
 pub(crate) const MESSAGE: &str = "eventfold: error: the store's file (data.mdb or projections/data.mdb) is damaged: a read through its memory map reached a page that is not in the file or not what it should be. Restore the store from a backup; `eventfold verify` shows what it can read.\n";
+
+/// The line for a fault elsewhere, away from the stack, while a store is
+/// open: LMDB followed a damaged page's flags or pointers into memory that
+/// is not the map (a node marked as holding duplicates in a database that
+/// has none makes it use a null pointer).
+pub(crate) const CRASH_MESSAGE: &str = "eventfold: error: a read of the store crashed in LMDB (a memory fault outside its map): the store's file (data.mdb or projections/data.mdb) is damaged in a way LMDB does not check. Restore the store from a backup; `eventfold verify` shows what it can read.\n";
+
+/// How far from the interrupted stack pointer a fault counts as the stack's
+/// own (an overflow into its guard page): a frame's probes touch the stack
+/// a page at a time, so an overflow faults right next to the pointer.
+const STACK_WINDOW: usize = 1 << 20;
 
 /// Address ranges of mapped store files: `(start, end)`, end exclusive,
 /// `(0, 0)` for a free slot. Slots are reused round robin once all are
@@ -53,11 +66,14 @@ static PREVIOUS: OnceLock<()> = OnceLock::new();
 /// and exit code [`DAMAGED_FILE_EXIT_CODE`].
 ///
 /// Meant for programs whose job is the store, such as the `eventfold`
-/// command-line tool and protocol node, which call it first thing. A
-/// library user may call it too; it replaces the process's `SIGBUS` and
-/// `SIGSEGV` handlers with one that hands every fault outside a store's
-/// map back to the handler that was there before. Calling it again does
-/// nothing.
+/// command-line tool and protocol node, which call it first thing. It
+/// replaces the process's `SIGBUS` and `SIGSEGV` handlers with one that
+/// reports a fault inside a store's map, or (once a store is open) any
+/// fault far from the stack pointer, as a damaged file; a stack overflow,
+/// and every fault before a store opens, goes back to the handler that was
+/// there before. A program with native code of its own besides LMDB
+/// should not call it: a crash in that code would be blamed on the store.
+/// Calling it again does nothing.
 ///
 /// On Linux only (it finds the maps in `/proc/self/maps`); elsewhere it
 /// returns `Ok(())` and installs nothing.
@@ -107,6 +123,12 @@ fn mapping_of(line: &str, path: &str) -> Option<(usize, usize)> {
     let start = usize::from_str_radix(start, 16).ok()?;
     let end = usize::from_str_radix(end, 16).ok()?;
     (start < end).then_some((start, end))
+}
+
+/// Whether any store map has been registered: a fault is only taken for
+/// damage once a store is open.
+fn any_store_map() -> bool {
+    RANGES.iter().any(|(_, e)| e.load(Ordering::Acquire) != 0)
 }
 
 /// Whether `addr` lies in a registered store map. Atomic loads only: it
@@ -180,7 +202,44 @@ mod linux {
         unsafe { libc::sigaltstack(&new, std::ptr::null_mut()) };
     }
 
-    extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, _context: *mut libc::c_void) {
+    /// The stack pointer of the interrupted code, where this build knows
+    /// the machine context's layout.
+    fn interrupted_sp(context: *mut libc::c_void) -> Option<usize> {
+        if context.is_null() {
+            return None;
+        }
+        let context = context.cast::<libc::ucontext_t>();
+        #[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+        {
+            // SAFETY: the kernel passes the interrupted context as the third
+            // argument of an SA_SIGINFO handler; it is only read.
+            let sp = unsafe { (*context).uc_mcontext.gregs[libc::REG_RSP as usize] };
+            Some(sp as usize)
+        }
+        #[cfg(all(target_arch = "aarch64", target_env = "gnu"))]
+        {
+            // SAFETY: as above.
+            let sp = unsafe { (*context).uc_mcontext.sp };
+            Some(sp as usize)
+        }
+        #[cfg(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_env = "gnu")))]
+        {
+            let _ = context;
+            None
+        }
+    }
+
+    /// Writes `message` on stderr and ends the process with exit code 3.
+    fn report(message: &str) -> ! {
+        // SAFETY: write(2) and _exit(2) are async-signal-safe; `message` is
+        // a static buffer of the length passed.
+        unsafe {
+            libc::write(libc::STDERR_FILENO, message.as_ptr().cast(), message.len());
+            libc::_exit(DAMAGED_FILE_EXIT_CODE)
+        }
+    }
+
+    extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
         // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO
         // handler; it is only read, and only when not null.
         let (code, addr) =
@@ -188,12 +247,17 @@ mod linux {
         // A positive code is a fault the kernel raised at `addr`; zero or
         // negative is a signal sent by a process, which says nothing of it.
         if code > 0 && in_store_map(addr) {
-            // SAFETY: write(2) and _exit(2) are async-signal-safe; MESSAGE
-            // is a static buffer of the length passed.
-            unsafe {
-                libc::write(libc::STDERR_FILENO, MESSAGE.as_ptr().cast(), MESSAGE.len());
-                libc::_exit(DAMAGED_FILE_EXIT_CODE);
-            }
+            report(MESSAGE);
+        }
+        // A fault away from the stack while a store is open: in a process
+        // whose only native code is LMDB, that is LMDB misled by a damaged
+        // page. A fault next to the stack pointer is a stack overflow, for
+        // the previous handler (Rust's) to report.
+        if code > 0
+            && any_store_map()
+            && interrupted_sp(context).is_some_and(|sp| addr.abs_diff(sp) > STACK_WINDOW)
+        {
+            report(CRASH_MESSAGE);
         }
         // Not a read of a store's map: put back the handler that was there
         // before. A fault then happens again when the instruction re-runs,
