@@ -313,7 +313,7 @@ pub enum Error {
     /// A stored snapshot does not follow the snapshot layout or fails its
     /// checksum. Aggregate loads ignore such a snapshot and replay instead.
     #[error(
-        "snapshot of stream {stream:?} at version {version} is unreadable ({reason}): delete it with Store::delete_snapshots, loads replay the stream meanwhile"
+        "snapshot of stream {stream:?} at version {version} is unreadable ({reason}): it is damaged; delete it with Store::delete_snapshots (loads replay the stream meanwhile), or restore from a backup"
     )]
     SnapshotInvalid {
         /// The stream id.
@@ -429,8 +429,8 @@ impl Error {
     }
 
     /// Whether the error reports damage to the stored data: a corrupt
-    /// record or index entry, or a damaged file or page. Restoring from a
-    /// backup is the way out of each.
+    /// record, index entry or snapshot, or a damaged file or page.
+    /// Restoring from a backup is the way out of each.
     pub fn is_damage(&self) -> bool {
         matches!(
             self,
@@ -438,6 +438,7 @@ impl Error {
                 | Error::IndexCorruption { .. }
                 | Error::DamagedFile { .. }
                 | Error::DamagedPages { .. }
+                | Error::SnapshotInvalid { .. }
         )
     }
 }

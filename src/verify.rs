@@ -112,6 +112,7 @@ enum Section {
     Streams,
     StreamIndex,
     EventIds,
+    Snapshots,
 }
 
 impl Section {
@@ -121,6 +122,7 @@ impl Section {
             Section::Streams => "streams",
             Section::StreamIndex => "stream_index",
             Section::EventIds => "event_ids",
+            Section::Snapshots => "snapshots",
         }
     }
 }
@@ -149,12 +151,15 @@ impl Store {
         let mut reader = self.read()?;
         let mut report = VerifyReport::default();
         let mut walk = Walk::default();
-        for section in [Section::Events, Section::Streams, Section::StreamIndex, Section::EventIds] {
+        for section in
+            [Section::Events, Section::Streams, Section::StreamIndex, Section::EventIds, Section::Snapshots]
+        {
             let done = match section {
                 Section::Events => walk_events(&reader, &mut walk, &mut report),
                 Section::Streams => walk_streams(&reader, &mut walk, &mut report),
                 Section::StreamIndex => walk_stream_index(&reader, &walk, &mut report),
                 Section::EventIds => walk_event_ids(&reader, &mut report),
+                Section::Snapshots => walk_snapshots(&reader, &walk, &mut report),
             };
             if let Err(e) = done {
                 report.fault(
@@ -439,6 +444,41 @@ fn walk_stream_index(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Re
     Ok(())
 }
 
+/// Snapshots: each of a known stream, at a version it has reached, and
+/// readable (header and checksum).
+fn walk_snapshots(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Result<()> {
+    for item in reader.dbs.snapshots.iter(&reader.txn)? {
+        let (k, v) = item?;
+        let (no, version) = match parse_stream_version_key("snapshots", k) {
+            Ok(key) => key,
+            Err(e) => {
+                report.fault("snapshots", None, None, e.to_string());
+                continue;
+            }
+        };
+        let Some((id, head)) = w.by_number.get(&no) else {
+            report.fault("snapshots", None, None, format!("snapshot of unknown stream number {no}"));
+            continue;
+        };
+        if version == 0 || version > head.version {
+            report.fault(
+                "snapshots",
+                None,
+                Some(id),
+                format!("snapshot at version {version}, the stream has {}", head.version),
+            );
+        } else if let Err(reason) = crate::snapshot::decode(id, version, v) {
+            report.fault(
+                "snapshots",
+                None,
+                Some(id),
+                format!("snapshot at version {version} is unreadable: {reason}"),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The event-id index holds no more ids than the log has events.
 fn walk_event_ids(reader: &Reader, report: &mut VerifyReport) -> Result<()> {
     report.event_ids = reader.dbs.event_ids.len(&reader.txn)?;
@@ -573,6 +613,53 @@ mod tests {
             let text: Vec<String> = report.faults.iter().map(|f| f.to_string()).collect();
             assert!(text.iter().any(|t| t.starts_with("streams stream \"v-0\"")), "field {field}: {text:?}");
         }
+    }
+
+    /// Guards the snapshot checks: a damaged JSON snapshot is named by
+    /// verify, and the newest snapshot of its stream is `SnapshotInvalid`
+    /// (it read as "no snapshot").
+    #[test]
+    fn a_damaged_snapshot_is_named_and_not_taken_for_none() {
+        let (_d, store) = store_with_events();
+        store.snapshot_json_state("v-0").unwrap();
+        {
+            let (env, dbs) = store.env_and_dbs();
+            let mut wtxn = env.write_txn().unwrap();
+            let key = stream_version_key(1, 6);
+            let mut v = dbs.snapshots.get(&wtxn, &key).unwrap().unwrap().to_vec();
+            let n = v.len();
+            v[n - 2] ^= 0x20;
+            dbs.snapshots.put(&mut wtxn, &key, &v).unwrap();
+            wtxn.commit().unwrap();
+        }
+        let err = store.latest_json_snapshot("v-0").unwrap_err();
+        assert!(matches!(err, crate::Error::SnapshotInvalid { version: 6, .. }), "{err:?}");
+        assert!(err.is_damage());
+        let report = store.verify().unwrap();
+        let text: Vec<String> = report.faults.iter().map(|f| f.to_string()).collect();
+        assert!(text.iter().any(|t| t.starts_with("snapshots stream \"v-0\"")), "{text:?}");
+    }
+
+    /// Guards the reads that check what has no checksum against the log:
+    /// a position missing below the head is `Corruption` (it read as "no
+    /// such event"), and a listed stream whose head its last record does
+    /// not match is `IndexCorruption` (a damaged id was listed as is).
+    #[test]
+    fn a_missing_position_and_a_mismatched_head_are_reported() {
+        let (_d, store) = store_with_events();
+        {
+            let (env, dbs) = store.env_and_dbs();
+            let mut wtxn = env.write_txn().unwrap();
+            assert!(dbs.events.delete(&mut wtxn, &position_key(3)).unwrap());
+            let head = dbs.streams.get(&wtxn, b"v-1").unwrap().unwrap().to_vec();
+            dbs.streams.put(&mut wtxn, b"v-9", &head).unwrap();
+            wtxn.commit().unwrap();
+        }
+        let reader = store.read().unwrap();
+        assert!(matches!(reader.event(3), Err(crate::Error::Corruption { position: 3, .. })));
+        assert!(reader.event(11).unwrap().is_none());
+        let err = reader.streams("", None, 100).unwrap_err();
+        assert!(matches!(err, crate::Error::IndexCorruption { index: "streams", .. }), "{err:?}");
     }
 
     #[test]

@@ -298,9 +298,35 @@ impl Reader {
                 break;
             }
             let id = std::str::from_utf8(k).map_err(|_| Error::index("streams", "stream id is not UTF-8"))?;
-            out.push(info(id.to_string(), StreamHead::decode(v)?));
+            let head = StreamHead::decode(v)?;
+            self.check_head(id, &head)?;
+            out.push(info(id.to_string(), head));
         }
         Ok(out)
+    }
+
+    /// Checks a listed head against the log: its last event must be this
+    /// stream's, at the head's version and time. Heads and stream ids carry
+    /// no checksum; the record does, so a damaged head or id is
+    /// `IndexCorruption` instead of a listing that looks right.
+    fn check_head(&self, id: &str, head: &StreamHead) -> Result<()> {
+        let last = self.event(head.last_position)?;
+        match last {
+            Some(e)
+                if e.stream_id() == id
+                    && e.version() == head.version
+                    && e.recorded_at() == head.updated_at =>
+            {
+                Ok(())
+            }
+            _ => Err(Error::index(
+                "streams",
+                format!(
+                    "the head of {id:?} says version {} at position {}, which the log does not hold",
+                    head.version, head.last_position
+                ),
+            )),
+        }
     }
 
     /// Number of streams.
