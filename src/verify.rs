@@ -200,7 +200,9 @@ impl Store {
 fn walk_events(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Result<()> {
     let (txn, dbs) = (&reader.txn, reader.dbs);
     let mut expected = 1u64;
+    let mut walked = 0u64;
     for item in dbs.events.iter(txn)? {
+        walked += 1;
         let (k, v) = item?;
         let position = match parse_position_key(k) {
             Ok(p) => p,
@@ -261,14 +263,31 @@ fn walk_events(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Resu
             ),
         }
     }
+    check_count(report, "events", dbs.events.len(txn)?, walked);
     Ok(())
+}
+
+/// LMDB keeps each database's number of entries in the database's record
+/// (no checksum; `eventfold stats` shows the count of streams from it): it
+/// must be what the walk found.
+fn check_count(report: &mut VerifyReport, area: &str, stored: u64, walked: u64) {
+    if stored != walked {
+        report.fault(
+            area,
+            None,
+            None,
+            format!("LMDB's record of the database counts {stored} entries, the walk found {walked}"),
+        );
+    }
 }
 
 /// Stream heads: each agrees with the log, each stream number used once.
 fn walk_streams(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Result<()> {
     let (txn, dbs) = (&reader.txn, reader.dbs);
+    let mut walked = 0u64;
     for item in dbs.streams.iter(txn)? {
         let (k, v) = item?;
+        walked += 1;
         report.streams += 1;
         let id = String::from_utf8_lossy(k).into_owned();
         let head = match StreamHead::decode(v) {
@@ -321,6 +340,7 @@ fn walk_streams(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Res
             report.fault("streams", None, Some(id), "stream has events but no head");
         }
     }
+    check_count(report, "streams", dbs.streams.len(txn)?, walked);
     Ok(())
 }
 
@@ -336,8 +356,10 @@ fn walk_stream_index(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Re
     let mut latest_run: HashMap<u64, u64> = HashMap::new();
     let mut positions_left = w.head;
     let mut over_budget_reported = false;
+    let mut walked = 0u64;
     for item in dbs.stream_index.iter(txn)? {
         let (k, v) = item?;
+        walked += 1;
         report.index_runs += 1;
         let ((no, first_version), run) = match (parse_stream_version_key("stream_index", k), Run::decode(v)) {
             (Ok(key), Ok(run)) => (key, run),
@@ -418,6 +440,7 @@ fn walk_stream_index(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Re
             }
         }
     }
+    check_count(report, "stream_index", dbs.stream_index.len(txn)?, walked);
     for (no, (id, head)) in &w.by_number {
         let indexed_to = next_version.get(no).copied().unwrap_or(1).saturating_sub(1);
         if indexed_to != head.version {
@@ -481,7 +504,13 @@ fn walk_snapshots(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Resul
 
 /// The event-id index holds no more ids than the log has events.
 fn walk_event_ids(reader: &Reader, report: &mut VerifyReport) -> Result<()> {
-    report.event_ids = reader.dbs.event_ids.len(&reader.txn)?;
+    let mut walked = 0u64;
+    for item in reader.dbs.event_ids.iter(&reader.txn)? {
+        item?;
+        walked += 1;
+    }
+    check_count(report, "event_ids", reader.dbs.event_ids.len(&reader.txn)?, walked);
+    report.event_ids = walked;
     if report.event_ids > report.events {
         report.fault(
             "event_ids",
@@ -660,6 +689,35 @@ mod tests {
         assert!(reader.event(11).unwrap().is_none());
         let err = reader.streams("", None, 100).unwrap_err();
         assert!(matches!(err, crate::Error::IndexCorruption { index: "streams", .. }), "{err:?}");
+    }
+
+    /// Guards the check of LMDB's entry counts, which carry no checksum
+    /// (`stats` shows the count of streams from one): a damaged count in
+    /// the record of `streams` is a fault.
+    #[test]
+    fn a_damaged_entry_count_is_a_fault() {
+        let (dir, store) = store_with_events();
+        drop(store);
+        let data = dir.path().join("data.mdb");
+        let mut bytes = std::fs::read(&data).unwrap();
+        // The main B-tree's node for "streams": 8-byte header (size 48,
+        // flags, key size 7), the key, then the database record, whose
+        // entry count is at offset 32.
+        let pattern = b"\x07\x00streams";
+        let mut found = 0;
+        for i in 0..bytes.len() - pattern.len() - 48 {
+            if &bytes[i..i + pattern.len()] == pattern {
+                let entries = i + pattern.len() + 32;
+                bytes[entries] ^= 0x40;
+                found += 1;
+            }
+        }
+        assert!(found > 0);
+        std::fs::write(&data, bytes).unwrap();
+        let store = Store::builder(dir.path()).open_read_only().unwrap();
+        let report = store.verify().unwrap();
+        let text: Vec<String> = report.faults.iter().map(|f| f.to_string()).collect();
+        assert!(text.iter().any(|t| t.starts_with("streams: LMDB's record")), "{text:?}");
     }
 
     #[test]
