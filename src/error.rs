@@ -179,6 +179,31 @@ pub enum Error {
         reason: String,
     },
 
+    /// A file of the store is damaged below the level of records: shorter
+    /// than its own header says (an interrupted copy), or not an LMDB file.
+    /// Found when the store opens, before anything is read from it.
+    #[error(
+        "the store file {} is damaged ({reason}): restore the store from a backup; `eventfold verify` shows what is wrong if it can read the store",
+        .path.display()
+    )]
+    DamagedFile {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// LMDB found a damaged page while reading (a page of the wrong type,
+    /// a page number past the end of the file, a database record of the
+    /// wrong kind).
+    #[error(
+        "the store's file is damaged: LMDB reports {reason}; restore the store from a backup, and run `eventfold verify` to see what is affected"
+    )]
+    DamagedPages {
+        /// What LMDB reported.
+        reason: String,
+    },
+
     /// The store's map (its size limit) is full. Nothing of the failed request
     /// was written; reads still work.
     #[error("store is full (map size {map_size} bytes): reopen it with a larger StoreBuilder::map_size")]
@@ -250,7 +275,7 @@ pub enum Error {
     /// A read-model document or a projection's checkpoint entry failed its
     /// checksum, or cannot be read at all.
     #[error(
-        "the read model of projection {projection:?} is damaged ({reason}): it is derived from the log, so rebuild it (ProjectionRunner::rebuild, or `eventfold verify` to see what else is damaged)"
+        "the read model of projection {projection:?} is damaged ({reason}): it is derived from the log, so rebuild it (ProjectionRunner::rebuild), or restore the store from a backup; `eventfold verify` shows what else is damaged"
     )]
     ReadModelDamaged {
         /// The projection.
@@ -289,7 +314,7 @@ pub enum Error {
     /// A durable consumer's checkpoint is past the head of the log, or its
     /// entry failed its checksum.
     #[error(
-        "the checkpoint of consumer {consumer:?} is damaged or ahead of the log ({reason}): run `eventfold verify`; to start the consumer over from the log, reset it (Store::reset_consumer)"
+        "the checkpoint of consumer {consumer:?} is damaged or ahead of the log ({reason}): run `eventfold verify`, and restore the store from a backup or start the consumer over from the log (Store::reset_consumer)"
     )]
     CheckpointInvalid {
         /// The consumer.
@@ -339,7 +364,7 @@ pub enum Error {
     /// A stored snapshot does not follow the snapshot layout or fails its
     /// checksum. Aggregate loads ignore such a snapshot and replay instead.
     #[error(
-        "snapshot of stream {stream:?} at version {version} is unreadable ({reason}): delete it with Store::delete_snapshots, loads replay the stream meanwhile"
+        "snapshot of stream {stream:?} at version {version} is unreadable ({reason}): it is damaged; delete it with Store::delete_snapshots (loads replay the stream meanwhile), or restore from a backup"
     )]
     SnapshotInvalid {
         /// The stream id.
@@ -453,6 +478,23 @@ impl Error {
     pub(crate) fn index(index: &'static str, reason: impl Into<String>) -> Self {
         Error::IndexCorruption { index, reason: reason.into() }
     }
+
+    /// Whether the error reports damage to the stored data: a corrupt
+    /// record, index entry or snapshot, a damaged read model or consumer
+    /// checkpoint, or a damaged file or page. Restoring from a backup is a
+    /// way out of each (a read model can also be rebuilt).
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Error::Corruption { .. }
+                | Error::IndexCorruption { .. }
+                | Error::DamagedFile { .. }
+                | Error::DamagedPages { .. }
+                | Error::SnapshotInvalid { .. }
+                | Error::ReadModelDamaged { .. }
+                | Error::CheckpointInvalid { .. }
+        )
+    }
 }
 
 /// The message of a caught panic, for errors and status reports.
@@ -468,13 +510,25 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 pub(crate) fn from_heed(err: heed::Error, map_size: usize) -> Error {
     match err {
         heed::Error::Mdb(heed::MdbError::MapFull) => Error::StorageFull { map_size },
-        other => Error::Storage(other.to_string()),
+        other => Error::from(other),
     }
+}
+
+/// Whether an LMDB error means that the file's pages are damaged. eventfold
+/// never changes a database's flags, so `Incompatible` (a database record
+/// read as data, or data as a database) is damage too; `BadTxn` on a read
+/// follows an earlier failure of the same transaction, which was damage.
+fn is_page_damage(err: &heed::MdbError) -> bool {
+    use heed::MdbError as M;
+    matches!(err, M::PageNotFound | M::Corrupted | M::Invalid | M::Incompatible | M::BadTxn)
 }
 
 impl From<heed::Error> for Error {
     fn from(err: heed::Error) -> Self {
-        Error::Storage(err.to_string())
+        match err {
+            heed::Error::Mdb(e) if is_page_damage(&e) => Error::DamagedPages { reason: e.to_string() },
+            other => Error::Storage(other.to_string()),
+        }
     }
 }
 

@@ -81,11 +81,17 @@ impl Store {
     pub fn latest_json_snapshot(&self, stream: &str) -> Result<Option<JsonState>> {
         let reader = self.read()?;
         for version in reader.snapshot_versions(stream)?.into_iter().rev() {
-            if let Some((_, Ok(s))) = reader.snapshot_at_or_below(stream, version)?
-                && s.state_schema_version == JSON_STATE_SNAPSHOT_SCHEMA
-                && let Ok(state) = serde_json::from_slice::<JsonState>(&s.state)
-            {
-                return Ok(Some(state));
+            match reader.snapshot_at_or_below(stream, version)? {
+                Some((_, Ok(s))) if s.state_schema_version == JSON_STATE_SNAPSHOT_SCHEMA => {
+                    if let Ok(state) = serde_json::from_slice::<JsonState>(&s.state) {
+                        return Ok(Some(state));
+                    }
+                }
+                // A damaged snapshot is not "no snapshot": say so.
+                Some((version, Err(reason))) => {
+                    return Err(Error::SnapshotInvalid { stream: stream.to_string(), version, reason });
+                }
+                _ => {}
             }
         }
         Ok(None)

@@ -93,7 +93,10 @@ pub use read::{
 pub use record::{EventRef, MAX_NAME_LEN, decode as decode_record};
 pub use snapshot::{NewSnapshot, SNAPSHOT_LAYOUT_VERSION, Snapshot};
 pub use store::meta::{FORMAT_VERSION, archive_format};
-pub use store::{DEFAULT_MAP_SIZE, Durability, Store, StoreBuilder, StoreStats};
+pub use store::{
+    DAMAGED_FILE_EXIT_CODE, DEFAULT_MAP_SIZE, Durability, Store, StoreBuilder, StoreStats,
+    install_damaged_file_handler,
+};
 pub use subscribe::{DEFAULT_SUBSCRIPTION_BATCH, SubscribeFrom, Subscription};
 pub use upcast::{UpcastResult, Upcasted, Upcasters};
 pub use verify::{Fault, VerifyReport};

@@ -105,6 +105,14 @@ pub(crate) fn check_against_log(env: &ProjEnv, store: &Store, dir: &Path) -> Res
     let mut stale = HashMap::new();
     match identity.format {
         None if metas.is_empty() => {}
+        // Entries of the earlier layout are plain JSON; entries with a
+        // checksum under a missing format key mean the key was damaged.
+        None if metas.iter().any(|(_, m)| m.is_ok()) || identity.store_id.is_some() => {
+            return Err(Error::ReadModelDamaged {
+                projection: "*".into(),
+                reason: "the environment's format entry is missing".into(),
+            });
+        }
         None => {
             for (name, _) in &metas {
                 stale.insert(

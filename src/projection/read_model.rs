@@ -104,6 +104,14 @@ impl ProjEnv {
             })?;
             match opened {
                 CommitOrAbort::Commit(Some(db)) => db,
+                // `meta` is made with the environment: read models without
+                // it mean a damaged name or page in the main B-tree.
+                _ if env.unnamed_database_stat().entries > 0 => {
+                    return Err(Error::DamagedFile {
+                        path: dir.join("data.mdb"),
+                        reason: "it holds read models but no meta database".into(),
+                    });
+                }
                 _ => return Ok(None),
             }
         } else {

@@ -39,6 +39,9 @@ enum Runs<'t> {
 /// Events of one stream, in version order (or reverse).
 pub struct StreamIter<'t> {
     reader: &'t Reader,
+    /// The stream's id: every record read must be this stream's, so a
+    /// damaged stream number in its head cannot serve another stream.
+    stream: Box<str>,
     stream_no: u64,
     direction: Direction,
     /// The next version to yield; outside `1..=last_version` means done.
@@ -74,7 +77,12 @@ struct Walker<'t> {
 const MAX_SKIP: u64 = 32;
 
 impl<'t> StreamIter<'t> {
-    pub(crate) fn new(reader: &'t Reader, head: Option<StreamHead>, o: ReadStream) -> Result<Self> {
+    pub(crate) fn new(
+        reader: &'t Reader,
+        stream: &str,
+        head: Option<StreamHead>,
+        o: ReadStream,
+    ) -> Result<Self> {
         let (stream_no, mut last_version) = head.map_or((0, 0), |h| (h.stream_no, h.version));
         if let Some(v) = o.to_version {
             last_version = last_version.min(v);
@@ -85,6 +93,7 @@ impl<'t> StreamIter<'t> {
         };
         Ok(StreamIter {
             reader,
+            stream: stream.into(),
             stream_no,
             direction: o.direction,
             next,
@@ -242,6 +251,17 @@ impl<'t> StreamIter<'t> {
                 ));
             };
             let event = record::decode(position, v)?;
+            if event.stream_id() != &*self.stream {
+                return Err(Error::index(
+                    "stream_index",
+                    format!(
+                        "version {} of stream {:?} resolved to position {position}, which holds an event of {:?}",
+                        self.next,
+                        self.stream,
+                        event.stream_id()
+                    ),
+                ));
+            }
             if event.version() != self.next {
                 return Err(Error::index(
                     "stream_index",

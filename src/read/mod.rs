@@ -316,9 +316,35 @@ impl Reader {
                 break;
             }
             let id = std::str::from_utf8(k).map_err(|_| Error::index("streams", "stream id is not UTF-8"))?;
-            out.push(info(id.to_string(), StreamHead::decode(v)?));
+            let head = StreamHead::decode(v)?;
+            self.check_head(id, &head)?;
+            out.push(info(id.to_string(), head));
         }
         Ok(out)
+    }
+
+    /// Checks a listed head against the log: its last event must be this
+    /// stream's, at the head's version and time. Heads and stream ids carry
+    /// no checksum; the record does, so a damaged head or id is
+    /// `IndexCorruption` instead of a listing that looks right.
+    fn check_head(&self, id: &str, head: &StreamHead) -> Result<()> {
+        let last = self.event(head.last_position)?;
+        match last {
+            Some(e)
+                if e.stream_id() == id
+                    && e.version() == head.version
+                    && e.recorded_at() == head.updated_at =>
+            {
+                Ok(())
+            }
+            _ => Err(Error::index(
+                "streams",
+                format!(
+                    "the head of {id:?} says version {} at position {}, which the log does not hold",
+                    head.version, head.last_position
+                ),
+            )),
+        }
     }
 
     /// Number of streams.
@@ -327,13 +353,20 @@ impl Reader {
     }
 
     /// Events of one stream.
+    ///
+    /// The stream's head is checked against its last record first: the head
+    /// carries no checksum, and a damaged version or position in it would
+    /// otherwise end the read early without a word.
     pub fn stream(&self, stream: &str, mut options: ReadStream) -> Result<StreamIter<'_>> {
         let head = self.head_of(stream)?;
+        if let Some(h) = &head {
+            self.check_head(stream, h)?;
+        }
         if let Some(t) = options.up_to_time.take() {
             let p = self.last_position_at(t)?;
             options.up_to_position = Some(options.up_to_position.map_or(p, |u| u.min(p)));
         }
-        StreamIter::new(self, head, options)
+        StreamIter::new(self, stream, head, options)
     }
 
     /// Events of the global log.

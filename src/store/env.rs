@@ -72,15 +72,78 @@ fn map_open_error(dir: &Path, err: heed::Error, read_only: bool) -> Error {
             Error::NotAStore { path: dir.to_path_buf() }
         }
         heed::Error::Io(e) => Error::io(dir, e),
+        // LMDB reads both meta pages with plain reads: a file too short to
+        // hold them, or with a bad magic number, is `MDB_INVALID`.
+        heed::Error::Mdb(heed::MdbError::Invalid) => Error::DamagedFile {
+            path: dir.join("data.mdb"),
+            reason: "its header pages are missing or are not LMDB meta pages".into(),
+        },
+        // Every eventfold store is written by this LMDB: another data
+        // version in a header page is damage.
+        heed::Error::Mdb(heed::MdbError::VersionMismatch) => Error::DamagedFile {
+            path: dir.join("data.mdb"),
+            reason: "a header page names an LMDB data version this build does not write".into(),
+        },
         other => Error::Storage(format!("could not open the LMDB environment in {}: {other}", dir.display())),
+    }
+}
+
+/// Checks that the data file holds every page its newest meta page counts
+/// (pages `0..=last_page_number`). A file cut short, by an interrupted copy
+/// or a failing disk, would otherwise raise `SIGBUS` at the first read of a
+/// missing page through the memory map.
+///
+/// LMDB read both meta pages with plain reads while opening, so reading
+/// them through [`Env::info`] touches only pages that are in the file. The
+/// meta page is read before the file's length: a writer writes a commit's
+/// pages before the meta page that makes them current, so a length taken
+/// after the meta page covers that meta page's pages.
+fn check_file(env: &Env<WithoutTls>, dir: &Path) -> Result<()> {
+    let path = dir.join("data.mdb");
+    let last_page = env.info().last_page_number as u64;
+    let page_size = u64::from(env.unnamed_database_stat().page_size);
+    let len = env.real_disk_size().map_err(|e| match e {
+        heed::Error::Io(e) => Error::io(&path, e),
+        other => Error::from(other),
+    })?;
+    check_meta_pages(&path, page_size)?;
+    let needed = last_page.checked_add(1).and_then(|pages| pages.checked_mul(page_size));
+    match needed {
+        Some(needed) if page_size > 0 && len >= needed => Ok(()),
+        Some(needed) => Err(Error::DamagedFile {
+            path,
+            reason: format!(
+                "it is {len} bytes long, but its header counts {} pages of {page_size} bytes ({needed} bytes): it was cut short, as by an interrupted copy",
+                last_page.saturating_add(1)
+            ),
+        }),
+        None => Err(Error::DamagedFile {
+            path,
+            reason: format!(
+                "its header counts {last_page} pages of {page_size} bytes, more than a file can hold"
+            ),
+        }),
     }
 }
 
 /// Opens (and for writers, creates) an LMDB environment in `dir`: the main
 /// one, or a side environment such as `projections/`.
 pub(crate) fn open_env(dir: &Path, s: &EnvSettings) -> Result<Env<WithoutTls>> {
-    if s.read_only && !dir.join("data.mdb").exists() {
-        return Err(Error::NotAStore { path: dir.to_path_buf() });
+    let data = dir.join("data.mdb");
+    if s.read_only {
+        match std::fs::metadata(&data) {
+            Err(_) => return Err(Error::NotAStore { path: dir.to_path_buf() }),
+            // LMDB takes an empty file for a new environment; only a writer
+            // may make one (a writer that died before its first commit
+            // leaves an empty file, and the next writable open starts over).
+            Ok(m) if m.len() == 0 => {
+                return Err(Error::DamagedFile {
+                    path: data,
+                    reason: "it is empty, so it holds no store".into(),
+                });
+            }
+            Ok(_) => {}
+        }
     }
     let mut flags = EnvFlags::empty();
     if s.no_sync {
@@ -103,11 +166,63 @@ pub(crate) fn open_env(dir: &Path, s: &EnvSettings) -> Result<Env<WithoutTls>> {
     // this process heed refuses a second open of the same path, and across
     // processes eventfold admits one writer (the `LOCK` file) while LMDB's own
     // lock file coordinates readers. The store directory is eventfold's alone.
-    unsafe { options.open(dir) }.map_err(|e| map_open_error(dir, e, s.read_only))
+    let env = unsafe { options.open(dir) }.map_err(|e| map_open_error(dir, e, s.read_only))?;
+    check_file(&env, dir)?;
+    super::map_fault::register_map(&data);
+    Ok(env)
+}
+
+/// Where the transaction id sits in a meta page (64-bit layout of LMDB's
+/// `MDB_meta`, after the 16-byte page header: magic, version, address,
+/// map size, two 48-byte database records, last page, txnid).
+#[cfg(target_pointer_width = "64")]
+const META_TXNID_OFFSET: u64 = 16 + 128;
+
+/// Checks that the two meta pages hold consecutive transaction ids, the
+/// newer one in page `txnid % 2`: LMDB writes the meta page of commit `n`
+/// into page `n % 2`, so the other page holds commit `n - 1` (a new file
+/// has 0 in both; a compacting copy writes 0 and 1). A damaged id would
+/// make LMDB open an older commit, whose pages may have been reused since,
+/// without a word.
+#[cfg(target_pointer_width = "64")]
+fn check_meta_pages(path: &Path, page_size: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut txnids = [0u64; 2];
+    for (i, txnid) in txnids.iter_mut().enumerate() {
+        let mut buf = [0u8; 8];
+        let at = (i as u64).saturating_mul(page_size).saturating_add(META_TXNID_OFFSET);
+        file.read_exact_at(&mut buf, at).map_err(|e| Error::io(path, e))?;
+        *txnid = u64::from_le_bytes(buf);
+    }
+    let newer = usize::from(txnids[1] > txnids[0]);
+    let (new, old) = (txnids[newer], txnids[1 - newer]);
+    let consecutive = new == 0 || (new % 2 == newer as u64 && old.checked_add(1) == Some(new));
+    if consecutive {
+        Ok(())
+    } else {
+        Err(Error::DamagedFile {
+            path: path.to_path_buf(),
+            reason: format!(
+                "its two header pages name transactions {} and {}, which no sequence of commits leaves",
+                txnids[0], txnids[1]
+            ),
+        })
+    }
+}
+
+#[cfg(not(target_pointer_width = "64"))]
+fn check_meta_pages(_path: &Path, _page_size: u64) -> Result<()> {
+    Ok(())
 }
 
 /// Creates the named databases that are missing and returns all of them.
+/// A store that has some of them but not all is damaged (they are created
+/// together), and is refused rather than filled in.
 pub(crate) fn create_dbs(env: &Env<WithoutTls>) -> Result<Dbs> {
+    if let Some(dbs) = open_dbs(env)? {
+        return Ok(dbs);
+    }
     let wtxn = env.write_txn()?;
     let dbs = env.create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
         let mut out = Vec::with_capacity(NAMES.len());
@@ -123,22 +238,142 @@ pub(crate) fn create_dbs(env: &Env<WithoutTls>) -> Result<Dbs> {
     }
 }
 
-/// Opens the named databases of an existing store; `None` when any is missing.
+/// Opens the named databases of an existing store; `None` when there are
+/// none (no store yet). Some but not all of them is `DamagedFile`: they are
+/// created together, so a missing one means a damaged name or page in the
+/// main B-tree.
 pub(crate) fn open_dbs(env: &Env<WithoutTls>) -> Result<Option<Dbs>> {
     let rtxn = env.read_txn()?;
     let dbs = env.open_databases_and_commit(rtxn, |opener, rtxn| -> Result<_, heed::Error> {
         let mut out = Vec::with_capacity(NAMES.len());
+        let mut missing = Vec::new();
         for name in NAMES {
             match opener.open_database::<Bytes, Bytes>(rtxn, Some(name))? {
                 Some(db) => out.push(db),
-                None => return Ok(CommitOrAbort::Abort(())),
+                None => missing.push(name),
             }
+        }
+        if !missing.is_empty() {
+            return Ok(CommitOrAbort::Abort(missing));
         }
         let arr: [_; 7] = out.try_into().map_err(|_| heed::Error::Io(std::io::ErrorKind::Other.into()))?;
         Ok(CommitOrAbort::Commit(arr))
     })?;
-    Ok(match dbs {
-        CommitOrAbort::Commit(arr) => Some(Dbs::from_array(arr)),
-        CommitOrAbort::Abort(()) => None,
-    })
+    match dbs {
+        CommitOrAbort::Commit(arr) => Ok(Some(Dbs::from_array(arr))),
+        CommitOrAbort::Abort(missing) if missing.len() == NAMES.len() => Ok(None),
+        CommitOrAbort::Abort(missing) => Err(Error::DamagedFile {
+            path: env.path().join("data.mdb"),
+            reason: format!(
+                "its databases {} are missing: a name or page of its main B-tree is damaged",
+                missing.join(", ")
+            ),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Error, ExpectedVersion, NewEvent, Store};
+
+    fn store_with_pages() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..200u64 {
+            store.append(&format!("s-{}", i % 7), ExpectedVersion::Any, [NewEvent::json("E", &i)]).unwrap();
+        }
+        drop(store);
+        dir
+    }
+
+    /// Guards the open-time file check: a `data.mdb` cut short (an
+    /// interrupted copy) is refused with `DamagedFile` by read-only and
+    /// writable opens alike, before any page is read (which would be
+    /// `SIGBUS`).
+    #[test]
+    fn a_file_cut_short_is_refused_at_open() {
+        let dir = store_with_pages();
+        let data = dir.path().join("data.mdb");
+        let len = std::fs::metadata(&data).unwrap().len();
+        for cut in [len - 1, len - 4096, len / 2, 8192 + 100] {
+            let f = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+            f.set_len(cut).unwrap();
+            drop(f);
+            let err = Store::builder(dir.path()).open_read_only().unwrap_err();
+            assert!(matches!(err, Error::DamagedFile { .. }), "{cut}: {err:?}");
+            let text = err.to_string();
+            assert!(text.contains("cut short") && text.contains("restore the store from a backup"), "{text}");
+            let err = Store::open(dir.path()).unwrap_err();
+            assert!(matches!(err, Error::DamagedFile { .. }), "{cut}: {err:?}");
+        }
+    }
+
+    /// Guards the meta-page check: a transaction id damaged in either meta
+    /// page (which would make LMDB open an older commit without a word) is
+    /// `DamagedFile` at open.
+    #[test]
+    fn a_damaged_meta_transaction_id_is_refused() {
+        let dir = store_with_pages();
+        let data = dir.path().join("data.mdb");
+        let saved = std::fs::read(&data).unwrap();
+        // The page size is in the meta struct, 24 bytes after the page header.
+        let page_size = u32::from_le_bytes(saved[40..44].try_into().unwrap()) as usize;
+        for page in [0usize, 1] {
+            let mut bytes = saved.clone();
+            bytes[page * page_size + super::META_TXNID_OFFSET as usize + 4] ^= 0x08;
+            std::fs::write(&data, &bytes).unwrap();
+            let err = Store::builder(dir.path()).open_read_only().unwrap_err();
+            assert!(matches!(err, Error::DamagedFile { .. }), "page {page}: {err:?}");
+            assert!(err.to_string().contains("header pages name transactions"), "{err}");
+        }
+        std::fs::write(&data, &saved).unwrap();
+        Store::builder(dir.path()).open_read_only().unwrap();
+    }
+
+    /// Guards the check that the named databases come together: one
+    /// missing (a damaged name in the main B-tree) is `DamagedFile` for
+    /// read-only and writable opens, and a writable open does not create
+    /// it afresh.
+    #[test]
+    fn a_missing_database_is_damage_not_a_new_store() {
+        let dir = store_with_pages();
+        // Rename "streams" as damage would: a changed byte in its key in
+        // the main B-tree (a node with a 7-byte key, then the key).
+        let data = dir.path().join("data.mdb");
+        let mut bytes = std::fs::read(&data).unwrap();
+        let pattern = b"\x07\x00streams";
+        let mut found = 0;
+        for i in 0..bytes.len() - pattern.len() {
+            if &bytes[i..i + pattern.len()] == pattern {
+                bytes[i + pattern.len() - 1] = b'z';
+                found += 1;
+            }
+        }
+        assert!(found > 0);
+        std::fs::write(&data, bytes).unwrap();
+        for writable in [false, true] {
+            let err = if writable {
+                Store::open(dir.path()).unwrap_err()
+            } else {
+                Store::builder(dir.path()).open_read_only().unwrap_err()
+            };
+            assert!(matches!(err, Error::DamagedFile { .. }), "{err:?}");
+            assert!(err.to_string().contains("databases streams are missing"), "{err}");
+        }
+    }
+
+    /// Guards the files too short for LMDB's two header pages, and an empty
+    /// file under a read-only open: `DamagedFile`, not "no store here".
+    #[test]
+    fn a_file_without_its_header_is_damaged() {
+        let dir = store_with_pages();
+        let data = dir.path().join("data.mdb");
+        for cut in [4096 + 10, 100, 0] {
+            let f = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+            f.set_len(cut).unwrap();
+            drop(f);
+            let err = Store::builder(dir.path()).open_read_only().unwrap_err();
+            assert!(matches!(err, Error::DamagedFile { .. }), "{cut}: {err:?}");
+        }
+    }
 }

@@ -31,6 +31,28 @@ pub fn archive_format() -> String {
     format!("rkyv0.8 {endian} align{align} ptr{ptr}")
 }
 
+/// The greatest `format_version` taken for a newer store rather than for a
+/// damaged entry.
+const MAX_PLAUSIBLE_FORMAT: u32 = 1000;
+
+/// Whether `s` reads like what [`archive_format`] writes:
+/// `rkyv<version> <le|be> align<n> ptr<n>`, or `unknown` in place of the
+/// endianness.
+fn is_archive_format(s: &[u8]) -> bool {
+    let Ok(s) = std::str::from_utf8(s) else { return false };
+    let parts: Vec<&str> = s.split(' ').collect();
+    let number = |p: &str, prefix: &str| {
+        p.strip_prefix(prefix).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    parts.len() == 4
+        && parts[0]
+            .strip_prefix("rkyv")
+            .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+        && matches!(parts[1], "le" | "be" | "unknown")
+        && number(parts[2], "align")
+        && number(parts[3], "ptr")
+}
+
 /// What `meta` says about a store.
 #[derive(Debug, Clone)]
 pub(crate) struct MetaInfo {
@@ -42,6 +64,11 @@ pub(crate) struct MetaInfo {
 /// Writes the meta entries of a new store, or checks those of an existing one.
 pub(crate) fn init_or_check(wtxn: &mut RwTxn, dbs: &Dbs, now: u64) -> Result<MetaInfo> {
     if dbs.meta.get(wtxn, KEY_FORMAT)?.is_none() {
+        // A new store has no events: a log without its format entry is a
+        // damaged `meta`, not a store to initialise (and write into).
+        if dbs.events.first(wtxn)?.is_some() {
+            return Err(Error::index("meta", "format_version missing from a store that holds events"));
+        }
         dbs.meta.put(wtxn, KEY_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
         dbs.meta.put(wtxn, KEY_ARCHIVE, archive_format().as_bytes())?;
         dbs.meta.put(wtxn, KEY_STORE_ID, Uuid::now_v7().as_bytes())?;
@@ -58,12 +85,23 @@ pub(crate) fn check(rtxn: &RoTxn, dbs: &Dbs) -> Result<MetaInfo> {
     let format: [u8; 4] =
         format.try_into().map_err(|_| Error::index("meta", "format_version is not 4 bytes"))?;
     let format = u32::from_le_bytes(format);
+    // Format versions count up from 1: zero, or a number no release will
+    // reach, is a damaged entry rather than a newer store.
+    if format == 0 || format > MAX_PLAUSIBLE_FORMAT {
+        return Err(Error::index("meta", format!("format_version {format} is not a format version")));
+    }
     if format != FORMAT_VERSION {
         return Err(Error::UnsupportedFormat { found: format, supported: FORMAT_VERSION });
     }
     let archive =
         dbs.meta.get(rtxn, KEY_ARCHIVE)?.ok_or_else(|| Error::index("meta", "archive_format missing"))?;
     let expected = archive_format();
+    if archive != expected.as_bytes() && !is_archive_format(archive) {
+        return Err(Error::index(
+            "meta",
+            format!("archive_format {:?} is not a format description", String::from_utf8_lossy(archive)),
+        ));
+    }
     if archive != expected.as_bytes() {
         return Err(Error::ArchiveFormatMismatch {
             found: String::from_utf8_lossy(archive).into_owned(),
@@ -76,7 +114,7 @@ pub(crate) fn check(rtxn: &RoTxn, dbs: &Dbs) -> Result<MetaInfo> {
     let next = dbs.meta.get(rtxn, KEY_NEXT_STREAM)?.filter(|v| v.len() == 8);
     Ok(MetaInfo {
         store_id,
-        created_at: created.map(le_u64).unwrap_or(0),
+        created_at: created.map(le_u64).ok_or_else(|| Error::index("meta", "created_at missing"))?,
         next_stream_no: next.map(le_u64).ok_or_else(|| Error::index("meta", "next_stream_no missing"))?,
     })
 }
@@ -95,4 +133,55 @@ pub(crate) fn overwrite_for_test(
         dbs.meta.put(wtxn, KEY_ARCHIVE, a.as_bytes())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ExpectedVersion, NewEvent, Store};
+
+    fn damaged_store(f: impl FnOnce(&mut RwTxn, &Dbs)) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.append("s-1", ExpectedVersion::Any, [NewEvent::json("E", &1)]).unwrap();
+        {
+            let (env, dbs) = store.env_and_dbs();
+            let mut wtxn = env.write_txn().unwrap();
+            f(&mut wtxn, &dbs);
+            wtxn.commit().unwrap();
+        }
+        drop(store);
+        dir
+    }
+
+    /// Guards the reading of damaged `meta` entries as damage: a format
+    /// version no release writes, an archive format that is no format
+    /// description, a missing creation time. Each was taken for a newer
+    /// store, or shown as 0.
+    #[test]
+    fn damaged_meta_entries_are_index_corruption() {
+        type Damage = fn(&mut RwTxn, &Dbs);
+        let cases: [(&str, Damage); 4] = [
+            ("format 0", |w, d| d.meta.put(w, KEY_FORMAT, &0u32.to_le_bytes()).unwrap()),
+            ("format huge", |w, d| d.meta.put(w, KEY_FORMAT, &0x0100_0001u32.to_le_bytes()).unwrap()),
+            ("archive", |w, d| d.meta.put(w, KEY_ARCHIVE, b"rkyv0.8 le alig\xf38 ptr32").unwrap()),
+            ("created_at", |w, d| assert!(d.meta.delete(w, KEY_CREATED).unwrap())),
+        ];
+        for (name, damage) in cases {
+            let dir = damaged_store(damage);
+            let err = Store::builder(dir.path()).open_read_only().unwrap_err();
+            assert!(matches!(err, Error::IndexCorruption { index: "meta", .. }), "{name}: {err:?}");
+        }
+    }
+
+    /// Guards the writable open of a store whose `meta` lost its format
+    /// entry: it refuses instead of initialising `meta` again over a log
+    /// (a write into a damaged page made LMDB abort on an assertion).
+    #[test]
+    fn a_log_without_a_format_entry_is_not_initialised_again() {
+        let dir = damaged_store(|w, d| assert!(d.meta.delete(w, KEY_FORMAT).unwrap()));
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, Error::IndexCorruption { index: "meta", .. }), "{err:?}");
+        assert!(err.to_string().contains("format_version missing"), "{err}");
+    }
 }

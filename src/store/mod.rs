@@ -5,9 +5,11 @@ mod builder;
 pub(crate) mod env;
 pub(crate) mod keys;
 mod lock;
+pub(crate) mod map_fault;
 pub(crate) mod meta;
 
 pub use builder::{DEFAULT_MAP_SIZE, Durability, StoreBuilder};
+pub use map_fault::{DAMAGED_FILE_EXIT_CODE, install_damaged_file_handler};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -148,15 +150,12 @@ impl Store {
             (dbs, info)
         };
         let shared = Arc::new(Shared::default());
-        let (head, last_recorded_at) = {
-            let rtxn = env.read_txn()?;
-            match dbs.events.last(&rtxn)? {
-                Some((k, v)) => {
-                    let p = parse_position_key(k)?;
-                    (p, record::recorded_at(p, v)?)
-                }
-                None => (0, 0),
-            }
+        let (head, last_recorded_at) = match last_record(&env, dbs) {
+            Ok(last) => last,
+            // Only the writer needs the last record (its time, for the next
+            // one's): a read-only open goes on, so `verify` can report it.
+            Err(e) if read_only && e.is_damage() => (0, 0),
+            Err(e) => return Err(e),
         };
         shared.head.store(head, Ordering::Release);
         shared.durable.store(head, Ordering::Release);
@@ -494,6 +493,20 @@ impl std::fmt::Debug for Store {
             .field("path", &self.inner.dir)
             .field("read_only", &self.is_read_only())
             .finish_non_exhaustive()
+    }
+}
+
+/// The position and `recorded_at` of the log's last record, `(0, 0)` when
+/// the log is empty. A damaged last record is an error: a writer cannot go
+/// on from it.
+fn last_record(env: &Env<WithoutTls>, dbs: Dbs) -> Result<(u64, u64)> {
+    let rtxn = env.read_txn()?;
+    match dbs.events.last(&rtxn)? {
+        Some((k, v)) => {
+            let p = parse_position_key(k)?;
+            Ok((p, record::recorded_at(p, v)?))
+        }
+        None => Ok((0, 0)),
     }
 }
 

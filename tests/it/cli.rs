@@ -464,8 +464,12 @@ fn verify_names_a_flipped_record_byte() {
     assert_eq!(report["fault_count"], 2);
     assert_eq!(report["faults"][0]["area"], "events");
     assert_eq!(report["faults"][0]["position"], 2);
-    // Reading the damaged record is an error that says what to do, not garbage.
-    let err = fails(run(&dir, &["read", "--all"]));
+    // Reading the damaged record is an error that says what to do, not
+    // garbage, with the exit code of damaged data.
+    let o = run(&dir, &["read", "--all"]);
+    assert_eq!(o.status.code(), Some(eventfold::DAMAGED_FILE_EXIT_CODE), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("record at position 2 is corrupt") && err.contains("eventfold verify"), "{err}");
 }
 

@@ -5,6 +5,8 @@ mod aggregates;
 mod cli;
 mod common;
 mod core;
+#[cfg(feature = "cli")]
+mod corruption;
 mod crash;
 mod disk_full;
 mod examples;

@@ -29,7 +29,15 @@ use eventfold::{Error, Store};
 
 /// eventfold: an embedded event store on LMDB.
 #[derive(Parser)]
-#[command(name = "eventfold", version, about, long_about = None)]
+#[command(
+    name = "eventfold",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit codes: 0 done; 1 the command failed, or `verify` found faults; 2 a usage error; \
+3 the store's files are damaged (a corrupt record or index entry, a file cut short, a damaged page): \
+restore the store from a backup, and run `eventfold verify` to see what is wrong."
+)]
 struct Cli {
     /// The store's data directory.
     #[arg(long, global = true, env = "EVENTFOLD_DATA", default_value = "./eventfold-data")]
@@ -127,6 +135,12 @@ pub enum Outcome {
 }
 
 fn main() -> ExitCode {
+    // Before anything opens the store: a damaged page that LMDB follows out
+    // of the file ends the process with one line and exit code 3, not a
+    // bare `Bus error`.
+    if let Err(e) = eventfold::install_damaged_file_handler() {
+        eprintln!("eventfold: warning: {e}");
+    }
     let cli = Cli::parse();
     let ctx = Ctx { data: cli.data, json: cli.json };
     let result = match cli.command {
@@ -160,9 +174,22 @@ fn main() -> ExitCode {
             // `{:#}` puts the context chain on one line: "doing X: because Y".
             let text = format!("{e:#}").replace('\n', " ");
             eprintln!("eventfold: error: {text}");
-            ExitCode::FAILURE
+            if is_damage(&e) { ExitCode::from(DAMAGED_EXIT) } else { ExitCode::FAILURE }
         }
     }
+}
+
+/// The exit code of a command stopped by damaged store files, the same as
+/// the signal handler's.
+const DAMAGED_EXIT: u8 = {
+    assert!(eventfold::DAMAGED_FILE_EXIT_CODE > 0 && eventfold::DAMAGED_FILE_EXIT_CODE < 256);
+    eventfold::DAMAGED_FILE_EXIT_CODE as u8
+};
+
+/// Whether the command failed on damaged data: a corrupt record or index
+/// entry, a damaged file or page.
+fn is_damage(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<Error>().is_some_and(Error::is_damage))
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
