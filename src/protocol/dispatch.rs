@@ -339,8 +339,11 @@ fn push(id: u64, mut sub: Subscription, stop: &AtomicBool, output: &SharedOutput
 }
 
 fn new_event(e: &WireNewEvent) -> crate::Result<NewEvent> {
-    // The payload's exact text is stored, as the client spelled it.
+    // The payload's exact text is stored, as the client spelled it. The
+    // parser checked that every reader can parse it; text from elsewhere
+    // is checked by the append.
     let mut event = NewEvent::json_bytes(e.event_type.clone(), e.event_data.get().as_bytes().to_vec());
+    event.json_checked = e.event_data.is_readable();
     if let Some(id) = e.event_id {
         event = event.with_id(id);
     }

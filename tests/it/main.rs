@@ -13,6 +13,7 @@ mod faults;
 mod fuzz_corpus;
 mod model;
 mod multiprocess;
+mod payload_limits;
 mod projections;
 #[cfg(feature = "cli")]
 mod protocol;

@@ -48,6 +48,80 @@ fn payloads_are_stored_and_returned_as_sent() {
     assert_eq!(stored, vec![one.as_bytes().to_vec(), two.as_bytes().to_vec()]);
 }
 
+/// Guards against protocol input that was silently dropped or accepted but
+/// unreadable. A field serde_json cannot parse into a value (a number
+/// beyond a 64-bit float, nesting deeper than 100 levels, half a surrogate
+/// pair) was read as absent: `metadata` stored as `{}`, `schema_version` as
+/// 1, a `msg_id` answered without `in_reply_to`; such an `event_data` was
+/// stored as it was, after which `get_state`, `create_snapshot` and
+/// `eventfold state` failed for the aggregate forever. Each is now error 12
+/// naming the field, nothing is stored, and what is accepted at the limits
+/// is readable by all of them.
+#[test]
+fn unreadable_values_are_refused_by_name_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = StdioNode::start(dir.path(), &[]);
+    let append = |msg_id: &str, fields: &str| {
+        format!(
+            r#"{{"body":{{"type":"append","msg_id":{msg_id},"aggregate_id":"bad-1","event_type":"E","version":"any",{fields}}}}}"#
+        )
+    };
+    let deep_metadata = format!(r#"{{"trace":{}0{}}}"#, "[".repeat(200), "]".repeat(200));
+    let deep_payload = format!("{}{}", "[".repeat(500_000), "]".repeat(500_000));
+    let cases = [
+        (append("1", r#""event_data":{},"metadata":{"a":1e400}"#), Some(1), "field `metadata`: number out of range"),
+        (
+            append("2", &format!(r#""event_data":{{}},"metadata":{deep_metadata}"#)),
+            Some(2),
+            "field `metadata`: arrays and objects are nested more than 100 levels deep",
+        ),
+        (append("3", r#""event_data":{},"schema_version":1e400"#), Some(3), "field `schema_version`: number out of range"),
+        (append("1e400", r#""event_data":{}"#), None, "field `msg_id`: number out of range"),
+        (
+            append("5", r#""event_data":{"x":1e999999}"#),
+            Some(5),
+            "field `event_data`: number out of range at column 13 of the field",
+        ),
+        (
+            append("6", &format!(r#""event_data":{deep_payload}"#)),
+            Some(6),
+            "field `event_data`: arrays and objects are nested more than 100 levels deep",
+        ),
+        (append("7", r#""event_data":{"s":"\ud800"}"#), Some(7), "field `event_data`: "),
+        (
+            r#"{"body":{"type":"append_batch","msg_id":8,"aggregate_id":"bad-1","version":"any","events":[{"event_type":"E","event_data":1},{"event_type":"E","event_data":[1e400]}]}}"#.to_string(),
+            Some(8),
+            "in `events[1]`: field `event_data`: number out of range",
+        ),
+        (r#"{"src":7,"body":{"type":"stats","msg_id":9}}"#.to_string(), Some(9), "field `src` must be a string"),
+    ];
+    for (line, in_reply_to, text) in cases {
+        let r = node.send_raw(line.as_bytes());
+        let b = body(&r);
+        assert_eq!((b["type"].as_str(), b["code"].as_u64()), (Some("error"), Some(12)), "{r}");
+        assert_eq!(b["in_reply_to"].as_u64(), in_reply_to, "{r}");
+        assert!(b["text"].as_str().unwrap().contains(text), "{text}: {r}");
+    }
+    let r = node.send(json!({"type": "read_all", "msg_id": 10}));
+    assert_eq!((&body(&r)["events"], body(&r)["head"].as_u64()), (&json!([]), Some(0)), "nothing stored");
+
+    // At the limits: accepted, and every reader of the aggregate works.
+    let (open, close) =
+        ("[".repeat(eventfold::MAX_JSON_DEPTH - 1), "]".repeat(eventfold::MAX_JSON_DEPTH - 1));
+    let ok = format!(
+        r#"{{"body":{{"type":"append","msg_id":11,"aggregate_id":"edge-1","event_type":"E","version":0,"event_data":{{"deep":{open}1{close},"max":1.7976931348623157e308,"tiny":-1e-400}},"metadata":{{"trace":{open}1{close}}}}}}}"#
+    );
+    assert_eq!(body(&node.send_raw(ok.as_bytes()))["type"], "appended");
+    let r = node.send(json!({"type": "get_state", "msg_id": 12, "aggregate_id": "edge-1"}));
+    assert_eq!((body(&r)["type"].as_str(), body(&r)["version"].as_u64()), (Some("state"), Some(1)), "{r}");
+    let r = node.send(json!({"type": "create_snapshot", "msg_id": 13, "aggregate_id": "edge-1"}));
+    assert_eq!(body(&r)["type"], "snapshot_created", "{r}");
+    let r = node.send(json!({"type": "read_stream", "msg_id": 14, "aggregate_id": "edge-1"}));
+    assert!(body(&r)["events"][0]["metadata"]["trace"].is_array(), "{r}");
+    node.finish();
+    crate::cli::ok(crate::cli::run(dir.path(), &["state", "edge-1"]));
+}
+
 #[test]
 fn the_exchanges_of_the_spec_hold() {
     let dir = tempfile::tempdir().unwrap();
