@@ -81,7 +81,7 @@ pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent};
 pub use json_limits::MAX_JSON_DEPTH;
 pub use json_snapshot::{JSON_STATE_SNAPSHOT_SCHEMA, JSON_STATE_SNAPSHOTS_KEPT};
-pub use json_state::JsonState;
+pub use json_state::{JsonFields, JsonState};
 pub use projection::runner::DEFAULT_PROJECTION_BATCH;
 pub use projection::{
     Projection, ProjectionContext, ProjectionRunner, ProjectionState, ProjectionStatus, ReadModel,

@@ -12,10 +12,11 @@ use serde::Serialize;
 
 use super::wire::{
     self, AppendBatchRequest, AppendRequest, DEFAULT_NODE_ID, DEFAULT_READ_LIMIT, Envelope, MAX_READ_LIMIT,
-    ReadAllRequest, ReadStreamRequest, Reply, Request, WireEvent, WireNewEvent, codes,
+    RawJson, ReadAllRequest, ReadStreamRequest, Reply, Request, WireEvent, WireNewEvent, codes,
 };
 use crate::error::Error;
 use crate::event::{AppendResult, NewEvent};
+use crate::json_state::JsonState;
 use crate::read::{Filter, ReadAll, ReadStream};
 use crate::store::Store;
 use crate::subscribe::{SubscribeFrom, Subscription};
@@ -200,11 +201,11 @@ impl Session {
                 })
             }
             Request::GetSnapshot(r) => match self.store.latest_json_snapshot(&r.aggregate_id) {
-                Ok(Some(s)) => Ok(Reply::Snapshot {
+                Ok(Some(s)) => state_text(&r.aggregate_id, &s).map(|state| Reply::Snapshot {
                     in_reply_to: id,
                     aggregate_id: r.aggregate_id.clone(),
                     version: s.version,
-                    state: s.state,
+                    state,
                 }),
                 Ok(None) => {
                     return Reply::error(
@@ -218,15 +219,16 @@ impl Session {
                 }
                 Err(e) => Err(e),
             },
-            Request::GetState(r) => self
-                .store
-                .json_state_as_of(&r.aggregate_id, r.as_of_version, r.as_of_time)
-                .map(|s| Reply::State {
-                    in_reply_to: id,
-                    aggregate_id: r.aggregate_id.clone(),
-                    version: s.version,
-                    state: s.state,
-                }),
+            Request::GetState(r) => {
+                self.store.json_state_as_of(&r.aggregate_id, r.as_of_version, r.as_of_time).and_then(|s| {
+                    Ok(Reply::State {
+                        in_reply_to: id,
+                        aggregate_id: r.aggregate_id.clone(),
+                        version: s.version,
+                        state: state_text(&r.aggregate_id, &s)?,
+                    })
+                })
+            }
             Request::Subscribe(_) | Request::Unsubscribe(_) => {
                 return Reply::error(
                     id,
@@ -354,6 +356,14 @@ fn new_event(e: &WireNewEvent) -> crate::Result<NewEvent> {
         event = event.with_metadata(m.clone().into());
     }
     Ok(event)
+}
+
+/// A JSON-merge state's object as wire text, each value as stored.
+fn state_text(stream: &str, s: &JsonState) -> crate::Result<RawJson> {
+    s.state
+        .to_raw_value()
+        .map(RawJson::from_raw)
+        .map_err(|e| Error::StateEncode { stream: stream.to_string(), reason: e.to_string() })
 }
 
 fn first(res: &AppendResult) -> crate::Result<(uuid::Uuid, u64)> {

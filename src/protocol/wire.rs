@@ -602,8 +602,8 @@ pub enum Reply {
         aggregate_id: String,
         /// The version the snapshot was taken at.
         version: u64,
-        /// The saved state.
-        state: Value,
+        /// The saved state (see [`Reply::State`]).
+        state: RawJson,
     },
     /// The answer to `get_state`.
     State {
@@ -614,8 +614,9 @@ pub enum Reply {
         aggregate_id: String,
         /// The version the state is as of.
         version: u64,
-        /// The JSON-merge fold of the events.
-        state: Value,
+        /// The JSON-merge fold of the events: an object whose field values
+        /// are spelled as in the payloads that set them.
+        state: RawJson,
     },
     /// The answer to `subscribe`.
     Subscribed {

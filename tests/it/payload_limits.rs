@@ -1,6 +1,10 @@
-//! JSON that an append takes must be readable by every reader of the store.
+//! JSON that an append takes must be readable by every reader of the store,
+//! and the views for people show it as stored.
 
-use eventfold::{Error, EventMetadata, ExpectedVersion, MAX_JSON_DEPTH, NewEvent};
+use eventfold::{
+    Error, EventMetadata, ExpectedVersion, Filter, JSON_STATE_SNAPSHOT_SCHEMA, MAX_JSON_DEPTH, NewEvent,
+    NewSnapshot, ReadAll, ReadStream, SubscribeFrom,
+};
 use serde_json::{Value, json};
 
 use crate::common::temp_store;
@@ -66,6 +70,80 @@ fn unreadable_json_is_refused_at_append_and_nothing_is_stored() {
     assert_eq!(store.read().unwrap().head().unwrap(), 0, "nothing was written");
 }
 
+/// Guards the other side of the rule: what the check lets through (the
+/// deepest nesting, the largest float, underflow to zero, integers beyond
+/// 64 bits, surrogate pairs) is read back by every reader — the JSON-merge
+/// state, its snapshots, `payload_json`, export, subscriptions — and the
+/// state keeps each value's text.
+#[test]
+fn what_is_accepted_is_readable_by_every_reader() {
+    let (_dir, store) = temp_store();
+    let payloads = [
+        format!(r#"{{"deep":{}}}"#, nested(MAX_JSON_DEPTH - 1)),
+        r#"{"max":1.7976931348623157e308,"tiny":-1e-400,"big":12345678901234567890123,"f":1.50}"#.to_string(),
+        r#"{"smile":"\ud83d\ude00"}"#.to_string(),
+        nested(MAX_JSON_DEPTH),
+    ];
+    let events = payloads.iter().map(|p| NewEvent::json_bytes("E", p.as_bytes().to_vec()));
+    store.append("ok-1", ExpectedVersion::NoStream, events).unwrap();
+    let mut metadata = EventMetadata::new();
+    metadata.extra.insert("trace".into(), nested_value(MAX_JSON_DEPTH - 1));
+    store
+        .append(
+            "ok-1",
+            ExpectedVersion::Exact(4),
+            [NewEvent::json("E", &json!({"last": 1})).with_metadata(metadata)],
+        )
+        .unwrap();
+
+    let reader = store.read().unwrap();
+    for e in reader.stream("ok-1", ReadStream::forward()).unwrap() {
+        let e = e.unwrap().to_owned().unwrap();
+        e.payload_json().unwrap();
+        // An export line holds the payload one level down; it still parses.
+        serde_json::from_str::<Value>(&serde_json::to_string(&e).unwrap()).unwrap();
+    }
+    drop(reader);
+    let state = store.json_state("ok-1", ReadStream::forward()).unwrap();
+    assert_eq!((state.version, state.events, state.skipped), (5, 4, 1));
+    assert_eq!(state.state.get("big"), Some("12345678901234567890123"));
+    assert_eq!(state.state.get("f"), Some("1.50"));
+    assert_eq!(state.state.get("tiny"), Some("-1e-400"));
+    state.state.to_value().unwrap();
+    let saved = store.snapshot_json_state("ok-1").unwrap();
+    let from_snapshot = store.json_state_as_of("ok-1", None, None).unwrap();
+    assert_eq!(from_snapshot, saved);
+    assert_eq!(store.latest_json_snapshot("ok-1").unwrap(), Some(saved));
+
+    let mut sub = store.subscribe(SubscribeFrom::Start, Filter::new()).unwrap();
+    for _ in 0..5 {
+        sub.try_next().unwrap().expect("committed").payload_json().unwrap();
+    }
+    assert_eq!(store.read().unwrap().all(ReadAll::from_position(1)).unwrap().count(), 5);
+}
+
+/// Guards exact numbers through snapshots: a JSON-merge snapshot saved by an
+/// older build holds values re-encoded through `serde_json::Value` (`1.5`
+/// for `1.50`). A fold must not start from it, or the state would show
+/// numbers other than the events'; `get_snapshot` still serves it as saved.
+#[test]
+fn a_fold_does_not_start_from_a_snapshot_with_re_encoded_numbers() {
+    let (_dir, store) = temp_store();
+    store
+        .append("n-1", ExpectedVersion::NoStream, [NewEvent::json_bytes("E", br#"{"f":1.50}"#.to_vec())])
+        .unwrap();
+    let legacy = json!({"state": {"f": 1.5}, "version": 1, "position": 1, "events": 1, "skipped": 0});
+    let snapshot = NewSnapshot::json("n-1", 1, JSON_STATE_SNAPSHOT_SCHEMA, &legacy).unwrap();
+    store.save_snapshot("n-1", snapshot, 3).unwrap();
+    let state = store.json_state_as_of("n-1", None, None).unwrap();
+    assert_eq!(state.state.to_string(), r#"{"f":1.50}"#);
+    let served = store.latest_json_snapshot("n-1").unwrap().unwrap();
+    assert_eq!(served.state.to_string(), r#"{"f":1.5}"#);
+    // A snapshot made now keeps the text, and folds start from it.
+    store.snapshot_json_state("n-1").unwrap();
+    assert_eq!(store.latest_json_snapshot("n-1").unwrap().unwrap().state.to_string(), r#"{"f":1.50}"#);
+}
+
 #[cfg(feature = "cli")]
 mod cli {
     use super::*;
@@ -94,5 +172,37 @@ mod cli {
         let err = stderr(&o);
         assert!(err.contains("line 1") && err.contains("nested more than 100 levels deep"), "{err}");
         assert_eq!(ok(run(dir.path(), &["read", "--all", "--json"])), "");
+    }
+
+    /// Guards exact numbers in the views for people: `read`, `event`,
+    /// `state` and `snapshot show` printed payloads through
+    /// `serde_json::Value`, so a 23-digit integer came out as
+    /// `1.2345678901234568e+22` and `1.50` as `1.5`.
+    #[test]
+    fn views_show_numbers_as_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let payload = r#"{"big": 12345678901234567890123, "f": 1.50, "n": {"e": 1E2}}"#;
+        ok(run(dir.path(), &["append", "n-1", "E", "--payload", payload]));
+        let table = ok(run(dir.path(), &["read", "n-1"]));
+        assert!(table.contains(r#"{"big":12345678901234567890123,"f":1.50,"n":{"e":1E2}}"#), "{table}");
+        let shown = ok(run(dir.path(), &["event", "1"]));
+        assert!(
+            shown.contains("data:\n{\n  \"big\": 12345678901234567890123,\n  \"f\": 1.50,\n  \"n\": {\n    \"e\": 1E2\n  }\n}"),
+            "{shown}"
+        );
+        let pretty =
+            "{\n  \"big\": 12345678901234567890123,\n  \"f\": 1.50,\n  \"n\": {\n    \"e\": 1E2\n  }\n}";
+        let state = ok(run(dir.path(), &["state", "n-1"]));
+        assert!(state.contains(pretty), "{state}");
+        let json = ok(run(dir.path(), &["--json", "state", "n-1"]));
+        assert!(
+            json.contains(r#""state":{"big":12345678901234567890123,"f":1.50,"n":{"e": 1E2}}"#),
+            "{json}"
+        );
+        ok(run(dir.path(), &["snapshot", "create", "n-1"]));
+        let snapshot = ok(run(dir.path(), &["snapshot", "show", "n-1"]));
+        assert!(snapshot.contains(pretty), "{snapshot}");
+        let state = ok(run(dir.path(), &["state", "n-1"]));
+        assert!(state.contains(pretty), "from the snapshot: {state}");
     }
 }

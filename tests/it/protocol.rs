@@ -119,7 +119,32 @@ fn unreadable_values_are_refused_by_name_and_nothing_is_stored() {
     let r = node.send(json!({"type": "read_stream", "msg_id": 14, "aggregate_id": "edge-1"}));
     assert!(body(&r)["events"][0]["metadata"]["trace"].is_array(), "{r}");
     node.finish();
-    crate::cli::ok(crate::cli::run(dir.path(), &["state", "edge-1"]));
+    let state = crate::cli::ok(crate::cli::run(dir.path(), &["state", "edge-1"]));
+    assert!(state.contains("\"tiny\": -1e-400"), "{state}");
+}
+
+/// Guards exact numbers in `get_state` and `get_snapshot`: the state was a
+/// `serde_json::Value`, so a 23-digit integer came back as
+/// `1.2345678901234568e+22` and `1.50` as `1.5`.
+#[test]
+fn state_replies_spell_numbers_as_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = StdioNode::start(dir.path(), &[]);
+    let line = r#"{"body":{"type":"append","msg_id":1,"aggregate_id":"n-1","event_type":"E","version":0,"event_data":{"big":12345678901234567890123,"f":1.50,"n":{"e":1E2}}}}"#;
+    assert_eq!(body(&node.send_raw(line.as_bytes()))["type"], "appended");
+    let state = r#""state":{"big":12345678901234567890123,"f":1.50,"n":{"e":1E2}}"#;
+    node.write_line(br#"{"body":{"type":"get_state","msg_id":2,"aggregate_id":"n-1"}}"#);
+    let reply = node.read_text();
+    assert!(reply.contains(state), "{reply}");
+    node.write_line(br#"{"body":{"type":"create_snapshot","msg_id":3,"aggregate_id":"n-1"}}"#);
+    node.read_text();
+    node.write_line(br#"{"body":{"type":"get_snapshot","msg_id":4,"aggregate_id":"n-1"}}"#);
+    let reply = node.read_text();
+    assert!(reply.contains(state), "{reply}");
+    node.write_line(br#"{"body":{"type":"get_state","msg_id":5,"aggregate_id":"n-1"}}"#);
+    let reply = node.read_text();
+    assert!(reply.contains(state), "folded from the snapshot: {reply}");
+    node.finish();
 }
 
 #[test]
