@@ -327,13 +327,7 @@ fn push(id: u64, mut sub: Subscription, stop: &AtomicBool, output: &SharedOutput
         };
         let failed = matches!(message, Reply::Error { .. });
         let line = to_line(&Envelope { src: from.to_string(), dest: to.to_string(), body: message });
-        let mut out = output.lock().unwrap_or_else(|p| p.into_inner());
-        if out
-            .write_all(line.as_bytes())
-            .and_then(|()| out.write_all(b"\n"))
-            .and_then(|()| out.flush())
-            .is_err()
-            || failed
+        if super::write_line(&mut *output.lock().unwrap_or_else(|p| p.into_inner()), line).is_err() || failed
         {
             return;
         }

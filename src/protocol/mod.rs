@@ -115,12 +115,22 @@ fn trim_cr(buf: &mut Vec<u8>) {
     }
 }
 
+/// Writes one protocol line: `line` with its newline in a single write, then
+/// a flush. A line in two writes (text, then newline) leaves the newline
+/// waiting on the sender's Nagle timer or the peer's delayed ACK, which
+/// stalled replies over TCP by about 40 ms.
+pub(crate) fn write_line<W: Write + ?Sized>(out: &mut W, mut line: String) -> io::Result<()> {
+    line.push('\n');
+    out.write_all(line.as_bytes())?;
+    out.flush()
+}
+
 /// Serves one client: reads request lines from `input` until it ends and
-/// writes one reply line per request to `output`, flushed per line, with the
-/// events of the client's subscriptions pushed between replies. Blank lines
-/// are ignored. Subscriptions end with the input. Returns the number of
-/// requests answered; an error means the input or output failed, never that
-/// a request was bad.
+/// writes one reply line per request to `output`, each line in one write and
+/// flushed, with the events of the client's subscriptions pushed between
+/// replies. Blank lines are ignored. Subscriptions end with the input.
+/// Returns the number of requests answered; an error means the input or
+/// output failed, never that a request was bad.
 pub fn serve_connection<R: BufRead, W: Write + Send + 'static>(
     store: &Store,
     mut input: R,
@@ -138,12 +148,7 @@ pub fn serve_connection<R: BufRead, W: Write + Send + 'static>(
             LineRead::Line if line.iter().all(u8::is_ascii_whitespace) => continue,
             LineRead::Line => session.handle_line(&line),
         };
-        {
-            let mut out = output.lock().unwrap_or_else(|p| p.into_inner());
-            out.write_all(reply.as_bytes())?;
-            out.write_all(b"\n")?;
-            out.flush()?;
-        }
+        write_line(&mut *output.lock().unwrap_or_else(|p| p.into_inner()), reply)?;
         session.after_reply();
         answered += 1;
     }
@@ -152,6 +157,60 @@ pub fn serve_connection<R: BufRead, W: Write + Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    /// A writer that records each `write` call it gets.
+    #[derive(Clone, Default)]
+    struct Writes(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl Write for Writes {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().push(buf.to_vec());
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Guards one write per line: a reply went out as its text and then its
+    /// newline in a second write (and past 8 KiB the buffered writer sent the
+    /// text on its own), which over TCP left the newline waiting ~40 ms on
+    /// Nagle's algorithm and delayed ACKs. Every line, small or large reply
+    /// or pushed event, must reach the writer as one `write` ending in its
+    /// only newline.
+    #[test]
+    fn every_line_is_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(1000));
+        let mut input = String::new();
+        for i in 0..30 {
+            input.push_str(&format!(
+                r#"{{"body":{{"type":"append","msg_id":{i},"aggregate_id":"a-1","event_type":"E","event_data":{big},"version":"any"}}}}"#
+            ));
+            input.push('\n');
+        }
+        input.push_str(r#"{"body":{"type":"read_all","msg_id":100}}"#);
+        input.push('\n');
+        input.push_str("not json\n");
+        input.push_str(r#"{"body":{"type":"subscribe","msg_id":101,"from_sequence":1}}"#);
+        input.push('\n');
+        let writes = Writes::default();
+        let answered =
+            serve_connection(&store, input.as_bytes(), writes.clone(), &ServeOptions::default()).unwrap();
+        assert_eq!(answered, 33);
+        let writes = writes.0.lock().unwrap();
+        // 33 replies, and up to 30 events pushed before the input ended.
+        assert!(writes.len() >= 33, "{}", writes.len());
+        for w in writes.iter() {
+            assert_eq!(w.iter().filter(|&&b| b == b'\n').count(), 1, "{}", String::from_utf8_lossy(w));
+            assert_eq!(w.last(), Some(&b'\n'));
+            serde_json::from_slice::<serde_json::Value>(w).unwrap();
+        }
+        assert!(writes.iter().any(|w| w.len() > 30_000), "the read_all reply is one write of over 30 KB");
+    }
 
     #[test]
     fn long_lines_are_skipped_whole() {
