@@ -10,6 +10,7 @@
 
 mod dispatch;
 mod parse;
+mod pump;
 mod stdio;
 mod tcp;
 pub mod wire;
@@ -27,18 +28,36 @@ use crate::store::Store;
 /// and closed, I/O errors). The `eventfold` CLI writes them to stderr.
 pub type Logger = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Most connections a TCP node serves at once, by default; a client beyond
+/// it gets one `error` line (code [`wire::codes::LIMIT_REACHED`]) and the
+/// connection is closed.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// Most subscriptions one connection may hold at once, by default; a
+/// `subscribe` beyond it is answered with error [`wire::codes::LIMIT_REACHED`].
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 64;
+
 /// Settings of a protocol node.
 #[derive(Clone)]
 pub struct ServeOptions {
     /// Longest request line read, in bytes (default [`wire::DEFAULT_MAX_LINE_BYTES`]).
     pub max_line_bytes: usize,
+    /// Most TCP connections served at once (default [`DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+    /// Most subscriptions per connection (default [`DEFAULT_MAX_SUBSCRIPTIONS`]).
+    pub max_subscriptions: usize,
     /// Where log lines go (default: nowhere).
     pub logger: Option<Logger>,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { max_line_bytes: wire::DEFAULT_MAX_LINE_BYTES, logger: None }
+        ServeOptions {
+            max_line_bytes: wire::DEFAULT_MAX_LINE_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            logger: None,
+        }
     }
 }
 
@@ -128,9 +147,10 @@ pub(crate) fn write_line<W: Write + ?Sized>(out: &mut W, mut line: String) -> io
 /// Serves one client: reads request lines from `input` until it ends and
 /// writes one reply line per request to `output`, each line in one write and
 /// flushed, with the events of the client's subscriptions pushed between
-/// replies. Blank lines are ignored. Subscriptions end with the input.
-/// Returns the number of requests answered; an error means the input or
-/// output failed, never that a request was bad.
+/// replies (by one thread for all of them). Blank lines are ignored.
+/// Subscriptions end with the input. Returns the number of requests
+/// answered; an error means the input or output failed, never that a
+/// request was bad.
 pub fn serve_connection<R: BufRead, W: Write + Send + 'static>(
     store: &Store,
     mut input: R,
@@ -138,11 +158,25 @@ pub fn serve_connection<R: BufRead, W: Write + Send + 'static>(
     options: &ServeOptions,
 ) -> io::Result<u64> {
     let output: SharedOutput = Arc::new(std::sync::Mutex::new(output));
-    let mut session = Session::with_output(store.clone(), output.clone());
+    let mut session =
+        Session::with_output(store.clone(), output.clone()).with_max_subscriptions(options.max_subscriptions);
+    let answered = answer_lines(&mut session, &mut input, &output, options);
+    session.close();
+    answered
+}
+
+/// The request loop of a connection: one reply line per request line, until
+/// the input ends.
+pub(crate) fn answer_lines<R: BufRead>(
+    session: &mut Session,
+    input: &mut R,
+    output: &SharedOutput,
+    options: &ServeOptions,
+) -> io::Result<u64> {
     let mut line = Vec::new();
     let mut answered = 0u64;
     loop {
-        let reply = match read_line_limited(&mut input, &mut line, options.max_line_bytes)? {
+        let reply = match read_line_limited(input, &mut line, options.max_line_bytes)? {
             LineRead::Eof => return Ok(answered),
             LineRead::TooLong(n) => session.oversized_line(n, options.max_line_bytes),
             LineRead::Line if line.iter().all(u8::is_ascii_whitespace) => continue,

@@ -2,19 +2,24 @@
 //! and so its group-commit writer (concurrent appends from different
 //! connections share commits).
 //!
-//! Sockets have `TCP_NODELAY` and every line goes out in one write, so a
-//! reply never waits for an ACK. When `accept` fails (out of file
-//! descriptors, say) the loop sleeps, longer after each failure in a row,
-//! and logs at most one line a second.
+//! Resources are bounded: at most [`ServeOptions::max_connections`]
+//! connections at once (one more gets one `error` line and is closed), at
+//! most [`ServeOptions::max_subscriptions`] per connection, one thread per
+//! connection for its requests and one for all its subscriptions. Sockets
+//! have `TCP_NODELAY` and every line goes out in one write, so a reply never
+//! waits for an ACK. When `accept` fails (out of file descriptors, say) the
+//! loop sleeps, longer after each failure in a row, and logs at most one
+//! line a second.
 
 use std::io::{self, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::dispatch::to_line;
+use super::dispatch::{Session, SharedOutput, to_line};
 use super::wire::{DEFAULT_NODE_ID, Envelope, Reply, codes};
-use super::{ServeOptions, serve_connection};
+use super::{ServeOptions, answer_lines};
 use crate::error::{Error, Result};
 use crate::store::Store;
 
@@ -69,25 +74,81 @@ impl TcpServer {
     /// a failing `accept` is retried after a growing pause (see the module
     /// docs).
     pub fn run(self) -> Result<()> {
+        let active = Arc::new(AtomicUsize::new(0));
         accept_loop(
             || Some(self.listener.accept()),
             std::thread::sleep,
             Instant::now,
             &|line: &str| self.options.log(line),
-            |(stream, peer)| self.start(stream, peer),
+            |(stream, peer)| self.start(stream, peer, &active),
         );
         Ok(())
     }
 
-    /// Serves a new connection on its own thread.
-    fn start(&self, stream: TcpStream, peer: SocketAddr) {
+    /// Serves a new connection on its own thread, or refuses it when the
+    /// node serves as many as it may.
+    fn start(&self, stream: TcpStream, peer: SocketAddr, active: &Arc<AtomicUsize>) {
+        let max = self.options.max_connections;
+        if active.load(Ordering::Acquire) >= max {
+            self.options.log(&format!("refused a connection from {peer}: {max} connections are open"));
+            refuse(
+                stream,
+                format!(
+                    "limit reached: this node serves at most {max} connections at once (serve --max-connections): close one, or try again later"
+                ),
+            );
+            return;
+        }
+        let slot = Slot::take(active.clone());
         let store = self.store.clone();
         let options = self.options.clone();
         let spawned = std::thread::Builder::new()
             .name("eventfold-conn".into())
-            .spawn(move || serve_tcp_client(&store, stream, peer, &options));
+            .spawn(move || serve_tcp_client(&store, stream, peer, &options, slot));
         if let Err(e) = spawned {
             self.options.log(&format!("could not start a thread for the connection from {peer}: {e}"));
+        }
+    }
+}
+
+/// One of the node's connection slots, given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(active: Arc<AtomicUsize>) -> Slot {
+        active.fetch_add(1, Ordering::AcqRel);
+        Slot(active)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Answers a connection the node will not serve with one `error` line, and
+/// closes it, without ever blocking the accept loop.
+fn refuse(stream: TcpStream, text: String) {
+    let line = to_line(&Envelope {
+        src: DEFAULT_NODE_ID.to_string(),
+        dest: "client".to_string(),
+        body: Reply::error(None, codes::LIMIT_REACHED, text),
+    });
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut stream = stream;
+    // A new socket's send buffer holds the line; if it somehow does not,
+    // the client gets the close without it.
+    let _ = super::write_line(&mut stream, line);
+    let _ = stream.shutdown(Shutdown::Write);
+    // What the client already sent is read away, so the close is a FIN
+    // after the line rather than a reset that could discard it.
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        if !matches!(stream.read(&mut sink), Ok(n) if n > 0) {
+            break;
         }
     }
 }
@@ -98,8 +159,10 @@ fn prepare(stream: &TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)
 }
 
-/// Serves one connection until its input ends.
-fn serve_tcp_client(store: &Store, stream: TcpStream, peer: SocketAddr, options: &ServeOptions) {
+/// Serves one connection until its input ends. `slot` is given back before
+/// the socket closes, so a client that saw its connection end can connect
+/// again at once without meeting the connection limit.
+fn serve_tcp_client(store: &Store, stream: TcpStream, peer: SocketAddr, options: &ServeOptions, slot: Slot) {
     options.log(&format!("connection from {peer}"));
     if let Err(e) = prepare(&stream) {
         options.log(&format!("connection from {peer}: {e}"));
@@ -114,13 +177,27 @@ fn serve_tcp_client(store: &Store, stream: TcpStream, peer: SocketAddr, options:
         return;
     }
     // One socket, read by this thread and written by it and the
-    // subscription threads: one file descriptor per connection. No
-    // buffering on the way out: every line is built whole and written once.
+    // subscription thread: one file descriptor per connection.
     let socket = Arc::new(stream);
-    match serve_connection(store, BufReader::new(Socket(socket.clone())), Socket(socket), options) {
+    let mut reader = BufReader::new(Socket(socket.clone()));
+    // No buffering: every line is built whole and written once.
+    let output: SharedOutput = Arc::new(Mutex::new(Socket(socket.clone())));
+    let mut session =
+        Session::with_output(store.clone(), output.clone()).with_max_subscriptions(options.max_subscriptions);
+    let result = answer_lines(&mut session, &mut reader, &output, options);
+    // A subscription thread stuck writing to a client that does not read is
+    // cut loose by shutting the socket down, so teardown takes bounded time.
+    session.close_with(Some(&|| {
+        let _ = socket.shutdown(Shutdown::Both);
+    }));
+    match result {
         Ok(n) => options.log(&format!("connection from {peer} closed after {n} requests")),
         Err(e) => options.log(&format!("connection from {peer} ended: {e}")),
     }
+    drop((session, output, reader));
+    drop(slot);
+    // The last handle: the socket closes here.
+    drop(socket);
 }
 
 /// A connection's socket, shared by its reader and its writers.

@@ -46,6 +46,11 @@ pub mod codes {
     pub const CRASH: u32 = 13;
     /// A precondition failed: an event id is already used elsewhere.
     pub const PRECONDITION_FAILED: u32 = 22;
+    /// A limit of the node is reached: too many connections (the
+    /// connection is then closed), or too many subscriptions on this
+    /// connection. Nothing was done; the text names the limit and its flag.
+    /// (Maelstrom leaves codes from 1000 on to applications.)
+    pub const LIMIT_REACHED: u32 = 1000;
 }
 
 /// One protocol message: who sent it, to whom, and its body.

@@ -611,6 +611,22 @@ fn tcp_remote_addresses_need_allow_remote() {
     assert_eq!(r["type"], "stats_ok");
 }
 
+/// The number of threads of this process.
+fn threads() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+    line["Threads:".len()..].trim().parse().unwrap()
+}
+
+/// A node in this process, on a free loopback port; it runs until the test
+/// binary ends.
+fn tcp_node_in_process(store: &eventfold::Store, options: eventfold::protocol::ServeOptions) -> String {
+    let server = eventfold::protocol::TcpServer::bind(store.clone(), "127.0.0.1:0", false, options).unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    std::thread::spawn(move || server.run());
+    addr
+}
+
 fn client(addr: &str) -> Client {
     let stream = TcpStream::connect(addr).expect("connect");
     Client { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream }
@@ -631,6 +647,125 @@ impl Client {
         let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
         Some(v["body"].clone())
     }
+}
+
+/// Guards subscriptions that cost a thread each: one connection could open
+/// 3,000 subscriptions and so 3,000 threads, each woken and reading the log
+/// on every commit (other clients' appends ran 9x slower), and closing the
+/// connection joined them one by one (152 s). Now one thread per connection
+/// pushes all its subscriptions: 1,000 of them (the limit raised to that)
+/// add a few threads, not 1,000; the 1,001st is refused with code 1000;
+/// every subscription gets its catch-up and live events; and closing the
+/// connection ends them all (the test only has to finish).
+#[test]
+fn a_thousand_subscriptions_on_one_connection_cost_no_thread_each() {
+    const SUBS: u64 = 1000;
+    let (_dir, store) = crate::common::temp_store();
+    for n in 1..=3 {
+        store.append("a-1", eventfold::ExpectedVersion::Any, [crate::common::ev("E", n)]).unwrap();
+    }
+    let options =
+        eventfold::protocol::ServeOptions { max_subscriptions: SUBS as usize, ..Default::default() };
+    let addr = tcp_node_in_process(&store, options);
+    let before = threads();
+    let mut c = client(&addr);
+    for i in 1..=SUBS {
+        c.write(json!({"type": "subscribe", "msg_id": i, "from_sequence": 1}));
+    }
+    let (mut subscribed, mut pushed) = (HashSet::new(), HashMap::<u64, Vec<u64>>::new());
+    while subscribed.len() < SUBS as usize || pushed.values().map(Vec::len).sum::<usize>() < 3 * SUBS as usize
+    {
+        let b = c.next_body().expect("the node answers");
+        match b["type"].as_str() {
+            Some("subscribed") => assert!(subscribed.insert(b["subscription_id"].as_u64().unwrap())),
+            Some("event") => pushed
+                .entry(b["subscription_id"].as_u64().unwrap())
+                .or_default()
+                .push(b["event"]["sequence_number"].as_u64().unwrap()),
+            _ => panic!("unexpected {b}"),
+        }
+    }
+    assert_eq!(subscribed, (1..=SUBS).collect::<HashSet<u64>>());
+    assert!(pushed.values().all(|seqs| seqs == &[1, 2, 3]), "each subscription caught up once, in order");
+
+    c.write(json!({"type": "subscribe", "msg_id": SUBS + 1}));
+    let b = c.next_body().unwrap();
+    assert_eq!((b["code"].as_u64(), b["in_reply_to"].as_u64()), (Some(1000), Some(SUBS + 1)), "{b}");
+    assert!(b["text"].as_str().unwrap().contains("--max-subscriptions"), "{b}");
+
+    let during = threads();
+    assert!(during < before + 50, "{SUBS} subscriptions took {} threads", during.saturating_sub(before));
+
+    // A live event, appended by another client, reaches every subscription.
+    let mut other = client(&addr);
+    let r = other.send(json!({"type": "append", "msg_id": 1, "aggregate_id": "a-1", "event_type": "E", "event_data": {}, "version": 3}));
+    assert_eq!(r["type"], "appended");
+    let mut live = HashSet::new();
+    while live.len() < SUBS as usize {
+        let b = c.next_body().unwrap();
+        assert_eq!(
+            (b["type"].as_str(), b["event"]["sequence_number"].as_u64()),
+            (Some("event"), Some(4)),
+            "{b}"
+        );
+        assert!(live.insert(b["subscription_id"].as_u64().unwrap()));
+    }
+
+    // Closing the connection ends every subscription and then the connection.
+    c.writer.shutdown(std::net::Shutdown::Write).unwrap();
+    while let Some(b) = c.next_body() {
+        assert_eq!(b["type"], "event", "{b}");
+    }
+    let r = other.send(json!({"type": "stats", "msg_id": 2}));
+    assert_eq!(r["type"], "stats_ok");
+}
+
+/// Guards the connection limit: a node served any number of connections
+/// (a thread, a socket and their buffers each). One more than
+/// `max_connections` gets one `error` line with code 1000 naming the flag,
+/// and is closed; once a served client's connection has ended, a new one is
+/// served.
+#[test]
+fn connections_over_the_limit_get_one_error_line() {
+    let (_dir, store) = crate::common::temp_store();
+    let options = eventfold::protocol::ServeOptions { max_connections: 2, ..Default::default() };
+    let addr = tcp_node_in_process(&store, options);
+    let (mut a, mut b) = (client(&addr), client(&addr));
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.send(json!({"type": "stats", "msg_id": 1}))["type"], "stats_ok");
+    }
+    let mut refused = client(&addr);
+    let r = refused.next_body().expect("one line");
+    assert_eq!((r["type"].as_str(), r["code"].as_u64()), (Some("error"), Some(1000)), "{r}");
+    assert!(r["text"].as_str().unwrap().contains("--max-connections"), "{r}");
+    assert_eq!(refused.next_body(), None, "then the connection is closed");
+
+    a.writer.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(a.next_body(), None);
+    let mut again = client(&addr);
+    assert_eq!(again.send(json!({"type": "stats", "msg_id": 2}))["type"], "stats_ok");
+    assert_eq!(b.send(json!({"type": "stats", "msg_id": 3}))["type"], "stats_ok");
+}
+
+/// Guards the subscription limit on stdio (`--max-subscriptions`): past it
+/// `subscribe` is error 1000, and an `unsubscribe` makes room again.
+#[test]
+fn subscriptions_over_the_limit_are_refused_until_one_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = StdioNode::start(dir.path(), &["--max-subscriptions", "2"]);
+    for i in 1..=2 {
+        assert_eq!(body(&node.send(json!({"type": "subscribe", "msg_id": i})))["type"], "subscribed");
+    }
+    let r = node.send(json!({"type": "subscribe", "msg_id": 3}));
+    assert_eq!((body(&r)["code"].as_u64(), body(&r)["in_reply_to"].as_u64()), (Some(1000), Some(3)), "{r}");
+    assert!(body(&r)["text"].as_str().unwrap().contains("has 2 subscriptions"), "{r}");
+    assert_eq!(
+        body(&node.send(json!({"type": "unsubscribe", "msg_id": 4, "subscription_id": 1})))["type"],
+        "unsubscribed"
+    );
+    let r = node.send(json!({"type": "subscribe", "msg_id": 5}));
+    assert_eq!(body(&r), &json!({"type": "subscribed", "in_reply_to": 5, "subscription_id": 3}));
+    node.finish();
 }
 
 /// Guards the accept loop at the file-descriptor limit. It retried a failing
