@@ -16,7 +16,6 @@
 //! read, every read starts at a subscription's own next position, and a
 //! commit after a read always leaves a wake-up behind.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +23,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError};
-use serde::Serialize;
 
 use super::dispatch::{SharedOutput, error_reply, to_line};
 use super::wire::{Envelope, WireEvent};
@@ -83,7 +81,7 @@ impl Pump {
             control: commands,
             wake: Some(wake),
             stop: stop.clone(),
-            subs: BTreeMap::new(),
+            subs: Vec::new(),
         };
         let thread = std::thread::Builder::new().name("eventfold-subs".into()).spawn(move || {
             let _done = done_tx;
@@ -126,18 +124,26 @@ impl Pump {
 
 /// A running subscription.
 struct Sub {
+    id: u64,
+    /// False once removed; dropped from the list at the start of a round,
+    /// so that positions in it stay valid during one.
+    live: bool,
     filter: Filter,
     /// The next log position it needs.
     next: u64,
     from: String,
     to: String,
+    /// `from` and `to` as JSON strings, for [`pushed_line`].
+    src: String,
+    dest: String,
 }
 
 /// How a round of reads ended.
 enum Round {
-    /// Some subscription got further: there may be more.
+    /// Some subscription got further but not to the head: there is more.
     Progress,
-    /// Every subscription has read up to the head.
+    /// Every subscription has read up to the head the round started from;
+    /// a later commit leaves a wake-up.
     CaughtUp,
     /// Stop: asked to, or the client went away.
     Stop,
@@ -150,7 +156,7 @@ struct Runner {
     /// The store's commits; `None` once the store has closed.
     wake: Option<Receiver<u64>>,
     stop: Arc<AtomicBool>,
-    subs: BTreeMap<u64, Sub>,
+    subs: Vec<Sub>,
 }
 
 impl Runner {
@@ -193,11 +199,22 @@ impl Runner {
     fn apply(&mut self, c: Control) {
         match c {
             Control::Add(s) => {
-                let sub = Sub { filter: s.filter, next: s.next, from: s.from, to: s.to };
-                self.subs.insert(s.id, sub);
+                let sub = Sub {
+                    id: s.id,
+                    live: true,
+                    filter: s.filter,
+                    next: s.next,
+                    src: json_string(&s.from),
+                    dest: json_string(&s.to),
+                    from: s.from,
+                    to: s.to,
+                };
+                self.subs.push(sub);
             }
             Control::Remove(id, done) => {
-                self.subs.remove(&id);
+                for s in self.subs.iter_mut().filter(|s| s.id == id) {
+                    s.live = false;
+                }
                 let _ = done.send(());
             }
         }
@@ -217,10 +234,10 @@ impl Runner {
             let mut select = Select::new();
             let control = select.recv(&self.control);
             let wake = match &self.wake {
-                Some(w) if !self.subs.is_empty() => Some((select.recv(w), w)),
+                Some(w) if self.subs.iter().any(|s| s.live) => Some((select.recv(w), w)),
                 _ => None,
             };
-            let op = if self.store.is_read_only() && !self.subs.is_empty() {
+            let op = if self.store.is_read_only() && wake.is_some() {
                 select.select_timeout(READ_ONLY_POLL).ok()
             } else {
                 Some(select.select())
@@ -253,72 +270,78 @@ impl Runner {
     /// One batch of the log for each group of subscriptions that need the
     /// same position, pushed to the subscriptions each event matches.
     fn round(&mut self) -> Round {
+        self.subs.retain(|s| s.live);
         let head = match self.store.read().and_then(|r| r.head()) {
             Ok(h) => h,
-            Err(e) => return self.fail(self.subs.keys().copied().collect(), e),
+            Err(e) => return self.fail(&(0..self.subs.len()).collect::<Vec<_>>(), e),
         };
-        let mut groups: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-        for (id, s) in &self.subs {
-            if s.next <= head {
-                groups.entry(s.next).or_default().push(*id);
-            }
-        }
-        if groups.is_empty() {
+        // The subscriptions behind the head, by the position they need; a
+        // run of equal positions is a group that shares one read.
+        let mut behind: Vec<(u64, usize)> =
+            self.subs.iter().enumerate().filter(|(_, s)| s.next <= head).map(|(i, s)| (s.next, i)).collect();
+        if behind.is_empty() {
             return Round::CaughtUp;
         }
+        behind.sort_unstable();
+        let groups: Vec<(u64, Vec<usize>)> = behind
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|run| (run[0].0, run.iter().map(|&(_, i)| i).collect()))
+            .collect();
         let batch = DEFAULT_SUBSCRIPTION_BATCH as u64;
-        for (next, ids) in groups {
+        let mut caught_up = true;
+        for (next, group) in &groups {
+            let (next, group) = (*next, group.as_slice());
             let last = head.min(next.saturating_add(batch - 1));
-            let events = match self.read(next, last, &ids) {
+            caught_up &= last == head;
+            let events = match self.read(next, last, group) {
                 Ok(events) => events,
                 Err(e) => {
-                    if let Round::Stop = self.fail(ids, e) {
+                    if let Round::Stop = self.fail(group, e) {
                         return Round::Stop;
                     }
                     continue;
                 }
             };
-            for id in &ids {
-                if let Some(s) = self.subs.get_mut(id) {
-                    s.next = last.saturating_add(1);
-                }
+            for &i in group {
+                self.subs[i].next = last.saturating_add(1);
             }
             for (event, matching) in events {
                 // A removal or a stop does not wait for the whole batch.
                 if !self.take_control() {
                     return Round::Stop;
                 }
-                for id in matching {
-                    let Some(s) = self.subs.get(&id) else { continue };
-                    let line = to_line(&Pushed {
-                        src: &s.from,
-                        dest: &s.to,
-                        body: PushedBody { kind: "event", subscription_id: id, event: &event },
-                    });
+                // Encoded once, however many subscriptions it goes to.
+                let event = to_line(&event);
+                for i in matching {
+                    let s = &self.subs[i];
+                    if !s.live {
+                        continue;
+                    }
+                    let line = pushed_line(&s.src, &s.dest, s.id, &event);
                     if self.stop.load(Ordering::Acquire) || self.write(line).is_err() {
                         return Round::Stop;
                     }
                 }
             }
         }
-        Round::Progress
+        if caught_up { Round::CaughtUp } else { Round::Progress }
     }
 
-    /// The events at positions `from..=to` that match any of `ids`, each with
-    /// the subscriptions it matches. The read transaction ends before any
-    /// line is written, so a slow client never holds it open.
-    fn read(&self, from: u64, to: u64, ids: &[u64]) -> Result<Vec<(WireEvent, Vec<u64>)>> {
+    /// The events at positions `from..=to` that match any of the
+    /// subscriptions at `group` (positions in the list), each with those it
+    /// matches. The read transaction ends before any line is written, so a
+    /// slow client never holds it open.
+    fn read(&self, from: u64, to: u64, group: &[usize]) -> Result<Vec<(WireEvent, Vec<usize>)>> {
         let reader = self.store.read()?;
         let mut events = Vec::new();
         for e in reader.all(ReadAll::from_position(from).up_to_position(to))? {
             let e = e?;
-            let matching: Vec<u64> = ids
+            let matching: Vec<usize> = group
                 .iter()
                 .copied()
-                .filter(|id| {
-                    self.subs.get(id).is_some_and(|s| {
-                        s.filter.is_empty() || s.filter.matches(e.stream_id(), e.event_type())
-                    })
+                .filter(|&i| {
+                    let f = &self.subs[i].filter;
+                    f.is_empty() || f.matches(e.stream_id(), e.event_type())
                 })
                 .collect();
             if !matching.is_empty() {
@@ -328,17 +351,21 @@ impl Runner {
         Ok(events)
     }
 
-    /// Ends subscriptions `ids` after the read for them failed: each gets
-    /// one `error` line (none when the store has closed).
-    fn fail(&mut self, ids: Vec<u64>, e: crate::Error) -> Round {
+    /// Ends the subscriptions at `group` after the read for them failed:
+    /// each gets one `error` line (none when the store has closed).
+    fn fail(&mut self, group: &[usize], e: crate::Error) -> Round {
         let closed = matches!(e, crate::Error::Closed);
         let reply = error_reply(None, e);
-        for id in ids {
-            let Some(s) = self.subs.remove(&id) else { continue };
+        for &i in group {
+            let s = &mut self.subs[i];
+            if !s.live {
+                continue;
+            }
+            s.live = false;
             if closed {
                 continue;
             }
-            let line = to_line(&Envelope { src: s.from, dest: s.to, body: reply.clone() });
+            let line = to_line(&Envelope { src: s.from.clone(), dest: s.to.clone(), body: reply.clone() });
             if self.write(line).is_err() {
                 return Round::Stop;
             }
@@ -351,21 +378,18 @@ impl Runner {
     }
 }
 
-/// A pushed `event` message, serialized like `Envelope<Reply::Event>`
-/// without copying the event for each subscription it goes to.
-#[derive(Serialize)]
-struct Pushed<'a> {
-    src: &'a str,
-    dest: &'a str,
-    body: PushedBody<'a>,
+/// A pushed `event` message, the same line as `Envelope<Reply::Event>`
+/// serializes to, put together from the event's JSON (encoded once for all
+/// the subscriptions it goes to) and the JSON strings `src` and `dest`.
+fn pushed_line(src: &str, dest: &str, subscription_id: u64, event: &str) -> String {
+    format!(
+        r#"{{"src":{src},"dest":{dest},"body":{{"type":"event","subscription_id":{subscription_id},"event":{event}}}}}"#
+    )
 }
 
-#[derive(Serialize)]
-struct PushedBody<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    subscription_id: u64,
-    event: &'a WireEvent,
+/// `s` as a JSON string.
+fn json_string(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
 }
 
 #[cfg(test)]
@@ -374,7 +398,7 @@ mod tests {
     use crate::event::{ExpectedVersion, NewEvent};
     use crate::protocol::wire::Reply;
 
-    /// The borrowed form of a pushed event is the same line as the reply type.
+    /// A pushed event is the line of its reply type.
     #[test]
     fn pushed_events_are_event_replies() {
         let dir = tempfile::tempdir().unwrap();
@@ -384,14 +408,11 @@ mod tests {
             .unwrap();
         let e = store.read().unwrap().event(1).unwrap().unwrap().to_owned().unwrap();
         let event = WireEvent::from_recorded(e, true).unwrap();
-        let pushed = to_line(&Pushed {
-            src: "n",
-            dest: "c",
-            body: PushedBody { kind: "event", subscription_id: 7, event: &event },
-        });
+        let (src, dest) = ("node \"n\"", "c\u{1}");
+        let pushed = pushed_line(&json_string(src), &json_string(dest), 7, &to_line(&event));
         let reply = to_line(&Envelope {
-            src: "n".to_string(),
-            dest: "c".to_string(),
+            src: src.to_string(),
+            dest: dest.to_string(),
             body: Reply::Event { subscription_id: 7, event },
         });
         assert_eq!(pushed, reply);
