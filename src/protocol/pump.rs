@@ -82,6 +82,7 @@ impl Pump {
             wake: Some(wake),
             stop: stop.clone(),
             subs: Vec::new(),
+            added: false,
         };
         let thread = std::thread::Builder::new().name("eventfold-subs".into()).spawn(move || {
             let _done = done_tx;
@@ -157,6 +158,9 @@ struct Runner {
     wake: Option<Receiver<u64>>,
     stop: Arc<AtomicBool>,
     subs: Vec<Sub>,
+    /// A subscription was added since the current round began (it is in no
+    /// group of it, so the round cannot count it as caught up).
+    added: bool,
 }
 
 impl Runner {
@@ -210,6 +214,7 @@ impl Runner {
                     to: s.to,
                 };
                 self.subs.push(sub);
+                self.added = true;
             }
             Control::Remove(id, done) => {
                 for s in self.subs.iter_mut().filter(|s| s.id == id) {
@@ -271,6 +276,7 @@ impl Runner {
     /// same position, pushed to the subscriptions each event matches.
     fn round(&mut self) -> Round {
         self.subs.retain(|s| s.live);
+        self.added = false;
         let head = match self.store.read().and_then(|r| r.head()) {
             Ok(h) => h,
             Err(e) => return self.fail(&(0..self.subs.len()).collect::<Vec<_>>(), e),
@@ -324,7 +330,7 @@ impl Runner {
                 }
             }
         }
-        if caught_up { Round::CaughtUp } else { Round::Progress }
+        if caught_up && !self.added { Round::CaughtUp } else { Round::Progress }
     }
 
     /// The events at positions `from..=to` that match any of the
@@ -397,6 +403,53 @@ mod tests {
     use super::*;
     use crate::event::{ExpectedVersion, NewEvent};
     use crate::protocol::wire::Reply;
+
+    /// Guards a subscription added while a round pushes events (the
+    /// session hands subscriptions over at any time): the round must not
+    /// report "caught up", or the pump waits for a commit that may never
+    /// come while the new subscription has events to catch up on. This hung
+    /// a connection that made many subscriptions in a row.
+    #[test]
+    fn a_subscription_added_during_a_round_is_not_left_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.append("a-1", ExpectedVersion::Any, [NewEvent::json("E", &1)]).unwrap();
+        let lines = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let output: SharedOutput = lines.clone();
+        let (control, commands) = crossbeam_channel::unbounded();
+        let mut runner = Runner {
+            store: store.clone(),
+            output,
+            control: commands,
+            wake: Some(store.shared().notifier.register()),
+            stop: Arc::new(AtomicBool::new(false)),
+            subs: Vec::new(),
+            added: false,
+        };
+        let sub = |id| NewSubscription {
+            id,
+            filter: Filter::new(),
+            next: 1,
+            from: "n".to_string(),
+            to: "c".to_string(),
+        };
+        runner.apply(Control::Add(sub(1)));
+        // Taken by the round as it pushes subscription 1's event.
+        control.send(Control::Add(sub(2))).unwrap();
+        assert!(matches!(runner.round(), Round::Progress), "subscription 2 is still behind");
+        assert!(matches!(runner.round(), Round::CaughtUp));
+        assert!(matches!(runner.round(), Round::CaughtUp));
+        let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+        let ids: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["body"]["subscription_id"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(ids, [1, 2], "each subscription got the event once");
+    }
 
     /// A pushed event is the line of its reply type.
     #[test]

@@ -629,6 +629,8 @@ fn tcp_node_in_process(store: &eventfold::Store, options: eventfold::protocol::S
 
 fn client(addr: &str) -> Client {
     let stream = TcpStream::connect(addr).expect("connect");
+    // A node that stops answering fails the test instead of hanging it.
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
     Client { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream }
 }
 
