@@ -8,9 +8,11 @@
 //! [`Repository`](crate::Repository) (whose schema versions are small
 //! numbers) ignores it, and this module ignores the aggregates' snapshots.
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 use crate::event::ContentType;
-use crate::json_state::JsonState;
+use crate::json_state::{JsonFields, JsonState};
 use crate::read::ReadStream;
 use crate::snapshot::NewSnapshot;
 use crate::store::Store;
@@ -20,6 +22,44 @@ pub const JSON_STATE_SNAPSHOT_SCHEMA: u32 = u32::MAX;
 
 /// How many JSON-merge snapshots of a stream [`Store::snapshot_json_state`] keeps.
 pub const JSON_STATE_SNAPSHOTS_KEPT: usize = 3;
+
+/// A JSON-merge snapshot's state bytes: the [`JsonState`]'s fields, and
+/// `exact_numbers`, which says the values are the payloads' own text.
+/// Snapshots saved before the state kept that text hold values re-encoded
+/// through `serde_json::Value` (`1.50` saved as `1.5`, big integers
+/// rounded); a fold does not start from those, so the state it reports
+/// always spells values as the events do.
+#[derive(Serialize)]
+struct SavedState<'a> {
+    state: &'a JsonFields,
+    version: u64,
+    position: u64,
+    events: u64,
+    skipped: u64,
+    exact_numbers: bool,
+}
+
+#[derive(Deserialize)]
+struct LoadedState {
+    state: JsonFields,
+    version: u64,
+    position: u64,
+    events: u64,
+    skipped: u64,
+    #[serde(default)]
+    exact_numbers: bool,
+}
+
+impl LoadedState {
+    fn parse(bytes: &[u8]) -> Option<LoadedState> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    fn into_state(self) -> JsonState {
+        let LoadedState { state, version, position, events, skipped, .. } = self;
+        JsonState { state, version, position, events, skipped }
+    }
+}
 
 impl Store {
     /// The JSON-merge state of `stream` folded up to `as_of_version` and up to
@@ -43,11 +83,12 @@ impl Store {
         if let Some((_, Ok(s))) = reader.snapshot_at_or_below(stream, max_version)?
             && s.state_schema_version == JSON_STATE_SNAPSHOT_SCHEMA
             && s.content_type == ContentType::Json
-            && let Ok(state) = serde_json::from_slice::<JsonState>(&s.state)
+            && let Some(saved) = LoadedState::parse(&s.state)
+            && saved.exact_numbers
             // A snapshot of a version recorded after the time bound is too new.
-            && state.position <= up_to_position
+            && saved.position <= up_to_position
         {
-            start = state;
+            start = saved.into_state();
         }
         drop(reader);
         let mut options =
@@ -72,19 +113,28 @@ impl Store {
         if state.version == 0 {
             return Err(Error::StreamNotFound { stream: stream.to_string() });
         }
-        let snapshot = NewSnapshot::json(stream, state.version, JSON_STATE_SNAPSHOT_SCHEMA, &state)?;
+        let saved = SavedState {
+            state: &state.state,
+            version: state.version,
+            position: state.position,
+            events: state.events,
+            skipped: state.skipped,
+            exact_numbers: true,
+        };
+        let snapshot = NewSnapshot::json(stream, state.version, JSON_STATE_SNAPSHOT_SCHEMA, &saved)?;
         self.save_snapshot(stream, snapshot, JSON_STATE_SNAPSHOTS_KEPT)?;
         Ok(state)
     }
 
-    /// The newest JSON-merge snapshot of `stream`, if any.
+    /// The newest JSON-merge snapshot of `stream`, if any, as it was saved
+    /// (one saved by an older build has its numbers re-encoded).
     pub fn latest_json_snapshot(&self, stream: &str) -> Result<Option<JsonState>> {
         let reader = self.read()?;
         for version in reader.snapshot_versions(stream)?.into_iter().rev() {
             match reader.snapshot_at_or_below(stream, version)? {
                 Some((_, Ok(s))) if s.state_schema_version == JSON_STATE_SNAPSHOT_SCHEMA => {
-                    if let Ok(state) = serde_json::from_slice::<JsonState>(&s.state) {
-                        return Ok(Some(state));
+                    if let Some(saved) = LoadedState::parse(&s.state) {
+                        return Ok(Some(saved.into_state()));
                     }
                 }
                 // A damaged snapshot is not "no snapshot": say so.

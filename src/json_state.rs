@@ -19,24 +19,117 @@
 //!     NewEvent::json("Upgraded", &json!({"plan": "pro"})),
 //! ])?;
 //! let s = store.json_state("user-1", ReadStream::forward())?;
-//! assert_eq!(s.state, json!({"name": "Ann", "plan": "pro"}));
+//! assert_eq!(s.state.to_string(), r#"{"name":"Ann","plan":"pro"}"#);
 //! assert_eq!(s.version, 2);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fmt;
 
-use crate::error::Result;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::error::{Error, Result};
 use crate::event::{ContentType, RecordedEvent};
 use crate::read::ReadStream;
 use crate::store::Store;
 
+/// A JSON object whose field values are kept as the exact text of the
+/// payload they came from: the state of a [`JsonState`].
+///
+/// Numbers are never re-encoded (`1.50` stays `1.50`, an integer of any
+/// length keeps its digits), nor are strings' escapes or the key order
+/// inside a field's value. The fields themselves are sorted by key.
+///
+/// It serializes as that object. It deserializes only from JSON text
+/// (`serde_json::from_str`, `from_slice`, `from_reader`), which is what keeps
+/// the text; not from a `serde_json::Value`.
+#[derive(Debug, Clone, Default)]
+pub struct JsonFields(BTreeMap<String, Box<RawValue>>);
+
+impl JsonFields {
+    /// The empty object `{}`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The text of field `key`'s value, as stored.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(|v| v.get())
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the object has no fields.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The fields in key order, each with its value's text.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.get()))
+    }
+
+    /// The object parsed into a `Value`. Numbers beyond 64 bits become
+    /// floats there: use the text ([`JsonFields::to_string`], [`JsonFields::get`])
+    /// to keep them.
+    pub fn to_value(&self) -> serde_json::Result<Value> {
+        serde_json::from_str(&self.to_string())
+    }
+
+    /// The object's text as a `RawValue`.
+    pub fn to_raw_value(&self) -> serde_json::Result<Box<RawValue>> {
+        serde_json::value::to_raw_value(&self.0)
+    }
+}
+
+impl fmt::Display for JsonFields {
+    /// The object as compact JSON text, each value as stored.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_string(&self.0).map_err(|_| fmt::Error)?;
+        f.write_str(&text)
+    }
+}
+
+impl PartialEq for JsonFields {
+    /// The same keys with the same value texts.
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len()
+            && self.0.iter().zip(&other.0).all(|((ka, va), (kb, vb))| ka == kb && va.get() == vb.get())
+    }
+}
+
+impl PartialEq<Value> for JsonFields {
+    /// The object parsed equals `other` (numbers compared as a `Value`
+    /// holds them).
+    fn eq(&self, other: &Value) -> bool {
+        self.to_value().is_ok_and(|v| v == *other)
+    }
+}
+
+impl Serialize for JsonFields {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonFields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        BTreeMap::deserialize(d).map(JsonFields)
+    }
+}
+
 /// A stream's state as a JSON merge fold of its events' payloads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JsonState {
-    /// The merged object.
-    pub state: Value,
+    /// The merged object, each field's value as the payload that set it
+    /// spelled it.
+    pub state: JsonFields,
     /// The version of the last event folded (0: none).
     pub version: u64,
     /// The global position of the last event folded (0: none).
@@ -49,7 +142,7 @@ pub struct JsonState {
 
 impl Default for JsonState {
     fn default() -> Self {
-        JsonState { state: Value::Object(Map::new()), version: 0, position: 0, events: 0, skipped: 0 }
+        JsonState { state: JsonFields::new(), version: 0, position: 0, events: 0, skipped: 0 }
     }
 }
 
@@ -60,27 +153,51 @@ impl JsonState {
     }
 
     /// Merges one payload value into the state; returns whether it was an
-    /// object (and so merged).
+    /// object (and so merged). Prefer [`JsonState::merge_json`] for stored
+    /// text: a `Value` has already rounded big numbers.
     pub fn merge(&mut self, payload: Value) -> bool {
         let Value::Object(fields) = payload else { return false };
-        if !self.state.is_object() {
-            self.state = Value::Object(Map::new());
-        }
-        if let Value::Object(state) = &mut self.state {
-            for (k, v) in fields {
-                state.insert(k, v);
+        for (k, v) in fields {
+            // Serializing a `Value` cannot fail.
+            if let Ok(raw) = serde_json::value::to_raw_value(&v) {
+                self.state.0.insert(k, raw);
             }
         }
         true
+    }
+
+    /// Merges one payload given as JSON text, keeping each field's value as
+    /// it is spelled; returns whether it was an object (and so merged).
+    /// Text that is not JSON is an error and changes nothing.
+    pub fn merge_json(&mut self, payload: &str) -> serde_json::Result<bool> {
+        if !payload.trim_start().starts_with('{') {
+            serde_json::from_str::<serde::de::IgnoredAny>(payload)?;
+            return Ok(false);
+        }
+        let fields: BTreeMap<String, Box<RawValue>> = serde_json::from_str(payload)?;
+        // Later keys replace earlier ones, as in the payload itself.
+        self.state.0.extend(fields);
+        Ok(true)
     }
 
     /// Folds one stored event in. A JSON payload that does not parse is an
     /// error ([`Error::Decode`](crate::Error::Decode)); a binary or
     /// non-object one is skipped.
     pub fn apply(&mut self, event: &RecordedEvent) -> Result<()> {
+        let decode = |reason: String| Error::Decode {
+            position: event.position,
+            event_type: event.event_type.clone(),
+            reason,
+        };
+        let merged = match event.content_type {
+            ContentType::Json => {
+                let text = std::str::from_utf8(&event.payload).map_err(|e| decode(e.to_string()))?;
+                self.merge_json(text).map_err(|e| decode(e.to_string()))?
+            }
+            ContentType::Binary => false,
+        };
         self.version = event.version;
         self.position = event.position;
-        let merged = event.content_type == ContentType::Json && self.merge(event.payload_as::<Value>()?);
         if merged {
             self.events += 1;
         } else {
@@ -116,5 +233,29 @@ mod tests {
         assert!(!s.merge(json!([1, 2])));
         assert!(!s.merge(json!(7)));
         assert_eq!(s.state, json!({"a": null, "b": 2, "n": {"y": 2}}));
+    }
+
+    /// The state keeps each value's text: numbers are not re-encoded, and a
+    /// snapshot's JSON gives the same text back.
+    #[test]
+    fn merged_text_is_kept_through_a_round_trip() {
+        let mut s = JsonState::new();
+        assert!(
+            s.merge_json(r#" {"big": 12345678901234567890123, "f": 1.50, "n": {"z": 1e2, "a": "\u00e9"}}"#)
+                .unwrap()
+        );
+        assert!(s.merge_json(r#"{"f": 2.50, "f": 3.50}"#).unwrap());
+        assert!(!s.merge_json("[1e400]").unwrap());
+        assert!(s.merge_json("{").is_err());
+        assert!(s.merge_json("[").is_err());
+        assert_eq!(
+            s.state.to_string(),
+            r#"{"big":12345678901234567890123,"f":3.50,"n":{"z": 1e2, "a": "\u00e9"}}"#
+        );
+        assert_eq!(s.state.get("big"), Some("12345678901234567890123"));
+        let text = serde_json::to_string(&s).unwrap();
+        let back: JsonState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.state.to_string(), s.state.to_string());
     }
 }

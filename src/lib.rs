@@ -55,6 +55,7 @@ mod consumer;
 mod error;
 mod event;
 mod import;
+mod json_limits;
 mod json_snapshot;
 mod json_state;
 mod projection;
@@ -78,8 +79,9 @@ pub use aggregate::{
 pub use consumer::{Consumer, ConsumerInfo, MAX_CONSUMER_NAME_LEN};
 pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent};
+pub use json_limits::MAX_JSON_DEPTH;
 pub use json_snapshot::{JSON_STATE_SNAPSHOT_SCHEMA, JSON_STATE_SNAPSHOTS_KEPT};
-pub use json_state::JsonState;
+pub use json_state::{JsonFields, JsonState};
 pub use projection::runner::DEFAULT_PROJECTION_BATCH;
 pub use projection::{
     Projection, ProjectionContext, ProjectionRunner, ProjectionState, ProjectionStatus, ReadModel,

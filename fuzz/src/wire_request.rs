@@ -1,6 +1,7 @@
 //! Arbitrary bytes as protocol input: each line goes through the same parser
 //! and dispatcher the node uses, against a real store. Every line gets exactly
-//! one reply, a JSON object with a `body`, and nothing panics.
+//! one reply, a JSON object with a `body`, nothing panics, and every event an
+//! append stored is readable: its payload and metadata parse into values.
 
 use std::sync::OnceLock;
 
@@ -38,6 +39,24 @@ pub fn run(data: &[u8]) {
             value.get("body").is_some_and(|b| b.get("type").is_some()),
             "reply without a body type: {reply}"
         );
+        let body = &value["body"];
+        let stored = match body["type"].as_str() {
+            Some("appended") => body["sequence_number"].as_u64().map(|p| (p, p)),
+            Some("appended_batch") => {
+                body["first_sequence_number"].as_u64().zip(body["last_sequence_number"].as_u64())
+            }
+            _ => None,
+        };
+        if let Some((first, last)) = stored {
+            let reader = store().read().expect("a read transaction");
+            for position in first..=last {
+                let event = reader.event(position).expect("readable").expect("stored").to_owned();
+                let event = event.unwrap_or_else(|e| panic!("stored event {position} is unreadable: {e}"));
+                if let Err(e) = event.payload_json() {
+                    panic!("stored payload at {position} does not parse: {e}");
+                }
+            }
+        }
     }
     session.close();
 }

@@ -1,32 +1,28 @@
-//! Turns one request into one reply against a [`Store`], and runs the
-//! connection's subscriptions, which push events between replies.
+//! Turns one request into one reply against a [`Store`], and keeps the
+//! connection's subscriptions, whose events one thread per connection pushes
+//! between replies (see `pump.rs`).
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use serde::Serialize;
 
+use super::DEFAULT_MAX_SUBSCRIPTIONS;
+use super::pump::{NewSubscription, Pump};
 use super::wire::{
     self, AppendBatchRequest, AppendRequest, DEFAULT_NODE_ID, DEFAULT_READ_LIMIT, Envelope, MAX_READ_LIMIT,
-    ReadAllRequest, ReadStreamRequest, Reply, Request, WireEvent, WireNewEvent, codes,
+    RawJson, ReadAllRequest, ReadStreamRequest, Reply, Request, WireEvent, WireNewEvent, codes,
 };
 use crate::error::Error;
 use crate::event::{AppendResult, NewEvent};
+use crate::json_state::JsonState;
 use crate::read::{Filter, ReadAll, ReadStream};
 use crate::store::Store;
-use crate::subscribe::{SubscribeFrom, Subscription};
 
 /// Where a connection's lines go: replies from the request loop and pushed
-/// events from subscription threads, one whole line at a time.
+/// events from the subscription thread, one whole line at a time.
 pub type SharedOutput = Arc<Mutex<dyn Write + Send>>;
-
-/// How often a subscription thread looks at its stop flag while no event
-/// comes; bounds how long `unsubscribe` and the end of a connection wait.
-const STOP_CHECK: Duration = Duration::from_millis(100);
 
 /// One client's conversation with the node: the name `init` gave the node,
 /// and the client's subscriptions. Each TCP connection (and the stdio node)
@@ -35,23 +31,16 @@ pub struct Session {
     store: Store,
     node_id: String,
     output: Option<SharedOutput>,
-    subscriptions: HashMap<u64, Running>,
+    /// The ids of the subscriptions running.
+    subscriptions: HashSet<u64>,
+    max_subscriptions: usize,
     next_subscription: u64,
     /// A subscription made by the last request, started once its
     /// `subscribed` reply is written, so no event overtakes the reply.
-    pending: Option<Pending>,
-}
-
-struct Running {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-}
-
-struct Pending {
-    id: u64,
-    subscription: Subscription,
-    src: String,
-    dest: String,
+    pending: Option<NewSubscription>,
+    /// The thread that pushes every subscription's events, started with the
+    /// first subscription.
+    pump: Option<Pump>,
 }
 
 impl Session {
@@ -62,9 +51,11 @@ impl Session {
             store,
             node_id: DEFAULT_NODE_ID.to_string(),
             output: None,
-            subscriptions: HashMap::new(),
+            subscriptions: HashSet::new(),
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             next_subscription: 1,
             pending: None,
+            pump: None,
         }
     }
 
@@ -73,6 +64,14 @@ impl Session {
         let mut session = Session::new(store);
         session.output = Some(output);
         session
+    }
+
+    /// Sets the most subscriptions the session may hold at once (default
+    /// [`DEFAULT_MAX_SUBSCRIPTIONS`]); a `subscribe` beyond it is answered
+    /// with error [`codes::LIMIT_REACHED`].
+    pub fn with_max_subscriptions(mut self, max: usize) -> Self {
+        self.max_subscriptions = max;
+        self
     }
 
     /// Handles one request line (without its newline) and returns the reply
@@ -97,34 +96,44 @@ impl Session {
     /// Starts the subscription the last request made, if any. Call it once
     /// the reply to that request is written.
     pub fn after_reply(&mut self) {
-        let (Some(p), Some(output)) = (self.pending.take(), self.output.clone()) else { return };
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let from = if p.dest.is_empty() { self.node_id.clone() } else { p.dest };
-        let to = if p.src.is_empty() { "client".to_string() } else { p.src };
-        let (id, subscription) = (p.id, p.subscription);
-        let spawned = std::thread::Builder::new()
-            .name("eventfold-push".into())
-            .spawn(move || push(id, subscription, &flag, &output, &from, &to));
-        if let Ok(thread) = spawned {
-            self.subscriptions.insert(id, Running { stop, thread });
-        }
+        let (Some(p), Some(pump)) = (self.pending.take(), &self.pump) else { return };
+        self.subscriptions.insert(p.id);
+        pump.add(p);
     }
 
-    /// Stops every subscription of the session and waits for their threads.
+    /// Stops every subscription of the session and waits for the thread
+    /// that pushes them.
     pub fn close(&mut self) {
-        for (_, r) in self.subscriptions.drain() {
-            r.stop.store(true, Ordering::Release);
-            let _ = r.thread.join();
+        self.close_with(None);
+    }
+
+    /// [`Session::close`], calling `unblock` (which cuts the connection) if
+    /// the pushing thread is stuck writing to a client that does not read.
+    pub(crate) fn close_with(&mut self, unblock: Option<&dyn Fn()>) {
+        self.subscriptions.clear();
+        self.pending = None;
+        if let Some(pump) = self.pump.take() {
+            pump.stop(unblock);
         }
     }
 
     fn subscribe(&mut self, r: &wire::SubscribeRequest, src: &str, dest: &str) -> Reply {
-        if self.output.is_none() {
+        let Some(output) = &self.output else {
             return Reply::error(
                 r.msg_id,
                 codes::NOT_SUPPORTED,
                 "not supported: this session cannot push events",
+            );
+        };
+        let held = self.subscriptions.len() + usize::from(self.pending.is_some());
+        if held >= self.max_subscriptions {
+            return Reply::error(
+                r.msg_id,
+                codes::LIMIT_REACHED,
+                format!(
+                    "limit reached: this connection has {held} subscriptions, the most it may hold (serve --max-subscriptions {}): unsubscribe one, combine their filters, or open another connection",
+                    self.max_subscriptions
+                ),
             );
         }
         let mut filter = Filter::new().event_types(r.event_types.iter().cloned());
@@ -134,32 +143,55 @@ impl Session {
         if let Some(a) = &r.aggregate_id {
             filter = filter.stream(a.clone());
         }
-        let from = r.from_sequence.map_or(SubscribeFrom::End, SubscribeFrom::AtPosition);
-        match self.store.subscribe(from, filter) {
-            Ok(subscription) => {
-                let id = self.next_subscription;
-                self.next_subscription += 1;
-                self.pending =
-                    Some(Pending { id, subscription, src: src.to_string(), dest: dest.to_string() });
-                Reply::Subscribed { in_reply_to: r.msg_id, subscription_id: id }
+        if self.pump.is_none() {
+            match Pump::start(self.store.clone(), output.clone()) {
+                Ok(pump) => self.pump = Some(pump),
+                Err(e) => {
+                    return Reply::error(
+                        r.msg_id,
+                        codes::TEMPORARILY_UNAVAILABLE,
+                        format!(
+                            "temporarily unavailable: could not start the thread that pushes events: {e}"
+                        ),
+                    );
+                }
             }
-            Err(e) => error_reply(r.msg_id, e),
         }
+        // The pump's wake-up channel is registered (above, or with an
+        // earlier subscription) before this read of the head, so a commit
+        // after it is not missed.
+        let next = match r.from_sequence {
+            Some(p) => p.max(1),
+            None => match self.store.read().and_then(|reader| reader.head()) {
+                Ok(head) => head.saturating_add(1),
+                Err(e) => return error_reply(r.msg_id, e),
+            },
+        };
+        let id = self.next_subscription;
+        self.next_subscription += 1;
+        self.pending = Some(NewSubscription {
+            id,
+            filter,
+            next,
+            from: if dest.is_empty() { self.node_id.clone() } else { dest.to_string() },
+            to: if src.is_empty() { "client".to_string() } else { src.to_string() },
+        });
+        Reply::Subscribed { in_reply_to: r.msg_id, subscription_id: id }
     }
 
     fn unsubscribe(&mut self, msg_id: Option<u64>, id: u64) -> Reply {
-        match self.subscriptions.remove(&id) {
-            Some(r) => {
-                r.stop.store(true, Ordering::Release);
-                // Joined before the reply: no event of it follows `unsubscribed`.
-                let _ = r.thread.join();
-                Reply::Unsubscribed { in_reply_to: msg_id, subscription_id: id }
+        if self.subscriptions.remove(&id) {
+            if let Some(pump) = &self.pump {
+                // Returns once no event of it can follow `unsubscribed`.
+                pump.remove(id);
             }
-            None => Reply::error(
+            Reply::Unsubscribed { in_reply_to: msg_id, subscription_id: id }
+        } else {
+            Reply::error(
                 msg_id,
                 codes::NOT_FOUND,
                 format!("no subscription {id} on this connection: use the id from the subscribed reply"),
-            ),
+            )
         }
     }
 
@@ -200,11 +232,11 @@ impl Session {
                 })
             }
             Request::GetSnapshot(r) => match self.store.latest_json_snapshot(&r.aggregate_id) {
-                Ok(Some(s)) => Ok(Reply::Snapshot {
+                Ok(Some(s)) => state_text(&r.aggregate_id, &s).map(|state| Reply::Snapshot {
                     in_reply_to: id,
                     aggregate_id: r.aggregate_id.clone(),
                     version: s.version,
-                    state: s.state,
+                    state,
                 }),
                 Ok(None) => {
                     return Reply::error(
@@ -218,15 +250,16 @@ impl Session {
                 }
                 Err(e) => Err(e),
             },
-            Request::GetState(r) => self
-                .store
-                .json_state_as_of(&r.aggregate_id, r.as_of_version, r.as_of_time)
-                .map(|s| Reply::State {
-                    in_reply_to: id,
-                    aggregate_id: r.aggregate_id.clone(),
-                    version: s.version,
-                    state: s.state,
-                }),
+            Request::GetState(r) => {
+                self.store.json_state_as_of(&r.aggregate_id, r.as_of_version, r.as_of_time).and_then(|s| {
+                    Ok(Reply::State {
+                        in_reply_to: id,
+                        aggregate_id: r.aggregate_id.clone(),
+                        version: s.version,
+                        state: state_text(&r.aggregate_id, &s)?,
+                    })
+                })
+            }
             Request::Subscribe(_) | Request::Unsubscribe(_) => {
                 return Reply::error(
                     id,
@@ -309,38 +342,12 @@ impl Drop for Session {
     }
 }
 
-/// A subscription thread: pushes each event as an `event` message until the
-/// session stops it, the store closes, or the client goes away.
-fn push(id: u64, mut sub: Subscription, stop: &AtomicBool, output: &SharedOutput, from: &str, to: &str) {
-    while !stop.load(Ordering::Acquire) {
-        let message = match sub.next_timeout(STOP_CHECK) {
-            Ok(None) => continue,
-            Ok(Some(e)) => match WireEvent::from_recorded(e, true) {
-                Ok(event) => Reply::Event { subscription_id: id, event },
-                Err(e) => error_reply(None, e),
-            },
-            // The store closed: nothing more will come.
-            Err(Error::Closed) => return,
-            Err(e) => error_reply(None, e),
-        };
-        let failed = matches!(message, Reply::Error { .. });
-        let line = to_line(&Envelope { src: from.to_string(), dest: to.to_string(), body: message });
-        let mut out = output.lock().unwrap_or_else(|p| p.into_inner());
-        if out
-            .write_all(line.as_bytes())
-            .and_then(|()| out.write_all(b"\n"))
-            .and_then(|()| out.flush())
-            .is_err()
-            || failed
-        {
-            return;
-        }
-    }
-}
-
 fn new_event(e: &WireNewEvent) -> crate::Result<NewEvent> {
-    // The payload's exact text is stored, as the client spelled it.
+    // The payload's exact text is stored, as the client spelled it. The
+    // parser checked that every reader can parse it; text from elsewhere
+    // is checked by the append.
     let mut event = NewEvent::json_bytes(e.event_type.clone(), e.event_data.get().as_bytes().to_vec());
+    event.json_checked = e.event_data.is_readable();
     if let Some(id) = e.event_id {
         event = event.with_id(id);
     }
@@ -351,6 +358,14 @@ fn new_event(e: &WireNewEvent) -> crate::Result<NewEvent> {
         event = event.with_metadata(m.clone().into());
     }
     Ok(event)
+}
+
+/// A JSON-merge state's object as wire text, each value as stored.
+fn state_text(stream: &str, s: &JsonState) -> crate::Result<RawJson> {
+    s.state
+        .to_raw_value()
+        .map(RawJson::from_raw)
+        .map_err(|e| Error::StateEncode { stream: stream.to_string(), reason: e.to_string() })
 }
 
 fn first(res: &AppendResult) -> crate::Result<(uuid::Uuid, u64)> {

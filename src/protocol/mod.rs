@@ -10,6 +10,7 @@
 
 mod dispatch;
 mod parse;
+mod pump;
 mod stdio;
 mod tcp;
 pub mod wire;
@@ -27,18 +28,36 @@ use crate::store::Store;
 /// and closed, I/O errors). The `eventfold` CLI writes them to stderr.
 pub type Logger = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Most connections a TCP node serves at once, by default; a client beyond
+/// it gets one `error` line (code [`wire::codes::LIMIT_REACHED`]) and the
+/// connection is closed.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// Most subscriptions one connection may hold at once, by default; a
+/// `subscribe` beyond it is answered with error [`wire::codes::LIMIT_REACHED`].
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 64;
+
 /// Settings of a protocol node.
 #[derive(Clone)]
 pub struct ServeOptions {
     /// Longest request line read, in bytes (default [`wire::DEFAULT_MAX_LINE_BYTES`]).
     pub max_line_bytes: usize,
+    /// Most TCP connections served at once (default [`DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+    /// Most subscriptions per connection (default [`DEFAULT_MAX_SUBSCRIPTIONS`]).
+    pub max_subscriptions: usize,
     /// Where log lines go (default: nowhere).
     pub logger: Option<Logger>,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { max_line_bytes: wire::DEFAULT_MAX_LINE_BYTES, logger: None }
+        ServeOptions {
+            max_line_bytes: wire::DEFAULT_MAX_LINE_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            logger: None,
+        }
     }
 }
 
@@ -115,12 +134,23 @@ fn trim_cr(buf: &mut Vec<u8>) {
     }
 }
 
+/// Writes one protocol line: `line` with its newline in a single write, then
+/// a flush. A line in two writes (text, then newline) leaves the newline
+/// waiting on the sender's Nagle timer or the peer's delayed ACK, which
+/// stalled replies over TCP by about 40 ms.
+pub(crate) fn write_line<W: Write + ?Sized>(out: &mut W, mut line: String) -> io::Result<()> {
+    line.push('\n');
+    out.write_all(line.as_bytes())?;
+    out.flush()
+}
+
 /// Serves one client: reads request lines from `input` until it ends and
-/// writes one reply line per request to `output`, flushed per line, with the
-/// events of the client's subscriptions pushed between replies. Blank lines
-/// are ignored. Subscriptions end with the input. Returns the number of
-/// requests answered; an error means the input or output failed, never that
-/// a request was bad.
+/// writes one reply line per request to `output`, each line in one write and
+/// flushed, with the events of the client's subscriptions pushed between
+/// replies (by one thread for all of them). Blank lines are ignored.
+/// Subscriptions end with the input. Returns the number of requests
+/// answered; an error means the input or output failed, never that a
+/// request was bad.
 pub fn serve_connection<R: BufRead, W: Write + Send + 'static>(
     store: &Store,
     mut input: R,
@@ -128,22 +158,31 @@ pub fn serve_connection<R: BufRead, W: Write + Send + 'static>(
     options: &ServeOptions,
 ) -> io::Result<u64> {
     let output: SharedOutput = Arc::new(std::sync::Mutex::new(output));
-    let mut session = Session::with_output(store.clone(), output.clone());
+    let mut session =
+        Session::with_output(store.clone(), output.clone()).with_max_subscriptions(options.max_subscriptions);
+    let answered = answer_lines(&mut session, &mut input, &output, options);
+    session.close();
+    answered
+}
+
+/// The request loop of a connection: one reply line per request line, until
+/// the input ends.
+pub(crate) fn answer_lines<R: BufRead>(
+    session: &mut Session,
+    input: &mut R,
+    output: &SharedOutput,
+    options: &ServeOptions,
+) -> io::Result<u64> {
     let mut line = Vec::new();
     let mut answered = 0u64;
     loop {
-        let reply = match read_line_limited(&mut input, &mut line, options.max_line_bytes)? {
+        let reply = match read_line_limited(input, &mut line, options.max_line_bytes)? {
             LineRead::Eof => return Ok(answered),
             LineRead::TooLong(n) => session.oversized_line(n, options.max_line_bytes),
             LineRead::Line if line.iter().all(u8::is_ascii_whitespace) => continue,
             LineRead::Line => session.handle_line(&line),
         };
-        {
-            let mut out = output.lock().unwrap_or_else(|p| p.into_inner());
-            out.write_all(reply.as_bytes())?;
-            out.write_all(b"\n")?;
-            out.flush()?;
-        }
+        write_line(&mut *output.lock().unwrap_or_else(|p| p.into_inner()), reply)?;
         session.after_reply();
         answered += 1;
     }
@@ -152,6 +191,60 @@ pub fn serve_connection<R: BufRead, W: Write + Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    /// A writer that records each `write` call it gets.
+    #[derive(Clone, Default)]
+    struct Writes(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl Write for Writes {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().push(buf.to_vec());
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Guards one write per line: a reply went out as its text and then its
+    /// newline in a second write (and past 8 KiB the buffered writer sent the
+    /// text on its own), which over TCP left the newline waiting ~40 ms on
+    /// Nagle's algorithm and delayed ACKs. Every line, small or large reply
+    /// or pushed event, must reach the writer as one `write` ending in its
+    /// only newline.
+    #[test]
+    fn every_line_is_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(1000));
+        let mut input = String::new();
+        for i in 0..30 {
+            input.push_str(&format!(
+                r#"{{"body":{{"type":"append","msg_id":{i},"aggregate_id":"a-1","event_type":"E","event_data":{big},"version":"any"}}}}"#
+            ));
+            input.push('\n');
+        }
+        input.push_str(r#"{"body":{"type":"read_all","msg_id":100}}"#);
+        input.push('\n');
+        input.push_str("not json\n");
+        input.push_str(r#"{"body":{"type":"subscribe","msg_id":101,"from_sequence":1}}"#);
+        input.push('\n');
+        let writes = Writes::default();
+        let answered =
+            serve_connection(&store, input.as_bytes(), writes.clone(), &ServeOptions::default()).unwrap();
+        assert_eq!(answered, 33);
+        let writes = writes.0.lock().unwrap();
+        // 33 replies, and up to 30 events pushed before the input ended.
+        assert!(writes.len() >= 33, "{}", writes.len());
+        for w in writes.iter() {
+            assert_eq!(w.iter().filter(|&&b| b == b'\n').count(), 1, "{}", String::from_utf8_lossy(w));
+            assert_eq!(w.last(), Some(&b'\n'));
+            serde_json::from_slice::<serde_json::Value>(w).unwrap();
+        }
+        assert!(writes.iter().any(|w| w.len() > 30_000), "the read_all reply is one write of over 30 KB");
+    }
 
     #[test]
     fn long_lines_are_skipped_whole() {

@@ -17,9 +17,10 @@ use super::wire::{
 /// A JSON object's fields, each as its exact text.
 type RawObject = BTreeMap<String, Box<RawValue>>;
 
-/// A field's text as a JSON object, or `None` when it is something else.
-fn object(raw: &RawValue) -> Option<RawObject> {
-    if raw.get().starts_with('{') { serde_json::from_str(raw.get()).ok() } else { None }
+/// A field's text as a JSON object, `None` when it is something else, or
+/// why an object's keys do not parse (an escape of half a surrogate pair).
+fn object(raw: &RawValue) -> Result<Option<RawObject>, serde_json::Error> {
+    if raw.get().starts_with('{') { serde_json::from_str(raw.get()).map(Some) } else { Ok(None) }
 }
 
 /// Parses one request line. A line that is not a well-formed request comes
@@ -43,9 +44,10 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope<Request>, RejectedRequest> 
             });
         }
     };
-    let text_field = |m: &RawObject, name: &str| m.get(name).and_then(|v| serde_json::from_str(v.get()).ok());
-    let src: Option<String> = text_field(&message, "src");
-    let dest: Option<String> = text_field(&message, "dest");
+    // An ill-typed `src` or `dest` is reported once the `msg_id` is known.
+    let envelope = Fields(&message);
+    let (src, src_problem) = name_field(&envelope, "src");
+    let (dest, dest_problem) = name_field(&envelope, "dest");
     let reject = |in_reply_to: Option<u64>, code: u32, text: String| RejectedRequest {
         src: src.clone(),
         dest: dest.clone(),
@@ -55,8 +57,15 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope<Request>, RejectedRequest> 
     };
     let body = match message.remove("body") {
         Some(raw) => match object(&raw) {
-            Some(body) => body,
-            None => {
+            Ok(Some(body)) => body,
+            Err(e) => {
+                return Err(reject(
+                    None,
+                    codes::MALFORMED_REQUEST,
+                    format!("malformed request: {}", unreadable("body", &e)),
+                ));
+            }
+            Ok(None) => {
                 return Err(reject(
                     None,
                     codes::MALFORMED_REQUEST,
@@ -74,8 +83,8 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope<Request>, RejectedRequest> 
     };
     let f = Fields(&body);
     let msg_id = match f.value("msg_id") {
-        None | Some(Value::Null) => None,
-        Some(v) => match v.as_u64() {
+        Ok(None | Some(Value::Null)) => None,
+        Ok(Some(v)) => match v.as_u64() {
             Some(id) => Some(id),
             None => {
                 return Err(reject(
@@ -85,17 +94,26 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope<Request>, RejectedRequest> 
                 ));
             }
         },
+        Err(text) => {
+            return Err(reject(None, codes::MALFORMED_REQUEST, format!("malformed request: {text}")));
+        }
     };
+    if let Some(text) = src_problem.or(dest_problem) {
+        return Err(reject(msg_id, codes::MALFORMED_REQUEST, format!("malformed request: {text}")));
+    }
     let kind = match f.value("type") {
-        Some(Value::String(t)) => t,
-        Some(v) => {
+        Ok(Some(Value::String(t))) => t,
+        Err(text) => {
+            return Err(reject(msg_id, codes::MALFORMED_REQUEST, format!("malformed request: {text}")));
+        }
+        Ok(Some(v)) => {
             return Err(reject(
                 msg_id,
                 codes::MALFORMED_REQUEST,
                 format!("malformed request: field `type` must be a string, got {v}"),
             ));
         }
-        None => {
+        Ok(None) => {
             return Err(reject(
                 msg_id,
                 codes::MALFORMED_REQUEST,
@@ -129,20 +147,49 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope<Request>, RejectedRequest> 
     }
 }
 
+/// The envelope's `src` or `dest`: the name when it is a string, and what is
+/// wrong with it when it is something else (`null` is as good as absent).
+fn name_field(envelope: &Fields<'_>, name: &str) -> (Option<String>, Option<String>) {
+    match envelope.value(name) {
+        Ok(None | Some(Value::Null)) => (None, None),
+        Ok(Some(Value::String(s))) => (Some(s), None),
+        Ok(Some(v)) => (None, Some(format!("field `{name}` must be a string, got {v}"))),
+        Err(text) => (None, Some(text)),
+    }
+}
+
+/// Why a field's text (well-formed: it was read as part of the line) does
+/// not parse into a value: a number beyond a 64-bit float, nesting deeper
+/// than [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH), an escape of half a
+/// surrogate pair.
+fn unreadable(name: &str, e: &serde_json::Error) -> String {
+    let at = if e.line() <= 1 {
+        format!("at column {} of the field", e.column())
+    } else {
+        format!("at line {} column {} of the field", e.line(), e.column())
+    };
+    format!("field `{name}`: {}", crate::json_limits::explain_at(e, format_args!("{at}")))
+}
+
 /// Reads fields of a request body one by one, naming the field on failure.
 struct Fields<'a>(&'a RawObject);
 
 impl Fields<'_> {
-    /// A field parsed into a `Value` (the text was checked when the line was
-    /// read, so this only fails for numbers serde_json cannot represent).
-    fn value(&self, name: &str) -> Option<Value> {
-        self.0.get(name).map(|raw| serde_json::from_str(raw.get()).unwrap_or(Value::Null))
+    /// A field parsed into a `Value`. The text was checked when the line was
+    /// read, so this fails only for what a `Value` cannot hold (see
+    /// [`unreadable`]); that is an error naming the field, never a silent
+    /// `null`.
+    fn value(&self, name: &str) -> Result<Option<Value>, String> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(raw) => serde_json::from_str(raw.get()).map(Some).map_err(|e| unreadable(name, &e)),
+        }
     }
 
     fn opt<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, String> {
         // Through a `Value`, so that errors say what was wrong without a
         // line and column inside the field.
-        match self.value(name) {
+        match self.value(name)? {
             None | Some(Value::Null) => Ok(None),
             Some(v) => T::deserialize(v).map(Some).map_err(|e| format!("field `{name}`: {e}")),
         }
@@ -156,11 +203,22 @@ impl Fields<'_> {
         Ok(WireNewEvent {
             event_type: self.req("event_type")?,
             event_data: match self.0.get("event_data") {
-                Some(raw) => RawJson::from_raw(raw.clone()),
+                // Kept as sent, once it is known every reader can parse it.
+                Some(raw) => match crate::json_limits::readable(raw.get().as_bytes()) {
+                    Ok(()) => RawJson::from_checked(raw.clone()),
+                    Err(e) => return Err(unreadable("event_data", &e)),
+                },
                 None => return Err("missing field `event_data`".into()),
             },
             event_id: self.opt("event_id")?,
-            metadata: self.opt("metadata")?,
+            metadata: {
+                // Stored, so held to the same limits as a payload.
+                if let Some(raw) = self.0.get("metadata") {
+                    crate::json_limits::readable(raw.get().as_bytes())
+                        .map_err(|e| unreadable("metadata", &e))?;
+                }
+                self.opt("metadata")?
+            },
             schema_version: self.opt("schema_version")?,
         })
     }
@@ -192,7 +250,11 @@ impl Fields<'_> {
         };
         let mut events = Vec::with_capacity(raw.len());
         for (i, v) in raw.iter().enumerate() {
-            let Some(m) = object(v) else { return Err(format!("field `events[{i}]` must be an object")) };
+            let m = match object(v) {
+                Ok(Some(m)) => m,
+                Ok(None) => return Err(format!("field `events[{i}]` must be an object")),
+                Err(e) => return Err(unreadable(&format!("events[{i}]"), &e)),
+            };
             events.push(Fields(&m).new_event().map_err(|e| format!("in `events[{i}]`: {e}"))?);
         }
         Ok(Request::AppendBatch(AppendBatchRequest { msg_id, aggregate_id, version, events }))

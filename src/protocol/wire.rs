@@ -46,6 +46,11 @@ pub mod codes {
     pub const CRASH: u32 = 13;
     /// A precondition failed: an event id is already used elsewhere.
     pub const PRECONDITION_FAILED: u32 = 22;
+    /// A limit of the node is reached: too many connections (the
+    /// connection is then closed), or too many subscriptions on this
+    /// connection. Nothing was done; the text names the limit and its flag.
+    /// (Maelstrom leaves codes from 1000 on to applications.)
+    pub const LIMIT_REACHED: u32 = 1000;
 }
 
 /// One protocol message: who sent it, to whom, and its body.
@@ -109,17 +114,28 @@ impl<'de> Deserialize<'de> for WireVersion {
 /// because serde buffers tagged enums: there the text is re-encoded. The
 /// node's own parser, [`parse_request`], keeps the exact text.
 #[derive(Debug, Clone)]
-pub struct RawJson(Box<RawValue>);
+pub struct RawJson {
+    text: Box<RawValue>,
+    /// The node's parser found that every reader can parse the text (see
+    /// [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH)), so an append need not
+    /// check it again.
+    readable: bool,
+}
 
 impl RawJson {
     /// Checks that `text` is one JSON value and keeps it as it is.
     pub fn parse(text: impl Into<String>) -> Result<Self, serde_json::Error> {
-        RawValue::from_string(text.into()).map(RawJson)
+        RawValue::from_string(text.into()).map(RawJson::from_raw)
     }
 
     /// The text.
     pub fn get(&self) -> &str {
-        self.0.get()
+        self.text.get()
+    }
+
+    /// Whether the text was found readable by every reader when it was parsed.
+    pub(crate) fn is_readable(&self) -> bool {
+        self.readable
     }
 
     /// The value, parsed.
@@ -130,13 +146,18 @@ impl RawJson {
     /// The payload of a stored event: JSON as stored, binary as a string of
     /// hex digits.
     pub fn of_event(event: &RecordedEvent) -> crate::Result<Self> {
-        event.payload_raw().map(RawJson).map_err(|reason| {
+        event.payload_raw().map(RawJson::from_raw).map_err(|reason| {
             Error::corruption(event.position, format!("stored JSON payload does not parse: {reason}"))
         })
     }
 
-    pub(crate) fn from_raw(raw: Box<RawValue>) -> Self {
-        RawJson(raw)
+    pub(crate) fn from_raw(text: Box<RawValue>) -> Self {
+        RawJson { text, readable: false }
+    }
+
+    /// Text that passed the readability check of an append.
+    pub(crate) fn from_checked(text: Box<RawValue>) -> Self {
+        RawJson { text, readable: true }
     }
 }
 
@@ -144,7 +165,7 @@ impl From<Value> for RawJson {
     fn from(value: Value) -> Self {
         // A `Value` always has a JSON text, and that text always parses back.
         let text = value.to_string();
-        RawJson(RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+        RawJson::from_raw(RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned()))
     }
 }
 
@@ -156,7 +177,7 @@ impl PartialEq for RawJson {
 
 impl Serialize for RawJson {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        self.text.serialize(s)
     }
 }
 
@@ -586,8 +607,8 @@ pub enum Reply {
         aggregate_id: String,
         /// The version the snapshot was taken at.
         version: u64,
-        /// The saved state.
-        state: Value,
+        /// The saved state (see [`Reply::State`]).
+        state: RawJson,
     },
     /// The answer to `get_state`.
     State {
@@ -598,8 +619,9 @@ pub enum Reply {
         aggregate_id: String,
         /// The version the state is as of.
         version: u64,
-        /// The JSON-merge fold of the events.
-        state: Value,
+        /// The JSON-merge fold of the events: an object whose field values
+        /// are spelled as in the payloads that set them.
+        state: RawJson,
     },
     /// The answer to `subscribe`.
     Subscribed {

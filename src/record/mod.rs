@@ -105,11 +105,16 @@ pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Re
     if payload.len() > max_event_size {
         return Err(Error::EventTooLarge { size: payload.len(), limit: max_event_size });
     }
-    if event.content_type == ContentType::Json
-        && !event.json_checked
-        && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload)
-    {
-        return Err(Error::InvalidPayload { event_type: event.event_type.clone(), reason: e.to_string() });
+    if event.content_type == ContentType::Json {
+        // Serializer output is well-formed; only its depth can trip a reader.
+        let readable = if event.json_checked {
+            crate::json_limits::check_depth(&payload)
+        } else {
+            crate::json_limits::check_readable(&payload)
+        };
+        if let Err(reason) = readable {
+            return Err(Error::InvalidPayload { event_type: event.event_type.clone(), reason });
+        }
     }
     let meta = event.metadata;
     if let Some(user) = &meta.user_id
@@ -122,7 +127,10 @@ pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Re
     let metadata = if meta.extra.is_empty() {
         Vec::new()
     } else {
-        serde_json::to_vec(&meta.extra).map_err(|e| Error::InvalidMetadata { reason: e.to_string() })?
+        let bytes =
+            serde_json::to_vec(&meta.extra).map_err(|e| Error::InvalidMetadata { reason: e.to_string() })?;
+        crate::json_limits::check_depth(&bytes).map_err(|reason| Error::InvalidMetadata { reason })?;
+        bytes
     };
     let caller_id = event.event_id.is_some();
     let event_id = event.event_id.unwrap_or_else(Uuid::now_v7);

@@ -15,6 +15,7 @@ mod faults;
 mod fuzz_corpus;
 mod model;
 mod multiprocess;
+mod payload_limits;
 mod powercut;
 mod projections;
 #[cfg(feature = "cli")]

@@ -48,6 +48,105 @@ fn payloads_are_stored_and_returned_as_sent() {
     assert_eq!(stored, vec![one.as_bytes().to_vec(), two.as_bytes().to_vec()]);
 }
 
+/// Guards against protocol input that was silently dropped or accepted but
+/// unreadable. A field serde_json cannot parse into a value (a number
+/// beyond a 64-bit float, nesting deeper than 100 levels, half a surrogate
+/// pair) was read as absent: `metadata` stored as `{}`, `schema_version` as
+/// 1, a `msg_id` answered without `in_reply_to`; such an `event_data` was
+/// stored as it was, after which `get_state`, `create_snapshot` and
+/// `eventfold state` failed for the aggregate forever. Each is now error 12
+/// naming the field, nothing is stored, and what is accepted at the limits
+/// is readable by all of them.
+#[test]
+fn unreadable_values_are_refused_by_name_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = StdioNode::start(dir.path(), &[]);
+    let append = |msg_id: &str, fields: &str| {
+        format!(
+            r#"{{"body":{{"type":"append","msg_id":{msg_id},"aggregate_id":"bad-1","event_type":"E","version":"any",{fields}}}}}"#
+        )
+    };
+    let deep_metadata = format!(r#"{{"trace":{}0{}}}"#, "[".repeat(200), "]".repeat(200));
+    let deep_payload = format!("{}{}", "[".repeat(500_000), "]".repeat(500_000));
+    let cases = [
+        (append("1", r#""event_data":{},"metadata":{"a":1e400}"#), Some(1), "field `metadata`: number out of range"),
+        (
+            append("2", &format!(r#""event_data":{{}},"metadata":{deep_metadata}"#)),
+            Some(2),
+            "field `metadata`: arrays and objects are nested more than 100 levels deep",
+        ),
+        (append("3", r#""event_data":{},"schema_version":1e400"#), Some(3), "field `schema_version`: number out of range"),
+        (append("1e400", r#""event_data":{}"#), None, "field `msg_id`: number out of range"),
+        (
+            append("5", r#""event_data":{"x":1e999999}"#),
+            Some(5),
+            "field `event_data`: number out of range at column 13 of the field",
+        ),
+        (
+            append("6", &format!(r#""event_data":{deep_payload}"#)),
+            Some(6),
+            "field `event_data`: arrays and objects are nested more than 100 levels deep",
+        ),
+        (append("7", r#""event_data":{"s":"\ud800"}"#), Some(7), "field `event_data`: "),
+        (
+            r#"{"body":{"type":"append_batch","msg_id":8,"aggregate_id":"bad-1","version":"any","events":[{"event_type":"E","event_data":1},{"event_type":"E","event_data":[1e400]}]}}"#.to_string(),
+            Some(8),
+            "in `events[1]`: field `event_data`: number out of range",
+        ),
+        (r#"{"src":7,"body":{"type":"stats","msg_id":9}}"#.to_string(), Some(9), "field `src` must be a string"),
+    ];
+    for (line, in_reply_to, text) in cases {
+        let r = node.send_raw(line.as_bytes());
+        let b = body(&r);
+        assert_eq!((b["type"].as_str(), b["code"].as_u64()), (Some("error"), Some(12)), "{r}");
+        assert_eq!(b["in_reply_to"].as_u64(), in_reply_to, "{r}");
+        assert!(b["text"].as_str().unwrap().contains(text), "{text}: {r}");
+    }
+    let r = node.send(json!({"type": "read_all", "msg_id": 10}));
+    assert_eq!((&body(&r)["events"], body(&r)["head"].as_u64()), (&json!([]), Some(0)), "nothing stored");
+
+    // At the limits: accepted, and every reader of the aggregate works.
+    let (open, close) =
+        ("[".repeat(eventfold::MAX_JSON_DEPTH - 1), "]".repeat(eventfold::MAX_JSON_DEPTH - 1));
+    let ok = format!(
+        r#"{{"body":{{"type":"append","msg_id":11,"aggregate_id":"edge-1","event_type":"E","version":0,"event_data":{{"deep":{open}1{close},"max":1.7976931348623157e308,"tiny":-1e-400}},"metadata":{{"trace":{open}1{close}}}}}}}"#
+    );
+    assert_eq!(body(&node.send_raw(ok.as_bytes()))["type"], "appended");
+    let r = node.send(json!({"type": "get_state", "msg_id": 12, "aggregate_id": "edge-1"}));
+    assert_eq!((body(&r)["type"].as_str(), body(&r)["version"].as_u64()), (Some("state"), Some(1)), "{r}");
+    let r = node.send(json!({"type": "create_snapshot", "msg_id": 13, "aggregate_id": "edge-1"}));
+    assert_eq!(body(&r)["type"], "snapshot_created", "{r}");
+    let r = node.send(json!({"type": "read_stream", "msg_id": 14, "aggregate_id": "edge-1"}));
+    assert!(body(&r)["events"][0]["metadata"]["trace"].is_array(), "{r}");
+    node.finish();
+    let state = crate::cli::ok(crate::cli::run(dir.path(), &["state", "edge-1"]));
+    assert!(state.contains("\"tiny\": -1e-400"), "{state}");
+}
+
+/// Guards exact numbers in `get_state` and `get_snapshot`: the state was a
+/// `serde_json::Value`, so a 23-digit integer came back as
+/// `1.2345678901234568e+22` and `1.50` as `1.5`.
+#[test]
+fn state_replies_spell_numbers_as_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = StdioNode::start(dir.path(), &[]);
+    let line = r#"{"body":{"type":"append","msg_id":1,"aggregate_id":"n-1","event_type":"E","version":0,"event_data":{"big":12345678901234567890123,"f":1.50,"n":{"e":1E2}}}}"#;
+    assert_eq!(body(&node.send_raw(line.as_bytes()))["type"], "appended");
+    let state = r#""state":{"big":12345678901234567890123,"f":1.50,"n":{"e":1E2}}"#;
+    node.write_line(br#"{"body":{"type":"get_state","msg_id":2,"aggregate_id":"n-1"}}"#);
+    let reply = node.read_text();
+    assert!(reply.contains(state), "{reply}");
+    node.write_line(br#"{"body":{"type":"create_snapshot","msg_id":3,"aggregate_id":"n-1"}}"#);
+    node.read_text();
+    node.write_line(br#"{"body":{"type":"get_snapshot","msg_id":4,"aggregate_id":"n-1"}}"#);
+    let reply = node.read_text();
+    assert!(reply.contains(state), "{reply}");
+    node.write_line(br#"{"body":{"type":"get_state","msg_id":5,"aggregate_id":"n-1"}}"#);
+    let reply = node.read_text();
+    assert!(reply.contains(state), "folded from the snapshot: {reply}");
+    node.finish();
+}
+
 #[test]
 fn the_exchanges_of_the_spec_hold() {
     let dir = tempfile::tempdir().unwrap();
@@ -510,4 +609,231 @@ fn tcp_remote_addresses_need_allow_remote() {
     let mut client = Client { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream };
     let r = client.send(json!({"type": "stats", "msg_id": 1}));
     assert_eq!(r["type"], "stats_ok");
+}
+
+/// The number of threads of this process.
+fn threads() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+    line["Threads:".len()..].trim().parse().unwrap()
+}
+
+/// A node in this process, on a free loopback port; it runs until the test
+/// binary ends.
+fn tcp_node_in_process(store: &eventfold::Store, options: eventfold::protocol::ServeOptions) -> String {
+    let server = eventfold::protocol::TcpServer::bind(store.clone(), "127.0.0.1:0", false, options).unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    std::thread::spawn(move || server.run());
+    addr
+}
+
+fn client(addr: &str) -> Client {
+    let stream = TcpStream::connect(addr).expect("connect");
+    // A node that stops answering fails the test instead of hanging it.
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    Client { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream }
+}
+
+impl Client {
+    fn write(&mut self, body: Value) {
+        let line = json!({"src": "client", "dest": "eventstore", "body": body}).to_string();
+        self.writer.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    /// The next line's body, or `None` at the end of the connection.
+    fn next_body(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line).unwrap() == 0 {
+            return None;
+        }
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        Some(v["body"].clone())
+    }
+}
+
+/// Guards subscriptions that cost a thread each: one connection could open
+/// 3,000 subscriptions and so 3,000 threads, each woken and reading the log
+/// on every commit (other clients' appends ran 9x slower), and closing the
+/// connection joined them one by one (152 s). Now one thread per connection
+/// pushes all its subscriptions: 1,000 of them (the limit raised to that)
+/// add a few threads, not 1,000; the 1,001st is refused with code 1000;
+/// every subscription gets its catch-up and live events; and closing the
+/// connection ends them all (the test only has to finish).
+#[test]
+fn a_thousand_subscriptions_on_one_connection_cost_no_thread_each() {
+    const SUBS: u64 = 1000;
+    let (_dir, store) = crate::common::temp_store();
+    for n in 1..=3 {
+        store.append("a-1", eventfold::ExpectedVersion::Any, [crate::common::ev("E", n)]).unwrap();
+    }
+    let options =
+        eventfold::protocol::ServeOptions { max_subscriptions: SUBS as usize, ..Default::default() };
+    let addr = tcp_node_in_process(&store, options);
+    let before = threads();
+    let mut c = client(&addr);
+    for i in 1..=SUBS {
+        c.write(json!({"type": "subscribe", "msg_id": i, "from_sequence": 1}));
+    }
+    let (mut subscribed, mut pushed) = (HashSet::new(), HashMap::<u64, Vec<u64>>::new());
+    while subscribed.len() < SUBS as usize || pushed.values().map(Vec::len).sum::<usize>() < 3 * SUBS as usize
+    {
+        let b = c.next_body().expect("the node answers");
+        match b["type"].as_str() {
+            Some("subscribed") => assert!(subscribed.insert(b["subscription_id"].as_u64().unwrap())),
+            Some("event") => pushed
+                .entry(b["subscription_id"].as_u64().unwrap())
+                .or_default()
+                .push(b["event"]["sequence_number"].as_u64().unwrap()),
+            _ => panic!("unexpected {b}"),
+        }
+    }
+    assert_eq!(subscribed, (1..=SUBS).collect::<HashSet<u64>>());
+    assert!(pushed.values().all(|seqs| seqs == &[1, 2, 3]), "each subscription caught up once, in order");
+
+    c.write(json!({"type": "subscribe", "msg_id": SUBS + 1}));
+    let b = c.next_body().unwrap();
+    assert_eq!((b["code"].as_u64(), b["in_reply_to"].as_u64()), (Some(1000), Some(SUBS + 1)), "{b}");
+    assert!(b["text"].as_str().unwrap().contains("--max-subscriptions"), "{b}");
+
+    let during = threads();
+    assert!(during < before + 50, "{SUBS} subscriptions took {} threads", during.saturating_sub(before));
+
+    // A live event, appended by another client, reaches every subscription.
+    let mut other = client(&addr);
+    let r = other.send(json!({"type": "append", "msg_id": 1, "aggregate_id": "a-1", "event_type": "E", "event_data": {}, "version": 3}));
+    assert_eq!(r["type"], "appended");
+    let mut live = HashSet::new();
+    while live.len() < SUBS as usize {
+        let b = c.next_body().unwrap();
+        assert_eq!(
+            (b["type"].as_str(), b["event"]["sequence_number"].as_u64()),
+            (Some("event"), Some(4)),
+            "{b}"
+        );
+        assert!(live.insert(b["subscription_id"].as_u64().unwrap()));
+    }
+
+    // Closing the connection ends every subscription and then the connection.
+    c.writer.shutdown(std::net::Shutdown::Write).unwrap();
+    while let Some(b) = c.next_body() {
+        assert_eq!(b["type"], "event", "{b}");
+    }
+    let r = other.send(json!({"type": "stats", "msg_id": 2}));
+    assert_eq!(r["type"], "stats_ok");
+}
+
+/// Guards the connection limit: a node served any number of connections
+/// (a thread, a socket and their buffers each). One more than
+/// `max_connections` gets one `error` line with code 1000 naming the flag,
+/// and is closed; once a served client's connection has ended, a new one is
+/// served.
+#[test]
+fn connections_over_the_limit_get_one_error_line() {
+    let (_dir, store) = crate::common::temp_store();
+    let options = eventfold::protocol::ServeOptions { max_connections: 2, ..Default::default() };
+    let addr = tcp_node_in_process(&store, options);
+    let (mut a, mut b) = (client(&addr), client(&addr));
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.send(json!({"type": "stats", "msg_id": 1}))["type"], "stats_ok");
+    }
+    let mut refused = client(&addr);
+    let r = refused.next_body().expect("one line");
+    assert_eq!((r["type"].as_str(), r["code"].as_u64()), (Some("error"), Some(1000)), "{r}");
+    assert!(r["text"].as_str().unwrap().contains("--max-connections"), "{r}");
+    assert_eq!(refused.next_body(), None, "then the connection is closed");
+
+    a.writer.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(a.next_body(), None);
+    let mut again = client(&addr);
+    assert_eq!(again.send(json!({"type": "stats", "msg_id": 2}))["type"], "stats_ok");
+    assert_eq!(b.send(json!({"type": "stats", "msg_id": 3}))["type"], "stats_ok");
+}
+
+/// Guards the subscription limit on stdio (`--max-subscriptions`): past it
+/// `subscribe` is error 1000, and an `unsubscribe` makes room again.
+#[test]
+fn subscriptions_over_the_limit_are_refused_until_one_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = StdioNode::start(dir.path(), &["--max-subscriptions", "2"]);
+    for i in 1..=2 {
+        assert_eq!(body(&node.send(json!({"type": "subscribe", "msg_id": i})))["type"], "subscribed");
+    }
+    let r = node.send(json!({"type": "subscribe", "msg_id": 3}));
+    assert_eq!((body(&r)["code"].as_u64(), body(&r)["in_reply_to"].as_u64()), (Some(1000), Some(3)), "{r}");
+    assert!(body(&r)["text"].as_str().unwrap().contains("has 2 subscriptions"), "{r}");
+    assert_eq!(
+        body(&node.send(json!({"type": "unsubscribe", "msg_id": 4, "subscription_id": 1})))["type"],
+        "unsubscribed"
+    );
+    let r = node.send(json!({"type": "subscribe", "msg_id": 5}));
+    assert_eq!(body(&r), &json!({"type": "subscribed", "in_reply_to": 5, "subscription_id": 3}));
+    node.finish();
+}
+
+/// Guards the accept loop at the file-descriptor limit. It retried a failing
+/// `accept` at once: one core spun and stderr got 266 MB of `accept failed`
+/// in 5 s. The node (a child process, its descriptor limit lowered with
+/// `prlimit`) now logs at most about one line a second — a bound a correct
+/// node cannot exceed however slow the machine, since it is counted against
+/// the time that passed — and serves clients again once descriptors are free.
+#[test]
+fn at_the_descriptor_limit_the_node_backs_off_and_recovers() {
+    if !std::process::Command::new("prlimit").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: needs prlimit (util-linux) to lower the node's descriptor limit");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let child = bin()
+        .arg("--data")
+        .arg(dir.path())
+        .args(["serve", "--tcp", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed however the test ends.
+    let mut node = TcpNode { child, addr: String::new() };
+    let (tx, log) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(node.child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = log.recv().unwrap();
+    let addr = first.rsplit("listening on ").next().unwrap().trim().to_string();
+    let pid = node.child.id();
+    let prlimit = |soft: usize| {
+        let ok = std::process::Command::new("prlimit")
+            .args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    // Every descriptor number below the limit is in use, then clients queue.
+    let fds: Vec<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .collect();
+    let top = fds.iter().max().unwrap() + 1;
+    prlimit(top);
+    let waiting: Vec<Client> = (0..top - fds.len() + 2).map(|_| client(&addr)).collect();
+    let failed = log.iter().find(|l| l.contains("accept failed")).expect("accept fails at the limit");
+    let since = std::time::Instant::now();
+
+    prlimit(4096);
+    let mut late = client(&addr);
+    assert_eq!(late.send(json!({"type": "stats", "msg_id": 1}))["type"], "stats_ok");
+    for mut c in waiting {
+        // Served, or told why not when its accept took the last descriptor.
+        c.write(json!({"type": "stats", "msg_id": 2}));
+        let b = c.next_body().expect("a line");
+        assert!(b["type"] == "stats_ok" || b["code"] == 11, "{b}");
+    }
+    let elapsed = since.elapsed().as_secs();
+    drop(node);
+    let failures = 1 + log.iter().filter(|l| l.contains("accept failed")).count() as u64;
+    assert!(failures <= elapsed + 2, "{failures} accept lines in {elapsed} s");
+    assert!(failed.contains("Too many open files") && failed.contains("retrying in"), "{failed}");
 }

@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use anyhow::anyhow;
+use eventfold::ContentType;
 use uuid::Uuid;
 
 use crate::{Ctx, Outcome, output};
@@ -53,8 +54,12 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
             rows.push(("metadata", serde_json::Value::Object(e.metadata.clone()).to_string()));
         }
         output::pairs(&mut out, &rows)?;
-        let data = e.payload_json()?;
-        writeln!(out, "data:\n{}", serde_json::to_string_pretty(&data)?)?;
+        // JSON as stored, laid out: numbers are shown as they were written.
+        let data = match (e.content_type, std::str::from_utf8(&e.payload)) {
+            (ContentType::Json, Ok(text)) => output::pretty_json(text),
+            _ => serde_json::to_string_pretty(&e.payload_json()?)?,
+        };
+        writeln!(out, "data:\n{data}")?;
     }
     out.flush()?;
     Ok(Outcome::Ok)

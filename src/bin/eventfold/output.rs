@@ -3,7 +3,7 @@
 use std::io::{self, IsTerminal, Write};
 use std::time::{Duration, UNIX_EPOCH};
 
-use eventfold::RecordedEvent;
+use eventfold::{ContentType, RecordedEvent};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -136,11 +136,14 @@ pub fn pairs<W: Write>(out: &mut W, rows: &[(&str, String)]) -> io::Result<()> {
     out.flush()
 }
 
-/// An event's payload on one line, shortened to `max` characters.
+/// An event's payload on one line, shortened to `max` characters: the JSON
+/// as stored (numbers, escapes and key order kept) without its line breaks
+/// and indentation; a binary payload as a string of hex digits.
 pub fn payload_preview(e: &RecordedEvent, max: usize) -> String {
-    let text = match e.payload_json() {
-        Ok(v) => v.to_string(),
-        Err(_) => String::from_utf8_lossy(&e.payload).into_owned(),
+    let text = match (e.content_type, std::str::from_utf8(&e.payload)) {
+        (ContentType::Json, Ok(text)) => compact_json(text),
+        (ContentType::Json, Err(_)) => String::from_utf8_lossy(&e.payload).into_owned(),
+        (ContentType::Binary, _) => e.payload_json().map(|v| v.to_string()).unwrap_or_default(),
     };
     if text.chars().count() <= max {
         return text;
@@ -148,6 +151,94 @@ pub fn payload_preview(e: &RecordedEvent, max: usize) -> String {
     let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
     s.push('…');
     s
+}
+
+/// A JSON text for people: what it says, exactly as spelled (numbers,
+/// escapes, key order), with the insignificant whitespace taken out.
+pub fn compact_json(text: &str) -> String {
+    reformat(text, None)
+}
+
+/// A JSON text for people, indented like `serde_json::to_string_pretty`
+/// but with every token exactly as spelled: `1.50` stays `1.50` and an
+/// integer of any length keeps its digits.
+pub fn pretty_json(text: &str) -> String {
+    reformat(text, Some("  "))
+}
+
+/// Copies the tokens of a JSON text, dropping the whitespace between them,
+/// and lays them out on indented lines when `indent` is given. Works on any
+/// text (it never fails); it is meant for stored JSON, which is valid.
+fn reformat(text: &str, indent: Option<&str>) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    let mut depth = 0usize;
+    let newline = |out: &mut String, depth: usize| {
+        if let Some(unit) = indent {
+            out.push('\n');
+            for _ in 0..depth {
+                out.push_str(unit);
+            }
+        }
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        match bytes[i] {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'"' => {
+                // A string, copied up to its closing quote (escapes included).
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i = (i + 1).min(bytes.len());
+                out.push_str(&text[start..i]);
+            }
+            open @ (b'{' | b'[') => {
+                i += 1;
+                let close = if open == b'{' { b'}' } else { b']' };
+                let mut next = i;
+                while next < bytes.len() && bytes[next].is_ascii_whitespace() {
+                    next += 1;
+                }
+                if bytes.get(next) == Some(&close) {
+                    // Empty: `{}` and `[]` on one line.
+                    out.push(char::from(open));
+                    out.push(char::from(close));
+                    i = next + 1;
+                } else {
+                    out.push(char::from(open));
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            close @ (b'}' | b']') => {
+                i += 1;
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(char::from(close));
+            }
+            b',' => {
+                i += 1;
+                out.push(',');
+                newline(&mut out, depth);
+            }
+            b':' => {
+                i += 1;
+                out.push_str(if indent.is_some() { ": " } else { ":" });
+            }
+            _ => {
+                // A number or a literal: copied up to the next structural
+                // byte or whitespace.
+                while i < bytes.len() && !b" \t\n\r\",:[]{}".contains(&bytes[i]) {
+                    i += 1;
+                }
+                out.push_str(&text[start..i]);
+            }
+        }
+    }
+    out
 }
 
 /// The columns of an event table.
@@ -188,4 +279,39 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
     }
     bar.set_message(what.to_string());
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout is serde_json's, and every token is kept as spelled.
+    #[test]
+    fn json_for_people_keeps_every_token() {
+        let text = r#" { "z" : [1, 2 ,{"a":"x,\"}{ :"}], "e":{ }, "l":[ ],
+            "n":null ,"t":true,"s":"caf\u00e9 [ok]" } "#;
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        // With values that serde_json spells the same way, the output is
+        // serde_json's, apart from key order (sorted there, kept here).
+        let ordered = r#"{"e":{},"l":[],"n":null,"s":"caf\u00e9 [ok]","t":true,"z":[1,2,{"a":"x,\"}{ :"}]}"#;
+        assert_eq!(
+            pretty_json(ordered).replace("\\u00e9", "é"),
+            serde_json::to_string_pretty(&value).unwrap()
+        );
+        assert_eq!(
+            compact_json(text),
+            r#"{"z":[1,2,{"a":"x,\"}{ :"}],"e":{},"l":[],"n":null,"t":true,"s":"caf\u00e9 [ok]"}"#
+        );
+        let numbers = r#"{"big": 12345678901234567890123, "f": 1.50, "e": -1E+2}"#;
+        assert_eq!(compact_json(numbers), r#"{"big":12345678901234567890123,"f":1.50,"e":-1E+2}"#);
+        assert_eq!(
+            pretty_json(numbers),
+            "{\n  \"big\": 12345678901234567890123,\n  \"f\": 1.50,\n  \"e\": -1E+2\n}"
+        );
+        assert_eq!(pretty_json("7"), "7");
+        // Not JSON: no panic, some text back.
+        for junk in ["{", "}", "\"abc", "\"\\", "[[", "]]]", ":,"] {
+            let _ = (pretty_json(junk), compact_json(junk));
+        }
+    }
 }

@@ -23,6 +23,14 @@ pub struct Args {
     /// Longest request line, in bytes; longer lines get an error reply.
     #[arg(long, default_value_t = wire::DEFAULT_MAX_LINE_BYTES, value_name = "BYTES")]
     pub max_line_bytes: usize,
+    /// Most TCP connections served at once; a client beyond it gets one
+    /// error line and the connection is closed.
+    #[arg(long, default_value_t = protocol::DEFAULT_MAX_CONNECTIONS, value_name = "N", requires = "tcp")]
+    pub max_connections: usize,
+    /// Most subscriptions one connection (or stdio) may hold at once; a
+    /// subscribe beyond it gets an error reply.
+    #[arg(long, default_value_t = protocol::DEFAULT_MAX_SUBSCRIPTIONS, value_name = "N")]
+    pub max_subscriptions: usize,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
@@ -30,6 +38,8 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
     // Logs go to stderr: stdout carries only protocol replies.
     let options = ServeOptions {
         max_line_bytes: a.max_line_bytes.max(1),
+        max_connections: a.max_connections,
+        max_subscriptions: a.max_subscriptions,
         logger: Some(Arc::new(|line: &str| eprintln!("eventfold: {line}"))),
     };
     if let Some(addr) = &a.tcp {

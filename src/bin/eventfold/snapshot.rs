@@ -62,7 +62,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
                 output::json_line(&mut out, &s)?;
             } else {
                 writeln!(out, "snapshot of {stream} at version {} (position {})", s.version, s.position)?;
-                writeln!(out, "{}", serde_json::to_string_pretty(&s.state)?)?;
+                writeln!(out, "{}", output::pretty_json(&s.state.to_string()))?;
             }
         }
         Args::List { prefix } => {

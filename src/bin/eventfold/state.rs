@@ -30,7 +30,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
             "{} at version {} (position {}): {} events merged, {} skipped (not JSON objects)",
             a.stream, s.version, s.position, s.events, s.skipped
         )?;
-        writeln!(out, "{}", serde_json::to_string_pretty(&s.state)?)?;
+        writeln!(out, "{}", output::pretty_json(&s.state.to_string()))?;
     }
     out.flush()?;
     Ok(Outcome::Ok)
