@@ -942,7 +942,7 @@ impl Plan {
         let mut rng = Rng::new(seed);
         let settled = matches!(i % 4, 0 | 3);
         let kill = if settled {
-            Kill::Settled(10 + rng.below(120), i % 4 == 0)
+            Kill::Settled(10 + rng.below(120), i.is_multiple_of(4))
         } else {
             Kill::AfterAcks(10 + rng.below(200) as usize)
         };
