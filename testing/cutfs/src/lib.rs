@@ -1143,16 +1143,24 @@ impl CutFs {
     }
 
     fn shut_down(&mut self) -> io::Result<()> {
+        const ECONNABORTED: i32 = 103;
         match self.session.take() {
-            Some(session) => session.umount_and_join().map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "unmounting cutfs at {} (a process still using it?): {e}",
-                        self.mountpoint.display()
-                    ),
-                )
-            }),
+            // After our own unmount the kernel ends the connection; the
+            // session's last read then fails with ENODEV or, when the kernel
+            // aborted the connection to end it (it does so at unmount, racing
+            // the read), with ECONNABORTED: both are the normal end.
+            Some(session) => session
+                .umount_and_join()
+                .or_else(|e| if e.raw_os_error() == Some(ECONNABORTED) { Ok(()) } else { Err(e) })
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "unmounting cutfs at {} (a process still using it?): {e}",
+                            self.mountpoint.display()
+                        ),
+                    )
+                }),
             None => Ok(()),
         }
     }
