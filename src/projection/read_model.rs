@@ -313,9 +313,14 @@ impl<P: Projection> ReadModel<P> {
     ) -> Result<Option<R>> {
         let Some(env) = ProjEnv::get(&self.store)? else { return Ok(None) };
         env.check_served(self.name)?;
-        let Some(slots) = env.slots(self.name, false)? else { return Ok(None) };
+        let slots = env.slots(self.name, false)?;
         let txn = env.env.read_txn()?;
         let Some(meta) = env.load_meta(&txn, self.name)? else { return Ok(None) };
+        // A checkpoint without its documents is damage, not an empty model.
+        let slots = slots.ok_or_else(|| Error::ReadModelDamaged {
+            projection: self.name.to_string(),
+            reason: "its checkpoint entry is there, its document databases are not".into(),
+        })?;
         let db = slots[usize::from(meta.active & 1)];
         f(&txn, db, &meta).map(Some)
     }

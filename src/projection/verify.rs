@@ -61,7 +61,10 @@ fn walk(env: &ProjEnv, store: &Store, reader: &Reader, report: &mut VerifyReport
     drop(txn);
     for name in names {
         let area = format!("projections/{name}");
-        let Some(slots) = env.slots(&name, false)? else { continue };
+        let Some(slots) = env.slots(&name, false)? else {
+            report.fault(&area, None, None, "its checkpoint entry is there, its document databases are not");
+            continue;
+        };
         let txn = env.env.read_txn()?;
         for db in slots {
             for item in db.iter(&txn)? {

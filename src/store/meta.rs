@@ -14,6 +14,9 @@ const KEY_FORMAT: &[u8] = b"format_version";
 const KEY_ARCHIVE: &[u8] = b"archive_format";
 const KEY_STORE_ID: &[u8] = b"store_id";
 const KEY_CREATED: &[u8] = b"created_at";
+/// xxh3 of the store id and the creation time: the store's identity is
+/// what read models are checked against, so a damaged one must be seen.
+const KEY_IDENTITY_SUM: &[u8] = b"identity_sum";
 pub(crate) const KEY_NEXT_STREAM: &[u8] = b"next_stream_no";
 
 /// This build's effective rkyv archive format: endianness, alignment of
@@ -75,7 +78,19 @@ pub(crate) fn init_or_check(wtxn: &mut RwTxn, dbs: &Dbs, now: u64) -> Result<Met
         dbs.meta.put(wtxn, KEY_CREATED, &now.to_le_bytes())?;
         dbs.meta.put(wtxn, KEY_NEXT_STREAM, &1u64.to_le_bytes())?;
     }
-    check(wtxn, dbs)
+    let info = check(wtxn, dbs)?;
+    // Stores made before the checksum get it at their first writable open.
+    if dbs.meta.get(wtxn, KEY_IDENTITY_SUM)?.is_none() {
+        dbs.meta.put(wtxn, KEY_IDENTITY_SUM, &identity_sum(info.store_id, info.created_at).to_le_bytes())?;
+    }
+    Ok(info)
+}
+
+fn identity_sum(store_id: Uuid, created_at: u64) -> u64 {
+    let mut bytes = [0u8; 24];
+    bytes[..16].copy_from_slice(store_id.as_bytes());
+    bytes[16..].copy_from_slice(&created_at.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
 /// Checks the format of an existing store and reads its identity.
@@ -112,9 +127,15 @@ pub(crate) fn check(rtxn: &RoTxn, dbs: &Dbs) -> Result<MetaInfo> {
     let store_id = Uuid::from_slice(id).map_err(|_| Error::index("meta", "store_id is not a UUID"))?;
     let created = dbs.meta.get(rtxn, KEY_CREATED)?.filter(|v| v.len() == 8);
     let next = dbs.meta.get(rtxn, KEY_NEXT_STREAM)?.filter(|v| v.len() == 8);
+    let created_at = created.map(le_u64).ok_or_else(|| Error::index("meta", "created_at missing"))?;
+    match dbs.meta.get(rtxn, KEY_IDENTITY_SUM)? {
+        Some(v) if v.len() == 8 && le_u64(v) == identity_sum(store_id, created_at) => {}
+        Some(_) => return Err(Error::index("meta", "store_id or created_at fails its checksum")),
+        None => {} // a store made before the checksum, opened read-only
+    }
     Ok(MetaInfo {
         store_id,
-        created_at: created.map(le_u64).ok_or_else(|| Error::index("meta", "created_at missing"))?,
+        created_at,
         next_stream_no: next.map(le_u64).ok_or_else(|| Error::index("meta", "next_stream_no missing"))?,
     })
 }
@@ -156,16 +177,22 @@ mod tests {
 
     /// Guards the reading of damaged `meta` entries as damage: a format
     /// version no release writes, an archive format that is no format
-    /// description, a missing creation time. Each was taken for a newer
-    /// store, or shown as 0.
+    /// description, a missing creation time, a flipped bit in the store id.
+    /// Each was taken for a newer store, shown as 0, or (the store id) made
+    /// the read models look like another store's.
     #[test]
     fn damaged_meta_entries_are_index_corruption() {
         type Damage = fn(&mut RwTxn, &Dbs);
-        let cases: [(&str, Damage); 4] = [
+        let cases: [(&str, Damage); 5] = [
             ("format 0", |w, d| d.meta.put(w, KEY_FORMAT, &0u32.to_le_bytes()).unwrap()),
             ("format huge", |w, d| d.meta.put(w, KEY_FORMAT, &0x0100_0001u32.to_le_bytes()).unwrap()),
             ("archive", |w, d| d.meta.put(w, KEY_ARCHIVE, b"rkyv0.8 le alig\xf38 ptr32").unwrap()),
             ("created_at", |w, d| assert!(d.meta.delete(w, KEY_CREATED).unwrap())),
+            ("store_id", |w, d| {
+                let mut id = d.meta.get(w, KEY_STORE_ID).unwrap().unwrap().to_vec();
+                id[15] ^= 0x04;
+                d.meta.put(w, KEY_STORE_ID, &id).unwrap()
+            }),
         ];
         for (name, damage) in cases {
             let dir = damaged_store(damage);

@@ -482,8 +482,6 @@ fn unchecked_value(file: &str, location: &str) -> Option<Unchecked> {
         // A damaged stream id: the stream reads as missing (verify: a
         // stream with events but no head).
         ("data.mdb", "streams key") => ("stream id", true),
-        // store_id, created_at: nothing to check them against.
-        ("data.mdb", "meta value") => ("store meta entry", false),
         // LMDB's record of a database: its entry count is what `stats`
         // shows as the number of streams; verify compares every count with
         // its walk.
