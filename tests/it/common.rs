@@ -15,3 +15,26 @@ pub fn temp_store() -> (TempDir, Store) {
 pub fn ev(ty: &str, n: u64) -> NewEvent {
     NewEvent::json(ty, &json!({ "n": n }))
 }
+
+/// A tiny deterministic generator (xorshift64*), so runs repeat by seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A generator for `seed` (any value; the state is never zero).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}

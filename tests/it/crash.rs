@@ -15,24 +15,10 @@ use eventfold::{Durability, ExpectedVersion, NewEvent, ReadAll, Store};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::common::Rng;
+
 const STREAMS: u64 = 8;
 const THREADS: u64 = 4;
-
-/// A tiny deterministic generator (xorshift64*), so runs repeat by seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn durability_from_env() -> Durability {
     match std::env::var("EVENTFOLD_CRASH_DURABILITY").as_deref() {

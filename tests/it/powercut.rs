@@ -65,6 +65,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::common::Rng;
+
 const APPENDERS: u64 = 3;
 /// Streams `acct-0..5` (read by `PcAcct` and the consumer) and `misc-0..2`.
 const ACCT_STREAMS: u64 = 6;
@@ -85,26 +87,6 @@ const QUICK_CUTS_NOSYNC: u64 = 96;
 
 const WORKLOAD_CHILD: &str = "powercut::powercut_workload_child";
 const CHECK_CHILD: &str = "powercut::powercut_check_child";
-
-/// A tiny deterministic generator (xorshift64*), so runs repeat by seed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The read models, and the same folds computed from the log.
