@@ -52,8 +52,24 @@ pub(crate) fn checkpoint_mismatch(
     })
 }
 
+/// Every projection's checkpoint entry, decoded (or why it cannot be).
+pub(crate) fn meta_entries(env: &ProjEnv) -> Result<Vec<(String, Result<ProjMeta>)>> {
+    let txn = env.env.read_txn()?;
+    let mut out = Vec::new();
+    for item in env.meta.iter(&txn)? {
+        let (k, v) = item?;
+        if is_env_key(k) {
+            continue;
+        }
+        let name = String::from_utf8_lossy(k).into_owned();
+        let meta = decode_meta(&name, v);
+        out.push((name, meta));
+    }
+    Ok(out)
+}
+
 /// Why `meta` does not match the log (active model or rebuild), or `None`.
-fn meta_mismatch(reader: &Reader, durable: u64, meta: &ProjMeta) -> Result<Option<String>> {
+pub(crate) fn meta_mismatch(reader: &Reader, durable: u64, meta: &ProjMeta) -> Result<Option<String>> {
     if let Some(why) = checkpoint_mismatch(reader, durable, meta.checkpoint, meta.checkpoint_id)? {
         return Ok(Some(why));
     }
@@ -88,20 +104,7 @@ pub(crate) fn read_identity(env: &ProjEnv) -> Result<EnvIdentity> {
 /// them instead). A read model made from another store is an error.
 pub(crate) fn check_against_log(env: &ProjEnv, store: &Store, dir: &Path) -> Result<HashMap<String, String>> {
     let identity = read_identity(env)?;
-    let metas: Vec<(String, Result<ProjMeta>)> = {
-        let txn = env.env.read_txn()?;
-        let mut out = Vec::new();
-        for item in env.meta.iter(&txn)? {
-            let (k, v) = item?;
-            if is_env_key(k) {
-                continue;
-            }
-            let name = String::from_utf8_lossy(k).into_owned();
-            let meta = decode_meta(&name, v);
-            out.push((name, meta));
-        }
-        out
-    };
+    let metas = meta_entries(env)?;
     let mut stale = HashMap::new();
     match identity.format {
         None if metas.is_empty() => {}

@@ -2,9 +2,9 @@
 //! every checkpoint entry and document against its checksum, and every
 //! checkpoint against the log.
 
-use super::identity::checkpoint_mismatch;
-use super::read_model::{ProjEnv, decode_meta};
-use super::sealed::{is_env_key, unseal};
+use super::identity::{meta_entries, meta_mismatch};
+use super::read_model::ProjEnv;
+use super::sealed::unseal;
 use crate::error::Result;
 use crate::read::Reader;
 use crate::store::Store;
@@ -29,36 +29,23 @@ pub(crate) fn verify_read_models(store: &Store, reader: &Reader, report: &mut Ve
 
 fn walk(env: &ProjEnv, store: &Store, reader: &Reader, report: &mut VerifyReport) -> Result<()> {
     let durable = store.durable_head()?;
-    let txn = env.env.read_txn()?;
     let mut names = Vec::new();
-    for item in env.meta.iter(&txn)? {
-        let (k, v) = item?;
-        if is_env_key(k) {
-            continue;
-        }
-        let name = String::from_utf8_lossy(k).into_owned();
+    for (name, meta) in meta_entries(env)? {
         let area = format!("projections/{name}");
         report.read_models = report.read_models.saturating_add(1);
         if let Some(why) = env.stale.get(&name) {
             report.fault(&area, None, None, format!("not served: {why}"));
         }
-        match decode_meta(&name, v) {
+        match meta {
             Ok(meta) => {
-                let checks = [
-                    (meta.checkpoint, meta.checkpoint_id),
-                    meta.rebuild.as_ref().map_or((0, None), |r| (r.checkpoint, r.checkpoint_id)),
-                ];
-                for (checkpoint, id) in checks {
-                    if let Some(why) = checkpoint_mismatch(reader, durable, checkpoint, id)? {
-                        report.fault(&area, Some(checkpoint), None, why);
-                    }
+                if let Some(why) = meta_mismatch(reader, durable, &meta)? {
+                    report.fault(&area, Some(meta.checkpoint), None, why);
                 }
             }
             Err(e) => report.fault(&area, None, None, e.to_string()),
         }
         names.push(name);
     }
-    drop(txn);
     for name in names {
         let area = format!("projections/{name}");
         let Some(slots) = env.slots(&name, false)? else {
