@@ -46,60 +46,46 @@
 //! See `docs/design.md` for how it works and `docs/format.md` for the bytes
 //! on disk.
 
-#![forbid(unsafe_op_in_unsafe_fn)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+// The layers, bottom to top (docs/design.md has the table of what each may
+// use; tests/it/layers.rs checks it).
+mod admin;
 mod aggregate;
-mod backup;
-mod consumer;
-mod error;
-mod event;
-mod import;
-mod json_limits;
-mod json_snapshot;
-mod json_state;
+mod json;
+mod lmdb;
 mod projection;
-mod projection_info;
 #[cfg(feature = "protocol")]
 pub mod protocol;
 mod read;
 mod record;
-mod snapshot;
 mod store;
 mod subscribe;
-pub mod testing;
-mod upcast;
-mod verify;
+mod vocab;
 mod writer;
 
+pub use aggregate::testing;
 pub use aggregate::{
     Aggregate, CommandError, DEFAULT_MAX_ATTEMPTS, DomainEvent, Envelope, Executed, LoadReport, Loaded,
-    Repository, SnapshotPolicy,
+    NewSnapshot, Repository, SNAPSHOT_LAYOUT_VERSION, Snapshot, SnapshotPolicy, UpcastResult, Upcasted,
+    Upcasters,
 };
-pub use consumer::{Consumer, ConsumerInfo, MAX_CONSUMER_NAME_LEN};
-pub use error::{Error, Result};
-pub use event::{AppendResult, ContentType, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent};
-pub use json_limits::MAX_JSON_DEPTH;
-pub use json_snapshot::{JSON_STATE_SNAPSHOT_SCHEMA, JSON_STATE_SNAPSHOTS_KEPT};
-pub use json_state::{JsonFields, JsonState};
+pub use json::{JSON_STATE_SNAPSHOT_SCHEMA, JSON_STATE_SNAPSHOTS_KEPT, JsonFields, JsonState};
+pub use lmdb::{
+    DAMAGED_FILE_EXIT_CODE, Durability, FORMAT_VERSION, archive_format, install_damaged_file_handler,
+};
 pub use projection::runner::DEFAULT_PROJECTION_BATCH;
 pub use projection::{
     Projection, ProjectionContext, ProjectionRunner, ProjectionState, ProjectionStatus, ReadModel,
-    RebuildProgress, RunningProjections,
+    RebuildProgress, RunningProjections, StoredProjection,
 };
-pub use projection_info::StoredProjection;
-pub use read::{
-    AllBatches, AllIter, Direction, Filter, ReadAll, ReadStream, Reader, StreamBatches, StreamInfo,
-    StreamIter, category_of,
+pub use read::{AllIter, Direction, ReadAll, ReadStream, Reader, StreamInfo, StreamIter};
+pub use record::{EventRef, decode as decode_record};
+pub use store::{AllBatches, DEFAULT_MAP_SIZE, Store, StoreBuilder, StoreStats, StreamBatches};
+pub use subscribe::{Consumer, ConsumerInfo, DEFAULT_SUBSCRIPTION_BATCH, SubscribeFrom, Subscription};
+pub use vocab::{
+    AppendResult, ContentType, Error, EventMetadata, ExpectedVersion, Fault, Filter, MAX_CONSUMER_NAME_LEN,
+    MAX_JSON_DEPTH, MAX_NAME_LEN, NewEvent, RecordedEvent, Result, VerifyReport, category_of,
 };
-pub use record::{EventRef, MAX_NAME_LEN, decode as decode_record};
-pub use snapshot::{NewSnapshot, SNAPSHOT_LAYOUT_VERSION, Snapshot};
-pub use store::meta::{FORMAT_VERSION, archive_format};
-pub use store::{
-    DAMAGED_FILE_EXIT_CODE, DEFAULT_MAP_SIZE, Durability, Store, StoreBuilder, StoreStats,
-    install_damaged_file_handler,
-};
-pub use subscribe::{DEFAULT_SUBSCRIPTION_BATCH, SubscribeFrom, Subscription};
-pub use upcast::{UpcastResult, Upcasted, Upcasters};
-pub use verify::{Fault, VerifyReport};
 pub use writer::AppendTicket;

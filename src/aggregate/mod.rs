@@ -42,11 +42,16 @@
 //! ```
 
 mod repository;
+pub(crate) mod snapshot;
 mod tagged;
+pub mod testing;
+mod upcast;
 
 pub use repository::{
     DEFAULT_MAX_ATTEMPTS, Envelope, Executed, LoadReport, Loaded, Repository, SnapshotPolicy,
 };
+pub use snapshot::{NewSnapshot, SNAPSHOT_LAYOUT_VERSION, Snapshot};
+pub use upcast::{UpcastResult, Upcasted, Upcasters};
 
 use std::fmt;
 

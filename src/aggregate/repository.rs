@@ -8,12 +8,12 @@ use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use super::{Aggregate, CommandError, DomainEvent};
-use crate::error::{Error, Result};
-use crate::event::{AppendResult, ContentType, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent};
+use crate::aggregate::snapshot::NewSnapshot;
+use crate::aggregate::upcast::Upcasters;
 use crate::read::ReadStream;
-use crate::snapshot::NewSnapshot;
 use crate::store::Store;
-use crate::upcast::Upcasters;
+use crate::vocab::{AppendResult, ContentType, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent};
+use crate::vocab::{Error, Result};
 
 /// When [`Repository::execute`] saves a snapshot by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -363,7 +363,7 @@ impl<A: Aggregate> Repository<A> {
         Ok(Loaded { state, version: target, report })
     }
 
-    fn snapshot_state(&self, s: &crate::snapshot::Snapshot) -> std::result::Result<A, String> {
+    fn snapshot_state(&self, s: &crate::aggregate::snapshot::Snapshot) -> std::result::Result<A, String> {
         if s.state_schema_version != A::STATE_SCHEMA_VERSION {
             return Err(format!(
                 "snapshot state schema version {} differs from the code's {}",
@@ -501,7 +501,7 @@ mod tests {
     use serde::{Deserialize, Serialize};
 
     use super::*;
-    use crate::store::keys::stream_version_key;
+    use crate::lmdb::keys::stream_version_key;
     use crate::writer::{SideDb, SideOp, SideWrite};
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -544,7 +544,7 @@ mod tests {
         repo.execute("1", 5, EventMetadata::new()).unwrap();
         repo.take_snapshot("1").unwrap();
         let stream_no = store.read().unwrap().head_of("counter-1").unwrap().unwrap().stream_no;
-        let mut value = crate::snapshot::encode(
+        let mut value = crate::aggregate::snapshot::encode(
             &NewSnapshot::json("counter-1", 2, 1, &Counter { total: 1000 }).unwrap(),
             0,
         );

@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::read_model::{decode_doc, encode_doc, scan};
-use crate::error::{Result, from_heed};
-use crate::store::env::Db;
+use crate::lmdb::env::Db;
+use crate::vocab::{Result, from_heed};
 
 /// Documents held decoded before the cache writes them all out.
 const MAX_CACHED_DOCS: usize = 4096;

@@ -19,9 +19,9 @@ use uuid::Uuid;
 
 use super::read_model::{ProjEnv, ProjMeta, decode_meta};
 use super::sealed::{FORMAT, KEY_FORMAT, KEY_STORE_ID, is_env_key};
-use crate::error::{Error, Result};
 use crate::read::Reader;
 use crate::store::Store;
+use crate::vocab::{Error, Result};
 
 /// Why a checkpoint (position and the id of its event) does not belong to
 /// this log, or `None` when it does.
@@ -217,8 +217,8 @@ mod tests {
 
     use super::super::{Projection, ProjectionContext, ProjectionRunner};
     use super::*;
-    use crate::event::{ExpectedVersion, NewEvent, RecordedEvent};
-    use crate::store::Durability;
+    use crate::lmdb::Durability;
+    use crate::vocab::{ExpectedVersion, NewEvent, RecordedEvent};
 
     struct Count;
     impl Projection for Count {
@@ -269,7 +269,7 @@ mod tests {
         ProjectionRunner::new(&store).unwrap().register(Count).unwrap().run_until_caught_up().unwrap();
         let env = ProjEnv::get(&store).unwrap().unwrap();
         let slots = env.slots("count", false).unwrap().unwrap();
-        let flip = |db: crate::store::env::Db, key: &[u8]| {
+        let flip = |db: crate::lmdb::env::Db, key: &[u8]| {
             let mut wtxn = env.env.write_txn().unwrap();
             let mut v = db.get(&wtxn, key).unwrap().unwrap().to_vec();
             v[0] ^= 0x01;

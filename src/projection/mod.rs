@@ -11,12 +11,14 @@
 
 mod context;
 mod identity;
+mod info;
 mod read_model;
 pub(crate) mod runner;
 mod sealed;
 mod verify;
 
 pub use context::ProjectionContext;
+pub use info::StoredProjection;
 pub(crate) use read_model::ProjEnv;
 pub use read_model::ReadModel;
 pub use runner::{ProjectionRunner, RunningProjections};
@@ -24,9 +26,9 @@ pub(crate) use verify::verify_read_models;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::event::RecordedEvent;
-use crate::read::Filter;
+use crate::vocab::Filter;
+use crate::vocab::RecordedEvent;
+use crate::vocab::Result;
 
 /// A read model built from events.
 ///

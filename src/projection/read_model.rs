@@ -16,9 +16,9 @@ use uuid::Uuid;
 
 use super::Projection;
 use super::sealed::{seal, unseal};
-use crate::error::{Error, Result, from_heed};
+use crate::lmdb::env::{Db, EnvSettings, open_env};
 use crate::store::Store;
-use crate::store::env::{Db, EnvSettings, open_env};
+use crate::vocab::{Error, Result, from_heed};
 
 /// Named databases the projections environment may hold: `meta` plus two
 /// slots per projection, so up to 127 projections.
@@ -93,7 +93,7 @@ impl ProjEnv {
             // (`Relaxed`), a power cut only undoes the last batch, which the
             // runner then applies again.
             no_sync: false,
-            no_meta_sync: store.durability() != crate::store::Durability::Sync,
+            no_meta_sync: store.durability() != crate::lmdb::Durability::Sync,
             read_only,
         };
         let env = open_env(&dir, &settings)?;

@@ -12,12 +12,12 @@ use crossbeam_channel::{Receiver, Sender, select};
 use super::context::ProjectionContext;
 use super::read_model::{ProjEnv, ProjMeta, RebuildMeta};
 use super::{Projection, ProjectionState, ProjectionStatus, RebuildProgress};
-use crate::consumer::validate_name;
-use crate::error::{Error, Result};
-use crate::event::RecordedEvent;
-use crate::read::Filter;
 use crate::store::Store;
 use crate::subscribe::{Follow, read_log_batch};
+use crate::vocab::Filter;
+use crate::vocab::RecordedEvent;
+use crate::vocab::validate_name;
+use crate::vocab::{Error, Result};
 
 /// Default number of log positions a projection applies per transaction.
 pub const DEFAULT_PROJECTION_BATCH: usize = 1000;
@@ -337,7 +337,7 @@ impl Core {
                 Step::Idle
             }
             Err(panic) => {
-                let msg = crate::error::panic_message(panic.as_ref());
+                let msg = crate::vocab::panic_message(panic.as_ref());
                 e.runtime().state =
                     ProjectionState::Failed { position: 0, error: format!("apply panicked: {msg}") };
                 Step::Idle

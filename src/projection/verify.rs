@@ -5,10 +5,10 @@
 use super::identity::{meta_entries, meta_mismatch};
 use super::read_model::ProjEnv;
 use super::sealed::unseal;
-use crate::error::Result;
 use crate::read::Reader;
 use crate::store::Store;
-use crate::verify::VerifyReport;
+use crate::vocab::Result;
+use crate::vocab::VerifyReport;
 
 /// Checks the store's read models into `report`. Damage is reported as
 /// faults; only a failure to read the log itself is an error.

@@ -14,11 +14,12 @@ use super::wire::{
     self, AppendBatchRequest, AppendRequest, DEFAULT_NODE_ID, DEFAULT_READ_LIMIT, Envelope, MAX_READ_LIMIT,
     RawJson, ReadAllRequest, ReadStreamRequest, Reply, Request, WireEvent, WireNewEvent, codes,
 };
-use crate::error::Error;
-use crate::event::{AppendResult, NewEvent};
-use crate::json_state::JsonState;
-use crate::read::{Filter, ReadAll, ReadStream};
+use crate::json::JsonState;
+use crate::read::{ReadAll, ReadStream};
 use crate::store::Store;
+use crate::vocab::Error;
+use crate::vocab::Filter;
+use crate::vocab::{AppendResult, NewEvent};
 
 /// Where a connection's lines go: replies from the request loop and pushed
 /// events from the subscription thread, one whole line at a time.

@@ -168,7 +168,7 @@ fn unreadable(name: &str, e: &serde_json::Error) -> String {
     } else {
         format!("at line {} column {} of the field", e.line(), e.column())
     };
-    format!("field `{name}`: {}", crate::json_limits::explain_at(e, format_args!("{at}")))
+    format!("field `{name}`: {}", crate::vocab::json_limits::explain_at(e, format_args!("{at}")))
 }
 
 /// Reads fields of a request body one by one, naming the field on failure.
@@ -204,7 +204,7 @@ impl Fields<'_> {
             event_type: self.req("event_type")?,
             event_data: match self.0.get("event_data") {
                 // Kept as sent, once it is known every reader can parse it.
-                Some(raw) => match crate::json_limits::readable(raw.get().as_bytes()) {
+                Some(raw) => match crate::vocab::json_limits::readable(raw.get().as_bytes()) {
                     Ok(()) => RawJson::from_checked(raw.clone()),
                     Err(e) => return Err(unreadable("event_data", &e)),
                 },
@@ -214,7 +214,7 @@ impl Fields<'_> {
             metadata: {
                 // Stored, so held to the same limits as a payload.
                 if let Some(raw) = self.0.get("metadata") {
-                    crate::json_limits::readable(raw.get().as_bytes())
+                    crate::vocab::json_limits::readable(raw.get().as_bytes())
                         .map_err(|e| unreadable("metadata", &e))?;
                 }
                 self.opt("metadata")?
@@ -311,8 +311,8 @@ impl Fields<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::ExpectedVersion;
     use crate::protocol::wire::{Reply, WireMetadata, WireVersion};
+    use crate::vocab::ExpectedVersion;
     use serde_json::json;
     use uuid::Uuid;
 

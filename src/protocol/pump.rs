@@ -27,10 +27,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError
 use super::dispatch::{SharedOutput, error_reply, to_line};
 use super::wire::{Envelope, WireEvent};
 use super::write_line;
-use crate::error::Result;
-use crate::read::{Filter, ReadAll};
+use crate::read::ReadAll;
 use crate::store::Store;
 use crate::subscribe::DEFAULT_SUBSCRIPTION_BATCH;
+use crate::vocab::Filter;
+use crate::vocab::Result;
 
 /// How often the pump of a read-only store looks at the log: another process
 /// writes, so no wake-up reaches this one.
@@ -401,8 +402,8 @@ fn json_string(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ExpectedVersion, NewEvent};
     use crate::protocol::wire::Reply;
+    use crate::vocab::{ExpectedVersion, NewEvent};
 
     /// Guards a subscription added while a round pushes events (the
     /// session hands subscriptions over at any time): the round must not

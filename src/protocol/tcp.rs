@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use super::dispatch::{Session, SharedOutput, to_line};
 use super::wire::{DEFAULT_NODE_ID, Envelope, Reply, codes};
 use super::{ServeOptions, answer_lines};
-use crate::error::{Error, Result};
 use crate::store::Store;
+use crate::vocab::{Error, Result};
 
 /// First pause after a failed `accept`; it doubles with each failure in a row.
 const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(5);

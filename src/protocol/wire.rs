@@ -16,9 +16,9 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 pub use super::parse::parse_request;
-use crate::error::Error;
-use crate::event::{ContentType, EventMetadata, ExpectedVersion, RecordedEvent};
 use crate::store::StoreStats;
+use crate::vocab::Error;
+use crate::vocab::{ContentType, EventMetadata, ExpectedVersion, RecordedEvent};
 
 /// Longest request line the node reads, in bytes (1 MiB), not counting the
 /// newline. A longer line is skipped without being held in memory and

@@ -9,8 +9,8 @@
 //! ahead. On 1 M records of 384 bytes, the checksum pass went from 164 to
 //! 55 ns a record (`docs/benchmarks.md`, "Scans in address order").
 
-use crate::error::Result;
 use crate::record::{self, EventRef};
+use crate::vocab::Result;
 
 /// The most records checked together: enough to cover a few leaf pages, few
 /// enough that a short read does not pay for many it will not use.
@@ -69,8 +69,8 @@ impl<'t> Block<'t> {
 #[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
-    use crate::error::Error;
-    use crate::event::NewEvent;
+    use crate::vocab::Error;
+    use crate::vocab::NewEvent;
 
     fn record(position: u64) -> rkyv::util::AlignedVec<16> {
         let mut enc =

@@ -9,12 +9,13 @@ use heed::types::Bytes;
 use heed::{RoRange, RoRevRange};
 
 use super::block::{Block, MAX_BLOCK};
-use super::{Direction, Filter, ReadAll, ReadStream, Reader};
-use crate::error::{Error, Result};
-use crate::record::{self, EventRef};
-use crate::store::keys::{
+use super::{Direction, ReadAll, ReadStream, Reader};
+use crate::lmdb::keys::{
     Run, StreamHead, parse_position_key, parse_stream_version_key, position_key, stream_version_key,
 };
+use crate::record::{self, EventRef};
+use crate::vocab::Filter;
+use crate::vocab::{Error, Result};
 
 /// An `events` cursor item with its key parsed as a position.
 fn keyed<'t>(item: Option<heed::Result<(&'t [u8], &'t [u8])>>) -> Result<Option<(u64, &'t [u8])>> {

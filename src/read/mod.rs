@@ -3,14 +3,10 @@
 
 #![deny(clippy::arithmetic_side_effects)]
 
-mod batched;
 mod block;
-mod filter;
 mod iter;
 mod scan;
 
-pub use batched::{AllBatches, StreamBatches};
-pub use filter::{Filter, category_of};
 pub use iter::{AllIter, StreamIter};
 pub(crate) use scan::default_threads;
 
@@ -20,12 +16,13 @@ use heed::{RoTxn, WithoutTls};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
-use crate::record::{self, EventRef};
-use crate::store::env::Dbs;
-use crate::store::keys::{
+use crate::lmdb::env::Dbs;
+use crate::lmdb::keys::{
     Run, StreamHead, le_u64, parse_position_key, parse_stream_version_key, position_key, stream_version_key,
 };
+use crate::record::{self, EventRef};
+use crate::vocab::Filter;
+use crate::vocab::{Error, Result};
 
 /// Which way a stream read goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -18,9 +18,10 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::block::{Block, MAX_BLOCK};
 use super::iter::RawRecords;
-use super::{Filter, ReadAll, Reader};
-use crate::error::{Error, Result};
+use super::{ReadAll, Reader};
 use crate::record::EventRef;
+use crate::vocab::Filter;
+use crate::vocab::{Error, Result};
 
 /// Records in one chunk: enough that a chunk's hand-offs cost little beside
 /// checking it, few enough that a short scan still spreads.
@@ -212,8 +213,8 @@ fn check<'t>(chunk: Raw<'t>, filter: &Filter) -> Checked<'t> {
 #[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::CHUNK;
-    use crate::error::Error;
-    use crate::store::keys::position_key;
+    use crate::lmdb::keys::position_key;
+    use crate::vocab::Error;
     use crate::{ExpectedVersion, Filter, NewEvent, ReadAll, Store};
 
     /// Long enough for many chunks in flight at once.

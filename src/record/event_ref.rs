@@ -4,8 +4,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{ArchivedEventBody, EventBody, Trailer};
-use crate::error::{Error, Result};
-use crate::event::{ContentType, RecordedEvent};
+use crate::vocab::{ContentType, RecordedEvent};
+use crate::vocab::{Error, Result};
 
 /// Where the body's fields are read from.
 pub(crate) enum Body<'a> {
@@ -73,7 +73,7 @@ impl<'a> EventRef<'a> {
 
     /// The stream's category (the part before the first `-`).
     pub fn category(&self) -> &str {
-        crate::read::category_of(self.stream_id())
+        crate::vocab::category_of(self.stream_id())
     }
 
     /// The event type.

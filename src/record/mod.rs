@@ -16,8 +16,8 @@ pub use event_ref::EventRef;
 use rkyv::rancor;
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
-use crate::event::{ContentType, NewEvent};
+use crate::vocab::{ContentType, MAX_NAME_LEN, NewEvent, name_problem, shorten};
+use crate::vocab::{Error, Result};
 
 /// The record format this build reads and writes.
 pub(crate) const RECORD_FORMAT: u8 = 1;
@@ -58,42 +58,6 @@ pub(crate) struct EncodedEvent {
     pub recorded_at: Option<u64>,
 }
 
-/// Longest stream id or event type, in bytes.
-pub const MAX_NAME_LEN: usize = 256;
-
-/// Why `name` is not a valid stream id, event type or consumer name (at most
-/// `limit` bytes), or `None` when it is.
-pub(crate) fn name_problem(name: &str, limit: usize) -> Option<String> {
-    if name.is_empty() {
-        Some("must not be empty".into())
-    } else if name.len() > limit {
-        Some(format!("is {} bytes, the limit is {limit}", name.len()))
-    } else if name.chars().any(char::is_control) {
-        Some("must not contain control characters".into())
-    } else {
-        None
-    }
-}
-
-fn shorten(s: &str) -> String {
-    if s.len() <= 64 {
-        return s.to_string();
-    }
-    let mut end = 64;
-    while !s.is_char_boundary(end) {
-        end = end.saturating_sub(1);
-    }
-    format!("{}…", &s[..end])
-}
-
-/// Checks a stream id: non-empty, at most [`MAX_NAME_LEN`] bytes, no control characters.
-pub(crate) fn validate_stream_id(stream: &str) -> Result<()> {
-    match name_problem(stream, MAX_NAME_LEN) {
-        Some(reason) => Err(Error::InvalidStreamId { stream: shorten(stream), reason }),
-        None => Ok(()),
-    }
-}
-
 /// Validates `event` and encodes it as a record for `stream`.
 pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Result<EncodedEvent> {
     if let Some(reason) = name_problem(&event.event_type, MAX_NAME_LEN) {
@@ -108,9 +72,9 @@ pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Re
     if event.content_type == ContentType::Json {
         // Serializer output is well-formed; only its depth can trip a reader.
         let readable = if event.json_checked {
-            crate::json_limits::check_depth(&payload)
+            crate::vocab::json_limits::check_depth(&payload)
         } else {
-            crate::json_limits::check_readable(&payload)
+            crate::vocab::json_limits::check_readable(&payload)
         };
         if let Err(reason) = readable {
             return Err(Error::InvalidPayload { event_type: event.event_type.clone(), reason });
@@ -129,7 +93,7 @@ pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Re
     } else {
         let bytes =
             serde_json::to_vec(&meta.extra).map_err(|e| Error::InvalidMetadata { reason: e.to_string() })?;
-        crate::json_limits::check_depth(&bytes).map_err(|reason| Error::InvalidMetadata { reason })?;
+        crate::vocab::json_limits::check_depth(&bytes).map_err(|reason| Error::InvalidMetadata { reason })?;
         bytes
     };
     let caller_id = event.event_id.is_some();
@@ -295,7 +259,7 @@ pub fn decode(position: u64, value: &[u8]) -> Result<EventRef<'_>> {
 #[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
-    use crate::event::EventMetadata;
+    use crate::vocab::EventMetadata;
 
     fn sample() -> EncodedEvent {
         let ev = NewEvent::json("Deposited", &serde_json::json!({"amount": 5}))
@@ -386,9 +350,6 @@ mod tests {
 
     #[test]
     fn invalid_names_and_payloads_are_rejected() {
-        assert!(matches!(validate_stream_id(""), Err(Error::InvalidStreamId { .. })));
-        assert!(matches!(validate_stream_id(&"x".repeat(300)), Err(Error::InvalidStreamId { .. })));
-        assert!(matches!(validate_stream_id("a\nb"), Err(Error::InvalidStreamId { .. })));
         let bad = NewEvent::json_bytes("T", b"{not json".to_vec());
         assert!(matches!(encode("s-1", bad, 1 << 20), Err(Error::InvalidPayload { .. })));
         let bad = NewEvent::json_bytes("T", vec![0xff, 0xfe]);

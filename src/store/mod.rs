@@ -1,15 +1,11 @@
 //! [`Store`]: the handle an application keeps. Opening, appending, reading,
 //! statistics and closing.
 
+mod batched;
 mod builder;
-pub(crate) mod env;
-pub(crate) mod keys;
-mod lock;
-pub(crate) mod map_fault;
-pub(crate) mod meta;
 
-pub use builder::{DEFAULT_MAP_SIZE, Durability, StoreBuilder};
-pub use map_fault::{DAMAGED_FILE_EXIT_CODE, install_damaged_file_handler};
+pub use batched::{AllBatches, StreamBatches};
+pub use builder::{DEFAULT_MAP_SIZE, StoreBuilder};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -21,16 +17,17 @@ use heed::{Env, WithoutTls};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
-use crate::event::{AppendResult, ExpectedVersion, NewEvent};
-use crate::read::{AllBatches, ReadAll, ReadStream, Reader, StreamBatches};
+use crate::lmdb::env::{self, Dbs};
+use crate::lmdb::keys::parse_position_key;
+use crate::lmdb::{Durability, lock, meta};
+use crate::read::{ReadAll, ReadStream, Reader};
 use crate::record::{self, EncodedEvent};
+use crate::vocab::{AppendResult, ExpectedVersion, NewEvent};
+use crate::vocab::{Error, Result};
 use crate::writer::shared::Shared;
 use crate::writer::{
     AppendTicket, Command, Request, SideWrite, StartState, StreamAppend, WriterConfig, WriterHandle,
 };
-use env::Dbs;
-use keys::parse_position_key;
 
 /// An open event store. Cheap to clone: clones share one environment and one
 /// writer thread. The writer stops when the last clone is dropped or
@@ -131,7 +128,7 @@ impl Store {
         let map_size = b.page_rounded_map_size();
         let settings = env::main_settings(map_size, b.max_readers, b.durability, read_only);
         let env = env::open_env(&dir, &settings)?;
-        let now = crate::writer::now_micros();
+        let now = crate::vocab::now_micros();
         let (dbs, info) = if read_only {
             let dbs = env::open_dbs(&env)?.ok_or_else(|| Error::NotAStore { path: dir.clone() })?;
             let rtxn = env.read_txn()?;
@@ -141,7 +138,7 @@ impl Store {
             let dbs = env::create_dbs(&env)?;
             let mut wtxn = env.write_txn()?;
             let info = meta::init_or_check(&mut wtxn, &dbs, now)?;
-            wtxn.commit().map_err(|e| crate::error::from_heed(e, map_size))?;
+            wtxn.commit().map_err(|e| crate::vocab::from_heed(e, map_size))?;
             // What an earlier process left unsynced (it ran with `Relaxed`
             // or `NoSync` and stopped without a close) may still be only in
             // the page cache: make it durable before anything is derived
@@ -303,7 +300,7 @@ impl Store {
         expected: ExpectedVersion,
         events: impl IntoIterator<Item = NewEvent>,
     ) -> Result<StreamAppend> {
-        record::validate_stream_id(stream)?;
+        crate::vocab::validate_stream_id(stream)?;
         let events: Vec<EncodedEvent> = events
             .into_iter()
             .map(|e| record::encode(stream, e, self.inner.max_event_size))
@@ -528,6 +525,7 @@ pub(crate) fn check_ids(appends: &[StreamAppend]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lmdb::keys;
     use crate::read::ReadAll;
 
     fn ev(n: u64) -> NewEvent {

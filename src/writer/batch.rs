@@ -13,13 +13,13 @@ use uuid::Uuid;
 
 use super::shared::Shared;
 use super::{Command, Reply, Request, SideDb, SideOp, StreamAppend, WriterConfig};
-use crate::error::{Error, Result, from_heed};
-use crate::event::{AppendResult, ExpectedVersion};
+use crate::lmdb::Durability;
+use crate::lmdb::env::Dbs;
+use crate::lmdb::keys::{Run, StreamHead, le_u64, position_key, stream_version_key};
+use crate::lmdb::meta::KEY_NEXT_STREAM;
 use crate::record;
-use crate::store::Durability;
-use crate::store::env::Dbs;
-use crate::store::keys::{Run, StreamHead, le_u64, position_key, stream_version_key};
-use crate::store::meta::KEY_NEXT_STREAM;
+use crate::vocab::{AppendResult, ExpectedVersion};
+use crate::vocab::{Error, Result, from_heed};
 
 /// What the writer needs to know about the log when it starts.
 #[derive(Debug, Clone, Copy)]
@@ -118,13 +118,6 @@ fn poison_reason(error: &Error) -> String {
         Error::Storage(text) => text.clone(),
         other => other.to_string(),
     }
-}
-
-pub(crate) fn now_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 impl Writer {
@@ -275,7 +268,7 @@ impl Writer {
             None => match std::panic::catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch))) {
                 Ok(outcomes) => outcomes,
                 Err(panic) => {
-                    let msg = crate::error::panic_message(panic.as_ref());
+                    let msg = crate::vocab::panic_message(panic.as_ref());
                     let reason = format!("the writer thread panicked: {msg}");
                     self.poison(&reason);
                     batch.iter().map(|_| Err(Error::Poisoned { reason: reason.clone() })).collect()
@@ -334,7 +327,7 @@ impl Writer {
     fn try_batch(&mut self, batch: &mut [Request]) -> Result<Vec<Outcome>, TxnFailure> {
         let map_size = self.config.map_size;
         let fail = |e: heed::Error| TxnFailure { error: from_heed(e, map_size), poison: false };
-        let now = now_micros().max(self.state.last_recorded_at);
+        let now = crate::vocab::now_micros().max(self.state.last_recorded_at);
         let mut wtxn = self.env.write_txn().map_err(fail)?;
         let mut ctx = BatchCtx {
             heads: HashMap::new(),
@@ -703,8 +696,8 @@ fn first_time(a: &StreamAppend, ctx: &BatchCtx) -> u64 {
 #[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
-    use crate::event::NewEvent;
     use crate::store::Store;
+    use crate::vocab::NewEvent;
     use crate::writer::{FaultPlan, StreamAppend};
 
     /// Guards the batch window's estimate of the next batch: `process`

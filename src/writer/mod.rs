@@ -17,10 +17,10 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 use heed::{Env, WithoutTls};
 
-use crate::error::{Error, Result};
-use crate::event::{AppendResult, ExpectedVersion};
+use crate::lmdb::env::Dbs;
 use crate::record::EncodedEvent;
-use crate::store::env::Dbs;
+use crate::vocab::{AppendResult, ExpectedVersion};
+use crate::vocab::{Error, Result};
 use shared::Shared;
 
 /// Events for one stream, with the version the appender expects.
@@ -115,7 +115,7 @@ impl std::fmt::Debug for CommitHook {
 
 #[derive(Debug, Clone)]
 pub(crate) struct WriterConfig {
-    pub durability: crate::store::Durability,
+    pub durability: crate::lmdb::Durability,
     /// Longest a commit stays unsynced while a follower waits for it
     /// (`Relaxed` and `NoSync`).
     pub sync_interval: std::time::Duration,
@@ -172,7 +172,7 @@ impl WriterHandle {
     }
 }
 
-pub(crate) use batch::{StartState, now_micros};
+pub(crate) use batch::StartState;
 
 /// A submitted request whose result can be collected later.
 ///

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Aggregate, LoadReport, Repository};
-use crate::error::{Error, Result};
 use crate::read::ReadStream;
+use crate::vocab::{Error, Result};
 
 /// Versions one replay thread reads and decodes at a time.
 const CHUNK: u64 = 2048;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use uuid::Uuid;
 
-use crate::event::ExpectedVersion;
+use crate::vocab::ExpectedVersion;
 
 /// A `Result` whose error is eventfold's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,9 +2,9 @@
 //! times are kept, so an export imported into an empty store gives the same
 //! store, and importing it twice writes nothing the second time.
 
-use crate::error::{Error, Result};
-use crate::event::{ContentType, ExpectedVersion, NewEvent, RecordedEvent};
 use crate::store::Store;
+use crate::vocab::{ContentType, ExpectedVersion, NewEvent, RecordedEvent};
+use crate::vocab::{Error, Result};
 use crate::writer::AppendTicket;
 
 impl Store {

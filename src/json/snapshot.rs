@@ -10,12 +10,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::event::ContentType;
-use crate::json_state::{JsonFields, JsonState};
+use crate::aggregate::snapshot::NewSnapshot;
+use crate::json::state::{JsonFields, JsonState};
 use crate::read::ReadStream;
-use crate::snapshot::NewSnapshot;
 use crate::store::Store;
+use crate::vocab::ContentType;
+use crate::vocab::{Error, Result};
 
 /// State schema version that marks a snapshot as holding a [`JsonState`].
 pub const JSON_STATE_SNAPSHOT_SCHEMA: u32 = u32::MAX;

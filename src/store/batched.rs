@@ -3,10 +3,11 @@
 
 use std::collections::VecDeque;
 
-use super::{Direction, Filter, ReadAll, ReadStream};
-use crate::Store;
-use crate::error::Result;
-use crate::event::RecordedEvent;
+use super::Store;
+use crate::read::{Direction, ReadAll, ReadStream};
+use crate::vocab::Filter;
+use crate::vocab::RecordedEvent;
+use crate::vocab::Result;
 
 /// The global log as owned events, read `batch` positions per transaction.
 ///

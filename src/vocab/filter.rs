@@ -2,11 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The category of a stream id: the part before the first `-`, or the whole
-/// id when it has no `-`.
-pub fn category_of(stream_id: &str) -> &str {
-    stream_id.split_once('-').map_or(stream_id, |(c, _)| c)
-}
+use super::names::category_of;
 
 /// A filter on events: by event type, category, stream-id prefix or one
 /// stream. Empty criteria match everything; within one criterion any listed

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::error::{Error, Result};
-use crate::event::RecordedEvent;
-use crate::read::{Filter, ReadAll, ReadStream};
+use crate::read::{ReadAll, ReadStream};
 use crate::store::Store;
+use crate::vocab::Filter;
+use crate::vocab::RecordedEvent;
+use crate::vocab::{Error, Result};
 
 /// Default number of log positions a subscription reads per read transaction.
 pub const DEFAULT_SUBSCRIPTION_BATCH: usize = 512;
@@ -174,7 +175,7 @@ impl Store {
     /// (or `0`) for the whole stream, the current version + 1 for only what
     /// comes next. The stream need not exist yet.
     pub fn subscribe_to_stream(&self, stream: &str, from_version: u64) -> Result<Subscription> {
-        crate::record::validate_stream_id(stream)?;
+        crate::vocab::validate_stream_id(stream)?;
         let wake = self.shared().notifier.register();
         let reader = self.read()?;
         // Start the log scan at the first wanted event when it exists (the
@@ -352,7 +353,7 @@ impl Iterator for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ExpectedVersion, NewEvent};
+    use crate::vocab::{ExpectedVersion, NewEvent};
 
     fn ev(ty: &str) -> NewEvent {
         NewEvent::json(ty, &serde_json::json!({}))

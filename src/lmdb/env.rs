@@ -6,7 +6,7 @@ use std::path::Path;
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 
-use crate::error::{Error, Result};
+use crate::vocab::{Error, Result};
 
 /// Every database is raw bytes to raw bytes; the key and value layouts live in
 /// `keys.rs` and `record/`.
@@ -51,10 +51,10 @@ pub(crate) struct EnvSettings {
 pub(crate) fn main_settings(
     map_size: usize,
     max_readers: u32,
-    durability: crate::store::Durability,
+    durability: crate::lmdb::Durability,
     read_only: bool,
 ) -> EnvSettings {
-    use crate::store::Durability;
+    use crate::lmdb::Durability;
     EnvSettings {
         max_dbs: MAX_DBS,
         map_size,

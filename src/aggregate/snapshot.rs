@@ -25,11 +25,11 @@
 
 use std::ops::Bound;
 
-use crate::error::{Error, Result};
-use crate::event::ContentType;
+use crate::lmdb::keys::{le_u64, parse_stream_version_key, stream_version_key};
 use crate::read::Reader;
 use crate::store::Store;
-use crate::store::keys::{le_u64, parse_stream_version_key, stream_version_key};
+use crate::vocab::ContentType;
+use crate::vocab::{Error, Result};
 use crate::writer::{SideDb, SideOp, SideWrite};
 
 /// The snapshot value layout this build writes and reads.
@@ -192,7 +192,7 @@ impl Store {
         let mut writes = vec![SideWrite {
             db: SideDb::Snapshots,
             key: stream_version_key(head.stream_no, snapshot.version).to_vec(),
-            op: SideOp::Put(encode(&snapshot, crate::writer::now_micros())),
+            op: SideOp::Put(encode(&snapshot, crate::vocab::now_micros())),
         }];
         drop(reader);
         // The oldest go first; the one being saved always stays, even when it

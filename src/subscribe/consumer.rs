@@ -23,29 +23,18 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
-use crate::event::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent};
-use crate::read::Filter;
+use crate::lmdb::keys::le_u64;
 use crate::store::Store;
-use crate::store::keys::le_u64;
 use crate::subscribe::{SubscribeFrom, Subscription};
+use crate::vocab::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent};
+use crate::vocab::{Error, Result};
+use crate::vocab::{Filter, validate_name};
 use crate::writer::{SideDb, SideOp, SideWrite};
 
 const VALUE_FORMAT: u8 = 2;
 const LEGACY_FORMAT: u8 = 1;
 const LEGACY_LEN: usize = 17;
 const VALUE_LEN: usize = 25;
-/// The longest consumer or projection name, in bytes.
-pub const MAX_CONSUMER_NAME_LEN: usize = 200;
-
-/// Checks a consumer or projection name: 1 to 200 bytes, no control characters.
-pub(crate) fn validate_name(kind: &'static str, name: &str) -> Result<()> {
-    match crate::record::name_problem(name, MAX_CONSUMER_NAME_LEN) {
-        Some(reason) => Err(Error::InvalidName { kind, name: name.chars().take(64).collect(), reason }),
-        None => Ok(()),
-    }
-}
-
 fn dedup_key(name: &str, position: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(name.len() + 9);
     k.extend_from_slice(name.as_bytes());
@@ -257,7 +246,7 @@ impl Store {
 /// `verify` of the `checkpoints` database: every checkpoint and dedup entry
 /// against its checksum, no checkpoint past the head, every dedup entry
 /// naming the event at its position.
-pub(crate) fn verify_checkpoints(reader: &crate::read::Reader, report: &mut crate::verify::VerifyReport) {
+pub(crate) fn verify_checkpoints(reader: &crate::read::Reader, report: &mut crate::vocab::VerifyReport) {
     let Ok(head) = reader.head() else { return }; // the log walk reports why
     let mut walk = || -> Result<()> {
         for item in reader.dbs.checkpoints.iter(&reader.txn)? {
@@ -444,7 +433,7 @@ impl Consumer {
     }
 
     fn checkpoint_writes(&self, position: u64) -> Vec<SideWrite> {
-        let now = crate::writer::now_micros();
+        let now = crate::vocab::now_micros();
         let mut writes = vec![SideWrite {
             db: SideDb::Checkpoints,
             key: self.name.as_bytes().to_vec(),

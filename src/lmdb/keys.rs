@@ -3,7 +3,7 @@
 //! Keys are big-endian so that LMDB's byte order is numeric order and range
 //! scans are cursor walks. Values are little-endian, like the record trailer.
 
-use crate::error::{Error, Result};
+use crate::vocab::{Error, Result};
 
 /// Key of the `events` database.
 pub(crate) fn position_key(position: u64) -> [u8; 8] {

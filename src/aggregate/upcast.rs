@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::vocab::{Error, Result};
 
 /// What an upcaster step returns: the event type and payload at the next
 /// schema version, or why the payload cannot be upcast.

@@ -4,8 +4,8 @@ use heed::{RoTxn, RwTxn};
 use uuid::Uuid;
 
 use super::env::Dbs;
-use crate::error::{Error, Result};
-use crate::store::keys::le_u64;
+use crate::lmdb::keys::le_u64;
+use crate::vocab::{Error, Result};
 
 /// The on-disk format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;

@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::error::{Error, Result};
+use crate::vocab::{Error, Result};
 
 /// The exit code of a process that [`install_damaged_file_handler`] ended
 /// because a read of a store's memory map faulted (a damaged file). Exit 1
@@ -303,7 +303,7 @@ mod tests {
         store.append("s-1", crate::ExpectedVersion::Any, [crate::NewEvent::json("E", &1)]).unwrap();
         let (env, dbs) = store.env_and_dbs();
         let rtxn = env.read_txn().unwrap();
-        let value = dbs.events.get(&rtxn, &crate::store::keys::position_key(1)).unwrap().unwrap();
+        let value = dbs.events.get(&rtxn, &crate::lmdb::keys::position_key(1)).unwrap().unwrap();
         assert!(in_store_map(value.as_ptr() as usize));
         let local = 0u8;
         assert!(!in_store_map(&local as *const u8 as usize));

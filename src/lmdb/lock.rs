@@ -8,7 +8,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::vocab::{Error, Result};
 
 /// Name of the lock file inside the data directory.
 pub(crate) const LOCK_FILE: &str = "LOCK";

@@ -4,9 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
 use crate::projection::ProjEnv;
 use crate::store::Store;
+use crate::vocab::Result;
 
 /// A projection's progress as stored on disk; see [`Store::stored_projections`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

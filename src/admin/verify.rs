@@ -1,100 +1,14 @@
 //! `Store::verify`: walk the whole store and check that the log and its
 //! indexes agree.
 
-use std::collections::HashMap;
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-
-use crate::error::Result;
+use crate::lmdb::keys::{
+    Run, StreamHead, le_u64, parse_position_key, parse_stream_version_key, position_key,
+};
 use crate::read::Reader;
 use crate::record;
 use crate::store::Store;
-use crate::store::keys::{
-    Run, StreamHead, le_u64, parse_position_key, parse_stream_version_key, position_key,
-};
-
-/// Most faults a report lists one by one; the rest are only counted.
-const MAX_LISTED: usize = 1000;
-
-/// One thing `verify` found wrong.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fault {
-    /// Which database or check: `events`, `streams`, `stream_index`, `event_ids`, `meta`.
-    pub area: String,
-    /// The position concerned, when there is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub position: Option<u64>,
-    /// The stream concerned, when there is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<String>,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.area)?;
-        if let Some(p) = self.position {
-            write!(f, " position {p}")?;
-        }
-        if let Some(s) = &self.stream {
-            write!(f, " stream {s:?}")?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-/// What [`Store::verify`] checked and found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerifyReport {
-    /// Records read from the log.
-    pub events: u64,
-    /// Stream heads read.
-    pub streams: u64,
-    /// Index runs read.
-    pub index_runs: u64,
-    /// Event-id entries read.
-    pub event_ids: u64,
-    /// Durable consumers' checkpoint and dedup entries read.
-    #[serde(default)]
-    pub checkpoints: u64,
-    /// Read models (projections) whose checkpoint entry was read.
-    #[serde(default)]
-    pub read_models: u64,
-    /// Read-model documents read (both slots of every projection).
-    #[serde(default)]
-    pub documents: u64,
-    /// Faults found (at most 1000 listed; see `fault_count`).
-    pub faults: Vec<Fault>,
-    /// Number of faults found in all.
-    pub fault_count: u64,
-}
-
-impl VerifyReport {
-    /// Whether the store passed every check.
-    pub fn is_ok(&self) -> bool {
-        self.fault_count == 0
-    }
-
-    pub(crate) fn fault(
-        &mut self,
-        area: &str,
-        position: Option<u64>,
-        stream: Option<&str>,
-        message: impl Into<String>,
-    ) {
-        self.fault_count += 1;
-        if self.faults.len() < MAX_LISTED {
-            self.faults.push(Fault {
-                area: area.to_string(),
-                position,
-                stream: stream.map(str::to_string),
-                message: message.into(),
-            });
-        }
-    }
-}
+use crate::vocab::{Result, VerifyReport};
+use std::collections::HashMap;
 
 /// What the log walk learned about one stream.
 #[derive(Default)]
@@ -189,7 +103,7 @@ impl Store {
                 reader = self.read()?;
             }
         }
-        crate::consumer::verify_checkpoints(&reader, &mut report);
+        crate::subscribe::verify_checkpoints(&reader, &mut report);
         crate::projection::verify_read_models(self, &reader, &mut report)?;
         Ok(report)
     }
@@ -489,7 +403,7 @@ fn walk_snapshots(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Resul
                 Some(id),
                 format!("snapshot at version {version}, the stream has {}", head.version),
             );
-        } else if let Err(reason) = crate::snapshot::decode(id, version, v) {
+        } else if let Err(reason) = crate::aggregate::snapshot::decode(id, version, v) {
             report.fault(
                 "snapshots",
                 None,
@@ -523,7 +437,7 @@ fn walk_event_ids(reader: &Reader, report: &mut VerifyReport) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::keys::{position_key, stream_version_key};
+    use crate::lmdb::keys::{position_key, stream_version_key};
     use crate::{ExpectedVersion, NewEvent, Store};
 
     fn store_with_events() -> (tempfile::TempDir, Store) {
@@ -622,7 +536,7 @@ mod tests {
     /// shows them as they are, so verify is what finds them damaged.
     #[test]
     fn a_damaged_stream_head_time_or_run_is_a_fault() {
-        use crate::store::keys::StreamHead;
+        use crate::lmdb::keys::StreamHead;
         for field in 3..6 {
             let (_d, store) = store_with_events();
             {

@@ -4,9 +4,9 @@ use std::path::Path;
 
 use heed::{CompactionOption, Env, WithoutTls};
 
-use crate::error::{Error, Result};
 use crate::projection::ProjEnv;
 use crate::store::Store;
+use crate::vocab::{Error, Result};
 
 impl Store {
     /// Copies the store into `dir` (created if missing; it must not already

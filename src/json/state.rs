@@ -31,10 +31,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::error::{Error, Result};
-use crate::event::{ContentType, RecordedEvent};
 use crate::read::ReadStream;
 use crate::store::Store;
+use crate::vocab::{ContentType, RecordedEvent};
+use crate::vocab::{Error, Result};
 
 /// A JSON object whose field values are kept as the exact text of the
 /// payload they came from: the state of a [`JsonState`].

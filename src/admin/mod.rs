@@ -1,0 +1,6 @@
+//! Administration: checking a whole store (`verify`), copying it
+//! (`backup`), and loading an export (`import`).
+
+mod backup;
+mod import;
+mod verify;

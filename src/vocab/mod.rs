@@ -1,0 +1,24 @@
+//! Shared vocabulary: the types and rules every layer speaks, which use
+//! nothing else of the crate. Errors, the events going in and coming out,
+//! expected versions, names and their validation, categories, filters, the
+//! clock, the limits on JSON, and the report `verify` fills in.
+
+mod clock;
+mod error;
+mod event;
+mod filter;
+pub(crate) mod json_limits;
+mod names;
+mod report;
+mod version;
+
+pub(crate) use clock::now_micros;
+pub use error::{Error, Result};
+pub(crate) use error::{from_heed, panic_message};
+pub use event::{AppendResult, ContentType, EventMetadata, NewEvent, RecordedEvent};
+pub use filter::Filter;
+pub use json_limits::MAX_JSON_DEPTH;
+pub use names::{MAX_CONSUMER_NAME_LEN, MAX_NAME_LEN, category_of};
+pub(crate) use names::{name_problem, shorten, validate_name, validate_stream_id};
+pub use report::{Fault, VerifyReport};
+pub use version::ExpectedVersion;
