@@ -82,10 +82,9 @@ pub use projection::{
 };
 pub use read::{AllIter, Direction, ReadAll, ReadStream, Reader, StreamInfo, StreamIter};
 pub use record::{EventRef, decode as decode_record};
-pub use store::{AllBatches, DEFAULT_MAP_SIZE, Store, StoreBuilder, StoreStats, StreamBatches};
+pub use store::{AllBatches, AppendTicket, DEFAULT_MAP_SIZE, Store, StoreBuilder, StoreStats, StreamBatches};
 pub use subscribe::{Consumer, ConsumerInfo, DEFAULT_SUBSCRIPTION_BATCH, SubscribeFrom, Subscription};
 pub use vocab::{
     AppendResult, ContentType, Error, EventMetadata, ExpectedVersion, Fault, Filter, MAX_CONSUMER_NAME_LEN,
     MAX_JSON_DEPTH, MAX_NAME_LEN, NewEvent, RecordedEvent, Result, VerifyReport, category_of,
 };
-pub use writer::AppendTicket;

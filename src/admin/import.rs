@@ -2,10 +2,10 @@
 //! times are kept, so an export imported into an empty store gives the same
 //! store, and importing it twice writes nothing the second time.
 
+use crate::store::AppendTicket;
 use crate::store::Store;
 use crate::vocab::{ContentType, ExpectedVersion, NewEvent, RecordedEvent};
 use crate::vocab::{Error, Result};
-use crate::writer::AppendTicket;
 
 impl Store {
     /// Queues events of one stream, read from an export (see

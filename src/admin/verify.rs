@@ -111,7 +111,7 @@ impl Store {
 
 /// The log: positions gapless, records sound, versions consecutive, ids indexed.
 fn walk_events(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Result<()> {
-    let (txn, dbs) = (&reader.txn, reader.dbs);
+    let (txn, dbs) = reader.raw();
     let mut expected = 1u64;
     let mut walked = 0u64;
     for item in dbs.events.iter(txn)? {
@@ -196,7 +196,7 @@ fn check_count(report: &mut VerifyReport, area: &str, stored: u64, walked: u64) 
 
 /// Stream heads: each agrees with the log, each stream number used once.
 fn walk_streams(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Result<()> {
-    let (txn, dbs) = (&reader.txn, reader.dbs);
+    let (txn, dbs) = reader.raw();
     let mut walked = 0u64;
     for item in dbs.streams.iter(txn)? {
         let (k, v) = item?;
@@ -264,7 +264,7 @@ fn walk_streams(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Res
 /// together cover at most head positions, so the walk reads each position
 /// at most once.
 fn walk_stream_index(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Result<()> {
-    let (txn, dbs) = (&reader.txn, reader.dbs);
+    let (txn, dbs) = reader.raw();
     let mut next_version: HashMap<u64, u64> = HashMap::new();
     let mut latest_run: HashMap<u64, u64> = HashMap::new();
     let mut positions_left = w.head;
@@ -383,7 +383,8 @@ fn walk_stream_index(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Re
 /// Snapshots: each of a known stream, at a version it has reached, and
 /// readable (header and checksum).
 fn walk_snapshots(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Result<()> {
-    for item in reader.dbs.snapshots.iter(&reader.txn)? {
+    let (txn, dbs) = reader.raw();
+    for item in dbs.snapshots.iter(txn)? {
         let (k, v) = item?;
         let (no, version) = match parse_stream_version_key("snapshots", k) {
             Ok(key) => key,
@@ -418,11 +419,12 @@ fn walk_snapshots(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Resul
 /// The event-id index holds no more ids than the log has events.
 fn walk_event_ids(reader: &Reader, report: &mut VerifyReport) -> Result<()> {
     let mut walked = 0u64;
-    for item in reader.dbs.event_ids.iter(&reader.txn)? {
+    let (txn, dbs) = reader.raw();
+    for item in dbs.event_ids.iter(txn)? {
         item?;
         walked += 1;
     }
-    check_count(report, "event_ids", reader.dbs.event_ids.len(&reader.txn)?, walked);
+    check_count(report, "event_ids", dbs.event_ids.len(txn)?, walked);
     report.event_ids = walked;
     if report.event_ids > report.events {
         report.fault(

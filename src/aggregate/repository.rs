@@ -501,8 +501,9 @@ mod tests {
     use serde::{Deserialize, Serialize};
 
     use super::*;
+    use crate::lmdb::env::Table;
     use crate::lmdb::keys::stream_version_key;
-    use crate::writer::{SideDb, SideOp, SideWrite};
+    use crate::store::{Put, boxed};
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     enum Ev {
@@ -549,11 +550,7 @@ mod tests {
             0,
         );
         *value.last_mut().unwrap() ^= 0x20;
-        let w = SideWrite {
-            db: SideDb::Snapshots,
-            key: stream_version_key(stream_no, 2).to_vec(),
-            op: SideOp::Put(value),
-        };
+        let w = boxed(Put { table: Table::Snapshots, key: stream_version_key(stream_no, 2).to_vec(), value });
         store.send(Vec::new(), vec![w]).unwrap().wait_many().unwrap();
 
         let loaded = repo.load("1").unwrap();

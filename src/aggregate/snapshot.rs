@@ -25,12 +25,13 @@
 
 use std::ops::Bound;
 
+use crate::lmdb::env::{Dbs, Table};
 use crate::lmdb::keys::{le_u64, parse_stream_version_key, stream_version_key};
 use crate::read::Reader;
 use crate::store::Store;
+use crate::store::{Delete, Put, SideWrite, boxed};
 use crate::vocab::ContentType;
 use crate::vocab::{Error, Result};
-use crate::writer::{SideDb, SideOp, SideWrite};
 
 /// The snapshot value layout this build writes and reads.
 pub const SNAPSHOT_LAYOUT_VERSION: u8 = 1;
@@ -134,7 +135,8 @@ impl Reader {
     ) -> Result<Option<FoundSnapshot>> {
         let Some(head) = self.head_of(stream)? else { return Ok(None) };
         let key = stream_version_key(head.stream_no, max_version.min(head.version));
-        let Some((k, v)) = self.dbs.snapshots.get_lower_than_or_equal_to(&self.txn, &key)? else {
+        let (txn, db) = self.side_table(Table::Snapshots);
+        let Some((k, v)) = db.get_lower_than_or_equal_to(txn, &key)? else {
             return Ok(None);
         };
         let (no, version) = parse_stream_version_key("snapshots", k)?;
@@ -151,7 +153,8 @@ impl Reader {
         let to = stream_version_key(head.stream_no, u64::MAX);
         let range = (Bound::Included(&from[..]), Bound::Included(&to[..]));
         let mut out = Vec::new();
-        for item in self.dbs.snapshots.range(&self.txn, &range)? {
+        let (txn, db) = self.side_table(Table::Snapshots);
+        for item in db.range(txn, &range)? {
             let (k, _) = item?;
             out.push(parse_stream_version_key("snapshots", k)?.1);
         }
@@ -189,22 +192,18 @@ impl Store {
                 current: head.version,
             });
         }
-        let mut writes = vec![SideWrite {
-            db: SideDb::Snapshots,
+        let mut writes = vec![boxed(Put {
+            table: Table::Snapshots,
             key: stream_version_key(head.stream_no, snapshot.version).to_vec(),
-            op: SideOp::Put(encode(&snapshot, crate::vocab::now_micros())),
-        }];
+            value: encode(&snapshot, crate::vocab::now_micros()),
+        })];
         drop(reader);
         // The oldest go first; the one being saved always stays, even when it
         // is older than the rest (a snapshot saved for a past version). The
         // writer prunes inside its transaction, so concurrent saves of one
         // stream cannot leave more than `keep`.
         let key = stream_version_key(head.stream_no, snapshot.version).to_vec();
-        writes.push(SideWrite {
-            db: SideDb::Snapshots,
-            key: head.stream_no.to_be_bytes().to_vec(),
-            op: SideOp::KeepNewest { keep, protect: key },
-        });
+        writes.push(boxed(KeepNewest { prefix: head.stream_no.to_be_bytes().to_vec(), keep, protect: key }));
         self.send(Vec::new(), writes)?.wait_many().map(|_| ())
     }
 
@@ -224,14 +223,44 @@ impl Store {
         }
         let writes = versions
             .iter()
-            .map(|v| SideWrite {
-                db: SideDb::Snapshots,
-                key: stream_version_key(head.stream_no, *v).to_vec(),
-                op: SideOp::Delete,
+            .map(|v| {
+                boxed(Delete {
+                    table: Table::Snapshots,
+                    key: stream_version_key(head.stream_no, *v).to_vec(),
+                })
             })
             .collect();
         self.send(Vec::new(), writes)?.wait_many()?;
         Ok(versions.len())
+    }
+}
+
+/// Of one stream's snapshots (the keys that start with `prefix`), deletes
+/// the oldest until `keep` remain, never `protect` (the one being saved).
+/// Done inside the writer's transaction, so two concurrent saves cannot
+/// both miss each other's snapshots.
+#[derive(Debug)]
+struct KeepNewest {
+    prefix: Vec<u8>,
+    keep: usize,
+    protect: Vec<u8>,
+}
+
+impl SideWrite for KeepNewest {
+    fn apply(&self, wtxn: &mut heed::RwTxn<'_>, dbs: &Dbs) -> heed::Result<()> {
+        let db = dbs.table(Table::Snapshots);
+        let mut keys = Vec::new();
+        for item in db.prefix_iter(wtxn, &self.prefix)? {
+            let (k, _) = item?;
+            if k != &self.protect[..] {
+                keys.push(k.to_vec());
+            }
+        }
+        let excess = keys.len().saturating_add(1).saturating_sub(self.keep.max(1));
+        for k in keys.iter().take(excess) {
+            db.delete(wtxn, k)?;
+        }
+        Ok(())
     }
 }
 

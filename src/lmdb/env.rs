@@ -30,7 +30,25 @@ pub(crate) struct Dbs {
 const NAMES: [&str; 7] =
     ["events", "streams", "stream_index", "event_ids", "snapshots", "checkpoints", "meta"];
 
+/// The databases beside the log that features above the writer keep their
+/// data in, written through the writer's side writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Table {
+    /// Durable consumers' checkpoints and dedup entries.
+    Checkpoints,
+    /// Aggregates' snapshots.
+    Snapshots,
+}
+
 impl Dbs {
+    /// The database behind `table`.
+    pub(crate) fn table(&self, table: Table) -> Db {
+        match table {
+            Table::Checkpoints => self.checkpoints,
+            Table::Snapshots => self.snapshots,
+        }
+    }
+
     fn from_array(a: [Db; 7]) -> Self {
         let [events, streams, stream_index, event_ids, snapshots, checkpoints, meta] = a;
         Dbs { events, streams, stream_index, event_ids, snapshots, checkpoints, meta }

@@ -71,10 +71,10 @@ impl ProjEnv {
     /// store created) on first use. `None` for a read-only store that has
     /// no projections yet.
     pub(crate) fn get(store: &Store) -> Result<Option<Arc<ProjEnv>>> {
-        let mut slot = store.projections_slot().lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(env) = slot.as_ref() {
-            return Ok(Some(env.clone()));
-        }
+        store.extension(|| ProjEnv::open(store))
+    }
+
+    fn open(store: &Store) -> Result<Option<ProjEnv>> {
         let dir = store.path().join("projections");
         let read_only = store.is_read_only();
         if read_only && !dir.join("data.mdb").exists() {
@@ -135,8 +135,6 @@ impl ProjEnv {
             stale: HashMap::new(),
         };
         env.stale = super::identity::check_against_log(&env, store, &dir)?;
-        let env = Arc::new(env);
-        *slot = Some(env.clone());
         Ok(Some(env))
     }
 

@@ -194,7 +194,7 @@ impl ProjectionRunner {
     pub fn start(self) -> Result<RunningProjections> {
         let core = Arc::new(self.core);
         // Registered before the first step, so no commit goes unnoticed.
-        let wake = core.store.shared().notifier.register();
+        let wake = core.store.commit_wakeups();
         let (ctl, ctl_rx) = crossbeam_channel::unbounded();
         let thread_core = core.clone();
         let join = std::thread::Builder::new()

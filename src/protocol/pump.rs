@@ -72,7 +72,7 @@ impl Pump {
     /// Starts the thread, with the store's wake-up channel registered here,
     /// before any subscription is read.
     pub(crate) fn start(store: Store, output: SharedOutput) -> io::Result<Pump> {
-        let wake = store.shared().notifier.register();
+        let wake = store.commit_wakeups();
         let (control, commands) = crossbeam_channel::unbounded();
         let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
         let stop = Arc::new(AtomicBool::new(false));
@@ -422,7 +422,7 @@ mod tests {
             store: store.clone(),
             output,
             control: commands,
-            wake: Some(store.shared().notifier.register()),
+            wake: Some(store.commit_wakeups()),
             stop: Arc::new(AtomicBool::new(false)),
             subs: Vec::new(),
             added: false,

@@ -16,7 +16,7 @@ use heed::{RoTxn, WithoutTls};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::lmdb::env::Dbs;
+use crate::lmdb::env::{Db, Dbs, Table};
 use crate::lmdb::keys::{
     Run, StreamHead, le_u64, parse_position_key, parse_stream_version_key, position_key, stream_version_key,
 };
@@ -191,13 +191,25 @@ pub struct StreamInfo {
 /// and [`Store::read_stream_batched`](crate::Store::read_stream_batched),
 /// which renew their transaction between batches.
 pub struct Reader {
-    pub(crate) txn: RoTxn<'static, WithoutTls>,
-    pub(crate) dbs: Dbs,
+    txn: RoTxn<'static, WithoutTls>,
+    dbs: Dbs,
 }
 
 impl Reader {
     pub(crate) fn new(txn: RoTxn<'static, WithoutTls>, dbs: Dbs) -> Self {
         Reader { txn, dbs }
+    }
+
+    /// One of the databases beside the log, for the feature that keeps its
+    /// data there, read in this snapshot.
+    pub(crate) fn side_table(&self, table: Table) -> (&RoTxn<'static, WithoutTls>, Db) {
+        (&self.txn, self.dbs.table(table))
+    }
+
+    /// Every database of the store in this snapshot, for `verify`, which
+    /// checks them all against each other.
+    pub(crate) fn raw(&self) -> (&RoTxn<'static, WithoutTls>, Dbs) {
+        (&self.txn, self.dbs)
     }
 
     /// Position of the last event (0 for an empty store).

@@ -7,6 +7,7 @@ mod builder;
 pub use batched::{AllBatches, StreamBatches};
 pub use builder::{DEFAULT_MAP_SIZE, StoreBuilder};
 
+use std::any::Any;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -24,10 +25,10 @@ use crate::read::{ReadAll, ReadStream, Reader};
 use crate::record::{self, EncodedEvent};
 use crate::vocab::{AppendResult, ExpectedVersion, NewEvent};
 use crate::vocab::{Error, Result};
+pub use crate::writer::AppendTicket;
 use crate::writer::shared::Shared;
-use crate::writer::{
-    AppendTicket, Command, Request, SideWrite, StartState, StreamAppend, WriterConfig, WriterHandle,
-};
+use crate::writer::{Command, Request, StartState, WriterConfig, WriterHandle};
+pub(crate) use crate::writer::{Delete, Put, SideWrite, StreamAppend, boxed};
 
 /// An open event store. Cheap to clone: clones share one environment and one
 /// writer thread. The writer stops when the last clone is dropped or
@@ -53,8 +54,9 @@ struct Inner {
     durability: Durability,
     store_id: Uuid,
     created_at: u64,
-    /// The `projections/` environment, opened on first use.
-    projections: Mutex<Option<Arc<crate::projection::ProjEnv>>>,
+    /// State that features keep once per open store (the projections'
+    /// environment), by type, opened on first use.
+    extensions: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
     _lock: Option<lock::WriterLock>,
 }
 
@@ -201,7 +203,7 @@ impl Store {
                 durability: b.durability,
                 store_id: info.store_id,
                 created_at: info.created_at,
-                projections: Mutex::new(None),
+                extensions: Mutex::new(Vec::new()),
                 _lock: lock,
             }),
         })
@@ -316,7 +318,7 @@ impl Store {
     pub(crate) fn send(
         &self,
         appends: Vec<StreamAppend>,
-        side_writes: Vec<SideWrite>,
+        side_writes: Vec<Box<dyn SideWrite>>,
     ) -> Result<AppendTicket> {
         if let Some(reason) = self.inner.shared.poisoned() {
             return Err(Error::Poisoned { reason: reason.to_string() });
@@ -453,12 +455,18 @@ impl Store {
         }
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.inner.shared
+    /// A channel that receives the head after each commit (coalesced: one
+    /// wake-up waits at most), for a follower of the log to register
+    /// *before* its first read. After [`close`](Store::close) it is
+    /// disconnected at once, so the follower ends.
+    pub(crate) fn commit_wakeups(&self) -> crossbeam_channel::Receiver<u64> {
+        self.inner.shared.notifier.register()
     }
 
-    pub(crate) fn dbs(&self) -> Dbs {
-        self.inner.dbs
+    /// How many followers are registered for wake-ups (for tests).
+    #[cfg(test)]
+    pub(crate) fn followers(&self) -> usize {
+        self.inner.shared.notifier.len()
     }
 
     pub(crate) fn env(&self) -> &Env<WithoutTls> {
@@ -474,8 +482,22 @@ impl Store {
         self.inner.map_size
     }
 
-    pub(crate) fn projections_slot(&self) -> &Mutex<Option<Arc<crate::projection::ProjEnv>>> {
-        &self.inner.projections
+    /// The `T` this store keeps for a feature, made by `open` on first use.
+    /// `open` runs under a lock, so it runs once per store however many
+    /// threads ask; when it answers `None` (nothing to open yet), nothing
+    /// is kept and the next call asks again.
+    pub(crate) fn extension<T: Any + Send + Sync>(
+        &self,
+        open: impl FnOnce() -> Result<Option<T>>,
+    ) -> Result<Option<Arc<T>>> {
+        let mut kept = self.inner.extensions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = kept.iter().find_map(|e| e.clone().downcast::<T>().ok()) {
+            return Ok(Some(found));
+        }
+        let Some(made) = open()? else { return Ok(None) };
+        let made = Arc::new(made);
+        kept.push(made.clone());
+        Ok(Some(made))
     }
 
     #[cfg(test)]

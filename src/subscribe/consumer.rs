@@ -23,13 +23,14 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::lmdb::env::Table;
 use crate::lmdb::keys::le_u64;
 use crate::store::Store;
+use crate::store::{Delete, Put, SideWrite, boxed};
 use crate::subscribe::{SubscribeFrom, Subscription};
 use crate::vocab::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent};
 use crate::vocab::{Error, Result};
 use crate::vocab::{Filter, validate_name};
-use crate::writer::{SideDb, SideOp, SideWrite};
 
 const VALUE_FORMAT: u8 = 2;
 const LEGACY_FORMAT: u8 = 1;
@@ -147,9 +148,9 @@ impl Store {
     /// (a new consumer starts at checkpoint 0).
     pub fn consumer(&self, name: &str) -> Result<Consumer> {
         validate_name("consumer", name)?;
-        let txn = self.env().read_txn()?;
-        let db = self.dbs().checkpoints;
-        let checkpoint = match db.get(&txn, name.as_bytes())? {
+        let reader = self.read()?;
+        let (txn, db) = reader.side_table(Table::Checkpoints);
+        let checkpoint = match db.get(txn, name.as_bytes())? {
             Some(v) => decode_checkpoint(name, v)?.0,
             None => 0,
         };
@@ -163,7 +164,7 @@ impl Store {
         let mut dedup = BTreeMap::new();
         let lower = dedup_key(name, 0);
         let upper = dedup_key(name, u64::MAX);
-        for item in db.range(&txn, &(Bound::Included(&lower[..]), Bound::Included(&upper[..])))? {
+        for item in db.range(txn, &(Bound::Included(&lower[..]), Bound::Included(&upper[..])))? {
             let (k, v) = item?;
             let id = decode_dedup(name, k, v)?;
             let position = le_u64_be(&k[k.len().saturating_sub(8)..]);
@@ -188,16 +189,16 @@ impl Store {
     /// ([`Error::CheckpointInvalid`]); stop the consumer first.
     pub fn reset_consumer(&self, name: &str) -> Result<()> {
         validate_name("consumer", name)?;
-        let mut writes =
-            vec![SideWrite { db: SideDb::Checkpoints, key: name.as_bytes().to_vec(), op: SideOp::Delete }];
+        let mut writes = vec![boxed(Delete { table: Table::Checkpoints, key: name.as_bytes().to_vec() })];
         {
-            let txn = self.env().read_txn()?;
+            let reader = self.read()?;
+            let (txn, db) = reader.side_table(Table::Checkpoints);
             let lower = dedup_key(name, 0);
             let upper = dedup_key(name, u64::MAX);
             let range = (Bound::Included(&lower[..]), Bound::Included(&upper[..]));
-            for item in self.dbs().checkpoints.range(&txn, &range)? {
+            for item in db.range(txn, &range)? {
                 let (k, _) = item?;
-                writes.push(SideWrite { db: SideDb::Checkpoints, key: k.to_vec(), op: SideOp::Delete });
+                writes.push(boxed(Delete { table: Table::Checkpoints, key: k.to_vec() }));
             }
         }
         self.send(Vec::new(), writes)?.wait_many()?;
@@ -209,7 +210,8 @@ impl Store {
         let reader = self.read()?;
         let head = reader.head()?;
         let mut out: Vec<ConsumerInfo> = Vec::new();
-        for item in self.dbs().checkpoints.iter(&reader.txn)? {
+        let (txn, db) = reader.side_table(Table::Checkpoints);
+        for item in db.iter(txn)? {
             let (k, v) = item?;
             match k.iter().position(|b| *b == 0) {
                 None => {
@@ -249,7 +251,8 @@ impl Store {
 pub(crate) fn verify_checkpoints(reader: &crate::read::Reader, report: &mut crate::vocab::VerifyReport) {
     let Ok(head) = reader.head() else { return }; // the log walk reports why
     let mut walk = || -> Result<()> {
-        for item in reader.dbs.checkpoints.iter(&reader.txn)? {
+        let (txn, db) = reader.side_table(Table::Checkpoints);
+        for item in db.iter(txn)? {
             let (k, v) = item?;
             report.checkpoints = report.checkpoints.saturating_add(1);
             let (name, dedup_position) = match k.iter().position(|b| *b == 0) {
@@ -389,7 +392,7 @@ impl Consumer {
         }
         let key = dedup_key(&self.name, event.position);
         let value = encode_dedup(&key, event.event_id);
-        let write = SideWrite { db: SideDb::Checkpoints, key, op: SideOp::Put(value) };
+        let write = boxed(Put { table: Table::Checkpoints, key, value });
         self.store.send(Vec::new(), vec![write])?.wait_many()?;
         self.dedup.insert(event.position, event.event_id);
         self.dedup_ids.insert(event.event_id);
@@ -432,21 +435,17 @@ impl Consumer {
         Ok(results)
     }
 
-    fn checkpoint_writes(&self, position: u64) -> Vec<SideWrite> {
+    fn checkpoint_writes(&self, position: u64) -> Vec<Box<dyn SideWrite>> {
         let now = crate::vocab::now_micros();
-        let mut writes = vec![SideWrite {
-            db: SideDb::Checkpoints,
+        let mut writes = vec![boxed(Put {
+            table: Table::Checkpoints,
             key: self.name.as_bytes().to_vec(),
-            op: SideOp::Put(encode_checkpoint(&self.name, position, now)),
-        }];
+            value: encode_checkpoint(&self.name, position, now),
+        })];
         // The checkpoint covers these now: the set stays bounded by the
         // distance between the checkpoint and the newest processed event.
         for p in self.dedup.range(..=position).map(|(p, _)| *p) {
-            writes.push(SideWrite {
-                db: SideDb::Checkpoints,
-                key: dedup_key(&self.name, p),
-                op: SideOp::Delete,
-            });
+            writes.push(boxed(Delete { table: Table::Checkpoints, key: dedup_key(&self.name, p) }));
         }
         writes
     }

@@ -161,7 +161,7 @@ impl Store {
     pub fn subscribe(&self, from: SubscribeFrom, filter: Filter) -> Result<Subscription> {
         // Register before looking at the head: a commit between the two then
         // still leaves a wake-up behind.
-        let wake = self.shared().notifier.register();
+        let wake = self.commit_wakeups();
         let next = match from {
             SubscribeFrom::Start => 1,
             SubscribeFrom::AfterPosition(p) => p.saturating_add(1),
@@ -176,7 +176,7 @@ impl Store {
     /// comes next. The stream need not exist yet.
     pub fn subscribe_to_stream(&self, stream: &str, from_version: u64) -> Result<Subscription> {
         crate::vocab::validate_stream_id(stream)?;
-        let wake = self.shared().notifier.register();
+        let wake = self.commit_wakeups();
         let reader = self.read()?;
         // Start the log scan at the first wanted event when it exists (the
         // stream index finds it), else after the current head.
@@ -377,10 +377,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let sub = store.subscribe(SubscribeFrom::End, Filter::new()).unwrap();
-        assert_eq!(store.shared().notifier.len(), 1);
+        assert_eq!(store.followers(), 1);
         drop(sub);
         store.append("a-1", ExpectedVersion::Any, [ev("X")]).unwrap();
-        assert_eq!(store.shared().notifier.len(), 0);
+        assert_eq!(store.followers(), 0);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use heed::{Env, PutFlags, RwTxn, WithoutTls};
 use uuid::Uuid;
 
 use super::shared::Shared;
-use super::{Command, Reply, Request, SideDb, SideOp, StreamAppend, WriterConfig};
+use super::{Command, Reply, Request, StreamAppend, WriterConfig};
 use crate::lmdb::Durability;
 use crate::lmdb::env::Dbs;
 use crate::lmdb::keys::{Run, StreamHead, le_u64, position_key, stream_version_key};
@@ -481,29 +481,7 @@ impl Writer {
             results.push(self.write_append(wtxn, ctx, a, head)?);
         }
         for w in &req.side_writes {
-            let db = match w.db {
-                SideDb::Checkpoints => self.dbs.checkpoints,
-                SideDb::Snapshots => self.dbs.snapshots,
-            };
-            match &w.op {
-                SideOp::Put(v) => db.put(wtxn, &w.key, v)?,
-                SideOp::Delete => {
-                    db.delete(wtxn, &w.key)?;
-                }
-                SideOp::KeepNewest { keep, protect } => {
-                    let mut keys = Vec::new();
-                    for item in db.prefix_iter(wtxn, &w.key)? {
-                        let (k, _) = item?;
-                        if k != &protect[..] {
-                            keys.push(k.to_vec());
-                        }
-                    }
-                    let excess = keys.len().saturating_add(1).saturating_sub((*keep).max(1));
-                    for k in keys.iter().take(excess) {
-                        db.delete(wtxn, k)?;
-                    }
-                }
-            }
+            w.apply(wtxn, &self.dbs)?;
             ctx.side_writes = ctx.side_writes.saturating_add(1);
         }
         Ok(results)

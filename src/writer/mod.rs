@@ -10,6 +10,9 @@
 
 mod batch;
 pub(crate) mod shared;
+mod side;
+
+pub(crate) use side::{Delete, Put, SideWrite, boxed};
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -31,41 +34,11 @@ pub(crate) struct StreamAppend {
     pub events: Vec<EncodedEvent>,
 }
 
-/// A small database that is written through the writer besides the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SideDb {
-    Checkpoints,
-    Snapshots,
-}
-
-/// A change to a side database, committed atomically with the request's
-/// appends.
-#[derive(Debug)]
-pub(crate) struct SideWrite {
-    pub db: SideDb,
-    pub key: Vec<u8>,
-    pub op: SideOp,
-}
-
-/// What a [`SideWrite`] does with its key.
-#[derive(Debug)]
-pub(crate) enum SideOp {
-    Put(Vec<u8>),
-    Delete,
-    /// Of the keys that start with `key`, deletes the smallest until `keep`
-    /// remain, never `protect`. Done inside the write transaction, so two
-    /// concurrent requests cannot both miss each other's keys.
-    KeepNewest {
-        keep: usize,
-        protect: Vec<u8>,
-    },
-}
-
 /// One all-or-nothing unit of work for the writer.
 #[derive(Debug)]
 pub(crate) struct Request {
     pub appends: Vec<StreamAppend>,
-    pub side_writes: Vec<SideWrite>,
+    pub side_writes: Vec<Box<dyn SideWrite>>,
     pub reply: Sender<Reply>,
 }
 

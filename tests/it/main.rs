@@ -13,6 +13,7 @@ mod examples;
 #[cfg(feature = "fault-injection")]
 mod faults;
 mod fuzz_corpus;
+mod layers;
 mod model;
 mod multiprocess;
 mod payload_limits;
