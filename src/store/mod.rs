@@ -3,6 +3,7 @@
 
 mod batched;
 mod builder;
+mod open;
 
 pub use batched::{AllBatches, StreamBatches};
 pub use builder::{DEFAULT_MAP_SIZE, StoreBuilder};
@@ -18,16 +19,15 @@ use heed::{Env, WithoutTls};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::lmdb::env::{self, Dbs};
-use crate::lmdb::keys::parse_position_key;
-use crate::lmdb::{Durability, lock, meta};
+use crate::lmdb::env::Dbs;
+use crate::lmdb::{Durability, lock};
 use crate::read::{ReadAll, ReadStream, Reader};
 use crate::record::{self, EncodedEvent};
 use crate::vocab::{AppendResult, ExpectedVersion, NewEvent};
 use crate::vocab::{Error, Result};
 pub use crate::writer::AppendTicket;
 use crate::writer::shared::Shared;
-use crate::writer::{Command, Request, StartState, WriterConfig, WriterHandle};
+use crate::writer::{Command, Request, WriterHandle};
 pub(crate) use crate::writer::{Delete, Put, SideWrite, StreamAppend, boxed};
 
 /// An open event store. Cheap to clone: clones share one environment and one
@@ -117,96 +117,6 @@ impl Store {
     /// Opens (or creates) the store in `dir` with default settings.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Store> {
         StoreBuilder::new(dir).open()
-    }
-
-    pub(crate) fn open_with(b: StoreBuilder, read_only: bool) -> Result<Store> {
-        let dir = b.dir.clone();
-        let lock = if read_only {
-            None
-        } else {
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-            Some(lock::acquire(&dir)?)
-        };
-        let map_size = b.page_rounded_map_size();
-        let settings = env::main_settings(map_size, b.max_readers, b.durability, read_only);
-        let env = env::open_env(&dir, &settings)?;
-        let now = crate::vocab::now_micros();
-        let (dbs, info) = if read_only {
-            let dbs = env::open_dbs(&env)?.ok_or_else(|| Error::NotAStore { path: dir.clone() })?;
-            let rtxn = env.read_txn()?;
-            let info = meta::check(&rtxn, &dbs)?;
-            (dbs, info)
-        } else {
-            let dbs = env::create_dbs(&env)?;
-            let mut wtxn = env.write_txn()?;
-            let info = meta::init_or_check(&mut wtxn, &dbs, now)?;
-            wtxn.commit().map_err(|e| crate::vocab::from_heed(e, map_size))?;
-            // What an earlier process left unsynced (it ran with `Relaxed`
-            // or `NoSync` and stopped without a close) may still be only in
-            // the page cache: make it durable before anything is derived
-            // from it.
-            env.force_sync().map_err(|e| Error::Storage(format!("could not sync the store at open: {e}")))?;
-            (dbs, info)
-        };
-        let shared = Arc::new(Shared::default());
-        let (head, last_recorded_at) = match last_record(&env, dbs) {
-            Ok(last) => last,
-            // Only the writer needs the last record (its time, for the next
-            // one's): a read-only open goes on, so `verify` can report it.
-            Err(e) if read_only && e.is_damage() => (0, 0),
-            Err(e) => return Err(e),
-        };
-        shared.head.store(head, Ordering::Release);
-        shared.durable.store(head, Ordering::Release);
-        let writer = if read_only {
-            None
-        } else {
-            let config = WriterConfig {
-                durability: b.durability,
-                sync_interval: b.sync_interval,
-                max_batch_events: b.max_batch_events,
-                max_batch_bytes: b.max_batch_bytes,
-                max_batch_delay: b.max_batch_delay,
-                map_size,
-                on_commit: b.on_commit.clone(),
-                faults: b.faults,
-            };
-            // The writer appends ids greater than this one. A damaged key
-            // must not stop the store from opening (`verify` reports it):
-            // all ones turns the append path off, and every id is inserted
-            // the ordinary way.
-            let rtxn = env.read_txn()?;
-            let last_event_id = match dbs.event_ids.last(&rtxn)? {
-                Some((k, _)) => <[u8; 16]>::try_from(k).unwrap_or([0xff; 16]),
-                None => [0u8; 16],
-            };
-            drop(rtxn);
-            let start =
-                StartState { head, last_recorded_at, next_stream_no: info.next_stream_no, last_event_id };
-            Some(WriterHandle::spawn(env.clone(), dbs, shared.clone(), config, b.queue_capacity, start)?)
-        };
-        let (writer, tx) = match writer {
-            Some((w, tx)) => (Some(w), Some(tx)),
-            None => (None, None),
-        };
-        Ok(Store {
-            inner: Arc::new(Inner {
-                dir,
-                tx: RwLock::new(tx),
-                read_only,
-                writer: Mutex::new(writer),
-                env,
-                dbs,
-                shared,
-                max_event_size: b.max_event_size,
-                map_size,
-                durability: b.durability,
-                store_id: info.store_id,
-                created_at: info.created_at,
-                extensions: Mutex::new(Vec::new()),
-                _lock: lock,
-            }),
-        })
     }
 
     /// The data directory.
@@ -515,20 +425,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// The position and `recorded_at` of the log's last record, `(0, 0)` when
-/// the log is empty. A damaged last record is an error: a writer cannot go
-/// on from it.
-fn last_record(env: &Env<WithoutTls>, dbs: Dbs) -> Result<(u64, u64)> {
-    let rtxn = env.read_txn()?;
-    match dbs.events.last(&rtxn)? {
-        Some((k, v)) => {
-            let p = parse_position_key(k)?;
-            Ok((p, record::recorded_at(p, v)?))
-        }
-        None => Ok((0, 0)),
-    }
-}
-
 /// Rejects a request that names one event id twice.
 pub(crate) fn check_ids(appends: &[StreamAppend]) -> Result<()> {
     let total: usize = appends.iter().map(|a| a.events.len()).sum();
@@ -547,7 +443,7 @@ pub(crate) fn check_ids(appends: &[StreamAppend]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lmdb::keys;
+    use crate::lmdb::{keys, meta};
     use crate::read::ReadAll;
 
     fn ev(n: u64) -> NewEvent {
