@@ -76,7 +76,7 @@ impl JsonFields {
     }
 
     /// The object parsed into a `Value`. Numbers beyond 64 bits become
-    /// floats there: use the text ([`JsonFields::to_string`], [`JsonFields::get`])
+    /// floats there: use the text (`JsonFields::to_string`, [`JsonFields::get`])
     /// to keep them.
     pub fn to_value(&self) -> serde_json::Result<Value> {
         serde_json::from_str(&self.to_string())

@@ -37,7 +37,7 @@ impl fmt::Display for Fault {
     }
 }
 
-/// What [`Store::verify`] checked and found.
+/// What [`Store::verify`](crate::Store::verify) checked and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {
     /// Records read from the log.
