@@ -211,7 +211,7 @@ impl Bank {
         let sent = self.accounts.execute(from, send, meta.clone())?;
         let debit_id =
             sent.append.and_then(|a| a.event_ids.first().copied()).ok_or("the debit recorded no event")?;
-        let credit_meta = EventMetadata { causation_id: Some(debit_id), ..meta };
+        let credit_meta = meta.causation_id(debit_id);
         let receive = LedgerCommand::Receive { transfer_id: id.into(), from: from.into(), amount };
         self.accounts.execute(to, receive, credit_meta)?;
         Ok(())

@@ -16,7 +16,11 @@ use crate::vocab::{AppendResult, ContentType, EventMetadata, ExpectedVersion, Ne
 use crate::vocab::{Error, Result};
 
 /// When [`Repository::execute`] saves a snapshot by itself.
+///
+/// More policies may be added: a `match` outside eventfold needs a wildcard
+/// arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum SnapshotPolicy {
     /// Only on demand, with [`Repository::take_snapshot`] (the default).
     #[default]
@@ -27,6 +31,7 @@ pub enum SnapshotPolicy {
 
 /// An aggregate's state at a version, and how it was rebuilt.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Loaded<A> {
     /// The folded state.
     pub state: A,
@@ -38,6 +43,7 @@ pub struct Loaded<A> {
 
 /// How a load rebuilt the state: from which snapshot, with how many events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LoadReport {
     /// The version of the snapshot the load started from, if one was used.
     pub snapshot_version: Option<u64>,
@@ -52,6 +58,7 @@ pub struct LoadReport {
 
 /// What [`Repository::execute`] recorded.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Executed<A: Aggregate> {
     /// The events the command produced, now stored (empty when the command
     /// decided nothing needed to happen).
@@ -71,6 +78,7 @@ pub struct Executed<A: Aggregate> {
 /// A stored event decoded into the aggregate's event type, with the record
 /// it came from (ids, time, metadata, the stored payload).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Envelope<E> {
     /// The decoded (and upcasted) event.
     pub event: E,

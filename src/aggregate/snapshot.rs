@@ -40,6 +40,7 @@ const HEADER_LEN: usize = 24;
 
 /// A stream's state saved at one of its versions.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Snapshot {
     /// The stream the state belongs to.
     pub stream_id: String,
@@ -55,8 +56,10 @@ pub struct Snapshot {
     pub state: Vec<u8>,
 }
 
-/// A snapshot to save: see [`Store::save_snapshot`].
+/// A snapshot to save: see [`Store::save_snapshot`]. Build it with
+/// [`NewSnapshot::json`] or [`NewSnapshot::binary`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct NewSnapshot {
     /// The stream version the state includes.
     pub version: u64,
@@ -79,6 +82,12 @@ impl NewSnapshot {
         let state = serde_json::to_vec(state)
             .map_err(|e| Error::StateEncode { stream: stream.to_string(), reason: e.to_string() })?;
         Ok(NewSnapshot { version, state_schema_version, content_type: ContentType::Json, state })
+    }
+
+    /// A snapshot at `version` whose state is already-encoded bytes, stored
+    /// as they are (content type [`ContentType::Binary`]).
+    pub fn binary(version: u64, state_schema_version: u32, state: impl Into<Vec<u8>>) -> Self {
+        NewSnapshot { version, state_schema_version, content_type: ContentType::Binary, state: state.into() }
     }
 }
 

@@ -43,6 +43,7 @@ type StepFn = Arc<dyn Fn(Value) -> UpcastResult + Send + Sync>;
 
 /// An event after its upcaster chain.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Upcasted {
     /// The event type after renames.
     pub event_type: String,

@@ -126,6 +126,7 @@ impl<'de> Deserialize<'de> for JsonFields {
 
 /// A stream's state as a JSON merge fold of its events' payloads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct JsonState {
     /// The merged object, each field's value as the payload that set it
     /// spelled it.

@@ -18,7 +18,11 @@
 /// nothing (the damage may even pass `verify`): restore from a backup, or
 /// rebuild the data. After a sync or a clean close with no writes since,
 /// nothing is lost.
+///
+/// More settings may be added: a `match` outside eventfold needs a wildcard
+/// arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Durability {
     /// Every commit is on disk before the appenders are answered: an
     /// acknowledged event survives a process crash and a power cut. Group

@@ -10,6 +10,7 @@ use crate::vocab::Result;
 
 /// A projection's progress as stored on disk; see [`Store::stored_projections`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StoredProjection {
     /// The projection's name.
     pub name: String,

@@ -72,8 +72,12 @@ pub trait Projection: Send + Sync + 'static {
 }
 
 /// What a projection is doing.
+///
+/// More states may be added: a `match` outside eventfold needs a wildcard
+/// arm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
+#[non_exhaustive]
 pub enum ProjectionState {
     /// Not run yet in this runner.
     Idle,
@@ -99,6 +103,7 @@ pub enum ProjectionState {
 
 /// A projection's progress, from [`ProjectionRunner::status`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ProjectionStatus {
     /// The projection's name.
     pub name: String,
@@ -121,6 +126,7 @@ pub struct ProjectionStatus {
 
 /// Progress of a rebuild, passed to [`ProjectionRunner::on_progress`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RebuildProgress<'a> {
     /// The projection being rebuilt.
     pub name: &'a str,

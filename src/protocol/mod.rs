@@ -37,8 +37,16 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// `subscribe` beyond it is answered with error [`wire::codes::LIMIT_REACHED`].
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 64;
 
-/// Settings of a protocol node.
+/// Settings of a protocol node. Start from [`ServeOptions::default`] and
+/// change what you need with the `with_*` methods:
+///
+/// ```
+/// use eventfold::protocol::ServeOptions;
+/// let options = ServeOptions::default().with_max_connections(16).with_max_subscriptions(8);
+/// assert_eq!((options.max_connections, options.max_subscriptions), (16, 8));
+/// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct ServeOptions {
     /// Longest request line read, in bytes (default [`wire::DEFAULT_MAX_LINE_BYTES`]).
     pub max_line_bytes: usize,
@@ -62,6 +70,30 @@ impl Default for ServeOptions {
 }
 
 impl ServeOptions {
+    /// Sets the longest request line read, in bytes.
+    pub fn with_max_line_bytes(mut self, bytes: usize) -> Self {
+        self.max_line_bytes = bytes;
+        self
+    }
+
+    /// Sets the most TCP connections served at once.
+    pub fn with_max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections;
+        self
+    }
+
+    /// Sets the most subscriptions one connection may hold at once.
+    pub fn with_max_subscriptions(mut self, subscriptions: usize) -> Self {
+        self.max_subscriptions = subscriptions;
+        self
+    }
+
+    /// Sends log lines to `logger`.
+    pub fn with_logger(mut self, logger: Logger) -> Self {
+        self.logger = Some(logger);
+        self
+    }
+
     pub(crate) fn log(&self, text: &str) {
         if let Some(l) = &self.logger {
             l(text);

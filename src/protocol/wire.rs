@@ -388,8 +388,12 @@ pub const DEFAULT_READ_LIMIT: usize = 1000;
 pub const MAX_READ_LIMIT: usize = 10_000;
 
 /// Every request body, tagged by `type`.
+///
+/// The protocol may gain message types: a `match` outside eventfold needs a
+/// wildcard arm.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Request {
     /// Names the node; answered by `init_ok`.
     Init(InitRequest),
@@ -451,7 +455,10 @@ impl Request {
 }
 
 /// An event in a reply (`stream_events`, `all_events`, pushed `event`).
+/// The node builds it ([`WireEvent::from_recorded`]); more fields may be
+/// added.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct WireEvent {
     /// The event id.
     pub event_id: Uuid,
@@ -502,8 +509,12 @@ impl WireEvent {
 }
 
 /// Every reply body, tagged by `type`.
+///
+/// The protocol may gain message types: a `match` outside eventfold needs a
+/// wildcard arm.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Reply {
     /// The answer to `init`.
     InitOk {
@@ -667,6 +678,7 @@ impl Reply {
 
 /// A request line the node could not accept, with what it could read of it.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RejectedRequest {
     /// The request's `src`, if readable.
     pub src: Option<String>,

@@ -168,6 +168,7 @@ impl ReadAll {
 
 /// What the store knows about one stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StreamInfo {
     /// The stream id.
     pub stream_id: String,

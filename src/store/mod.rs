@@ -81,6 +81,7 @@ impl Drop for Inner {
 
 /// Counters that show what the store and its writer have done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StoreStats {
     /// Position of the last event (= number of events; positions are gapless).
     pub head: u64,

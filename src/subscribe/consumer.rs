@@ -96,6 +96,7 @@ pub(crate) fn decode_dedup(name: &str, key: &[u8], v: &[u8]) -> Result<Uuid> {
 
 /// What [`Store::consumers`] reports about one durable consumer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ConsumerInfo {
     /// The consumer's name.
     pub name: String,

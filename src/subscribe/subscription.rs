@@ -29,7 +29,11 @@ pub const DEFAULT_SUBSCRIPTION_BATCH: usize = 512;
 const READ_ONLY_POLL: Duration = Duration::from_millis(50);
 
 /// Where a subscription starts in the global log.
+///
+/// More starting points may be added: a `match` outside eventfold needs a
+/// wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SubscribeFrom {
     /// From position 1: every event, then live.
     Start,

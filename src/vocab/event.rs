@@ -6,8 +6,12 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 /// How a payload is encoded.
+///
+/// More encodings may be added: a `match` outside eventfold needs a
+/// wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ContentType {
     /// UTF-8 JSON, validated on append.
     Json,
@@ -34,7 +38,12 @@ impl ContentType {
 
 /// Who and what an event relates to: correlation, causation, user, and free
 /// extra fields (a JSON object).
+///
+/// Build it with [`EventMetadata::new`] (or [`caused_by`](Self::caused_by))
+/// and the setters; more fields may be added, so it cannot be built with a
+/// struct literal outside eventfold.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct EventMetadata {
     /// Groups every event of one business transaction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,6 +202,7 @@ impl NewEvent {
 
 /// What a successful append answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AppendResult {
     /// The stream appended to.
     pub stream_id: String,
@@ -210,7 +220,11 @@ pub struct AppendResult {
 }
 
 /// An event read back from the store, owned.
+///
+/// The store makes these; to build one elsewhere (a handler's test), start
+/// from [`RecordedEvent::new`] and set the other fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecordedEvent {
     /// Global position: 1, 2, 3… gapless, in commit order.
     pub position: u64,
@@ -241,6 +255,42 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
+    /// An event as the store would hand it out, for tests of the code that
+    /// consumes events: at `position`, version `version` of `stream_id`, with
+    /// a new UUID v7 as its id, schema version 1, recorded now, and no
+    /// metadata. The fields are public: set any other value on the result.
+    ///
+    /// ```
+    /// use eventfold::{ContentType, RecordedEvent};
+    /// let mut e = RecordedEvent::new(7, "order-1", 2, "Paid", ContentType::Json, br#"{"amount":5}"#.to_vec());
+    /// e.user_id = Some("ann".into());
+    /// assert_eq!((e.position, e.category(), e.version), (7, "order", 2));
+    /// ```
+    pub fn new(
+        position: u64,
+        stream_id: impl Into<String>,
+        version: u64,
+        event_type: impl Into<String>,
+        content_type: ContentType,
+        payload: impl Into<Vec<u8>>,
+    ) -> Self {
+        RecordedEvent {
+            position,
+            stream_id: stream_id.into(),
+            version,
+            event_id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            schema_version: 1,
+            recorded_at: crate::vocab::now_micros(),
+            correlation_id: None,
+            causation_id: None,
+            user_id: None,
+            metadata: Map::new(),
+            content_type,
+            payload: payload.into(),
+        }
+    }
+
     /// The stream's category: the part of the stream id before the first `-`.
     pub fn category(&self) -> &str {
         crate::vocab::category_of(&self.stream_id)

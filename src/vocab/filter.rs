@@ -14,7 +14,11 @@ use super::names::category_of;
 /// assert!(f.matches("account-1", "Deposited"));
 /// assert!(!f.matches("order-1", "Deposited"));
 /// ```
+///
+/// More criteria may be added: build a filter with [`Filter::new`] and the
+/// builder methods, not with a struct literal.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Filter {
     /// Event types to keep (any of).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

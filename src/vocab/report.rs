@@ -11,6 +11,7 @@ const MAX_LISTED: usize = 1000;
 
 /// One thing `verify` found wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Fault {
     /// Which database or check: `events`, `streams`, `stream_index`, `event_ids`, `meta`.
     pub area: String,
@@ -39,6 +40,7 @@ impl fmt::Display for Fault {
 
 /// What [`Store::verify`](crate::Store::verify) checked and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// Records read from the log.
     pub events: u64,

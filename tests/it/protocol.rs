@@ -666,8 +666,7 @@ fn a_thousand_subscriptions_on_one_connection_cost_no_thread_each() {
     for n in 1..=3 {
         store.append("a-1", eventfold::ExpectedVersion::Any, [crate::common::ev("E", n)]).unwrap();
     }
-    let options =
-        eventfold::protocol::ServeOptions { max_subscriptions: SUBS as usize, ..Default::default() };
+    let options = eventfold::protocol::ServeOptions::default().with_max_subscriptions(SUBS as usize);
     let addr = tcp_node_in_process(&store, options);
     let before = threads();
     let mut c = client(&addr);
@@ -730,7 +729,7 @@ fn a_thousand_subscriptions_on_one_connection_cost_no_thread_each() {
 #[test]
 fn connections_over_the_limit_get_one_error_line() {
     let (_dir, store) = crate::common::temp_store();
-    let options = eventfold::protocol::ServeOptions { max_connections: 2, ..Default::default() };
+    let options = eventfold::protocol::ServeOptions::default().with_max_connections(2);
     let addr = tcp_node_in_process(&store, options);
     let (mut a, mut b) = (client(&addr), client(&addr));
     for c in [&mut a, &mut b] {

@@ -65,7 +65,8 @@ pub fn headers_for(event: &RecordedEvent) -> HeaderMap {
     }
     let ct = match event.content_type {
         ContentType::Json => JSON,
-        ContentType::Binary => BINARY,
+        // Binary, and any encoding this relay does not know: opaque bytes.
+        _ => BINARY,
     };
     h.insert(CONTENT_TYPE, ct);
     h
@@ -184,23 +185,20 @@ mod tests {
     use super::*;
 
     fn event() -> RecordedEvent {
-        let mut metadata = serde_json::Map::new();
-        metadata.insert("tenant".into(), serde_json::json!("t\n1"));
-        RecordedEvent {
-            position: 42,
-            stream_id: "user.ann smith-7".into(),
-            version: 3,
-            event_id: Uuid::now_v7(),
-            event_type: "Renamed to é".into(),
-            schema_version: 2,
-            recorded_at: 1_700_000_000_000_000,
-            correlation_id: Some(Uuid::now_v7()),
-            causation_id: None,
-            user_id: Some("ann smith".into()),
-            metadata,
-            content_type: ContentType::Json,
-            payload: br#"{"name":"x"}"#.to_vec(),
-        }
+        let mut e = RecordedEvent::new(
+            42,
+            "user.ann smith-7",
+            3,
+            "Renamed to é",
+            ContentType::Json,
+            br#"{"name":"x"}"#,
+        );
+        e.schema_version = 2;
+        e.recorded_at = 1_700_000_000_000_000;
+        e.correlation_id = Some(Uuid::now_v7());
+        e.user_id = Some("ann smith".into());
+        e.metadata.insert("tenant".into(), serde_json::json!("t\n1"));
+        e
     }
 
     #[test]

@@ -143,7 +143,8 @@ pub fn payload_preview(e: &RecordedEvent, max: usize) -> String {
     let text = match (e.content_type, std::str::from_utf8(&e.payload)) {
         (ContentType::Json, Ok(text)) => compact_json(text),
         (ContentType::Json, Err(_)) => String::from_utf8_lossy(&e.payload).into_owned(),
-        (ContentType::Binary, _) => e.payload_json().map(|v| v.to_string()).unwrap_or_default(),
+        // Binary (and any other encoding): what `payload_json` makes of it.
+        _ => e.payload_json().map(|v| v.to_string()).unwrap_or_default(),
     };
     if text.chars().count() <= max {
         return text;

@@ -36,12 +36,11 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
     let store = ctx.open_write()?;
     // Logs go to stderr: stdout carries only protocol replies.
-    let options = ServeOptions {
-        max_line_bytes: a.max_line_bytes.max(1),
-        max_connections: a.max_connections,
-        max_subscriptions: a.max_subscriptions,
-        logger: Some(Arc::new(|line: &str| eprintln!("eventfold: {line}"))),
-    };
+    let options = ServeOptions::default()
+        .with_max_line_bytes(a.max_line_bytes.max(1))
+        .with_max_connections(a.max_connections)
+        .with_max_subscriptions(a.max_subscriptions)
+        .with_logger(Arc::new(|line: &str| eprintln!("eventfold: {line}")));
     if let Some(addr) = &a.tcp {
         let server = TcpServer::bind(store, addr, a.allow_remote, options).map_err(|e| match e {
             eventfold::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
