@@ -6,7 +6,7 @@ use heed::{CompactionOption, Env, WithoutTls};
 
 use crate::projection::ProjEnv;
 use crate::store::Store;
-use crate::vocab::{Error, Result};
+use crate::vocab::{Error, Result, from_heed_while};
 
 impl Store {
     /// Copies the store into `dir` (created if missing; it must not already
@@ -50,7 +50,7 @@ impl Store {
 fn copy_env(env: &Env<WithoutTls>, target: &Path, option: CompactionOption) -> Result<()> {
     let file = env.copy_to_path(target, option).map_err(|e| match e {
         heed::Error::Io(io) => Error::io(target, io),
-        other => Error::Storage(format!("backup to {} failed: {other}", target.display())),
+        other => from_heed_while(other, format!("backing up to {}", target.display())),
     })?;
     file.sync_all().map_err(|e| Error::io(target, e))
 }

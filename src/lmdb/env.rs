@@ -6,7 +6,7 @@ use std::path::Path;
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 
-use crate::vocab::{Error, Result};
+use crate::vocab::{Error, Result, from_heed_while};
 
 /// Every database is raw bytes to raw bytes; the key and value layouts live in
 /// `keys.rs` and `record/`.
@@ -102,7 +102,7 @@ fn map_open_error(dir: &Path, err: heed::Error, read_only: bool) -> Error {
             path: dir.join("data.mdb"),
             reason: "a header page names an LMDB data version this build does not write".into(),
         },
-        other => Error::Storage(format!("could not open the LMDB environment in {}: {other}", dir.display())),
+        other => from_heed_while(other, format!("opening the LMDB environment in {}", dir.display())),
     }
 }
 
@@ -252,7 +252,7 @@ pub(crate) fn create_dbs(env: &Env<WithoutTls>) -> Result<Dbs> {
     })?;
     match dbs {
         CommitOrAbort::Commit(arr) => Ok(Dbs::from_array(arr)),
-        CommitOrAbort::Abort(()) => Err(Error::Storage("creating the databases was aborted".into())),
+        CommitOrAbort::Abort(()) => Err(Error::internal("creating the databases was aborted")),
     }
 }
 

@@ -169,7 +169,7 @@ mod linux {
             previous
         });
         match failure {
-            Some(e) => Err(Error::Storage(format!("could not install the damaged-file signal handler: {e}"))),
+            Some(e) => Err(Error::storage("installing the damaged-file signal handler", e)),
             None => Ok(()),
         }
     }

@@ -18,7 +18,7 @@ use super::Projection;
 use super::sealed::{seal, unseal};
 use crate::lmdb::env::{Db, EnvSettings, open_env};
 use crate::store::Store;
-use crate::vocab::{Error, Result, from_heed};
+use crate::vocab::{Error, Result, from_heed, from_heed_while};
 
 /// Named databases the projections environment may hold: `meta` plus two
 /// slots per projection, so up to 127 projections.
@@ -122,7 +122,7 @@ impl ProjEnv {
             match created {
                 CommitOrAbort::Commit(db) => db,
                 CommitOrAbort::Abort(()) => {
-                    return Err(Error::Storage("creating the projections meta database was aborted".into()));
+                    return Err(Error::internal("creating the projections meta database was aborted"));
                 }
             }
         };
@@ -176,16 +176,21 @@ impl ProjEnv {
                     Ok(CommitOrAbort::<_, ()>::Commit([a, b]))
                 })
                 .map_err(|e| match e {
-                    heed::Error::Mdb(heed::MdbError::DbsFull) => Error::Storage(format!(
-                        "cannot create the read model of projection {name:?}: the projections environment holds at most {} projections",
-                        (MAX_DBS - 1) / 2
-                    )),
+                    e @ heed::Error::Mdb(heed::MdbError::DbsFull) => from_heed_while(
+                        e,
+                        format!(
+                            "creating the read model of projection {name:?} (the projections environment holds at most {} projections)",
+                            (MAX_DBS - 1) / 2
+                        ),
+                    ),
                     other => self.heed_err(other),
                 })?;
             match created {
                 CommitOrAbort::Commit(d) => d,
                 CommitOrAbort::Abort(()) => {
-                    return Err(Error::Storage(format!("creating the read model of {name:?} was aborted")));
+                    return Err(Error::internal(format!(
+                        "creating the read model of projection {name:?} was aborted"
+                    )));
                 }
             }
         };
@@ -201,7 +206,8 @@ impl ProjEnv {
     }
 
     pub(crate) fn save_meta(&self, txn: &mut RwTxn<'_>, name: &str, meta: &ProjMeta) -> Result<()> {
-        let v = serde_json::to_vec(meta).map_err(|e| Error::Storage(e.to_string()))?;
+        let v = serde_json::to_vec(meta)
+            .map_err(|e| Error::storage(format!("encoding the checkpoint of projection {name:?}"), e))?;
         self.meta.put(txn, name.as_bytes(), &seal(name.as_bytes(), v)).map_err(|e| self.heed_err(e))
     }
 

@@ -398,9 +398,11 @@ pub fn error_reply(in_reply_to: Option<u64>, error: Error) -> Reply {
         | Error::EmptyAppend
         | Error::DuplicateStreamInRequest { .. }
         | Error::VersionOutOfRange { .. } => codes::MALFORMED_REQUEST,
-        Error::StorageFull { .. } | Error::Poisoned { .. } | Error::Closed | Error::ReadOnly => {
-            codes::TEMPORARILY_UNAVAILABLE
-        }
+        Error::StorageFull { .. }
+        | Error::ReadersFull
+        | Error::Poisoned { .. }
+        | Error::Closed
+        | Error::ReadOnly => codes::TEMPORARILY_UNAVAILABLE,
         _ => codes::CRASH,
     };
     Reply::error(in_reply_to, code, error.to_string())

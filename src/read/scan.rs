@@ -171,9 +171,7 @@ impl<'t> Queue<'t> {
                     self.waiting.insert(seq, chunk);
                     Ok(())
                 }
-                Err(_) => {
-                    Err(Error::Storage("a scan's checking threads stopped before the scan ended".into()))
-                }
+                Err(_) => Err(Error::internal("a scan's checking threads stopped before the scan ended")),
             },
         }
     }

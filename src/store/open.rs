@@ -41,7 +41,7 @@ impl Store {
             // or `NoSync` and stopped without a close) may still be only in
             // the page cache: make it durable before anything is derived
             // from it.
-            env.force_sync().map_err(|e| Error::Storage(format!("could not sync the store at open: {e}")))?;
+            env.force_sync().map_err(|e| crate::vocab::from_heed_while(e, "syncing the store at open"))?;
             (dbs, info)
         };
         let shared = Arc::new(Shared::default());

@@ -197,20 +197,43 @@ pub enum Error {
     /// a page number past the end of the file, a database record of the
     /// wrong kind).
     #[error(
-        "the store's file is damaged: LMDB reports {reason}; restore the store from a backup, and run `eventfold verify` to see what is affected"
+        "the store's file is damaged: LMDB reports {source}; restore the store from a backup, and run `eventfold verify` to see what is affected"
     )]
     DamagedPages {
-        /// What LMDB reported.
-        reason: String,
+        /// What LMDB reported: a [`heed::MdbError`].
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
 
     /// The store's map (its size limit) is full. Nothing of the failed request
     /// was written; reads still work.
-    #[error("store is full (map size {map_size} bytes): reopen it with a larger StoreBuilder::map_size")]
+    #[error(
+        "store is full ({}): reopen it with a larger StoreBuilder::map_size",
+        match .map_size {
+            Some(size) => format!("map size {size} bytes"),
+            None => "its map size is reached".to_string(),
+        }
+    )]
     StorageFull {
-        /// The configured map size.
-        map_size: usize,
+        /// The configured map size, when the operation that filled the map
+        /// knew it.
+        map_size: Option<usize>,
     },
+
+    /// Every slot of LMDB's reader table is taken by an open read
+    /// transaction (of this process or another). Nothing was read; the same
+    /// call succeeds once other read transactions end.
+    #[error(
+        "too many read transactions are open at once (LMDB's reader table is full): end long-lived readers, or open the store with a larger StoreBuilder::max_readers"
+    )]
+    ReadersFull,
+
+    /// Another process, opened with a larger map size, has grown the store
+    /// past the map size of this handle. A reopen maps the whole file.
+    #[error(
+        "the store has grown past the map size of this handle (another process opened it with a larger StoreBuilder::map_size): close and reopen the store"
+    )]
+    MapResized,
 
     /// A commit or fsync failed earlier, or the writer thread panicked: the
     /// store refuses further writes. Reads still work; reopen to recover.
@@ -323,19 +346,6 @@ pub enum Error {
         reason: String,
     },
 
-    /// A projection's `apply` failed; the projection stopped there.
-    #[error(
-        "projection {projection:?} failed at position {position}: {reason}; fix the projection and restart the runner (it resumes at its checkpoint) or rebuild it"
-    )]
-    ProjectionFailed {
-        /// The projection.
-        projection: String,
-        /// The position of the event it could not apply.
-        position: u64,
-        /// The error `apply` returned.
-        reason: String,
-    },
-
     /// A runner was asked about a projection it does not run.
     #[error("no projection named {name:?} is registered with this runner: register it first")]
     UnknownProjection {
@@ -437,12 +447,33 @@ pub enum Error {
         attempts: u32,
     },
 
-    /// An LMDB operation failed.
-    #[error("storage error: {0}")]
-    Storage(String),
+    /// An LMDB operation failed in a way no other variant describes, or a
+    /// step of the storage machinery did (encoding a bookkeeping entry,
+    /// installing the damaged-file signal handler). For LMDB failures the
+    /// source is the [`heed::Error`]; downcast it to look at the LMDB code.
+    #[error(
+        "storage error{}: {source}",
+        if .context.is_empty() { String::new() } else { format!(" while {}", .context) }
+    )]
+    Storage {
+        /// What was being done (for example "backing up to /srv/copy"), or
+        /// empty when the failing call says nothing more than the source.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
+    /// eventfold broke one of its own rules (a helper thread stopped early,
+    /// a request went unanswered). This is a bug in eventfold.
+    #[error("internal error: {reason}; this is a bug in eventfold, report it with what led to it")]
+    Internal {
+        /// What went wrong.
+        reason: String,
+    },
 
     /// A file-system operation failed.
-    #[error("I/O error on {}: {source}", .path.display())]
+    #[error("file-system error on {}: {source}", .path.display())]
     Io {
         /// The file or directory involved.
         path: PathBuf,
@@ -453,12 +484,27 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether retrying the same request later could succeed without changing it.
+    /// Whether making the identical call again, later, can succeed: the
+    /// failure came from a condition that ends on its own, without the
+    /// caller changing its request or reopening the store.
+    ///
+    /// True only for
+    /// - [`Error::Locked`]: another process holds the write lock; the same
+    ///   open succeeds once that process has stopped;
+    /// - [`Error::ReadersFull`]: every reader slot is taken; the same read
+    ///   succeeds once other read transactions have ended;
+    /// - [`Error::RetriesExhausted`]: the command lost to concurrent writers;
+    ///   `Repository::execute` loads the stream afresh on every call, so the
+    ///   same call succeeds once the contention eases.
+    ///
+    /// Everything else is false. In particular
+    /// [`Error::WrongExpectedVersion`] is not retryable: the stream has moved
+    /// on and its version never goes back, so the same append fails again;
+    /// reload the stream and decide again (which `execute` does).
+    /// [`Error::StorageFull`], [`Error::Poisoned`] and [`Error::MapResized`]
+    /// need a reopen, and damage needs a backup.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::WrongExpectedVersion { .. } | Error::Locked { .. } | Error::RetriesExhausted { .. }
-        )
+        matches!(self, Error::Locked { .. } | Error::ReadersFull | Error::RetriesExhausted { .. })
     }
 
     /// A [`Error::Handler`] carrying `reason`: what a subscription handler or
@@ -477,6 +523,19 @@ impl Error {
 
     pub(crate) fn index(index: &'static str, reason: impl Into<String>) -> Self {
         Error::IndexCorruption { index, reason: reason.into() }
+    }
+
+    /// A [`Error::Storage`] for a failure that is not a heed error (heed
+    /// errors go through [`From`], [`from_heed`] or [`from_heed_while`]).
+    pub(crate) fn storage(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Storage { context: context.into(), source: Box::new(source) }
+    }
+
+    pub(crate) fn internal(reason: impl Into<String>) -> Self {
+        Error::Internal { reason: reason.into() }
     }
 
     /// Whether the error reports damage to the stored data: a corrupt
@@ -506,11 +565,35 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// Maps LMDB errors that have a meaning of their own; the rest stay `Storage`.
+/// A heed error of a call that knows the store's map size, so that a full
+/// map reports it.
 pub(crate) fn from_heed(err: heed::Error, map_size: usize) -> Error {
+    convert_heed(err, Some(map_size), String::new())
+}
+
+/// A heed error of a call that says what it was doing, for the message of
+/// an [`Error::Storage`].
+pub(crate) fn from_heed_while(err: heed::Error, context: impl Into<String>) -> Error {
+    convert_heed(err, None, context.into())
+}
+
+/// The one conversion of a heed error: [`From`] (a bare `?`), [`from_heed`]
+/// and [`from_heed_while`] all end here, so an LMDB condition reads the same
+/// whichever way it arrives. A full map is always `StorageFull`, a full
+/// reader table `ReadersFull`, a map grown by another process `MapResized`,
+/// damaged pages `DamagedPages`; the rest is `Storage` with the heed error
+/// as its source. Callers that know more map those cases first and hand
+/// the rest here: an I/O error with the path it concerns (`Error::Io`), a
+/// second open of the environment (`AlreadyOpen`), a bad header at open
+/// (`DamagedFile`).
+fn convert_heed(err: heed::Error, map_size: Option<usize>, context: String) -> Error {
+    use heed::MdbError as M;
     match err {
-        heed::Error::Mdb(heed::MdbError::MapFull) => Error::StorageFull { map_size },
-        other => Error::from(other),
+        heed::Error::Mdb(M::MapFull) => Error::StorageFull { map_size },
+        heed::Error::Mdb(M::ReadersFull) => Error::ReadersFull,
+        heed::Error::Mdb(M::MapResized) => Error::MapResized,
+        heed::Error::Mdb(e) if is_page_damage(&e) => Error::DamagedPages { source: Box::new(e) },
+        other => Error::Storage { context, source: Box::new(other) },
     }
 }
 
@@ -525,10 +608,7 @@ fn is_page_damage(err: &heed::MdbError) -> bool {
 
 impl From<heed::Error> for Error {
     fn from(err: heed::Error) -> Self {
-        match err {
-            heed::Error::Mdb(e) if is_page_damage(&e) => Error::DamagedPages { reason: e.to_string() },
-            other => Error::Storage(other.to_string()),
-        }
+        convert_heed(err, None, String::new())
     }
 }
 
@@ -544,6 +624,99 @@ mod tests {
             actual: 0,
         };
         assert_eq!(err.to_string(), "Expected version 5, got 0");
+    }
+
+    #[test]
+    fn storage_and_io_errors_keep_their_source() {
+        use std::error::Error as _;
+        let err = Error::from(heed::Error::Mdb(heed::MdbError::BadValSize));
+        assert!(matches!(err, Error::Storage { .. }), "{err:?}");
+        let source = err.source().expect("a storage error has a source");
+        assert!(
+            matches!(
+                source.downcast_ref::<heed::Error>(),
+                Some(heed::Error::Mdb(heed::MdbError::BadValSize))
+            ),
+            "{source:?}"
+        );
+        assert_eq!(err.to_string(), format!("storage error: {source}"));
+
+        let err = from_heed_while(heed::Error::Mdb(heed::MdbError::DbsFull), "creating a database");
+        assert!(err.source().is_some());
+        assert!(
+            err.to_string().starts_with("storage error while creating a database: MDB_DBS_FULL"),
+            "{err}"
+        );
+
+        let err = Error::io("/tmp/x", std::io::Error::from(std::io::ErrorKind::NotFound));
+        let source = err.source().expect("an io error has a source");
+        assert_eq!(
+            source.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+            Some(std::io::ErrorKind::NotFound)
+        );
+
+        let err = Error::from(heed::Error::Mdb(heed::MdbError::Corrupted));
+        assert!(err.source().is_some_and(|s| s.downcast_ref::<heed::MdbError>().is_some()), "{err:?}");
+    }
+
+    /// Every heed error goes through one conversion: a full map is
+    /// `StorageFull` whether or not the caller knew the map size.
+    #[test]
+    fn every_way_from_heed_maps_the_same() {
+        use heed::MdbError as M;
+        let map_full = || heed::Error::Mdb(M::MapFull);
+        let bare = Error::from(map_full());
+        assert!(matches!(bare, Error::StorageFull { map_size: None }), "{bare:?}");
+        assert!(bare.to_string().contains("StoreBuilder::map_size"), "{bare}");
+        let sized = from_heed(map_full(), 1 << 20);
+        assert!(matches!(sized, Error::StorageFull { map_size: Some(1_048_576) }), "{sized:?}");
+        assert_eq!(
+            sized.to_string(),
+            "store is full (map size 1048576 bytes): reopen it with a larger StoreBuilder::map_size"
+        );
+        assert!(matches!(from_heed_while(map_full(), "x"), Error::StorageFull { map_size: None }));
+
+        for damage in [M::PageNotFound, M::Corrupted, M::Invalid, M::Incompatible, M::BadTxn] {
+            for err in [
+                Error::from(heed::Error::Mdb(damage)),
+                from_heed(heed::Error::Mdb(damage), 1 << 20),
+                from_heed_while(heed::Error::Mdb(damage), "reading"),
+            ] {
+                assert!(matches!(err, Error::DamagedPages { .. }) && err.is_damage(), "{damage:?}: {err:?}");
+            }
+        }
+        assert!(matches!(Error::from(heed::Error::Mdb(M::ReadersFull)), Error::ReadersFull));
+        assert!(matches!(from_heed(heed::Error::Mdb(M::MapResized), 1), Error::MapResized));
+    }
+
+    #[test]
+    fn only_conditions_that_pass_are_retryable() {
+        let retryable = [
+            Error::Locked { path: "/tmp/x".into(), pid: None },
+            Error::ReadersFull,
+            Error::RetriesExhausted { stream: "s-1".into(), attempts: 3 },
+        ];
+        for err in retryable {
+            assert!(err.is_retryable(), "{err:?}");
+        }
+        let not_retryable = [
+            Error::WrongExpectedVersion {
+                stream: "s-1".into(),
+                expected: ExpectedVersion::Exact(5),
+                actual: 6,
+            },
+            Error::StorageFull { map_size: Some(1 << 20) },
+            Error::Poisoned { reason: "commit failed".into() },
+            Error::MapResized,
+            Error::Closed,
+            Error::ReadOnly,
+            Error::AlreadyOpen { path: "/tmp/x".into() },
+            Error::from(heed::Error::Mdb(heed::MdbError::Corrupted)),
+            Error::from(heed::Error::Mdb(heed::MdbError::BadValSize)),
+        ];
+        for err in not_retryable {
+            assert!(!err.is_retryable(), "{err:?}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod version;
 
 pub(crate) use clock::now_micros;
 pub use error::{Error, Result};
-pub(crate) use error::{from_heed, panic_message};
+pub(crate) use error::{from_heed, from_heed_while, panic_message};
 pub use event::{AppendResult, ContentType, EventMetadata, NewEvent, RecordedEvent};
 pub use filter::Filter;
 pub use json_limits::MAX_JSON_DEPTH;

@@ -47,6 +47,8 @@ impl From<heed::Error> for Step {
 
 /// A transaction that could not be committed.
 struct TxnFailure {
+    /// What the requests of the transaction get; an `Error::Poisoned`
+    /// (whose reason poisons the store) when `poison` is set.
     error: Error,
     /// Set when the store can no longer be trusted to write (failed commit).
     poison: bool,
@@ -115,7 +117,7 @@ pub(crate) struct Writer {
 
 fn poison_reason(error: &Error) -> String {
     match error {
-        Error::Storage(text) => text.clone(),
+        Error::Poisoned { reason } => reason.clone(),
         other => other.to_string(),
     }
 }
@@ -309,7 +311,7 @@ impl Writer {
                     }
                     match self.try_batch(std::slice::from_mut(req)) {
                         Ok(mut o) => outcomes.push(
-                            o.pop().unwrap_or_else(|| Err(Error::Storage("a request got no outcome".into()))),
+                            o.pop().unwrap_or_else(|| Err(Error::internal("a request got no outcome"))),
                         ),
                         Err(f) if f.poison => {
                             let reason = poison_reason(&f.error);
@@ -364,8 +366,8 @@ impl Writer {
         self.commit_attempts = attempt;
         if self.config.faults.fail_commit_at == Some(attempt) {
             wtxn.abort();
-            let error = Error::Storage(format!("commit failed: injected failure of commit {attempt}"));
-            return Err(TxnFailure { error, poison: true });
+            let reason = format!("commit failed: injected failure of commit {attempt}");
+            return Err(TxnFailure { error: Error::Poisoned { reason }, poison: true });
         }
         if let Err(e) = wtxn.commit() {
             let os_error = match &e {
@@ -380,14 +382,14 @@ impl Writer {
             // ENOSPC, EIO: LMDB reports a short write to a full disk as EIO.
             let hint =
                 if matches!(os_error, Some(28) | Some(5)) { "; the disk may be full or failing" } else { "" };
-            let error = Error::Storage(format!("commit failed: {text}{hint}"));
-            return Err(TxnFailure { error, poison: true });
+            let reason = format!("commit failed: {text}{hint}");
+            return Err(TxnFailure { error: Error::Poisoned { reason }, poison: true });
         }
         if self.config.faults.fail_sync_at == Some(attempt) {
             // The pages reached LMDB but their durability is unknown: do not
             // acknowledge, and refuse further writes until a reopen.
-            let error = Error::Storage(format!("fsync failed: injected failure of commit {attempt}"));
-            return Err(TxnFailure { error, poison: true });
+            let reason = format!("fsync failed: injected failure of commit {attempt}");
+            return Err(TxnFailure { error: Error::Poisoned { reason }, poison: true });
         }
         let s = &self.shared;
         match self.config.durability {

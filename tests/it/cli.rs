@@ -387,6 +387,19 @@ fn streams_event_and_stats() {
     }
 }
 
+/// A library error that wraps another (here an I/O error) names its cause
+/// once: the CLI does not print the wrapped error again after it.
+#[test]
+fn an_error_names_its_cause_once() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let file = t.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write");
+    let err = fails(run(&file, &["init"]));
+    let prefix = format!("eventfold: error: file-system error on {}: ", file.display());
+    let cause = err.strip_prefix(&prefix).unwrap_or_else(|| panic!("{err}"));
+    assert!(!cause.is_empty() && !cause.contains(": "), "{err}");
+}
+
 #[test]
 fn a_writer_holds_the_lock_and_reads_go_on_beside_it() {
     let (_t, dir) = store_dir();

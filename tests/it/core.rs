@@ -665,12 +665,36 @@ fn storage_full_writes_nothing_and_reads_go_on() {
         }
         assert!(written < 100, "a 1 MiB map should fill up");
     };
-    assert!(matches!(err, Error::StorageFull { .. }), "got {err:?}");
+    assert!(matches!(err, Error::StorageFull { map_size: Some(1_048_576) }), "got {err:?}");
+    assert!(err.to_string().contains("StoreBuilder::map_size"), "{err}");
+    assert!(!err.is_retryable());
     assert!(store.poisoned().is_none());
     assert_eq!(store.read().unwrap().head().unwrap(), written);
     drop(store);
     let store = Store::builder(dir.path()).map_size(8 << 20).open().unwrap();
     store.append("big-1", ExpectedVersion::Exact(written), [big()]).unwrap();
+}
+
+/// A full reader table is its own error, and retryable: the same read
+/// succeeds once another read transaction has ended.
+#[test]
+fn a_full_reader_table_is_retryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder(dir.path()).max_readers(2).open().unwrap();
+    store.append("r-1", ExpectedVersion::NoStream, [ev("Opened", 1)]).unwrap();
+    let mut readers = Vec::new();
+    let err = loop {
+        match store.read() {
+            Ok(r) => readers.push(r),
+            Err(e) => break e,
+        }
+        assert!(readers.len() < 1_000, "the reader table should fill up");
+    };
+    assert!(matches!(err, Error::ReadersFull), "got {err:?}");
+    assert!(err.is_retryable());
+    assert!(err.to_string().contains("StoreBuilder::max_readers"), "{err}");
+    readers.pop();
+    assert_eq!(store.read().unwrap().stream_version("r-1").unwrap(), 1);
 }
 
 /// Guards optimistic concurrency under contention: exactly one appender wins

@@ -48,7 +48,10 @@ fn full_disk_is_not_acknowledged_and_reopen_continues() {
         }
         assert!(acked.len() < 200, "a 2 MiB disk should fill up");
     };
-    assert!(matches!(err, Error::Poisoned { .. } | Error::StorageFull { .. } | Error::Storage(_)), "{err:?}");
+    assert!(
+        matches!(err, Error::Poisoned { .. } | Error::StorageFull { .. } | Error::Storage { .. }),
+        "{err:?}"
+    );
     println!("disk full after {} appends: {err}", acked.len());
     assert_eq!(store.read().unwrap().stream_version("disk-1").unwrap(), acked.len() as u64);
     drop(store);

@@ -106,8 +106,8 @@ impl<A: Aggregate> Repository<A> {
                 }
             }
             if want != chunks.len() {
-                return Err(Error::Storage(format!(
-                    "replaying {stream:?}: {} of {} chunks arrived",
+                return Err(Error::internal(format!(
+                    "replaying stream {stream:?}: {} of {} chunks arrived",
                     want,
                     chunks.len()
                 )));

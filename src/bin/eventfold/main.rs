@@ -171,8 +171,7 @@ fn main() -> ExitCode {
         // `eventfold read --all | head` closes the pipe early: not an error.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            // `{:#}` puts the context chain on one line: "doing X: because Y".
-            let text = format!("{e:#}").replace('\n', " ");
+            let text = one_line(&e);
             eprintln!("eventfold: error: {text}");
             if is_damage(&e) { ExitCode::from(DAMAGED_EXIT) } else { ExitCode::FAILURE }
         }
@@ -185,6 +184,21 @@ const DAMAGED_EXIT: u8 = {
     assert!(eventfold::DAMAGED_FILE_EXIT_CODE > 0 && eventfold::DAMAGED_FILE_EXIT_CODE < 256);
     eventfold::DAMAGED_FILE_EXIT_CODE as u8
 };
+
+/// The error and its context chain on one line: "doing X: because Y". The
+/// chain ends at the library's error, whose message already names its cause
+/// (the I/O or LMDB error it wraps): printing that cause again would say
+/// it twice.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in e.chain() {
+        parts.push(cause.to_string());
+        if cause.downcast_ref::<Error>().is_some() {
+            break;
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
 
 /// Whether the command failed on damaged data: a corrupt record or index
 /// entry, a damaged file or page.
