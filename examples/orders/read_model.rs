@@ -102,6 +102,7 @@ fn fold(
     }
     let event = OrderEvent::decode(&recorded.event_type, &recorded.payload).map_err(|reason| {
         eventfold::Error::Decode {
+            stream: recorded.stream_id.clone(),
             position: recorded.position,
             event_type: recorded.event_type.clone(),
             reason,

@@ -249,6 +249,7 @@ impl<A: Aggregate> Repository<A> {
     /// missing and this is [`Error::MissingUpcaster`].
     pub fn decode_event(&self, recorded: &RecordedEvent) -> Result<(A::Event, bool)> {
         self.decode_parts(
+            &recorded.stream_id,
             recorded.position,
             &recorded.event_type,
             recorded.schema_version,
@@ -259,6 +260,7 @@ impl<A: Aggregate> Repository<A> {
 
     fn decode_parts(
         &self,
+        stream: &str,
         position: u64,
         stored_type: &str,
         stored_schema: u32,
@@ -266,6 +268,7 @@ impl<A: Aggregate> Repository<A> {
         payload: &[u8],
     ) -> Result<(A::Event, bool)> {
         let decode_error = |event_type: &str, reason: String| Error::Decode {
+            stream: stream.to_string(),
             position,
             event_type: event_type.to_string(),
             reason,
@@ -280,7 +283,7 @@ impl<A: Aggregate> Repository<A> {
         let (event, event_type, schema_version) = if has_step {
             let value: serde_json::Value =
                 serde_json::from_slice(payload).map_err(|e| decode_error(stored_type, e.to_string()))?;
-            let up = self.upcasters.upcast(position, stored_type, stored_schema, value)?;
+            let up = self.upcasters.upcast(stream, position, stored_type, stored_schema, value)?;
             let bytes =
                 serde_json::to_vec(&up.payload).map_err(|e| decode_error(&up.event_type, e.to_string()))?;
             let event = <A::Event as DomainEvent>::decode(&up.event_type, &bytes);
@@ -298,6 +301,7 @@ impl<A: Aggregate> Repository<A> {
                     && highest >= schema_version
                 {
                     return Err(Error::MissingUpcaster {
+                        stream: stream.to_string(),
                         position,
                         event_type: event_type.into_owned(),
                         found: schema_version,
@@ -310,6 +314,7 @@ impl<A: Aggregate> Repository<A> {
         let code_version = event.schema_version();
         if schema_version < code_version {
             return Err(Error::MissingUpcaster {
+                stream: stream.to_string(),
                 position,
                 event_type: event_type.into_owned(),
                 found: schema_version,

@@ -21,7 +21,7 @@
 //! // v2 -> v3: renamed.
 //! upcasters.register("Deposited", 2, |p| Ok(("MoneyDeposited".to_string(), p)))?;
 //!
-//! let up = upcasters.upcast(1, "Deposited", 1, json!({"amount": 5}))?;
+//! let up = upcasters.upcast("account-1", 1, "Deposited", 1, json!({"amount": 5}))?;
 //! assert_eq!((up.event_type.as_str(), up.schema_version), ("MoneyDeposited", 3));
 //! assert_eq!(up.payload, json!({"amount": 500}));
 //! # Ok::<(), eventfold::Error>(())
@@ -144,6 +144,7 @@ impl Upcasters {
     /// has a gap and this is [`Error::MissingUpcaster`].
     pub fn upcast(
         &self,
+        stream: &str,
         position: u64,
         event_type: &str,
         schema_version: u32,
@@ -152,6 +153,7 @@ impl Upcasters {
         let mut up = Upcasted { event_type: event_type.to_string(), schema_version, payload, steps: 0 };
         while let Some(step) = self.step(&up.event_type, up.schema_version) {
             let (ty, payload) = step(up.payload).map_err(|e| Error::UpcastFailed {
+                stream: stream.to_string(),
                 position,
                 event_type: up.event_type.clone(),
                 from_version: up.schema_version,
@@ -166,6 +168,7 @@ impl Upcasters {
             && highest > up.schema_version
         {
             return Err(Error::MissingUpcaster {
+                stream: stream.to_string(),
                 position,
                 event_type: up.event_type,
                 found: up.schema_version,
@@ -197,14 +200,14 @@ mod tests {
             .unwrap()
             .with("A", 3, |p| Ok(("A".into(), p)))
             .unwrap();
-        let err = u.upcast(9, "A", 1, json!({})).unwrap_err();
+        let err = u.upcast("a-1", 9, "A", 1, json!({})).unwrap_err();
         assert!(matches!(err, Error::MissingUpcaster { position: 9, found: 2, expected: 4, .. }), "{err}");
     }
 
     #[test]
     fn a_failing_step_names_the_event() {
         let u = Upcasters::new().with("A", 1, |_| Err("no amount".into())).unwrap();
-        let err = u.upcast(4, "A", 1, json!({})).unwrap_err();
-        assert_eq!(err.to_string(), "upcasting event at position 4 (A schema version 1) failed: no amount");
+        let err = u.upcast("a-1", 4, "A", 1, json!({})).unwrap_err();
+        assert_eq!(err.to_string(), "upcasting event at position 4 of stream \"a-1\" (A schema version 1) failed: no amount");
     }
 }

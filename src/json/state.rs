@@ -186,6 +186,7 @@ impl JsonState {
     /// non-object one is skipped.
     pub fn apply(&mut self, event: &RecordedEvent) -> Result<()> {
         let decode = |reason: String| Error::Decode {
+            stream: event.stream_id.clone(),
             position: event.position,
             event_type: event.event_type.clone(),
             reason,

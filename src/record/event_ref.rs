@@ -159,6 +159,7 @@ impl<'a> EventRef<'a> {
     /// Decodes a JSON payload into `T`.
     pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(self.payload()).map_err(|e| Error::Decode {
+            stream: self.stream_id().to_string(),
             position: self.position(),
             event_type: self.event_type().to_string(),
             reason: e.to_string(),

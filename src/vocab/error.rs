@@ -254,8 +254,10 @@ pub enum Error {
     Closed,
 
     /// A payload or metadata could not be decoded into the requested type.
-    #[error("could not decode event at position {position} ({event_type}): {reason}")]
+    #[error("could not decode event at position {position} of stream {stream:?} ({event_type}): {reason}")]
     Decode {
+        /// The event's stream.
+        stream: String,
         /// Position of the event.
         position: u64,
         /// Its event type.
@@ -407,9 +409,11 @@ pub enum Error {
 
     /// An upcaster returned an error for a stored event.
     #[error(
-        "upcasting event at position {position} ({event_type} schema version {from_version}) failed: {reason}"
+        "upcasting event at position {position} of stream {stream:?} ({event_type} schema version {from_version}) failed: {reason}"
     )]
     UpcastFailed {
+        /// The event's stream.
+        stream: String,
         /// Position of the event.
         position: u64,
         /// The event type the failing step read.
@@ -423,9 +427,11 @@ pub enum Error {
     /// A stored event is at an older schema version than the code reads, and
     /// no upcaster continues the chain from it.
     #[error(
-        "event at position {position} is {event_type} schema version {found}, but the code reads version {expected} and no upcaster is registered from ({event_type:?}, {found}): register one with Upcasters::register"
+        "event at position {position} of stream {stream:?} is {event_type} schema version {found}, but the code reads version {expected} and no upcaster is registered from ({event_type:?}, {found}): register one with Upcasters::register"
     )]
     MissingUpcaster {
+        /// The event's stream.
+        stream: String,
         /// Position of the event.
         position: u64,
         /// The event type after the upcasters that did run.

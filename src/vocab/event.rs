@@ -297,8 +297,9 @@ impl RecordedEvent {
     }
 
     /// Decodes a JSON payload into `T`.
-    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> crate::Result<T> {
-        serde_json::from_slice(&self.payload).map_err(|e| crate::Error::Decode {
+    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> super::Result<T> {
+        serde_json::from_slice(&self.payload).map_err(|e| super::Error::Decode {
+            stream: self.stream_id.clone(),
             position: self.position,
             event_type: self.event_type.clone(),
             reason: e.to_string(),
@@ -306,7 +307,7 @@ impl RecordedEvent {
     }
 
     /// The payload as a JSON value (binary payloads become a JSON string of hex digits).
-    pub fn payload_json(&self) -> crate::Result<Value> {
+    pub fn payload_json(&self) -> super::Result<Value> {
         match self.content_type {
             ContentType::Json => self.payload_as(),
             ContentType::Binary => Ok(Value::String(hex_encode(&self.payload))),

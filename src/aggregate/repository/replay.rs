@@ -125,6 +125,7 @@ impl<A: Aggregate> Repository<A> {
         for e in reader.stream(stream, ReadStream::forward().from_version(first).limit(n))? {
             let e = e?;
             out.push(self.decode_parts(
+                stream,
                 e.position(),
                 e.event_type(),
                 e.schema_version(),
