@@ -15,6 +15,12 @@
 //!   conflicts, temporal loads) and given/when/then test helpers
 //!   (see `docs/aggregates.md`).
 //!
+//! Cargo features, all off by default: `protocol` (the JSON-lines node,
+//! `eventfold::protocol`), `testing` (the test helpers, `eventfold::testing`,
+//! for dev-dependencies), `cli` (the `eventfold` binary; implies `protocol`),
+//! `fault-injection` (hooks that fail the Nth commit or fsync) and `fuzzing`
+//! (a hook for the fuzz targets, not supported API). See the README.
+//!
 //! ```
 //! use eventfold::{ExpectedVersion, NewEvent, ReadStream, Store};
 //! use serde_json::json;
@@ -67,6 +73,7 @@ mod record;
 mod snapshot;
 mod store;
 mod subscribe;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod upcast;
 mod verify;
@@ -92,7 +99,10 @@ pub use read::{
     AllBatches, AllIter, Direction, Filter, ReadAll, ReadStream, Reader, StreamBatches, StreamInfo,
     StreamIter, category_of,
 };
-pub use record::{EventRef, MAX_NAME_LEN, decode as decode_record};
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use record::decode as decode_record;
+pub use record::{EventRef, MAX_NAME_LEN};
 pub use snapshot::{NewSnapshot, SNAPSHOT_LAYOUT_VERSION, Snapshot};
 pub use store::meta::{FORMAT_VERSION, archive_format};
 pub use store::{
