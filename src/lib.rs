@@ -15,6 +15,12 @@
 //!   conflicts, temporal loads) and given/when/then test helpers
 //!   (see `docs/aggregates.md`).
 //!
+//! Cargo features, all off by default: `protocol` (the JSON-lines node,
+//! `eventfold::protocol`), `testing` (the test helpers, `eventfold::testing`,
+//! for dev-dependencies), `cli` (the `eventfold` binary; implies `protocol`),
+//! `fault-injection` (hooks that fail the Nth commit or fsync) and `fuzzing`
+//! (a hook for the fuzz targets, not supported API). See the README.
+//!
 //! ```
 //! use eventfold::{ExpectedVersion, NewEvent, ReadStream, Store};
 //! use serde_json::json;
@@ -49,8 +55,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-// The layers, bottom to top (docs/design.md has the table of what each may
-// use; tests/it/layers.rs checks it).
+// Each module is a layer or a feature; docs/design.md has the table of which
+// may use which, and tests/it/layers.rs checks it.
 mod admin;
 mod aggregate;
 mod json;
@@ -65,6 +71,7 @@ mod subscribe;
 mod vocab;
 mod writer;
 
+#[cfg(feature = "testing")]
 pub use aggregate::testing;
 pub use aggregate::{
     Aggregate, CommandError, DEFAULT_MAX_ATTEMPTS, DomainEvent, Envelope, Executed, LoadReport, Loaded,
@@ -81,7 +88,10 @@ pub use projection::{
     RebuildProgress, RunningProjections, StoredProjection,
 };
 pub use read::{AllIter, Direction, ReadAll, ReadStream, Reader, StreamInfo, StreamIter};
-pub use record::{EventRef, decode as decode_record};
+pub use record::EventRef;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use record::decode as decode_record;
 pub use store::{AllBatches, AppendTicket, DEFAULT_MAP_SIZE, Store, StoreBuilder, StoreStats, StreamBatches};
 pub use subscribe::{Consumer, ConsumerInfo, DEFAULT_SUBSCRIPTION_BATCH, SubscribeFrom, Subscription};
 pub use vocab::{

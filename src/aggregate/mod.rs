@@ -44,6 +44,7 @@
 mod repository;
 pub(crate) mod snapshot;
 mod tagged;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod upcast;
 

@@ -208,6 +208,9 @@ mod tests {
     fn a_failing_step_names_the_event() {
         let u = Upcasters::new().with("A", 1, |_| Err("no amount".into())).unwrap();
         let err = u.upcast("a-1", 4, "A", 1, json!({})).unwrap_err();
-        assert_eq!(err.to_string(), "upcasting event at position 4 of stream \"a-1\" (A schema version 1) failed: no amount");
+        assert_eq!(
+            err.to_string(),
+            "upcasting event at position 4 of stream \"a-1\" (A schema version 1) failed: no amount"
+        );
     }
 }
