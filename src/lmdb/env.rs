@@ -1,6 +1,7 @@
 //! The LMDB environment and its named databases. This is where eventfold
 //! talks to LMDB's unsafe open calls; nothing else in the crate does.
 
+use std::convert::Infallible;
 use std::path::Path;
 
 use heed::types::Bytes;
@@ -234,6 +235,50 @@ fn check_meta_pages(_path: &Path, _page_size: u64) -> Result<()> {
     Ok(())
 }
 
+/// Opens the named databases `names` of `env` in one read transaction,
+/// committed so that they stay open. When any of them is missing, the
+/// transaction is aborted and the missing names are the answer instead.
+pub(crate) fn open_named<'n, const N: usize>(
+    env: &Env<WithoutTls>,
+    names: [&'n str; N],
+) -> heed::Result<std::result::Result<[Db; N], Vec<&'n str>>> {
+    let rtxn = env.read_txn()?;
+    let opened = env.open_databases_and_commit(rtxn, |opener, rtxn| -> heed::Result<_> {
+        let mut out = Vec::with_capacity(N);
+        let mut missing = Vec::new();
+        for name in names {
+            match opener.open_database::<Bytes, Bytes>(rtxn, Some(name))? {
+                Some(db) => out.push(db),
+                None => missing.push(name),
+            }
+        }
+        // All `N` are there exactly when none is missing.
+        Ok(match <[_; N]>::try_from(out) {
+            Ok(dbs) => CommitOrAbort::Commit(dbs),
+            Err(_) => CommitOrAbort::Abort(missing),
+        })
+    })?;
+    Ok(opened.into())
+}
+
+/// Creates those of the named databases `names` of `env` that are missing,
+/// in one write transaction, and returns all of them.
+pub(crate) fn create_named<const N: usize>(env: &Env<WithoutTls>, names: [&str; N]) -> heed::Result<[Db; N]> {
+    let wtxn = env.write_txn()?;
+    let created = env.create_databases_and_commit(wtxn, |opener, wtxn| -> heed::Result<_> {
+        let mut out = Vec::with_capacity(N);
+        for name in names {
+            out.push(opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
+        }
+        let dbs: [_; N] = out.try_into().map_err(|_| heed::Error::Io(std::io::ErrorKind::Other.into()))?;
+        Ok(CommitOrAbort::<_, Infallible>::Commit(dbs))
+    })?;
+    match created {
+        CommitOrAbort::Commit(dbs) => Ok(dbs),
+        CommitOrAbort::Abort(never) => match never {},
+    }
+}
+
 /// Creates the named databases that are missing and returns all of them.
 /// A store that has some of them but not all is damaged (they are created
 /// together), and is refused rather than filled in.
@@ -241,19 +286,7 @@ pub(crate) fn create_dbs(env: &Env<WithoutTls>) -> Result<Dbs> {
     if let Some(dbs) = open_dbs(env)? {
         return Ok(dbs);
     }
-    let wtxn = env.write_txn()?;
-    let dbs = env.create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
-        let mut out = Vec::with_capacity(NAMES.len());
-        for name in NAMES {
-            out.push(opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
-        }
-        let arr: [_; 7] = out.try_into().map_err(|_| heed::Error::Io(std::io::ErrorKind::Other.into()))?;
-        Ok(CommitOrAbort::<_, ()>::Commit(arr))
-    })?;
-    match dbs {
-        CommitOrAbort::Commit(arr) => Ok(Dbs::from_array(arr)),
-        CommitOrAbort::Abort(()) => Err(Error::internal("creating the databases was aborted")),
-    }
+    Ok(Dbs::from_array(create_named(env, NAMES)?))
 }
 
 /// Opens the named databases of an existing store; `None` when there are
@@ -261,26 +294,10 @@ pub(crate) fn create_dbs(env: &Env<WithoutTls>) -> Result<Dbs> {
 /// created together, so a missing one means a damaged name or page in the
 /// main B-tree.
 pub(crate) fn open_dbs(env: &Env<WithoutTls>) -> Result<Option<Dbs>> {
-    let rtxn = env.read_txn()?;
-    let dbs = env.open_databases_and_commit(rtxn, |opener, rtxn| -> Result<_, heed::Error> {
-        let mut out = Vec::with_capacity(NAMES.len());
-        let mut missing = Vec::new();
-        for name in NAMES {
-            match opener.open_database::<Bytes, Bytes>(rtxn, Some(name))? {
-                Some(db) => out.push(db),
-                None => missing.push(name),
-            }
-        }
-        if !missing.is_empty() {
-            return Ok(CommitOrAbort::Abort(missing));
-        }
-        let arr: [_; 7] = out.try_into().map_err(|_| heed::Error::Io(std::io::ErrorKind::Other.into()))?;
-        Ok(CommitOrAbort::Commit(arr))
-    })?;
-    match dbs {
-        CommitOrAbort::Commit(arr) => Ok(Some(Dbs::from_array(arr))),
-        CommitOrAbort::Abort(missing) if missing.len() == NAMES.len() => Ok(None),
-        CommitOrAbort::Abort(missing) => Err(Error::DamagedFile {
+    match open_named(env, NAMES)? {
+        Ok(arr) => Ok(Some(Dbs::from_array(arr))),
+        Err(missing) if missing.len() == NAMES.len() => Ok(None),
+        Err(missing) => Err(Error::DamagedFile {
             path: env.path().join("data.mdb"),
             reason: format!(
                 "its databases {} are missing: a name or page of its main B-tree is damaged",

@@ -31,16 +31,26 @@ pub(crate) fn parse_stream_version_key(index: &'static str, key: &[u8]) -> Resul
     Ok((be_u64(&key[..8]), be_u64(&key[8..])))
 }
 
-fn be_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_be_bytes(a)
+/// The big-endian `u64` in the first eight bytes of `b` (a key's number).
+pub(crate) fn be_u64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(first_eight(b))
 }
 
+/// The little-endian `u64` in the first eight bytes of `b` (a value's
+/// number, or a field of the record trailer).
 pub(crate) fn le_u64(b: &[u8]) -> u64 {
+    u64::from_le_bytes(first_eight(b))
+}
+
+/// The first eight bytes of `b`. Callers check a slice's length before
+/// they read numbers from it; a shorter one, should a check be missed, is
+/// padded with zeros rather than a panic on bytes from the disk.
+fn first_eight(b: &[u8]) -> [u8; 8] {
     let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(a)
+    for (to, from) in a.iter_mut().zip(b) {
+        *to = *from;
+    }
+    a
 }
 
 /// One entry of `stream_index`: a run of `count` events of one stream stored at
@@ -174,5 +184,17 @@ mod tests {
         let r = Run { first_position: 10, count: 3 };
         assert_eq!(Run::decode(&r.encode()).unwrap(), r);
         assert!(Run::decode(&[0u8; 3]).is_err());
+    }
+
+    /// Guards the number readers against a slice shorter than eight bytes
+    /// (a length check missed on bytes from the disk): a number, not a panic.
+    #[test]
+    fn number_readers_are_total() {
+        assert_eq!(le_u64(&7u64.to_le_bytes()), 7);
+        assert_eq!(be_u64(&7u64.to_be_bytes()), 7);
+        assert_eq!(le_u64(&[1, 2, 3, 4, 5, 6, 7, 8, 9]), u64::from_le_bytes([1, 2, 3, 4, 5, 6, 7, 8]));
+        assert_eq!(le_u64(&[1, 2]), 0x0201);
+        assert_eq!(be_u64(&[1, 2]), 0x0102 << 48);
+        assert_eq!((le_u64(&[]), be_u64(&[])), (0, 0));
     }
 }

@@ -7,8 +7,7 @@ use std::marker::PhantomData;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
-use heed::types::Bytes;
-use heed::{CommitOrAbort, Env, RoTxn, RwTxn, WithoutTls};
+use heed::{Env, RoTxn, RwTxn, WithoutTls};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +15,7 @@ use uuid::Uuid;
 
 use super::Projection;
 use super::sealed::{seal, unseal};
-use crate::lmdb::env::{Db, EnvSettings, open_env};
+use crate::lmdb::env::{Db, EnvSettings, create_named, open_env, open_named};
 use crate::store::Store;
 use crate::vocab::{Error, Result, from_heed, from_heed_while};
 
@@ -97,34 +96,21 @@ impl ProjEnv {
             read_only,
         };
         let env = open_env(&dir, &settings)?;
-        let meta = if read_only {
-            let rtxn = env.read_txn()?;
-            let opened = env.open_databases_and_commit(rtxn, |o, rtxn| -> Result<_, heed::Error> {
-                Ok(CommitOrAbort::<_, ()>::Commit(o.open_database::<Bytes, Bytes>(rtxn, Some("meta"))?))
-            })?;
-            match opened {
-                CommitOrAbort::Commit(Some(db)) => db,
+        let [meta] = if read_only {
+            match open_named(&env, ["meta"])? {
+                Ok(db) => db,
                 // `meta` is made with the environment: read models without
                 // it mean a damaged name or page in the main B-tree.
-                _ if env.unnamed_database_stat().entries > 0 => {
+                Err(_) if env.unnamed_database_stat().entries > 0 => {
                     return Err(Error::DamagedFile {
                         path: dir.join("data.mdb"),
                         reason: "it holds read models but no meta database".into(),
                     });
                 }
-                _ => return Ok(None),
+                Err(_) => return Ok(None),
             }
         } else {
-            let wtxn = env.write_txn()?;
-            let created = env.create_databases_and_commit(wtxn, |o, wtxn| -> Result<_, heed::Error> {
-                Ok(CommitOrAbort::<_, ()>::Commit(o.create_database::<Bytes, Bytes>(wtxn, Some("meta"))?))
-            })?;
-            match created {
-                CommitOrAbort::Commit(db) => db,
-                CommitOrAbort::Abort(()) => {
-                    return Err(Error::internal("creating the projections meta database was aborted"));
-                }
-            }
+            create_named(&env, ["meta"])?
         };
         let mut env = ProjEnv {
             env,
@@ -152,47 +138,23 @@ impl ProjEnv {
             return Ok(Some(*s));
         }
         let names = [format!("docs/{name}/0"), format!("docs/{name}/1")];
+        let names = names.each_ref().map(String::as_str);
         let dbs = if self.read_only || !create {
-            let rtxn = self.env.read_txn()?;
-            let opened = self.env.open_databases_and_commit(rtxn, |o, rtxn| -> Result<_, heed::Error> {
-                let a = o.open_database::<Bytes, Bytes>(rtxn, Some(&names[0]))?;
-                let b = o.open_database::<Bytes, Bytes>(rtxn, Some(&names[1]))?;
-                Ok(match (a, b) {
-                    (Some(a), Some(b)) => CommitOrAbort::Commit([a, b]),
-                    _ => CommitOrAbort::Abort(()),
-                })
-            })?;
-            match opened {
-                CommitOrAbort::Commit(d) => d,
-                CommitOrAbort::Abort(()) => return Ok(None),
+            match open_named(&self.env, names)? {
+                Ok(dbs) => dbs,
+                Err(_) => return Ok(None),
             }
         } else {
-            let wtxn = self.env.write_txn()?;
-            let created = self
-                .env
-                .create_databases_and_commit(wtxn, |o, wtxn| -> Result<_, heed::Error> {
-                    let a = o.create_database::<Bytes, Bytes>(wtxn, Some(&names[0]))?;
-                    let b = o.create_database::<Bytes, Bytes>(wtxn, Some(&names[1]))?;
-                    Ok(CommitOrAbort::<_, ()>::Commit([a, b]))
-                })
-                .map_err(|e| match e {
-                    e @ heed::Error::Mdb(heed::MdbError::DbsFull) => from_heed_while(
-                        e,
-                        format!(
-                            "creating the read model of projection {name:?} (the projections environment holds at most {} projections)",
-                            (MAX_DBS - 1) / 2
-                        ),
+            create_named(&self.env, names).map_err(|e| match e {
+                e @ heed::Error::Mdb(heed::MdbError::DbsFull) => from_heed_while(
+                    e,
+                    format!(
+                        "creating the read model of projection {name:?} (the projections environment holds at most {} projections)",
+                        (MAX_DBS - 1) / 2
                     ),
-                    other => self.heed_err(other),
-                })?;
-            match created {
-                CommitOrAbort::Commit(d) => d,
-                CommitOrAbort::Abort(()) => {
-                    return Err(Error::internal(format!(
-                        "creating the read model of projection {name:?} was aborted"
-                    )));
-                }
-            }
+                ),
+                other => self.heed_err(other),
+            })?
         };
         cache.insert(name.to_string(), dbs);
         Ok(Some(dbs))

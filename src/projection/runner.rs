@@ -163,8 +163,14 @@ impl ProjectionRunner {
     }
 
     /// Applies events on this thread until every projection has reached the
-    /// head of the log as it is now (and finished any rebuild), or failed.
-    /// A failed projection does not stop the others; see its status.
+    /// head of the log as it is now (and finished any rebuild), or failed,
+    /// and returns their status.
+    ///
+    /// A failed projection does not stop the others, but it is an error:
+    /// [`Error::Handler`] naming the first projection that failed (in the
+    /// order of registration, this run or an earlier one), the position it
+    /// stopped at and its error. [`status`](Self::status) then shows every
+    /// projection, the failed ones as [`ProjectionState::Failed`].
     ///
     /// Under `Relaxed` and `NoSync` this first makes the log durable
     /// ([`Store::sync`]), since read models only apply durable events.
@@ -178,9 +184,19 @@ impl ProjectionRunner {
                 worked |= self.core.step(e, target) == Step::Worked;
             }
             if !worked {
-                return self.status();
+                break;
             }
         }
+        let status = self.status()?;
+        for s in &status {
+            if let ProjectionState::Failed { position, error } = &s.state {
+                return Err(Error::handler(format!(
+                    "projection {:?} stopped at position {position}: {error}",
+                    s.name
+                )));
+            }
+        }
+        Ok(status)
     }
 
     /// The status of every registered projection.

@@ -22,6 +22,28 @@ fn keyed<'t>(item: Option<heed::Result<(&'t [u8], &'t [u8])>>) -> Result<Option<
     item.transpose()?.map(|(k, v)| parse_position_key(k).map(|p| (p, v))).transpose()
 }
 
+/// What [`StreamIter`] and [`AllIter`] share as iterators: a walk that
+/// yields one event per `step`, and ends for good at its end or at its
+/// first error.
+trait Walk<'t> {
+    /// The next event, or `None` at the end of the walk.
+    fn step(&mut self) -> Result<Option<EventRef<'t>>>;
+
+    /// Set once the walk has ended.
+    fn done(&mut self) -> &mut bool;
+
+    /// The iterator's `next`: once the walk has ended or failed, it is not
+    /// stepped again.
+    fn next_event(&mut self) -> Option<Result<EventRef<'t>>> {
+        if *self.done() {
+            return None;
+        }
+        let item = self.step().transpose();
+        *self.done() = !matches!(item, Some(Ok(_)));
+        item
+    }
+}
+
 /// A backward read's cursor over the part of one run it walks.
 enum Cursor<'t> {
     None,
@@ -60,7 +82,8 @@ pub struct StreamIter<'t> {
     /// Forward reads: one events cursor walked across runs.
     walker: Option<Walker<'t>>,
     runs: Runs<'t>,
-    failed: bool,
+    /// The read has ended or failed.
+    done: bool,
 }
 
 /// A forward read's cursor over the events database. The next run of a
@@ -84,14 +107,8 @@ impl<'t> StreamIter<'t> {
         head: Option<StreamHead>,
         o: ReadStream,
     ) -> Result<Self> {
-        let (stream_no, mut last_version) = head.map_or((0, 0), |h| (h.stream_no, h.version));
-        if let Some(v) = o.to_version {
-            last_version = last_version.min(v);
-        }
-        let next = match (o.direction, o.from_version) {
-            (Direction::Forward, from) => from.unwrap_or(1).max(1),
-            (Direction::Backward, from) => from.unwrap_or(last_version).min(last_version),
-        };
+        let (stream_no, version) = head.map_or((0, 0), |h| (h.stream_no, h.version));
+        let (next, last_version) = o.versions(version);
         Ok(StreamIter {
             reader,
             stream: stream.into(),
@@ -107,7 +124,7 @@ impl<'t> StreamIter<'t> {
             run_position: 0,
             walker: None,
             runs: Runs::NotStarted,
-            failed: false,
+            done: false,
         })
     }
 
@@ -217,6 +234,12 @@ impl<'t> StreamIter<'t> {
         self.walker = Some(Walker { range, next: position.saturating_add(1) });
         Ok(item)
     }
+}
+
+impl<'t> Walk<'t> for StreamIter<'t> {
+    fn done(&mut self) -> &mut bool {
+        &mut self.done
+    }
 
     fn step(&mut self) -> Result<Option<EventRef<'t>>> {
         loop {
@@ -273,10 +296,7 @@ impl<'t> StreamIter<'t> {
                     ),
                 ));
             }
-            match self.direction {
-                Direction::Forward => self.next = self.next.saturating_add(1),
-                Direction::Backward => self.next = self.next.saturating_sub(1),
-            }
+            self.next = self.direction.after(self.next);
             if self.up_to.is_some_and(|u| position > u) {
                 match self.direction {
                     Direction::Forward => {
@@ -299,17 +319,7 @@ impl<'t> Iterator for StreamIter<'t> {
     type Item = Result<EventRef<'t>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        match self.step() {
-            Ok(Some(e)) => Some(Ok(e)),
-            Ok(None) => None,
-            Err(e) => {
-                self.failed = true;
-                Some(Err(e))
-            }
-        }
+        self.next_event()
     }
 }
 
@@ -447,6 +457,12 @@ impl<'t> AllIter<'t> {
         self.block.check();
         self.block_size = self.block_size.saturating_mul(2).min(MAX_BLOCK);
     }
+}
+
+impl<'t> Walk<'t> for AllIter<'t> {
+    fn done(&mut self) -> &mut bool {
+        &mut self.done
+    }
 
     fn step(&mut self) -> Result<Option<EventRef<'t>>> {
         loop {
@@ -479,19 +495,6 @@ impl<'t> Iterator for AllIter<'t> {
     type Item = Result<EventRef<'t>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        match self.step() {
-            Ok(Some(e)) => Some(Ok(e)),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+        self.next_event()
     }
 }

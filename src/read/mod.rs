@@ -35,6 +35,53 @@ pub enum Direction {
     Backward,
 }
 
+impl Direction {
+    /// The version a read in this direction goes to after `version`: 0,
+    /// which no stream holds, after a backward read's version 1.
+    pub(crate) fn after(self, version: u64) -> u64 {
+        match self {
+            Direction::Forward => version.saturating_add(1),
+            Direction::Backward => version.saturating_sub(1),
+        }
+    }
+}
+
+/// The builder methods that the options of a stream read and of a read of
+/// the global log share (a limit, a filter, bounds by position and by
+/// time), each with the documentation its type gives it.
+macro_rules! shared_options {
+    (
+        $(#[$limit:meta])* limit;
+        $(#[$filter:meta])* filter;
+        $(#[$position:meta])* up_to_position;
+        $(#[$time:meta])* up_to_time;
+    ) => {
+        $(#[$limit])*
+        pub fn limit(mut self, limit: usize) -> Self {
+            self.limit = Some(limit);
+            self
+        }
+
+        $(#[$filter])*
+        pub fn filter(mut self, filter: Filter) -> Self {
+            self.filter = filter;
+            self
+        }
+
+        $(#[$position])*
+        pub fn up_to_position(mut self, position: u64) -> Self {
+            self.up_to_position = Some(position);
+            self
+        }
+
+        $(#[$time])*
+        pub fn up_to_time(mut self, micros: u64) -> Self {
+            self.up_to_time = Some(micros);
+            self
+        }
+    };
+}
+
 /// Options of a stream read: direction, start version, limit, filter, bound.
 #[derive(Debug, Clone, Default)]
 pub struct ReadStream {
@@ -64,29 +111,16 @@ impl ReadStream {
         self
     }
 
-    /// Yield at most `limit` events.
-    pub fn limit(mut self, limit: usize) -> Self {
-        self.limit = Some(limit);
-        self
-    }
-
-    /// Yield only events that pass `filter` (usually by event type).
-    pub fn filter(mut self, filter: Filter) -> Self {
-        self.filter = filter;
-        self
-    }
-
-    /// Ignore events after this global position (a point-in-time read).
-    pub fn up_to_position(mut self, position: u64) -> Self {
-        self.up_to_position = Some(position);
-        self
-    }
-
-    /// Ignore events recorded after this time (microseconds since the Unix
-    /// epoch): the stream as it was then.
-    pub fn up_to_time(mut self, micros: u64) -> Self {
-        self.up_to_time = Some(micros);
-        self
+    shared_options! {
+        /// Yield at most `limit` events.
+        limit;
+        /// Yield only events that pass `filter` (usually by event type).
+        filter;
+        /// Ignore events after this global position (a point-in-time read).
+        up_to_position;
+        /// Ignore events recorded after this time (microseconds since the Unix
+        /// epoch): the stream as it was then.
+        up_to_time;
     }
 
     /// Ignore versions after this one (inclusive bound): the stream as it was
@@ -94,6 +128,20 @@ impl ReadStream {
     pub fn to_version(mut self, version: u64) -> Self {
         self.to_version = Some(version);
         self
+    }
+
+    /// The versions a read of a stream at `stream_version` walks: the one it
+    /// starts at (forward from `from_version` or 1, backward from
+    /// `from_version` or the end, whichever is lower) and the last one it may
+    /// reach (`to_version` bounds it). A start of 0 or past the last version
+    /// reads nothing.
+    pub(crate) fn versions(&self, stream_version: u64) -> (u64, u64) {
+        let last = self.to_version.map_or(stream_version, |v| stream_version.min(v));
+        let start = match self.direction {
+            Direction::Forward => self.from_version.unwrap_or(1).max(1),
+            Direction::Backward => self.from_version.unwrap_or(last).min(last),
+        };
+        (start, last)
     }
 }
 
@@ -132,29 +180,16 @@ impl ReadAll {
         ReadAll { from: position.max(1), ..Self::default() }
     }
 
-    /// Yield at most `limit` events.
-    pub fn limit(mut self, limit: usize) -> Self {
-        self.limit = Some(limit);
-        self
-    }
-
-    /// Yield only events that pass `filter`.
-    pub fn filter(mut self, filter: Filter) -> Self {
-        self.filter = filter;
-        self
-    }
-
-    /// Stop after this position (inclusive).
-    pub fn up_to_position(mut self, position: u64) -> Self {
-        self.up_to_position = Some(position);
-        self
-    }
-
-    /// Stop after the last event recorded at or before this time
-    /// (microseconds since the Unix epoch).
-    pub fn up_to_time(mut self, micros: u64) -> Self {
-        self.up_to_time = Some(micros);
-        self
+    shared_options! {
+        /// Yield at most `limit` events.
+        limit;
+        /// Yield only events that pass `filter`.
+        filter;
+        /// Stop after this position (inclusive).
+        up_to_position;
+        /// Stop after the last event recorded at or before this time
+        /// (microseconds since the Unix epoch).
+        up_to_time;
     }
 
     /// How many threads [`Reader::scan_all`] checks records on, the
@@ -372,16 +407,13 @@ impl Reader {
         if let Some(h) = &head {
             self.check_head(stream, h)?;
         }
-        if let Some(t) = options.up_to_time.take() {
-            let p = self.last_position_at(t)?;
-            options.up_to_position = Some(options.up_to_position.map_or(p, |u| u.min(p)));
-        }
+        options.up_to_position = self.position_bound(options.up_to_position, options.up_to_time.take())?;
         StreamIter::new(self, stream, head, options)
     }
 
     /// Events of the global log.
     pub fn all(&self, options: ReadAll) -> Result<AllIter<'_>> {
-        let up_to = self.upper_bound(&options)?;
+        let up_to = self.position_bound(options.up_to_position, options.up_to_time)?;
         AllIter::new(self, options, up_to)
     }
 
@@ -420,14 +452,21 @@ impl Reader {
         scan::scan_all(self, options, threads, f)
     }
 
-    /// The last position a read of the global log with `options` may yield.
-    fn upper_bound(&self, options: &ReadAll) -> Result<Option<u64>> {
-        let mut up_to = options.up_to_position;
-        if let Some(t) = options.up_to_time {
-            let p = self.last_position_at(t)?;
-            up_to = Some(up_to.map_or(p, |u| u.min(p)));
+    /// The last position a read bounded by `up_to_position` and by
+    /// `up_to_time` may yield: the lower of the position and the last
+    /// position recorded by the time; `None` when neither bounds the read.
+    pub(crate) fn position_bound(
+        &self,
+        up_to_position: Option<u64>,
+        up_to_time: Option<u64>,
+    ) -> Result<Option<u64>> {
+        match up_to_time {
+            Some(t) => {
+                let p = self.last_position_at(t)?;
+                Ok(Some(up_to_position.map_or(p, |u| u.min(p))))
+            }
+            None => Ok(up_to_position),
         }
-        Ok(up_to)
     }
 
     /// The position of the last event recorded at or before `micros`

@@ -54,7 +54,7 @@ where
     E: From<Error>,
     F: FnMut(EventRef<'t>) -> Result<(), E>,
 {
-    let up_to = reader.upper_bound(&options)?;
+    let up_to = reader.position_bound(options.up_to_position, options.up_to_time)?;
     let mut raw = RawRecords::new(reader, options.from, up_to)?;
     let filter = options.filter;
     let limit = options.limit.unwrap_or(usize::MAX);

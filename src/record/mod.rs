@@ -16,6 +16,7 @@ pub use event_ref::EventRef;
 use rkyv::rancor;
 use uuid::Uuid;
 
+use crate::lmdb::keys::le_u64;
 use crate::vocab::{ContentType, MAX_NAME_LEN, NewEvent, name_problem, shorten};
 use crate::vocab::{Error, Result};
 
@@ -165,12 +166,6 @@ pub(crate) struct Trailer {
     pub version: u64,
     pub recorded_at: u64,
     pub body_len: usize,
-}
-
-fn le_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(a)
 }
 
 /// Checks the record's length, format byte and checksum and returns its trailer.

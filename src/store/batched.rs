@@ -9,6 +9,52 @@ use crate::vocab::Filter;
 use crate::vocab::RecordedEvent;
 use crate::vocab::Result;
 
+/// What a batched read keeps between its batches: the events read and not
+/// yet yielded, how many more it may yield, and whether a batch failed.
+struct Buffered {
+    buf: VecDeque<RecordedEvent>,
+    remaining: usize,
+    failed: bool,
+}
+
+impl Buffered {
+    fn new(limit: Option<usize>) -> Self {
+        Buffered { buf: VecDeque::new(), remaining: limit.unwrap_or(usize::MAX), failed: false }
+    }
+}
+
+/// A read that fills its buffer one batch (one read transaction) at a time.
+trait Batched {
+    fn buffered(&mut self) -> &mut Buffered;
+    /// Whether the read has nothing more to read.
+    fn ended(&self) -> bool;
+    /// Reads the next batch into the buffer.
+    fn refill(&mut self) -> Result<()>;
+}
+
+/// The `next` of a batched read: reads batches until one yields an event,
+/// the read ends or the limit is reached; the first failed batch is yielded
+/// as the error, after which the read yields what it holds and stops.
+fn next_event(read: &mut impl Batched) -> Option<Result<RecordedEvent>> {
+    loop {
+        let b = read.buffered();
+        if !b.buf.is_empty() || b.failed || b.remaining == 0 || read.ended() {
+            break;
+        }
+        if let Err(e) = read.refill() {
+            read.buffered().failed = true;
+            return Some(Err(e));
+        }
+    }
+    let b = read.buffered();
+    if b.remaining == 0 {
+        return None;
+    }
+    let e = b.buf.pop_front()?;
+    b.remaining = b.remaining.saturating_sub(1);
+    Some(Ok(e))
+}
+
 /// The global log as owned events, read `batch` positions per transaction.
 ///
 /// The read stops at the head as it was when the iterator was made (or at the
@@ -18,32 +64,33 @@ pub struct AllBatches {
     next: u64,
     up_to: u64,
     filter: Filter,
-    remaining: usize,
     batch: usize,
-    buf: VecDeque<RecordedEvent>,
-    failed: bool,
+    out: Buffered,
 }
 
 impl AllBatches {
     pub(crate) fn new(store: Store, o: ReadAll, batch: usize) -> Result<Self> {
         let reader = store.read()?;
-        let mut up_to = reader.head()?;
-        if let Some(u) = o.up_to_position {
-            up_to = up_to.min(u);
-        }
-        if let Some(t) = o.up_to_time {
-            up_to = up_to.min(reader.last_position_at(t)?);
-        }
+        let head = reader.head()?;
+        let up_to = reader.position_bound(o.up_to_position, o.up_to_time)?.map_or(head, |u| head.min(u));
         Ok(AllBatches {
             store,
             next: o.from,
             up_to,
             filter: o.filter,
-            remaining: o.limit.unwrap_or(usize::MAX),
             batch: batch.max(1),
-            buf: VecDeque::new(),
-            failed: false,
+            out: Buffered::new(o.limit),
         })
+    }
+}
+
+impl Batched for AllBatches {
+    fn buffered(&mut self) -> &mut Buffered {
+        &mut self.out
+    }
+
+    fn ended(&self) -> bool {
+        self.next > self.up_to
     }
 
     fn refill(&mut self) -> Result<()> {
@@ -53,7 +100,7 @@ impl AllBatches {
             let event = event?;
             self.next = event.position().saturating_add(1);
             if self.filter.is_empty() || self.filter.matches(event.stream_id(), event.event_type()) {
-                self.buf.push_back(event.to_owned()?);
+                self.out.buf.push_back(event.to_owned()?);
             }
         }
         self.next = self.next.max(end.saturating_add(1));
@@ -65,18 +112,7 @@ impl Iterator for AllBatches {
     type Item = Result<RecordedEvent>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.buf.is_empty() && !self.failed && self.remaining > 0 && self.next <= self.up_to {
-            if let Err(e) = self.refill() {
-                self.failed = true;
-                return Some(Err(e));
-            }
-        }
-        if self.remaining == 0 {
-            return None;
-        }
-        let e = self.buf.pop_front()?;
-        self.remaining = self.remaining.saturating_sub(1);
-        Some(Ok(e))
+        next_event(self)
     }
 }
 
@@ -88,42 +124,34 @@ pub struct StreamBatches {
     /// Next version to read; 0 or past `last` means done.
     next: u64,
     last: u64,
-    remaining: usize,
     batch: usize,
-    buf: VecDeque<RecordedEvent>,
-    failed: bool,
+    out: Buffered,
 }
 
 impl StreamBatches {
     pub(crate) fn new(store: Store, stream: &str, mut o: ReadStream, batch: usize) -> Result<Self> {
         let reader = store.read()?;
-        let mut last = reader.stream_version(stream)?;
-        if let Some(v) = o.to_version {
-            last = last.min(v);
-        }
-        if let Some(t) = o.up_to_time.take() {
-            let p = reader.last_position_at(t)?;
-            o.up_to_position = Some(o.up_to_position.map_or(p, |u| u.min(p)));
-        }
+        let (next, last) = o.versions(reader.stream_version(stream)?);
+        o.up_to_position = reader.position_bound(o.up_to_position, o.up_to_time.take())?;
         drop(reader);
-        let next = match o.direction {
-            Direction::Forward => o.from_version.unwrap_or(1).max(1),
-            Direction::Backward => o.from_version.unwrap_or(last).min(last),
-        };
         Ok(StreamBatches {
             store,
             stream: stream.to_string(),
-            remaining: o.limit.unwrap_or(usize::MAX),
+            out: Buffered::new(o.limit),
             options: o,
             next,
             last,
             batch: batch.max(1),
-            buf: VecDeque::new(),
-            failed: false,
         })
     }
+}
 
-    fn done(&self) -> bool {
+impl Batched for StreamBatches {
+    fn buffered(&mut self) -> &mut Buffered {
+        &mut self.out
+    }
+
+    fn ended(&self) -> bool {
         self.next == 0 || self.next > self.last
     }
 
@@ -137,14 +165,11 @@ impl StreamBatches {
         for event in reader.stream(&self.stream, o)? {
             let event = event?;
             scanned = scanned.saturating_add(1);
-            self.next = match self.options.direction {
-                Direction::Forward => event.version().saturating_add(1),
-                Direction::Backward => event.version().saturating_sub(1),
-            };
+            self.next = self.options.direction.after(event.version());
             if self.options.filter.is_empty()
                 || self.options.filter.matches(event.stream_id(), event.event_type())
             {
-                self.buf.push_back(event.to_owned()?);
+                self.out.buf.push_back(event.to_owned()?);
             }
             if scanned >= self.batch
                 || (self.options.direction == Direction::Forward && self.next > self.last)
@@ -162,17 +187,6 @@ impl Iterator for StreamBatches {
     type Item = Result<RecordedEvent>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.buf.is_empty() && !self.failed && self.remaining > 0 && !self.done() {
-            if let Err(e) = self.refill() {
-                self.failed = true;
-                return Some(Err(e));
-            }
-        }
-        if self.remaining == 0 {
-            return None;
-        }
-        let e = self.buf.pop_front()?;
-        self.remaining = self.remaining.saturating_sub(1);
-        Some(Ok(e))
+        next_event(self)
     }
 }

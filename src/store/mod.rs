@@ -63,19 +63,28 @@ struct Inner {
 impl Inner {
     /// Stops the writer: takes the queue's sender (waiting for senders in
     /// the middle of a send), which ends the queue, and waits until the
-    /// writer has answered everything queued, synced and stopped.
-    fn stop_writer(&self) {
+    /// writer has answered everything queued, synced and stopped. Then says
+    /// whether a write failure poisoned the store. [`Store::close`] and the
+    /// drop of the last clone both end the store this way; a second call
+    /// finds the writer stopped and only reports.
+    fn close(&self) -> Result<()> {
         drop(self.tx.write().unwrap_or_else(|p| p.into_inner()).take());
         if let Some(mut w) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             w.join();
         }
         self.shared.notifier.close();
+        match self.shared.poisoned() {
+            Some(reason) => Err(Error::Poisoned { reason: reason.to_string() }),
+            None => Ok(()),
+        }
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.stop_writer();
+        // No one is left to tell: the writer logged the poisoning when it
+        // happened.
+        let _ = self.close();
     }
 }
 
@@ -359,11 +368,7 @@ impl Store {
     /// Clones can still read, and subscriptions deliver what is committed,
     /// then end.
     pub fn close(self) -> Result<()> {
-        self.inner.stop_writer();
-        match self.inner.shared.poisoned() {
-            Some(reason) => Err(Error::Poisoned { reason: reason.to_string() }),
-            None => Ok(()),
-        }
+        self.inner.close()
     }
 
     /// A channel that receives the head after each commit (coalesced: one

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::lmdb::env::Table;
-use crate::lmdb::keys::le_u64;
+use crate::lmdb::keys::{be_u64, le_u64};
 use crate::store::Store;
 use crate::store::{Delete, Put, SideWrite, boxed};
 use crate::subscribe::{SubscribeFrom, Subscription};
@@ -168,7 +168,7 @@ impl Store {
         for item in db.range(txn, &(Bound::Included(&lower[..]), Bound::Included(&upper[..])))? {
             let (k, v) = item?;
             let id = decode_dedup(name, k, v)?;
-            let position = le_u64_be(&k[k.len().saturating_sub(8)..]);
+            let position = be_u64(&k[k.len().saturating_sub(8)..]);
             dedup.insert(position, id);
         }
         let dedup_ids = dedup.values().copied().collect();
@@ -258,10 +258,9 @@ pub(crate) fn verify_checkpoints(reader: &crate::read::Reader, report: &mut crat
             report.checkpoints = report.checkpoints.saturating_add(1);
             let (name, dedup_position) = match k.iter().position(|b| *b == 0) {
                 None => (String::from_utf8_lossy(k).into_owned(), None),
-                Some(i) if k.len() == i.saturating_add(9) => (
-                    String::from_utf8_lossy(&k[..i]).into_owned(),
-                    Some(le_u64_be(&k[i.saturating_add(1)..])),
-                ),
+                Some(i) if k.len() == i.saturating_add(9) => {
+                    (String::from_utf8_lossy(&k[..i]).into_owned(), Some(be_u64(&k[i.saturating_add(1)..])))
+                }
                 Some(_) => {
                     report.fault(
                         "checkpoints",
@@ -305,12 +304,6 @@ pub(crate) fn verify_checkpoints(reader: &crate::read::Reader, report: &mut crat
     if let Err(e) = walk() {
         report.fault("checkpoints", None, None, format!("the walk stopped: {e}"));
     }
-}
-
-fn le_u64_be(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_be_bytes(a)
 }
 
 impl Consumer {

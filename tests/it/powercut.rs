@@ -799,10 +799,18 @@ fn check_store(
     }
     drop(r);
     // The read models and the consumer go on from their checkpoints.
-    for s in runner(&store)?.run_until_caught_up()? {
+    // A failed projection makes the run an error; its status says where and why.
+    let projections = runner(&store)?;
+    let caught_up = projections.run_until_caught_up();
+    let mut failed = false;
+    for s in projections.status()? {
         if let ProjectionState::Failed { position, error } = &s.state {
+            failed = true;
             f.fault("after-projection-failed", format!("{} failed at {position}: {error}", s.name));
         }
+    }
+    if !failed {
+        caught_up?;
     }
     let mut consumer = store.consumer(CONSUMER)?.commit_every(CONSUMER_COMMIT_EVERY);
     let mut sub = consumer.subscribe(Filter::new().category("acct"))?;

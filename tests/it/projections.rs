@@ -280,7 +280,8 @@ fn a_failing_projection_stops_alone_with_its_position_and_error() {
         .register(Applied)
         .unwrap()
         .with_batch_size(2);
-    let status = runner.run_until_caught_up().unwrap();
+    runner.run_until_caught_up().unwrap_err();
+    let status = runner.status().unwrap();
     let fragile = status.iter().find(|s| s.name == "fragile").unwrap();
     assert_eq!(
         fragile.state,
@@ -291,6 +292,38 @@ fn a_failing_projection_stops_alone_with_its_position_and_error() {
     let applied = status.iter().find(|s| s.name == "applied").unwrap();
     assert_eq!((applied.checkpoint, &applied.state), (4, &ProjectionState::CaughtUp));
     assert!(matches!(runner.rebuild("nope"), Err(Error::UnknownProjection { .. })));
+}
+
+/// Guards `run_until_caught_up` against reporting success while a
+/// projection has failed: the error names the projection, the position and
+/// what `apply` said, in this run and in the next one (the projection stays
+/// failed), while the projections that did not fail still catch up.
+#[test]
+fn run_until_caught_up_is_an_error_when_a_projection_failed() {
+    let (_dir, store) = temp_store();
+    store.append("a-1", ExpectedVersion::Any, [ev("X", 1), ev("Poison", 2), ev("X", 3)]).unwrap();
+    let runner = ProjectionRunner::new(&store)
+        .unwrap()
+        .register(Applied)
+        .unwrap()
+        .register(Fragile)
+        .unwrap()
+        .with_batch_size(1);
+    for run in 0..2 {
+        let err = runner.run_until_caught_up().unwrap_err();
+        assert!(matches!(err, Error::Handler { .. }), "run {run}: {err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("\"fragile\"")
+                && text.contains("position 2")
+                && text.contains("cannot digest poison"),
+            "run {run}: {text}"
+        );
+    }
+    assert_eq!(store.projection::<Applied>().checkpoint().unwrap(), 3);
+    assert_eq!(store.projection::<Fragile>().checkpoint().unwrap(), 1);
+    let ok = ProjectionRunner::new(&store).unwrap().register(Applied).unwrap().run_until_caught_up();
+    assert_eq!(ok.unwrap()[0].state, ProjectionState::CaughtUp);
 }
 
 /// Tells the test which positions it applied (before its batch commits).
