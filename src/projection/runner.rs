@@ -167,7 +167,7 @@ impl ProjectionRunner {
     /// and returns their status.
     ///
     /// A failed projection does not stop the others, but it is an error:
-    /// [`Error::Handler`] naming the first projection that failed (in the
+    /// [`Error::ProjectionFailed`] naming the first projection that failed (in the
     /// order of registration, this run or an earlier one), the position it
     /// stopped at and its error. [`status`](Self::status) then shows every
     /// projection, the failed ones as [`ProjectionState::Failed`].
@@ -190,10 +190,11 @@ impl ProjectionRunner {
         let status = self.status()?;
         for s in &status {
             if let ProjectionState::Failed { position, error } = &s.state {
-                return Err(Error::handler(format!(
-                    "projection {:?} stopped at position {position}: {error}",
-                    s.name
-                )));
+                return Err(Error::ProjectionFailed {
+                    projection: s.name.clone(),
+                    position: *position,
+                    reason: error.clone(),
+                });
             }
         }
         Ok(status)

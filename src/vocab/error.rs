@@ -348,6 +348,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// A projection's `apply` failed; the projection stopped there (the
+    /// others go on). Returned by `ProjectionRunner::run_until_caught_up`.
+    #[error(
+        "projection {projection:?} failed at position {position}: {reason}; fix the projection and restart the runner (it resumes at its checkpoint) or rebuild it"
+    )]
+    ProjectionFailed {
+        /// The projection.
+        projection: String,
+        /// The position of the event it could not apply.
+        position: u64,
+        /// The error `apply` returned.
+        reason: String,
+    },
+
     /// A runner was asked about a projection it does not run.
     #[error("no projection named {name:?} is registered with this runner: register it first")]
     UnknownProjection {

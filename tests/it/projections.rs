@@ -311,7 +311,7 @@ fn run_until_caught_up_is_an_error_when_a_projection_failed() {
         .with_batch_size(1);
     for run in 0..2 {
         let err = runner.run_until_caught_up().unwrap_err();
-        assert!(matches!(err, Error::Handler { .. }), "run {run}: {err:?}");
+        assert!(matches!(err, Error::ProjectionFailed { position: 2, .. }), "run {run}: {err:?}");
         let text = err.to_string();
         assert!(
             text.contains("\"fragile\"")
