@@ -8,6 +8,7 @@
 
 #![deny(clippy::arithmetic_side_effects)]
 
+mod apply;
 mod batch;
 pub(crate) mod shared;
 mod side;
