@@ -53,6 +53,7 @@
 //! on disk.
 
 #![deny(unsafe_code)]
+#![deny(clippy::arithmetic_side_effects)]
 #![warn(missing_docs)]
 
 // Each module is a layer or a feature; docs/design.md has the table of which

@@ -115,7 +115,7 @@ fn walk_events(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Resu
     let mut expected = 1u64;
     let mut walked = 0u64;
     for item in dbs.events.iter(txn)? {
-        walked += 1;
+        walked = walked.saturating_add(1);
         let (k, v) = item?;
         let position = match parse_position_key(k) {
             Ok(p) => p,
@@ -124,7 +124,7 @@ fn walk_events(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Resu
                 continue;
             }
         };
-        report.events += 1;
+        report.events = report.events.saturating_add(1);
         if position != expected {
             report.fault(
                 "events",
@@ -139,7 +139,7 @@ fn walk_events(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Resu
             Ok(e) => e,
             Err(e) => {
                 report.fault("events", Some(position), None, e.to_string());
-                w.unreadable += 1;
+                w.unreadable = w.unreadable.saturating_add(1);
                 continue;
             }
         };
@@ -155,7 +155,7 @@ fn walk_events(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Resu
         if s.count == 0 {
             s.first_recorded_at = event.recorded_at();
         }
-        s.count += 1;
+        s.count = s.count.saturating_add(1);
         s.last_version = event.version();
         s.last_position = position;
         s.last_recorded_at = event.recorded_at();
@@ -200,8 +200,8 @@ fn walk_streams(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Res
     let mut walked = 0u64;
     for item in dbs.streams.iter(txn)? {
         let (k, v) = item?;
-        walked += 1;
-        report.streams += 1;
+        walked = walked.saturating_add(1);
+        report.streams = report.streams.saturating_add(1);
         let id = String::from_utf8_lossy(k).into_owned();
         let head = match StreamHead::decode(v) {
             Ok(h) => h,
@@ -272,8 +272,8 @@ fn walk_stream_index(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Re
     let mut walked = 0u64;
     for item in dbs.stream_index.iter(txn)? {
         let (k, v) = item?;
-        walked += 1;
-        report.index_runs += 1;
+        walked = walked.saturating_add(1);
+        report.index_runs = report.index_runs.saturating_add(1);
         let ((no, first_version), run) = match (parse_stream_version_key("stream_index", k), Run::decode(v)) {
             (Ok(key), Ok(run)) => (key, run),
             (Err(e), _) | (_, Err(e)) => {
@@ -302,8 +302,9 @@ fn walk_stream_index(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Re
         *want = first_version.saturating_add(run.count);
         let latest = latest_run.entry(no).or_insert(0);
         *latest = (*latest).max(first_version);
-        let last_position = run.first_position.checked_add(run.count - 1).filter(|&p| p <= w.head);
-        let last_version = first_version.checked_add(run.count - 1);
+        let last_position =
+            run.first_position.checked_add(run.count.saturating_sub(1)).filter(|&p| p <= w.head);
+        let last_version = first_version.checked_add(run.count.saturating_sub(1));
         if last_position.is_none() || last_version.is_none() {
             report.fault(
                 "stream_index",
@@ -328,10 +329,10 @@ fn walk_stream_index(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Re
             }
             continue;
         }
-        positions_left -= run.count;
+        positions_left = positions_left.saturating_sub(run.count);
         for k in 0..run.count {
-            let position = run.first_position + k;
-            let version = first_version + k;
+            let position = run.first_position.saturating_add(k);
+            let version = first_version.saturating_add(k);
             match dbs.events.get(txn, &position_key(position))? {
                 None => report.fault(
                     "stream_index",
@@ -422,7 +423,7 @@ fn walk_event_ids(reader: &Reader, report: &mut VerifyReport) -> Result<()> {
     let (txn, dbs) = reader.raw();
     for item in dbs.event_ids.iter(txn)? {
         item?;
-        walked += 1;
+        walked = walked.saturating_add(1);
     }
     check_count(report, "event_ids", dbs.event_ids.len(txn)?, walked);
     report.event_ids = walked;

@@ -305,7 +305,8 @@ impl<A: Aggregate> Repository<A> {
                         position,
                         event_type: event_type.into_owned(),
                         found: schema_version,
-                        expected: highest + 1,
+                        // No step is registered from u32::MAX.
+                        expected: highest.saturating_add(1),
                     });
                 }
                 return Err(decode_error(&event_type, reason));
@@ -357,8 +358,16 @@ impl<A: Aggregate> Repository<A> {
         if let Some((version, found)) = snapshot {
             match found.and_then(|s| self.snapshot_state(&s)) {
                 Ok(s) => {
+                    // The snapshot is at or below the head's version.
+                    from = version.checked_add(1).ok_or_else(|| {
+                        Error::index(
+                            "streams",
+                            format!(
+                                "stream {stream:?} is at version {version}, more events than a log can hold"
+                            ),
+                        )
+                    })?;
                     state = s;
-                    from = version + 1;
                     report.snapshot_version = Some(version);
                 }
                 Err(reason) => {
@@ -486,7 +495,7 @@ impl<A: Aggregate> Repository<A> {
 
     fn snapshot_by_policy(&self, stream: &str, old: u64, new: u64, state: &A) -> Option<u64> {
         let SnapshotPolicy::EveryNEvents(n) = self.policy else { return None };
-        if n == 0 || new / n == old / n {
+        if n == 0 || new.checked_div(n) == old.checked_div(n) {
             return None;
         }
         match self.save_state(stream, new, state) {
@@ -510,6 +519,7 @@ pub(crate) fn to_new_event<E: DomainEvent>(event: &E, metadata: &EventMetadata) 
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use serde::{Deserialize, Serialize};
 
@@ -571,5 +581,30 @@ mod tests {
         assert_eq!(loaded.report.snapshot_version, None);
         assert_eq!(loaded.report.snapshot_ignored.as_deref(), Some("checksum mismatch"));
         assert!(matches!(store.latest_snapshot("counter-1"), Err(Error::SnapshotInvalid { version: 2, .. })));
+    }
+
+    /// Guards the step from a snapshot to the events after it: a head and a
+    /// snapshot at version u64::MAX (damage) are an error, not an overflow.
+    #[test]
+    fn a_snapshot_at_the_last_possible_version_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let repo = Repository::<Counter>::new(store.clone());
+        repo.execute("1", 4, EventMetadata::new()).unwrap();
+        let head = store.read().unwrap().head_of("counter-1").unwrap().unwrap();
+        let value = crate::aggregate::snapshot::encode(
+            &NewSnapshot::json("counter-1", u64::MAX, 1, &Counter { total: 4 }).unwrap(),
+            0,
+        );
+        let (env, dbs) = store.env_and_dbs();
+        let mut wtxn = env.write_txn().unwrap();
+        let forged = crate::lmdb::keys::StreamHead { version: u64::MAX, ..head };
+        dbs.streams.put(&mut wtxn, b"counter-1", &forged.encode()).unwrap();
+        dbs.snapshots.put(&mut wtxn, &stream_version_key(head.stream_no, u64::MAX), &value).unwrap();
+        wtxn.commit().unwrap();
+
+        let err = repo.load("1").unwrap_err();
+        assert!(matches!(err, Error::IndexCorruption { index: "streams", .. }), "{err}");
+        assert!(err.to_string().contains("more events than a log can hold"), "{err}");
     }
 }

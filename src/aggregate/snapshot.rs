@@ -92,7 +92,7 @@ impl NewSnapshot {
 }
 
 pub(crate) fn encode(s: &NewSnapshot, recorded_at: u64) -> Vec<u8> {
-    let mut v = Vec::with_capacity(HEADER_LEN + s.state.len());
+    let mut v = Vec::with_capacity(HEADER_LEN.saturating_add(s.state.len()));
     v.push(SNAPSHOT_LAYOUT_VERSION);
     v.push(s.content_type.to_byte());
     v.extend_from_slice(&[0, 0]);

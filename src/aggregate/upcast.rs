@@ -161,8 +161,10 @@ impl Upcasters {
             })?;
             up.event_type = ty;
             up.payload = payload;
-            up.schema_version += 1;
-            up.steps += 1;
+            // A step is never registered from u32::MAX, and each step moves
+            // the version up by one, so neither saturates.
+            up.schema_version = up.schema_version.saturating_add(1);
+            up.steps = up.steps.saturating_add(1);
         }
         if let Some(highest) = self.highest_from_version(&up.event_type)
             && highest > up.schema_version
@@ -172,7 +174,8 @@ impl Upcasters {
                 position,
                 event_type: up.event_type,
                 found: up.schema_version,
-                expected: highest + 1,
+                // No step is registered from u32::MAX.
+                expected: highest.saturating_add(1),
             });
         }
         Ok(up)

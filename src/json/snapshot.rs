@@ -80,7 +80,8 @@ impl Store {
         };
         let max_version = as_of_version.unwrap_or(u64::MAX);
         let mut start = JsonState::new();
-        if let Some((_, Ok(s))) = reader.snapshot_at_or_below(stream, max_version)?
+        let mut snapshot_version = 0;
+        if let Some((version, Ok(s))) = reader.snapshot_at_or_below(stream, max_version)?
             && s.state_schema_version == JSON_STATE_SNAPSHOT_SCHEMA
             && s.content_type == ContentType::Json
             && let Some(saved) = LoadedState::parse(&s.state)
@@ -89,15 +90,22 @@ impl Store {
             && saved.position <= up_to_position
         {
             start = saved.into_state();
+            snapshot_version = version;
         }
         drop(reader);
-        let mut options =
-            ReadStream::forward().from_version(start.version + 1).up_to_position(up_to_position);
+        let from_version = start.version.checked_add(1).ok_or_else(|| Error::SnapshotInvalid {
+            stream: stream.to_string(),
+            version: snapshot_version,
+            reason: format!("its state is at version {}, more events than a log can hold", start.version),
+        })?;
+        let mut options = ReadStream::forward().from_version(from_version).up_to_position(up_to_position);
         if max_version != u64::MAX {
             if max_version <= start.version {
                 return Ok(start);
             }
-            options = options.limit(usize::try_from(max_version - start.version).unwrap_or(usize::MAX));
+            // Above `start.version` (just checked).
+            let left = max_version.saturating_sub(start.version);
+            options = options.limit(usize::try_from(left).unwrap_or(usize::MAX));
         }
         let mut state = start;
         for event in self.read_stream_batched(stream, options, 4096)? {
@@ -145,5 +153,36 @@ impl Store {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::{ExpectedVersion, NewEvent};
+
+    /// Guards the step from a JSON-merge snapshot to the events after it: a
+    /// saved state at version u64::MAX (damage) is an error, not an overflow.
+    #[test]
+    fn a_saved_state_at_the_last_possible_version_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .append("s-1", ExpectedVersion::Any, [NewEvent::json("E", &serde_json::json!({"a": 1}))])
+            .unwrap();
+        let fields = JsonFields::new();
+        let saved = SavedState {
+            state: &fields,
+            version: u64::MAX,
+            position: 1,
+            events: 1,
+            skipped: 0,
+            exact_numbers: true,
+        };
+        let snapshot = NewSnapshot::json("s-1", 1, JSON_STATE_SNAPSHOT_SCHEMA, &saved).unwrap();
+        store.save_snapshot("s-1", snapshot, 1).unwrap();
+        let err = store.json_state_as_of("s-1", None, None).unwrap_err();
+        assert!(matches!(err, Error::SnapshotInvalid { version: 1, .. }), "{err}");
+        assert!(err.to_string().contains("more events than a log can hold"), "{err}");
     }
 }

@@ -201,9 +201,9 @@ impl JsonState {
         self.version = event.version;
         self.position = event.position;
         if merged {
-            self.events += 1;
+            self.events = self.events.saturating_add(1);
         } else {
-            self.skipped += 1;
+            self.skipped = self.skipped.saturating_add(1);
         }
         Ok(())
     }

@@ -215,7 +215,7 @@ fn check_meta_pages(path: &Path, page_size: u64) -> Result<()> {
         *txnid = u64::from_le_bytes(buf);
     }
     let newer = usize::from(txnids[1] > txnids[0]);
-    let (new, old) = (txnids[newer], txnids[1 - newer]);
+    let (new, old) = (txnids[newer], txnids[newer ^ 1]);
     let consecutive = new == 0 || (new % 2 == newer as u64 && old.checked_add(1) == Some(new));
     if consecutive {
         Ok(())

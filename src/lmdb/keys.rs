@@ -126,18 +126,16 @@ impl StreamHead {
 
     pub(crate) fn encode(&self) -> [u8; 48] {
         let mut v = [0u8; 48];
-        for (i, x) in [
+        let fields = [
             self.stream_no,
             self.version,
             self.last_position,
             self.run_first_version,
             self.created_at,
             self.updated_at,
-        ]
-        .iter()
-        .enumerate()
-        {
-            v[i * 8..i * 8 + 8].copy_from_slice(&x.to_le_bytes());
+        ];
+        for (to, x) in v.chunks_exact_mut(8).zip(fields) {
+            to.copy_from_slice(&x.to_le_bytes());
         }
         v
     }
@@ -146,15 +144,12 @@ impl StreamHead {
         if value.len() != Self::LEN {
             return Err(Error::index("streams", format!("value of {} bytes", value.len())));
         }
-        let f = |i: usize| le_u64(&value[i * 8..]);
-        Ok(StreamHead {
-            stream_no: f(0),
-            version: f(1),
-            last_position: f(2),
-            run_first_version: f(3),
-            created_at: f(4),
-            updated_at: f(5),
-        })
+        let mut fields = [0u64; 6];
+        for (to, from) in fields.iter_mut().zip(value.chunks_exact(8)) {
+            *to = le_u64(from);
+        }
+        let [stream_no, version, last_position, run_first_version, created_at, updated_at] = fields;
+        Ok(StreamHead { stream_no, version, last_position, run_first_version, created_at, updated_at })
     }
 }
 

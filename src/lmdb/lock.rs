@@ -50,7 +50,7 @@ pub(crate) fn acquire(dir: &Path) -> Result<WriterLock> {
                 if patience == 0 {
                     return Err(Error::AlreadyOpen { path: dir.to_path_buf() });
                 }
-                patience -= 1;
+                patience = patience.saturating_sub(1);
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),

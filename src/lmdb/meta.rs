@@ -30,7 +30,7 @@ pub fn archive_format() -> String {
         Err(_) => "unknown",
     };
     let align = std::mem::align_of::<rkyv::Archived<u64>>();
-    let ptr = std::mem::size_of::<rkyv::Archived<usize>>() * 8;
+    let ptr = const { std::mem::size_of::<rkyv::Archived<usize>>() * 8 };
     format!("rkyv0.8 {endian} align{align} ptr{ptr}")
 }
 

@@ -212,6 +212,7 @@ fn reset(
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use std::time::Duration;
 

@@ -375,7 +375,7 @@ impl Core {
         let wants_rebuild = meta.version != e.version || forced;
         let rebuild_matches = meta.rebuild.as_ref().is_some_and(|r| r.version == e.version);
         if wants_rebuild && (forced || !rebuild_matches) {
-            let slot = 1 - (meta.active & 1);
+            let slot = (meta.active ^ 1) & 1;
             slots[usize::from(slot)].clear(&mut wtxn).map_err(|err| (0, self.env.heed_err(err)))?;
             meta.rebuild = Some(RebuildMeta {
                 version: e.version,
@@ -390,13 +390,22 @@ impl Core {
             None => (meta.active & 1, meta.checkpoint),
         };
         let rebuilding = meta.rebuild.is_some();
-        let next = checkpoint + 1;
+        let next = checkpoint.checked_add(1).ok_or_else(|| {
+            (
+                0,
+                Error::ReadModelDamaged {
+                    projection: e.name.to_string(),
+                    reason: format!("its checkpoint {checkpoint} is past any position a log can hold"),
+                },
+            )
+        })?;
         let limit = if rebuilding { u64::MAX } else { up_to };
         // Only durable events: a read model commits on its own, so one made
         // of events a power cut then undoes would be ahead of the log.
         let batch = read_log_batch(&self.store, next, self.batch, limit, &e.filter, Follow::Durable)
             .map_err(at(next))?;
-        let scanned = batch.next - next;
+        // The batch ends at or after where it starts.
+        let scanned = batch.next.saturating_sub(next);
         if scanned == 0 && !(rebuilding && checkpoint >= batch.head) {
             // Nothing new: keep any set-up (new meta, cleared shadow) we made.
             if stored.as_ref() != Some(&meta) {
@@ -414,9 +423,10 @@ impl Core {
             for event in &batch.events {
                 (e.apply)(&mut ctx, event).map_err(at(event.position))?;
             }
-            ctx.flush().map_err(at(batch.next - 1))?;
+            ctx.flush().map_err(at(batch.next.saturating_sub(1)))?;
         }
-        let last = batch.next - 1;
+        // `batch.next` is at least `next`, which is at least 1.
+        let last = batch.next.saturating_sub(1);
         let mut finished = false;
         match meta.rebuild.as_mut() {
             Some(r) => {
@@ -497,5 +507,42 @@ impl Core {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::{ExpectedVersion, NewEvent};
+
+    struct Seen;
+    impl Projection for Seen {
+        const NAME: &'static str = "seen";
+        const VERSION: u32 = 1;
+        fn apply(&self, ctx: &mut ProjectionContext<'_>, event: &RecordedEvent) -> Result<()> {
+            ctx.put("last", &event.position)
+        }
+    }
+
+    /// Guards the step from a read model's checkpoint to the next position:
+    /// a checkpoint of u64::MAX (damage) fails the projection with
+    /// `ReadModelDamaged`, not an overflow.
+    #[test]
+    fn a_checkpoint_at_the_last_possible_position_fails_the_projection() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.append("s-1", ExpectedVersion::Any, [NewEvent::json("E", &1)]).unwrap();
+        let runner = ProjectionRunner::new(&store).unwrap().register(Seen).unwrap();
+        runner.run_until_caught_up().unwrap();
+        let env = ProjEnv::get(&store).unwrap().unwrap();
+        let mut wtxn = env.env.write_txn().unwrap();
+        let meta = ProjMeta { version: 1, checkpoint: u64::MAX, ..ProjMeta::default() };
+        env.save_meta(&mut wtxn, "seen", &meta).unwrap();
+        wtxn.commit().unwrap();
+
+        let err = runner.run_until_caught_up().unwrap_err();
+        let Error::ProjectionFailed { projection, reason, .. } = &err else { panic!("{err:?}") };
+        assert_eq!(projection, "seen");
+        assert!(reason.contains("is damaged") && reason.contains("checkpoint 18446744073709551615"), "{err}");
     }
 }

@@ -126,7 +126,7 @@ impl Session {
                 "not supported: this session cannot push events",
             );
         };
-        let held = self.subscriptions.len() + usize::from(self.pending.is_some());
+        let held = self.subscriptions.len().saturating_add(usize::from(self.pending.is_some()));
         if held >= self.max_subscriptions {
             return Reply::error(
                 r.msg_id,
@@ -169,7 +169,7 @@ impl Session {
             },
         };
         let id = self.next_subscription;
-        self.next_subscription += 1;
+        self.next_subscription = self.next_subscription.saturating_add(1);
         self.pending = Some(NewSubscription {
             id,
             filter,

@@ -136,12 +136,12 @@ pub fn read_line_limited<R: BufRead>(r: &mut R, buf: &mut Vec<u8>, max: usize) -
             });
         }
         let (chunk_len, used, found) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => (i, i + 1, true),
+            Some(i) => (i, i.saturating_add(1), true),
             None => (available.len(), available.len(), false),
         };
-        total += chunk_len;
+        total = total.saturating_add(chunk_len);
         if !too_long {
-            if buf.len() + chunk_len > max {
+            if buf.len().saturating_add(chunk_len) > max {
                 too_long = true;
                 buf.clear();
                 buf.shrink_to(max.min(64 << 10));
@@ -216,7 +216,7 @@ pub(crate) fn answer_lines<R: BufRead>(
         };
         write_line(&mut *output.lock().unwrap_or_else(|p| p.into_inner()), reply)?;
         session.after_reply();
-        answered += 1;
+        answered = answered.saturating_add(1);
     }
 }
 

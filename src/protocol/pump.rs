@@ -298,7 +298,7 @@ impl Runner {
         let mut caught_up = true;
         for (next, group) in &groups {
             let (next, group) = (*next, group.as_slice());
-            let last = head.min(next.saturating_add(batch - 1));
+            let last = head.min(next.saturating_add(batch.saturating_sub(1)));
             caught_up &= last == head;
             let events = match self.read(next, last, group) {
                 Ok(events) => events,

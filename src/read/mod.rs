@@ -1,8 +1,6 @@
 //! Reading: a [`Reader`] is one LMDB read transaction, a consistent snapshot
 //! of the store that runs beside the writer and can move between threads.
 
-#![deny(clippy::arithmetic_side_effects)]
-
 mod block;
 mod iter;
 mod scan;

@@ -7,8 +7,6 @@
 //! checksum and the archive itself before handing out a borrowed
 //! [`EventRef`].
 
-#![deny(clippy::arithmetic_side_effects)]
-
 mod event_ref;
 
 pub use event_ref::EventRef;

@@ -166,6 +166,8 @@ impl StoreBuilder {
 
     pub(crate) fn page_rounded_map_size(&self) -> usize {
         const PAGE: usize = 64 << 10; // a multiple of every common page size
-        self.map_size.max(PAGE).div_ceil(PAGE) * PAGE
+        // Past the largest multiple of PAGE, that one: no machine maps so
+        // much, and the open then fails with what LMDB says.
+        self.map_size.max(PAGE).div_ceil(PAGE).checked_mul(PAGE).unwrap_or(usize::MAX & !(PAGE - 1))
     }
 }

@@ -37,7 +37,7 @@ const LEGACY_FORMAT: u8 = 1;
 const LEGACY_LEN: usize = 17;
 const VALUE_LEN: usize = 25;
 fn dedup_key(name: &str, position: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(name.len() + 9);
+    let mut k = Vec::with_capacity(name.len().saturating_add(9));
     k.extend_from_slice(name.as_bytes());
     k.push(0);
     k.extend_from_slice(&position.to_be_bytes());
@@ -229,7 +229,7 @@ impl Store {
                 }
                 // Dedup entries sort right after their consumer's own key.
                 Some(i) => match out.last_mut().filter(|c| c.name.as_bytes() == &k[..i]) {
-                    Some(last) => last.pending_dedup += 1,
+                    Some(last) => last.pending_dedup = last.pending_dedup.saturating_add(1),
                     // Marks made before the first checkpoint commit.
                     None => out.push(ConsumerInfo {
                         name: String::from_utf8_lossy(&k[..i]).into_owned(),
@@ -358,7 +358,7 @@ impl Consumer {
                 ));
             }
             self.acked = position;
-            self.acks_since_commit += 1;
+            self.acks_since_commit = self.acks_since_commit.saturating_add(1);
             if self.commit_every > 0 && self.acks_since_commit >= self.commit_every {
                 self.commit()?;
             }

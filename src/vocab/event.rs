@@ -417,7 +417,7 @@ impl<'de> Deserialize<'de> for RecordedEvent {
 
 pub(crate) fn hex_encode(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
+    let mut s = String::with_capacity(bytes.len().saturating_mul(2));
     for b in bytes {
         s.push(DIGITS[(b >> 4) as usize] as char);
         s.push(DIGITS[(b & 0xf) as usize] as char);
@@ -434,7 +434,7 @@ pub(crate) fn hex_decode(s: &str) -> Option<Vec<u8>> {
         .map(|pair| {
             let hi = (pair[0] as char).to_digit(16)?;
             let lo = (pair[1] as char).to_digit(16)?;
-            Some((hi * 16 + lo) as u8)
+            Some((hi << 4 | lo) as u8)
         })
         .collect()
 }

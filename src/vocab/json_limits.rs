@@ -60,11 +60,11 @@ pub(crate) fn check_depth(text: &[u8]) -> Result<(), String> {
     while let Some(&b) = text.get(i) {
         match b {
             b'"' => {
-                i = string_end(text, i + 1);
+                i = string_end(text, i.saturating_add(1));
                 continue;
             }
             b'[' | b'{' => {
-                depth += 1;
+                depth = depth.saturating_add(1);
                 if depth > MAX_JSON_DEPTH {
                     return Err(too_deep(format_args!("at byte {i}")));
                 }
@@ -72,7 +72,7 @@ pub(crate) fn check_depth(text: &[u8]) -> Result<(), String> {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
-        i += 1;
+        i = i.saturating_add(1);
     }
     Ok(())
 }
@@ -96,9 +96,12 @@ fn string_end(text: &[u8], from: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let has = |w: u64, c: u8| {
-        let x = w ^ (ONES * u64::from(c));
+        // `c` in each of the eight bytes.
+        let x = w ^ u64::from_le_bytes([c; 8]);
         x.wrapping_sub(ONES) & !x & HIGHS != 0
     };
+    // `i` stays within a byte or two of the text's length (at most
+    // `isize::MAX`), so the additions below never saturate.
     let mut i = from;
     loop {
         for chunk in text.get(i..).unwrap_or_default().chunks_exact(8) {
@@ -108,13 +111,13 @@ fn string_end(text: &[u8], from: usize) -> usize {
             if has(w, b'"') || has(w, b'\\') {
                 break;
             }
-            i += 8;
+            i = i.saturating_add(8);
         }
         match text.get(i) {
             None => return text.len(),
-            Some(b'"') => return i + 1,
-            Some(b'\\') => i += 2,
-            Some(_) => i += 1,
+            Some(b'"') => return i.saturating_add(1),
+            Some(b'\\') => i = i.saturating_add(2),
+            Some(_) => i = i.saturating_add(1),
         }
     }
 }
@@ -162,7 +165,7 @@ impl Readable {
     /// The seed for a value inside this one's array or object, or the error
     /// when that array or object is one level too deep.
     fn inner<E: serde::de::Error>(&self) -> Result<Readable, E> {
-        let depth = self.depth + 1;
+        let depth = self.depth.saturating_add(1);
         if depth > MAX_JSON_DEPTH { Err(E::custom(TOO_DEEP)) } else { Ok(Readable { depth }) }
     }
 }
@@ -222,6 +225,7 @@ impl<'de> Visitor<'de> for Readable {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use serde_json::Value;

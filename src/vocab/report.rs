@@ -78,7 +78,7 @@ impl VerifyReport {
         stream: Option<&str>,
         message: impl Into<String>,
     ) {
-        self.fault_count += 1;
+        self.fault_count = self.fault_count.saturating_add(1);
         if self.faults.len() < MAX_LISTED {
             self.faults.push(Fault {
                 area: area.to_string(),

@@ -6,8 +6,6 @@
 //! every request in one transaction, commits once (one fsync), answers each
 //! request with its own result and wakes subscribers.
 
-#![deny(clippy::arithmetic_side_effects)]
-
 mod apply;
 mod batch;
 pub(crate) mod shared;

@@ -39,7 +39,7 @@ impl<A: Aggregate> Repository<A> {
             return Ok(());
         }
         let threads = self.replay_threads.max(1);
-        if threads == 1 || target - from + 1 < PARALLEL_MIN_EVENTS {
+        if threads == 1 || target.saturating_sub(from).saturating_add(1) < PARALLEL_MIN_EVENTS {
             return self.fold_sequential(stream, from, target, state, report);
         }
         self.fold_parallel(stream, from, target, threads, state, report)
@@ -58,9 +58,11 @@ impl<A: Aggregate> Repository<A> {
     ) -> Result<()> {
         let mut next = from;
         while next <= target {
-            let last = target.min(next + self.read_batch as u64 - 1);
+            let last = target.min(next.saturating_add((self.read_batch as u64).saturating_sub(1)));
             apply_decoded(self.decode_range(stream, next, last)?, state, report);
-            next = last + 1;
+            // `last` is `u64::MAX` only when it is the target: done.
+            let Some(after) = last.checked_add(1) else { break };
+            next = after;
         }
         Ok(())
     }
@@ -77,8 +79,10 @@ impl<A: Aggregate> Repository<A> {
         state: &mut A,
         report: &mut LoadReport,
     ) -> Result<()> {
-        let chunks: Vec<(u64, u64)> =
-            (from..=target).step_by(CHUNK as usize).map(|a| (a, target.min(a + CHUNK - 1))).collect();
+        let chunks: Vec<(u64, u64)> = (from..=target)
+            .step_by(CHUNK as usize)
+            .map(|a| (a, target.min(a.saturating_add(CHUNK - 1))))
+            .collect();
         let next_chunk = AtomicUsize::new(0);
         std::thread::scope(|scope| {
             let (tx, rx) = crossbeam_channel::bounded::<(usize, Decoded<A::Event>)>(threads);
@@ -97,12 +101,13 @@ impl<A: Aggregate> Repository<A> {
             }
             drop(tx);
             let mut waiting = BTreeMap::new();
-            let mut want = 0;
+            let mut want = 0usize;
             for (i, chunk) in &rx {
                 waiting.insert(i, chunk);
                 while let Some(chunk) = waiting.remove(&want) {
                     apply_decoded(chunk?, state, report);
-                    want += 1;
+                    // At most the number of chunks.
+                    want = want.saturating_add(1);
                 }
             }
             if want != chunks.len() {
@@ -119,7 +124,8 @@ impl<A: Aggregate> Repository<A> {
     /// Versions `first..=last` of `stream`, decoded and upcasted, read in one
     /// transaction.
     fn decode_range(&self, stream: &str, first: u64, last: u64) -> Decoded<A::Event> {
-        let n = (last - first + 1) as usize;
+        // Callers pass `first <= last`.
+        let n = last.saturating_sub(first).saturating_add(1) as usize;
         let mut out = Vec::with_capacity(n);
         let reader = self.store.read()?;
         for e in reader.stream(stream, ReadStream::forward().from_version(first).limit(n))? {
@@ -149,7 +155,7 @@ impl<A: Aggregate> Repository<A> {
 fn apply_decoded<A: Aggregate>(events: Vec<(A::Event, bool)>, state: &mut A, report: &mut LoadReport) {
     for (event, upcast) in events {
         state.apply(&event);
-        report.events_replayed += 1;
-        report.events_upcast += u64::from(upcast);
+        report.events_replayed = report.events_replayed.saturating_add(1);
+        report.events_upcast = report.events_upcast.saturating_add(u64::from(upcast));
     }
 }

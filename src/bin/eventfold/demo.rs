@@ -23,10 +23,14 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<Outcome> {
     let o = &mut out;
 
     // Each run gets its own accounts, so the demo can be run again and again.
-    let run = store.read()?.stream_version("demo-runs")? + 1;
+    let runs = store.read()?.stream_version("demo-runs")?;
+    let run = runs.checked_add(1).ok_or_else(|| Error::IndexCorruption {
+        index: "streams",
+        reason: format!("stream \"demo-runs\" is at version {runs}, more events than a log can hold"),
+    })?;
     store.append(
         "demo-runs",
-        ExpectedVersion::Exact(run - 1),
+        ExpectedVersion::Exact(runs),
         [NewEvent::json("DemoRun", &json!({"run": run}))],
     )?;
     let ann = format!("account-ann{run}");
@@ -166,18 +170,26 @@ fn balances_of(store: &Store, account: &str, position: u64) -> anyhow::Result<i6
     let mut total = 0;
     for e in store.read_stream_batched(account, ReadStream::forward().up_to_position(position), 1024)? {
         let e = e?;
-        total += delta(&e.event_type, &e.payload_json()?);
+        total = after(total, &e)?;
     }
     Ok(total)
 }
 
-fn delta(event_type: &str, data: &serde_json::Value) -> i64 {
+/// `balance` after `event`; an error when it does not fit in 64 bits.
+fn after(balance: i64, event: &RecordedEvent) -> eventfold::Result<i64> {
+    let data = event.payload_json()?;
     let amount = data.get("amount").and_then(serde_json::Value::as_i64).unwrap_or(0);
-    match event_type {
-        "Deposited" => amount,
-        "Withdrawn" => -amount,
-        _ => 0,
-    }
+    let new = match event.event_type.as_str() {
+        "Deposited" => balance.checked_add(amount),
+        "Withdrawn" => balance.checked_sub(amount),
+        _ => Some(balance),
+    };
+    new.ok_or_else(|| {
+        Error::handler(format!(
+            "the balance of {} does not fit in 64 bits after the event at position {}",
+            event.stream_id, event.position
+        ))
+    })
 }
 
 /// The demo's read model: each account's balance, keyed by stream id.
@@ -192,7 +204,7 @@ impl Projection for Balances {
     }
 
     fn apply(&self, ctx: &mut ProjectionContext<'_>, event: &RecordedEvent) -> eventfold::Result<()> {
-        let d = delta(&event.event_type, &event.payload_json()?);
-        ctx.update(&event.stream_id, |balance: &mut i64| *balance += d)
+        let balance = ctx.get::<i64>(&event.stream_id)?.unwrap_or(0);
+        ctx.put(&event.stream_id, &after(balance, event)?)
     }
 }

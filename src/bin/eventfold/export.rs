@@ -32,12 +32,12 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
         )),
         None => Box::new(output::stdout()),
     };
-    let bar = output::progress(head.saturating_sub(a.from.max(1)) + 1, "exporting");
+    let bar = output::progress(head.saturating_sub(a.from.max(1)).saturating_add(1), "exporting");
     let mut count = 0u64;
     for e in store.read_all_batched(ReadAll::from_position(a.from), BATCH)? {
         // One line per event, in the serde form of `RecordedEvent`.
         output::json_line(&mut out, &e?)?;
-        count += 1;
+        count = count.saturating_add(1);
         bar.inc(1);
     }
     out.flush()?;

@@ -49,21 +49,21 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
     let mut in_flight: VecDeque<(u64, u64, AppendTicket)> = VecDeque::new();
     let mut run: Option<Run> = None;
     for (index, line) in BufReader::new(input).lines().enumerate() {
-        let line_no = index as u64 + 1;
+        let line_no = (index as u64).saturating_add(1);
         let line = line.with_context(|| format!("reading line {line_no} of {}", a.file.display()))?;
-        bar.inc(line.len() as u64 + 1);
+        bar.inc((line.len() as u64).saturating_add(1));
         if line.trim().is_empty() {
             continue;
         }
         let event: RecordedEvent = serde_json::from_str(&line).map_err(|e| {
             anyhow!("line {line_no} is not an exported event ({e}): import only files written by `eventfold export`")
         })?;
-        summary.events += 1;
+        summary.events = summary.events.saturating_add(1);
         let continues = run.as_ref().is_some_and(|r| {
             r.events.len() < MAX_RUN
-                && r.events
-                    .last()
-                    .is_some_and(|l| l.stream_id == event.stream_id && l.version + 1 == event.version)
+                && r.events.last().is_some_and(|l| {
+                    l.stream_id == event.stream_id && l.version.checked_add(1) == Some(event.version)
+                })
         });
         if !continues && let Some(done) = run.take() {
             submit(&store, done, &mut in_flight, &mut summary)?;
@@ -114,9 +114,9 @@ fn submit(
 fn settle((line, n, ticket): (u64, u64, AppendTicket), summary: &mut Summary) -> anyhow::Result<()> {
     let r = ticket.wait().map_err(|e| explain(line, e))?;
     if r.already_stored {
-        summary.already_stored += n;
+        summary.already_stored = summary.already_stored.saturating_add(n);
     } else {
-        summary.written += n;
+        summary.written = summary.written.saturating_add(n);
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! `eventfold`: the command-line tool of the eventfold event store. A thin
 //! layer over the library: one file per command.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 mod append;
 mod backup;
 mod consumers;

@@ -22,10 +22,16 @@ pub fn json_line<W: Write, T: Serialize>(out: &mut W, value: &T) -> anyhow::Resu
 
 /// An RFC 3339 UTC time with milliseconds, from microseconds since the epoch.
 pub fn time(micros: u64) -> String {
+    /// The start of year 10000, which RFC 3339 cannot write.
+    const YEAR_10000: u64 = 253_402_300_800_000_000;
     if micros == 0 {
         return "-".to_string();
     }
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_micros(micros)).to_string()
+    match UNIX_EPOCH.checked_add(Duration::from_micros(micros)) {
+        Some(t) if micros < YEAR_10000 => humantime::format_rfc3339_millis(t).to_string(),
+        // The number, as `parse_time` reads it back.
+        _ => micros.to_string(),
+    }
 }
 
 /// Parses an RFC 3339 UTC time (`2024-05-01T12:00:00Z`) or a number of
@@ -47,10 +53,10 @@ pub fn parse_time(s: &str) -> anyhow::Result<u64> {
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
+    let mut unit = 0usize;
+    while v >= 1024.0 && unit.saturating_add(1) < UNITS.len() {
         v /= 1024.0;
-        unit += 1;
+        unit = unit.saturating_add(1);
     }
     if unit == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[unit]) }
 }
@@ -85,7 +91,7 @@ impl<W: Write> Table<W> {
     /// Adds a row (one cell per header).
     pub fn row(&mut self, cells: Vec<String>) -> io::Result<()> {
         self.rows.push(cells);
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
         if self.rows.len() >= PAGE { self.flush_page() } else { Ok(()) }
     }
 
@@ -131,7 +137,7 @@ fn write_row<W: Write>(out: &mut W, widths: &[usize], cells: &[String]) -> io::R
 pub fn pairs<W: Write>(out: &mut W, rows: &[(&str, String)]) -> io::Result<()> {
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in rows {
-        writeln!(out, "{:<w$}  {v}", format!("{k}:"), w = w + 1)?;
+        writeln!(out, "{:<w$}  {v}", format!("{k}:"), w = w.saturating_add(1))?;
     }
     out.flush()
 }
@@ -172,7 +178,7 @@ pub fn pretty_json(text: &str) -> String {
 /// text (it never fails); it is meant for stored JSON, which is valid.
 fn reformat(text: &str, indent: Option<&str>) -> String {
     let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    let mut out = String::with_capacity(text.len().saturating_add(text.len() / 4));
     let mut depth = 0usize;
     let newline = |out: &mut String, depth: usize| {
         if let Some(unit) = indent {
@@ -182,58 +188,60 @@ fn reformat(text: &str, indent: Option<&str>) -> String {
             }
         }
     };
-    let mut i = 0;
+    // `i` and `next` stay within two bytes of the text's length (at most
+    // `isize::MAX`), so the additions below never saturate.
+    let mut i = 0usize;
     while i < bytes.len() {
         let start = i;
         match bytes[i] {
-            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b' ' | b'\t' | b'\n' | b'\r' => i = i.saturating_add(1),
             b'"' => {
                 // A string, copied up to its closing quote (escapes included).
-                i += 1;
+                i = i.saturating_add(1);
                 while i < bytes.len() && bytes[i] != b'"' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                    i = i.saturating_add(if bytes[i] == b'\\' { 2 } else { 1 });
                 }
-                i = (i + 1).min(bytes.len());
+                i = i.saturating_add(1).min(bytes.len());
                 out.push_str(&text[start..i]);
             }
             open @ (b'{' | b'[') => {
-                i += 1;
+                i = i.saturating_add(1);
                 let close = if open == b'{' { b'}' } else { b']' };
                 let mut next = i;
                 while next < bytes.len() && bytes[next].is_ascii_whitespace() {
-                    next += 1;
+                    next = next.saturating_add(1);
                 }
                 if bytes.get(next) == Some(&close) {
                     // Empty: `{}` and `[]` on one line.
                     out.push(char::from(open));
                     out.push(char::from(close));
-                    i = next + 1;
+                    i = next.saturating_add(1);
                 } else {
                     out.push(char::from(open));
-                    depth += 1;
+                    depth = depth.saturating_add(1);
                     newline(&mut out, depth);
                 }
             }
             close @ (b'}' | b']') => {
-                i += 1;
+                i = i.saturating_add(1);
                 depth = depth.saturating_sub(1);
                 newline(&mut out, depth);
                 out.push(char::from(close));
             }
             b',' => {
-                i += 1;
+                i = i.saturating_add(1);
                 out.push(',');
                 newline(&mut out, depth);
             }
             b':' => {
-                i += 1;
+                i = i.saturating_add(1);
                 out.push_str(if indent.is_some() { ": " } else { ":" });
             }
             _ => {
                 // A number or a literal: copied up to the next structural
                 // byte or whitespace.
                 while i < bytes.len() && !b" \t\n\r\",:[]{}".contains(&bytes[i]) {
-                    i += 1;
+                    i = i.saturating_add(1);
                 }
                 out.push_str(&text[start..i]);
             }
@@ -314,5 +322,16 @@ mod tests {
         for junk in ["{", "}", "\"abc", "\"\\", "[[", "]]]", ":,"] {
             let _ = (pretty_json(junk), compact_json(junk));
         }
+    }
+
+    /// Guards times past what RFC 3339 can write (year 10000 on; a
+    /// `recorded_at` is any number an import gives): the number, which
+    /// `parse_time` reads back, not a panic.
+    #[test]
+    fn times_past_year_9999_are_numbers() {
+        assert_eq!(time(1_000), "1970-01-01T00:00:00.001Z");
+        assert_eq!(time(253_402_300_799_999_999), "9999-12-31T23:59:59.999Z");
+        assert_eq!(time(253_402_300_800_000_000), "253402300800000000");
+        assert_eq!(parse_time(&time(u64::MAX)).unwrap(), u64::MAX);
     }
 }

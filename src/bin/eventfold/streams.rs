@@ -31,7 +31,8 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
         let page = store.read()?.streams(&a.prefix, after.as_deref(), PAGE.min(left))?;
         let Some(last) = page.last() else { break };
         after = Some(last.stream_id.clone());
-        left -= page.len();
+        // A page holds at most `left` streams.
+        left = left.saturating_sub(page.len());
         for s in &page {
             match &mut table {
                 Some(t) => {

@@ -61,7 +61,8 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
             writeln!(out, "{:<10}  {:<24}  {:<7}  {:<20}  {:<24}  {}", r[0], r[1], r[2], r[3], r[4], r[5])?;
         }
         out.flush()?;
-        left -= 1;
+        // Above 0 here: the loop stops when it reaches 0.
+        left = left.saturating_sub(1);
         if left == 0 {
             break;
         }

@@ -21,7 +21,11 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<Outcome> {
             writeln!(out, "FAULT {f}")?;
         }
         if report.fault_count > report.faults.len() as u64 {
-            writeln!(out, "… and {} more faults", report.fault_count - report.faults.len() as u64)?;
+            writeln!(
+                out,
+                "… and {} more faults",
+                report.fault_count.saturating_sub(report.faults.len() as u64)
+            )?;
         }
         writeln!(
             out,
