@@ -72,6 +72,7 @@ mod subscribe;
 mod vocab;
 mod writer;
 
+pub use aggregate::DEFAULT_RETRY_DEADLINE;
 #[cfg(feature = "testing")]
 pub use aggregate::testing;
 pub use aggregate::{

@@ -49,7 +49,8 @@ pub mod testing;
 mod upcast;
 
 pub use repository::{
-    DEFAULT_MAX_ATTEMPTS, Envelope, Executed, LoadReport, Loaded, Repository, SnapshotPolicy,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_DEADLINE, Envelope, Executed, LoadReport, Loaded, Repository,
+    SnapshotPolicy,
 };
 pub use snapshot::{NewSnapshot, SNAPSHOT_LAYOUT_VERSION, Snapshot};
 pub use upcast::{UpcastResult, Upcasted, Upcasters};

@@ -1,11 +1,17 @@
 //! [`Repository`]: load an aggregate (snapshot + the events after it,
 //! upcasted), as of a version or a time, and execute commands against it
-//! with optimistic concurrency.
+//! with optimistic concurrency: one command at a time per aggregate in this
+//! process, and retries with a jittered backoff when a write from elsewhere
+//! got in between.
 
 mod replay;
+mod serial;
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use serial::{Backoff, Turns};
 
 use super::{Aggregate, CommandError, DomainEvent};
 use crate::aggregate::snapshot::NewSnapshot;
@@ -93,6 +99,7 @@ pub struct Repository<A: Aggregate> {
     policy: SnapshotPolicy,
     keep_snapshots: usize,
     max_attempts: u32,
+    retry_deadline: Duration,
     read_batch: usize,
     replay_threads: usize,
     _aggregate: PhantomData<fn() -> A>,
@@ -106,6 +113,7 @@ impl<A: Aggregate> Clone for Repository<A> {
             policy: self.policy,
             keep_snapshots: self.keep_snapshots,
             max_attempts: self.max_attempts,
+            retry_deadline: self.retry_deadline,
             read_batch: self.read_batch,
             replay_threads: self.replay_threads,
             _aggregate: PhantomData,
@@ -120,18 +128,29 @@ impl<A: Aggregate> std::fmt::Debug for Repository<A> {
             .field("policy", &self.policy)
             .field("keep_snapshots", &self.keep_snapshots)
             .field("max_attempts", &self.max_attempts)
+            .field("retry_deadline", &self.retry_deadline)
             .field("replay_threads", &self.replay_threads)
             .finish_non_exhaustive()
     }
 }
 
-/// Default bound on how often [`Repository::execute`] handles a command.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+/// Default bound on how often [`Repository::execute`] handles one command
+/// that keeps meeting writes from outside the repositories of this process.
+/// With the pauses between attempts (1 ms doubling to 100 ms, jittered), 100
+/// attempts take about as long as the default deadline,
+/// [`DEFAULT_RETRY_DEADLINE`]; whichever is reached first ends the retries.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 100;
+
+/// Default time [`Repository::execute`] goes on retrying one command that
+/// keeps meeting writes from outside the repositories of this process,
+/// counted from its first attempt; see [`Repository::retry_deadline`].
+pub const DEFAULT_RETRY_DEADLINE: Duration = Duration::from_secs(5);
 
 impl<A: Aggregate> Repository<A> {
     /// A repository with no upcasters, snapshots on demand only, keeping the
-    /// last 2 snapshots per stream, and up to [`DEFAULT_MAX_ATTEMPTS`] tries
-    /// per command.
+    /// last 2 snapshots per stream, and retrying a command's conflicts up to
+    /// [`DEFAULT_MAX_ATTEMPTS`] attempts or [`DEFAULT_RETRY_DEADLINE`],
+    /// whichever comes first.
     pub fn new(store: Store) -> Self {
         Repository {
             store,
@@ -139,6 +158,7 @@ impl<A: Aggregate> Repository<A> {
             policy: SnapshotPolicy::OnDemand,
             keep_snapshots: 2,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retry_deadline: DEFAULT_RETRY_DEADLINE,
             read_batch: 4096,
             replay_threads: crate::read::default_threads(),
             _aggregate: PhantomData,
@@ -163,10 +183,28 @@ impl<A: Aggregate> Repository<A> {
         self
     }
 
-    /// Handles a command at most `attempts` times (at least 1) when concurrent
-    /// writers keep changing the stream between load and append.
+    /// Handles a command at most `attempts` times (at least 1) when writers
+    /// from outside this process's repositories keep changing the stream
+    /// between load and append (default [`DEFAULT_MAX_ATTEMPTS`]). `1`
+    /// never retries; `u32::MAX` leaves the bound to the
+    /// [deadline](Self::retry_deadline).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Retries a command that met a conflict only while less than
+    /// `deadline` has passed since its first attempt (default
+    /// [`DEFAULT_RETRY_DEADLINE`]). The time a command waits for the
+    /// commands on its aggregate that came before it, in this process, does
+    /// not count: the deadline starts when its turn comes. The last pause is
+    /// cut short at the deadline, and one more attempt follows it.
+    /// `Duration::ZERO` never retries.
+    ///
+    /// Retries end at whichever comes first, this deadline or
+    /// [`max_attempts`](Self::max_attempts).
+    pub fn retry_deadline(mut self, deadline: Duration) -> Self {
+        self.retry_deadline = deadline;
         self
     }
 
@@ -417,14 +455,32 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// Loads aggregate `id`, lets it handle `command`, and appends the events
-    /// it decides, expecting the version it was loaded at. When another
-    /// writer changed the stream in between, reloads and handles the command
-    /// again, up to the configured number of attempts
-    /// ([`Error::RetriesExhausted`] after that).
+    /// it decides, expecting the version it was loaded at.
+    ///
+    /// Commands on one aggregate run one at a time across every repository
+    /// of this open store (clones of one [`Store`] included), in the order
+    /// they came: this one first waits for those before it, so it decides on
+    /// a state that includes theirs, and commands of this process never
+    /// conflict with each other. Only a write that bypasses the repositories
+    /// (a plain [`Store::append`], a client of the protocol node, an import)
+    /// can change the stream between load and append; then `execute` pauses
+    /// (1 ms doubling to 100 ms, jittered), reloads and handles the command
+    /// again, still holding the aggregate's turn, until
+    /// [`max_attempts`](Self::max_attempts) or the
+    /// [`retry_deadline`](Self::retry_deadline) is reached
+    /// ([`Error::RetriesExhausted`] after that). The aggregate's own
+    /// rejection ([`CommandError::Rejected`]) is returned at once, never
+    /// retried.
     ///
     /// `metadata` (user, correlation, causation, extra fields) is stamped on
     /// every event. A snapshot due by the policy is saved after the append; a
     /// failure to save it is logged, not returned, since the events are stored.
+    ///
+    /// The aggregate's turn is held while `handle` runs: a handler that waits
+    /// for another thread's command on the same aggregate waits forever. (A
+    /// handler that executes a command on its own aggregate on its own
+    /// thread is let through; the outer command then meets a conflict and
+    /// decides again.)
     pub fn execute(
         &self,
         id: &str,
@@ -435,7 +491,17 @@ impl<A: Aggregate> Repository<A> {
         A::Command: Clone,
     {
         let stream = self.stream_id(id);
-        for attempt in 1..=self.max_attempts {
+        let Some(turns) = self.store.extension(|| Ok(Some(Turns::default())))? else {
+            return Err(CommandError::Store(Error::Internal {
+                reason: "the store kept no table of aggregate turns".to_string(),
+            }));
+        };
+        let turn = turns.wait_turn(&stream);
+        let started = Instant::now();
+        let mut backoff = Backoff::new();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt = attempt.saturating_add(1);
             let Loaded { mut state, version, .. } = self.load_stream(&stream, None, true)?;
             let events = state.handle(command.clone()).map_err(CommandError::Rejected)?;
             if events.is_empty() {
@@ -457,6 +523,9 @@ impl<A: Aggregate> Repository<A> {
                 if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
             match self.store.append(&stream, expected, new_events) {
                 Ok(append) => {
+                    // The next command's load sees these events now; the
+                    // snapshot below need not hold it up.
+                    drop(turn);
                     for e in &events {
                         state.apply(e);
                     }
@@ -471,11 +540,26 @@ impl<A: Aggregate> Repository<A> {
                         snapshot_saved,
                     });
                 }
-                Err(Error::WrongExpectedVersion { .. }) => continue,
+                Err(Error::WrongExpectedVersion { .. }) => {
+                    let left = self.retry_deadline.checked_sub(started.elapsed()).filter(|l| !l.is_zero());
+                    let Some(left) = left.filter(|_| attempt < self.max_attempts) else {
+                        return Err(CommandError::Store(Error::RetriesExhausted {
+                            stream,
+                            attempts: attempt,
+                        }));
+                    };
+                    let pause = backoff.next_pause().min(left);
+                    tracing::debug!(
+                        stream = stream.as_str(),
+                        attempt,
+                        pause_us = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX),
+                        "the stream changed between load and append; deciding again after a pause"
+                    );
+                    std::thread::sleep(pause);
+                }
                 Err(e) => return Err(CommandError::Store(e)),
             }
         }
-        Err(CommandError::Store(Error::RetriesExhausted { stream, attempts: self.max_attempts }))
     }
 
     /// Appends `events` to aggregate `id` directly, without handling a
@@ -521,6 +605,8 @@ pub(crate) fn to_new_event<E: DomainEvent>(event: &E, metadata: &EventMetadata) 
 #[cfg(test)]
 #[allow(clippy::arithmetic_side_effects)]
 mod tests {
+    use std::sync::Arc;
+
     use serde::{Deserialize, Serialize};
 
     use super::*;
@@ -606,5 +692,182 @@ mod tests {
         let err = repo.load("1").unwrap_err();
         assert!(matches!(err, Error::IndexCorruption { index: "streams", .. }), "{err}");
         assert!(err.to_string().contains("more events than a log can hold"), "{err}");
+    }
+
+    /// A hook run when a [`Gated`] command is decided, with the total the
+    /// decision sees.
+    type Hook = Arc<dyn Fn(u64) + Send + Sync>;
+
+    #[derive(Clone)]
+    struct Add {
+        n: u64,
+        hook: Option<Hook>,
+    }
+
+    /// A counter whose commands can run a hook while they are decided, to
+    /// hold a command inside its aggregate's turn.
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    struct Gated {
+        total: u64,
+    }
+
+    impl Aggregate for Gated {
+        const CATEGORY: &'static str = "gated";
+        type Event = Ev;
+        type Command = Add;
+        type Error = std::convert::Infallible;
+
+        fn apply(&mut self, Ev::Added { n }: &Ev) {
+            self.total += n;
+        }
+
+        fn handle(&self, Add { n, hook }: Add) -> Result<Vec<Ev>, Self::Error> {
+            if let Some(hook) = hook {
+                hook(self.total);
+            }
+            Ok(vec![Ev::Added { n }])
+        }
+    }
+
+    fn add(n: u64, hook: impl Fn(u64) + Send + Sync + 'static) -> Add {
+        Add { n, hook: Some(Arc::new(hook)) }
+    }
+
+    fn turns_of(store: &Store) -> Arc<Turns> {
+        store.extension::<Turns>(|| Ok(None)).unwrap().expect("execute made the table")
+    }
+
+    /// Waits until `n` commands hold or wait for the turn of `stream` (and
+    /// fails after a minute instead of hanging when they never do).
+    fn until_queued(store: &Store, stream: &str, n: u64) {
+        let started = std::time::Instant::now();
+        while store.extension::<Turns>(|| Ok(None)).unwrap().is_none_or(|t| t.queued(stream) < n) {
+            assert!(started.elapsed() < Duration::from_secs(60), "{n} commands never queued on {stream}");
+            std::thread::yield_now();
+        }
+    }
+
+    /// Guards the serialisation of commands on one aggregate across
+    /// repositories made from clones of one store: while one command is
+    /// being decided, the other waits (it has not decided yet), then decides
+    /// on the state that includes the first, so neither meets a conflict.
+    /// The table of turns holds the aggregate only meanwhile.
+    #[test]
+    fn commands_on_one_aggregate_take_turns_across_repositories() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let first = Repository::<Gated>::new(store.clone());
+        let second = Repository::<Gated>::new(store.clone());
+        let (inside_tx, inside_rx) = crossbeam_channel::bounded::<()>(1);
+        let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
+        let (seen_tx, seen_rx) = crossbeam_channel::unbounded::<u64>();
+        let a = std::thread::spawn(move || {
+            let hook = move |_| {
+                inside_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+            };
+            first.execute("1", add(1, hook), EventMetadata::new()).unwrap()
+        });
+        inside_rx.recv().unwrap();
+        let b = std::thread::spawn(move || {
+            second
+                .execute("1", add(10, move |total| seen_tx.send(total).unwrap()), EventMetadata::new())
+                .unwrap()
+        });
+        until_queued(&store, "gated-1", 2);
+        assert!(seen_rx.try_recv().is_err(), "the second command was decided while the first held the turn");
+        assert_eq!(turns_of(&store).len(), 1);
+        go_tx.send(()).unwrap();
+        let a = a.join().unwrap();
+        let b = b.join().unwrap();
+        assert_eq!((a.attempts, a.version), (1, 1));
+        assert_eq!((b.attempts, b.version, b.state.total), (1, 2, 11));
+        assert_eq!(seen_rx.recv().unwrap(), 1, "the second command decided on the first one's state");
+        assert_eq!(turns_of(&store).len(), 0);
+    }
+
+    /// Guards the table of turns against growing with every aggregate ever
+    /// touched: many commands on many aggregates from several threads, some
+    /// sharing aggregates, leave it empty.
+    #[test]
+    fn the_table_of_turns_shrinks_back_when_commands_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::builder(dir.path()).durability(crate::Durability::NoSync).open().unwrap();
+        let repo = Repository::<Counter>::new(store.clone());
+        std::thread::scope(|scope| {
+            for t in 0..4u64 {
+                let repo = repo.clone();
+                scope.spawn(move || {
+                    for k in 0..40u64 {
+                        // Half the ids are this thread's own, half shared.
+                        let id =
+                            if k % 2 == 0 { format!("own-{t}-{k}") } else { format!("shared-{}", k % 5) };
+                        assert_eq!(repo.execute(&id, 1, EventMetadata::new()).unwrap().attempts, 1);
+                    }
+                });
+            }
+        });
+        assert_eq!(turns_of(&store).len(), 0);
+        // Each thread added 1 to each shared id 4 times.
+        assert_eq!(repo.load("shared-1").unwrap().state.total, 4 * 4);
+    }
+
+    /// Guards against a panicking handler keeping its aggregate: the turn is
+    /// given back as the panic unwinds, so the command waiting behind it
+    /// runs, and later commands too.
+    #[test]
+    fn a_handler_that_panics_gives_the_turn_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let repo = Repository::<Gated>::new(store.clone());
+        let (inside_tx, inside_rx) = crossbeam_channel::bounded::<()>(1);
+        let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
+        let a = {
+            let repo = repo.clone();
+            std::thread::spawn(move || {
+                let hook = move |_| {
+                    inside_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                    panic!("the handler fails");
+                };
+                let _ = repo.execute("1", add(1, hook), EventMetadata::new());
+            })
+        };
+        inside_rx.recv().unwrap();
+        let b = {
+            let repo = repo.clone();
+            std::thread::spawn(move || {
+                repo.execute("1", Add { n: 2, hook: None }, EventMetadata::new()).unwrap()
+            })
+        };
+        until_queued(&store, "gated-1", 2);
+        go_tx.send(()).unwrap();
+        assert!(a.join().is_err());
+        assert_eq!((b.join().unwrap().attempts, repo.load("1").unwrap().state.total), (1, 2));
+        assert_eq!(repo.execute("1", Add { n: 3, hook: None }, EventMetadata::new()).unwrap().version, 2);
+        assert_eq!(turns_of(&store).len(), 0);
+    }
+
+    /// Guards against a command waiting for itself: a handler that executes
+    /// a command on its own aggregate, on its own thread, is let through;
+    /// the outer command then meets that write as a conflict and decides
+    /// again on the state that includes it.
+    #[test]
+    fn a_handler_executing_on_its_own_aggregate_does_not_wait_for_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let repo = Repository::<Gated>::new(store.clone());
+        let nested_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hook = {
+            let (repo, nested_done) = (repo.clone(), nested_done.clone());
+            move |_| {
+                if !nested_done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    repo.execute("1", Add { n: 5, hook: None }, EventMetadata::new()).unwrap();
+                }
+            }
+        };
+        let done = repo.execute("1", add(1, hook), EventMetadata::new()).unwrap();
+        assert_eq!((done.attempts, done.version, done.state.total), (2, 2, 6));
+        assert_eq!(turns_of(&store).len(), 0);
     }
 }

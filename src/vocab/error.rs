@@ -456,9 +456,10 @@ pub enum Error {
         expected: u32,
     },
 
-    /// A command kept meeting concurrent writes to its stream.
+    /// A command kept meeting writes to its stream from outside the
+    /// repositories of this process until its retries ran out.
     #[error(
-        "command on stream {stream:?} lost to concurrent writers {attempts} times in a row: retry later, or raise Repository::max_attempts"
+        "command on stream {stream:?} lost to concurrent writers {attempts} times in a row: retry later, or raise Repository::max_attempts or Repository::retry_deadline"
     )]
     RetriesExhausted {
         /// The stream id.
