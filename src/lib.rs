@@ -15,9 +15,14 @@
 //!   conflicts, temporal loads) and given/when/then test helpers
 //!   (see `docs/aggregates.md`).
 //!
-//! Cargo features, all off by default: `protocol` (the JSON-lines node,
-//! `eventfold::protocol`), `testing` (the test helpers, `eventfold::testing`,
-//! for dev-dependencies), `cli` (the `eventfold` binary; implies `protocol`),
+//! Cargo features, all off by default: `async` (the async API for any
+//! runtime: an [`AppendTicket`] is awaited, `store.submit(..)?.await` or
+//! `Store::append_async`, and a [`Subscription`] becomes a
+//! `futures_core::Stream` with `into_stream`; the writer thread and the
+//! commit notifier wake the waiting task, no thread per waiter, no
+//! polling), `protocol` (the JSON-lines node, `eventfold::protocol`),
+//! `testing` (the test helpers, `eventfold::testing`, for
+//! dev-dependencies), `cli` (the `eventfold` binary; implies `protocol`),
 //! `fault-injection` (hooks that fail the Nth commit or fsync) and `fuzzing`
 //! (a hook for the fuzz targets, not supported API). See the README.
 //!
@@ -95,6 +100,10 @@ pub use record::EventRef;
 #[doc(hidden)]
 pub use record::decode as decode_record;
 pub use store::{AllBatches, AppendTicket, DEFAULT_MAP_SIZE, Store, StoreBuilder, StoreStats, StreamBatches};
+#[cfg(feature = "async")]
+pub use store::{AppendFuture, AppendManyFuture};
+#[cfg(feature = "async")]
+pub use subscribe::SubscriptionStream;
 pub use subscribe::{Consumer, ConsumerInfo, DEFAULT_SUBSCRIPTION_BATCH, SubscribeFrom, Subscription};
 pub use vocab::{
     AppendResult, ContentType, Error, EventMetadata, ExpectedVersion, Fault, Filter, MAX_CONSUMER_NAME_LEN,

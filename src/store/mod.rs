@@ -26,7 +26,10 @@ use crate::record::{self, EncodedEvent};
 use crate::vocab::{AppendResult, ExpectedVersion, NewEvent};
 use crate::vocab::{Error, Result};
 pub use crate::writer::AppendTicket;
+pub(crate) use crate::writer::CommitWakeups;
 use crate::writer::shared::Shared;
+#[cfg(feature = "async")]
+pub use crate::writer::{AppendFuture, AppendManyFuture};
 use crate::writer::{Command, Request, WriterHandle};
 pub(crate) use crate::writer::{Delete, Put, SideWrite, StreamAppend, boxed};
 
@@ -172,8 +175,54 @@ impl Store {
         self.submit_many(appends)?.wait_many()
     }
 
-    /// Queues an append and returns at once with a ticket to wait on. Events
-    /// are validated and encoded before this returns.
+    /// [`append`](Store::append) for async code: the same checks and
+    /// result, awaited instead of blocking the thread.
+    ///
+    /// It validates and encodes the events on the task's thread when first
+    /// polled, queues the request ([`submit`](Store::submit)) and awaits the
+    /// ticket, which the writer thread completes by waking the task when it
+    /// answers. `store.submit(..)?.await` is the same thing, written out.
+    /// Queueing waits only while the writer's queue is full
+    /// ([`StoreBuilder::queue_capacity`] requests waiting): that
+    /// back-pressure blocks the thread, as it does for `append`. Dropping
+    /// the future after its first poll does not cancel the append.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+    /// use eventfold::{ExpectedVersion, NewEvent, Store};
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// let placed = NewEvent::json("Placed", &serde_json::json!({"total": 12}));
+    /// let r = store.append_async("order-1", ExpectedVersion::NoStream, [placed]).await?;
+    /// assert_eq!((r.first_position, r.stream_version), (1, 1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "async")]
+    pub async fn append_async(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = NewEvent>,
+    ) -> Result<AppendResult> {
+        self.submit(stream, expected, events)?.await
+    }
+
+    /// [`append_many`](Store::append_many) for async code: an atomic
+    /// multi-stream append, awaited; see [`append_async`](Store::append_async).
+    /// `store.submit_many(..)?.results().await` is the same thing.
+    #[cfg(feature = "async")]
+    pub async fn append_many_async<S: AsRef<str>>(
+        &self,
+        appends: impl IntoIterator<Item = StreamEvents<S>>,
+    ) -> Result<Vec<AppendResult>> {
+        self.submit_many(appends)?.results().await
+    }
+
+    /// Queues an append and returns at once with a ticket to wait on or,
+    /// with the `async` feature, to await. Events are validated and encoded
+    /// before this returns.
     pub fn submit(
         &self,
         stream: &str,
@@ -243,9 +292,9 @@ impl Store {
         if let Some(reason) = self.inner.shared.poisoned() {
             return Err(Error::Poisoned { reason: reason.to_string() });
         }
-        let (reply, rx) = crossbeam_channel::bounded(1);
+        let (reply, ticket) = crate::writer::ticket();
         self.command(Command::Write(Request { appends, side_writes, reply }))?;
-        Ok(AppendTicket::new(rx))
+        Ok(ticket)
     }
 
     /// Queues a command for the writer; `Closed` once the store is closed.
@@ -377,6 +426,15 @@ impl Store {
     /// disconnected at once, so the follower ends.
     pub(crate) fn commit_wakeups(&self) -> crossbeam_channel::Receiver<u64> {
         self.inner.shared.notifier.register()
+    }
+
+    /// Wake-ups after each commit for a follower that blocks on them or,
+    /// with the `async` feature, polls them from a task. As
+    /// [`commit_wakeups`](Store::commit_wakeups): register *before* the
+    /// first read; disconnected at once after [`close`](Store::close).
+    /// Dropping it unregisters the follower at once.
+    pub(crate) fn follow_commits(&self) -> CommitWakeups {
+        self.inner.shared.notifier.follow()
     }
 
     /// How many followers are registered for wake-ups (for tests).

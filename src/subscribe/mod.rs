@@ -6,5 +6,7 @@ mod subscription;
 
 pub(crate) use consumer::verify_checkpoints;
 pub use consumer::{Consumer, ConsumerInfo};
+#[cfg(feature = "async")]
+pub use subscription::SubscriptionStream;
 pub use subscription::{DEFAULT_SUBSCRIPTION_BATCH, SubscribeFrom, Subscription};
 pub(crate) use subscription::{Follow, read_log_batch};

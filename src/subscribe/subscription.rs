@@ -9,14 +9,20 @@
 //! channel is bounded(1) and coalescing), and the next read starts exactly
 //! where the previous one stopped. So nothing is missed or repeated at the
 //! switch from catch-up to live, whatever the writer does meanwhile.
+//!
+//! Polled as a `Stream` (feature `async`, `SubscriptionStream`), a
+//! subscription reads the same way and waits on the same registration: a
+//! task keeps its `Waker` there before it looks at the channel, and the
+//! writer wakes it with each send that fills the channel, so the rule holds
+//! for tasks too. The registration ends when the subscription is dropped.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::RecvTimeoutError;
 
 use crate::read::{ReadAll, ReadStream};
-use crate::store::Store;
+use crate::store::{CommitWakeups, Store};
 use crate::vocab::Filter;
 use crate::vocab::RecordedEvent;
 use crate::vocab::{Error, Result};
@@ -117,7 +123,9 @@ pub(crate) fn read_log_batch(
 /// Made by [`Store::subscribe`] and [`Store::subscribe_to_stream`]. It reads
 /// the log in batches of [`DEFAULT_SUBSCRIPTION_BATCH`] positions (one short
 /// read transaction each), then blocks until the writer commits more. Events
-/// arrive in position order, each once.
+/// arrive in position order, each once. With the `async` feature,
+/// `into_stream` turns it into a `futures_core::Stream` of the same events,
+/// for a task to await (`SubscriptionStream`).
 ///
 /// The handle owns no thread: dropping it is all it takes to stop. It keeps
 /// the store open (it holds a clone of the handle); [`Store::close`] ends every
@@ -142,11 +150,21 @@ pub struct Subscription {
     next: u64,
     batch: usize,
     buf: VecDeque<RecordedEvent>,
-    wake: Receiver<u64>,
+    wake: CommitWakeups,
     /// The writer went away: deliver what is in the log, then end.
     closed: bool,
     last_position: u64,
     follow: Follow,
+}
+
+/// What one batch read found.
+enum Read {
+    /// Events are buffered.
+    Ready,
+    /// Positions were read, none kept by the filter: the log goes on.
+    Skipped,
+    /// Nothing new: caught up with the log (or its durable part).
+    CaughtUp,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -165,7 +183,7 @@ impl Store {
     pub fn subscribe(&self, from: SubscribeFrom, filter: Filter) -> Result<Subscription> {
         // Register before looking at the head: a commit between the two then
         // still leaves a wake-up behind.
-        let wake = self.commit_wakeups();
+        let wake = self.follow_commits();
         let next = match from {
             SubscribeFrom::Start => 1,
             SubscribeFrom::AfterPosition(p) => p.saturating_add(1),
@@ -180,7 +198,7 @@ impl Store {
     /// comes next. The stream need not exist yet.
     pub fn subscribe_to_stream(&self, stream: &str, from_version: u64) -> Result<Subscription> {
         crate::vocab::validate_stream_id(stream)?;
-        let wake = self.commit_wakeups();
+        let wake = self.follow_commits();
         let reader = self.read()?;
         // Start the log scan at the first wanted event when it exists (the
         // stream index finds it), else after the current head.
@@ -199,7 +217,7 @@ impl Store {
 }
 
 impl Subscription {
-    fn new(store: Store, filter: Filter, min_version: u64, next: u64, wake: Receiver<u64>) -> Self {
+    fn new(store: Store, filter: Filter, min_version: u64, next: u64, wake: CommitWakeups) -> Self {
         Subscription {
             store,
             filter,
@@ -232,6 +250,13 @@ impl Subscription {
     pub fn with_batch_size(mut self, batch: usize) -> Self {
         self.batch = batch.max(1);
         self
+    }
+
+    /// This subscription as an async `Stream` of the same events (feature
+    /// `async`); see [`SubscriptionStream`].
+    #[cfg(feature = "async")]
+    pub fn into_stream(self) -> SubscriptionStream {
+        SubscriptionStream { sub: self, ended: false }
     }
 
     /// The filter this subscription applies.
@@ -308,21 +333,34 @@ impl Subscription {
     /// Returns whether an event is ready.
     fn fill(&mut self) -> Result<bool> {
         while self.buf.is_empty() {
-            let b = read_log_batch(&self.store, self.next, self.batch, u64::MAX, &self.filter, self.follow)?;
-            let scanned = b.next > self.next;
-            self.next = b.next;
-            let min_version = self.min_version;
-            self.buf.extend(b.events.into_iter().filter(|e| e.version >= min_version));
-            if !scanned {
-                if self.follow == Follow::Durable {
-                    // Caught up with what is durable: have the writer sync
-                    // what is committed beyond it (its wake-up follows).
-                    self.store.want_durable();
-                }
-                break;
+            match self.read_batch()? {
+                Read::Skipped => {}
+                Read::Ready | Read::CaughtUp => break,
             }
         }
         Ok(!self.buf.is_empty())
+    }
+
+    /// Reads one batch of the log (one short read transaction).
+    fn read_batch(&mut self) -> Result<Read> {
+        let b = read_log_batch(&self.store, self.next, self.batch, u64::MAX, &self.filter, self.follow)?;
+        let scanned = b.next > self.next;
+        self.next = b.next;
+        let min_version = self.min_version;
+        self.buf.extend(b.events.into_iter().filter(|e| e.version >= min_version));
+        if !self.buf.is_empty() {
+            return Ok(Read::Ready);
+        }
+        if scanned {
+            return Ok(Read::Skipped);
+        }
+        if self.follow == Follow::Durable {
+            // Caught up with what is durable: have the writer sync what is
+            // committed beyond it. The sync wakes followers, as a commit
+            // does, so the wake-up follows.
+            self.store.want_durable();
+        }
+        Ok(Read::CaughtUp)
     }
 
     /// Waits for the writer's next commit (or the timeout, or the store's close).
@@ -354,6 +392,118 @@ impl Iterator for Subscription {
     }
 }
 
+/// A [`Subscription`] as a `futures_core::Stream` (feature `async`), for a
+/// task instead of a thread: the same events, in the same order, each once,
+/// as the blocking iterator. Made by [`Subscription::into_stream`]; it is a
+/// type of its own because a `Subscription` is an `Iterator`, and with
+/// both `Iterator` and `StreamExt` in scope `sub.next()` would be ambiguous.
+///
+/// When it has caught up, the stream waits for the writer's next commit
+/// without a thread: the writer's commit notifier wakes the task (for a
+/// [`durable_only`](Subscription::durable_only) subscription, such as a
+/// durable consumer's, a sync that makes events durable wakes it too). It
+/// ends (`None`) once the store has closed and every committed event has
+/// been delivered. Dropping it unregisters it from the notifier at once.
+///
+/// The catch-up reads from LMDB run inside `poll_next`, on the polling
+/// task's thread: each poll reads at most one batch
+/// ([`with_batch_size`](Subscription::with_batch_size) positions, one short
+/// read transaction), which waits on no I/O but page faults of the memory
+/// map, and a poll whose batch the filter emptied yields to the executor
+/// before the next one.
+///
+/// On a store opened read-only another process writes, so no commit wakes
+/// this one: the stream delivers what is committed, then yields
+/// [`Error::ReadOnlyStream`] and ends, rather than poll on a timer it does
+/// not have. Follow such a store with [`try_next`](Subscription::try_next)
+/// on a timer of your runtime, or with the blocking iterator on a thread of
+/// its own.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+/// use eventfold::{ExpectedVersion, Filter, NewEvent, Store, SubscribeFrom};
+/// use futures_util::StreamExt;
+/// # let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path())?;
+/// let mut orders = store.subscribe(SubscribeFrom::Start, Filter::new().category("order"))?.into_stream();
+/// store.append_async("order-1", ExpectedVersion::Any, [NewEvent::json("Placed", &serde_json::json!({}))]).await?;
+/// let event = orders.next().await.expect("committed above")?;
+/// assert_eq!((event.position, event.event_type.as_str()), (1, "Placed"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(feature = "async")]
+#[derive(Debug)]
+#[must_use = "streams do nothing unless polled"]
+pub struct SubscriptionStream {
+    sub: Subscription,
+    /// Ended on a read-only store, after its error.
+    ended: bool,
+}
+
+#[cfg(feature = "async")]
+impl SubscriptionStream {
+    /// The subscription: its [`last_position`](Subscription::last_position),
+    /// [`filter`](Subscription::filter), [`is_closed`](Subscription::is_closed).
+    pub fn get_ref(&self) -> &Subscription {
+        &self.sub
+    }
+
+    /// Back to the blocking subscription, at the same position.
+    pub fn into_inner(self) -> Subscription {
+        self.sub
+    }
+}
+
+#[cfg(feature = "async")]
+impl futures_core::Stream for SubscriptionStream {
+    type Item = Result<RecordedEvent>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let sub = &mut this.sub;
+        loop {
+            if let Some(event) = sub.pop() {
+                return Poll::Ready(Some(Ok(event)));
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match sub.read_batch() {
+                Err(e) => return Poll::Ready(Some(Err(e))),
+                Ok(Read::Ready) => continue,
+                Ok(Read::Skipped) => {
+                    // More log to read: let other tasks run between batches.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Ok(Read::CaughtUp) => {}
+            }
+            if sub.closed {
+                return Poll::Ready(None);
+            }
+            if sub.store.is_read_only() {
+                this.ended = true;
+                return Poll::Ready(Some(Err(Error::ReadOnlyStream)));
+            }
+            match sub.wake.poll_wake(cx) {
+                Poll::Pending => return Poll::Pending,
+                // A commit (or a sync, for a durable-only subscription):
+                // read again from the next position.
+                Poll::Ready(Some(_)) => {}
+                // The final commits happened before the close: one more
+                // read finds them.
+                Poll::Ready(None) => sub.closed = true,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,9 +531,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let sub = store.subscribe(SubscribeFrom::End, Filter::new()).unwrap();
-        assert_eq!(store.followers(), 1);
+        let to_stream = store.subscribe_to_stream("a-1", 1).unwrap();
+        assert_eq!(store.followers(), 2);
         drop(sub);
+        assert_eq!(store.followers(), 1, "unregistered at the drop, not at the next commit");
+        drop(to_stream);
+        assert_eq!(store.followers(), 0);
         store.append("a-1", ExpectedVersion::Any, [ev("X")]).unwrap();
+        assert_eq!(store.followers(), 0);
+    }
+
+    /// Guards that a stream dropped while it waits stops costing the
+    /// writer at once (the notifier forgets it at the drop).
+    #[cfg(feature = "async")]
+    #[test]
+    fn dropping_a_pending_stream_unregisters_it_at_once() {
+        use futures_core::Stream;
+        use std::task::{Context, Waker};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut stream = store.subscribe(SubscribeFrom::End, Filter::new()).unwrap().into_stream();
+        let poll = std::pin::Pin::new(&mut stream).poll_next(&mut Context::from_waker(Waker::noop()));
+        assert!(poll.is_pending());
+        assert_eq!(store.followers(), 1);
+        drop(stream);
         assert_eq!(store.followers(), 0);
     }
 

@@ -253,6 +253,15 @@ pub enum Error {
     #[error("store is closed")]
     Closed,
 
+    /// A subscription polled as an async stream (`Subscription::into_stream`)
+    /// caught up with a store opened read-only: another process writes that
+    /// log, so no commit wakes this one, and the stream has no timer to look
+    /// again. The stream ends after this error.
+    #[error(
+        "a subscription stream on a read-only store cannot wait for new events: another process writes them and no commit wakes this one; call Subscription::try_next on a timer of your runtime, or follow the store with the blocking iterator on a thread (it looks again every 50 ms)"
+    )]
+    ReadOnlyStream,
+
     /// A payload or metadata could not be decoded into the requested type.
     #[error("could not decode event at position {position} of stream {stream:?} ({event_type}): {reason}")]
     Decode {

@@ -251,8 +251,9 @@ impl Writer {
             if outcome.is_err() {
                 Shared::bump(&self.shared.rejected, 1);
             }
-            // The appender may have given up waiting; that is not our failure.
-            let _ = req.reply.send(Reply { outcome, spent: req.appends });
+            // Wakes the appender's thread or task; an appender that gave
+            // up waiting is not our failure.
+            req.reply.send(Reply { outcome, spent: req.appends });
         }
         others
     }
@@ -438,7 +439,7 @@ mod tests {
         let mut writer = Writer::new(env.clone(), dbs, Arc::new(Shared::default()), config, start);
         let (mut batch, mut replies) = (Vec::new(), Vec::new());
         for i in 0..3 {
-            let (tx, rx) = crossbeam_channel::bounded(1);
+            let (tx, rx) = crate::writer::ticket();
             let event = record::encode("s", NewEvent::json("E", &i), 1 << 20).unwrap();
             let appends = vec![StreamAppend {
                 stream_id: format!("s-{i}"),
@@ -449,17 +450,20 @@ mod tests {
             replies.push(rx);
         }
         let others = writer.process(&mut batch, || {
-            assert!(replies.iter().all(|r| r.is_empty()), "an answer went out before the queue was counted");
+            assert!(
+                replies.iter().all(|r| !r.is_answered()),
+                "an answer went out before the queue was counted"
+            );
             5
         });
         assert_eq!(others, 5);
         for r in replies {
-            assert_eq!(r.recv().unwrap().outcome.unwrap().len(), 1);
+            assert_eq!(r.wait_many().unwrap().len(), 1);
         }
     }
 
-    fn request(stream: &str, payload_len: usize) -> (Request, crossbeam_channel::Receiver<Reply>) {
-        let (tx, rx) = crossbeam_channel::bounded(1);
+    fn request(stream: &str, payload_len: usize) -> (Request, crate::writer::AppendTicket) {
+        let (tx, rx) = crate::writer::ticket();
         let event = record::encode(stream, NewEvent::binary("E", vec![1u8; payload_len]), 8 << 20).unwrap();
         let appends = vec![StreamAppend {
             stream_id: stream.to_string(),
@@ -499,7 +503,7 @@ mod tests {
         let (c, rc) = request("c-1", 10);
         writer.process(&mut vec![a, b, c], || 0);
         for (name, rx) in [("first", ra), ("second", rb), ("third", rc)] {
-            let outcome = rx.recv().unwrap().outcome;
+            let outcome = rx.wait_many();
             assert!(matches!(outcome, Err(Error::Poisoned { .. })), "{name} request: {outcome:?}");
         }
         assert!(shared.poisoned().is_some());

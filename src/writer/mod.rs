@@ -4,19 +4,27 @@
 //! [`Request`] on a bounded channel. The writer takes the first request,
 //! drains whatever else is queued (up to the batch limits), checks and writes
 //! every request in one transaction, commits once (one fsync), answers each
-//! request with its own result and wakes subscribers.
+//! request with its own result and wakes subscribers. An answer goes into
+//! the request's ticket (`ticket.rs`), which wakes the appender: a blocked
+//! thread or, for an awaited ticket, the task's `Waker`.
 
 mod apply;
 mod batch;
 pub(crate) mod shared;
 mod side;
+mod ticket;
 
+pub(crate) use shared::CommitWakeups;
 pub(crate) use side::{Delete, Put, SideWrite, boxed};
+pub use ticket::AppendTicket;
+#[cfg(feature = "async")]
+pub use ticket::{AppendFuture, AppendManyFuture};
+pub(crate) use ticket::{ReplySender, ticket};
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use heed::{Env, WithoutTls};
 
 use crate::lmdb::env::Dbs;
@@ -38,7 +46,7 @@ pub(crate) struct StreamAppend {
 pub(crate) struct Request {
     pub appends: Vec<StreamAppend>,
     pub side_writes: Vec<Box<dyn SideWrite>>,
-    pub reply: Sender<Reply>,
+    pub reply: ReplySender,
 }
 
 /// The writer's answer to a request. It carries the request's encoded events
@@ -145,36 +153,3 @@ impl WriterHandle {
 }
 
 pub(crate) use batch::StartState;
-
-/// A submitted request whose result can be collected later.
-///
-/// Returned by [`Store::submit`](crate::Store::submit) and
-/// [`Store::submit_many`](crate::Store::submit_many): one producer can keep
-/// many requests in flight and let the writer fill large batches.
-#[must_use = "an append ticket does nothing unless waited on; dropping it does not cancel the append"]
-#[derive(Debug)]
-pub struct AppendTicket {
-    rx: Receiver<Reply>,
-}
-
-impl AppendTicket {
-    pub(crate) fn new(rx: Receiver<Reply>) -> Self {
-        AppendTicket { rx }
-    }
-
-    /// Waits for the request's result: one [`AppendResult`] per stream.
-    pub fn wait_many(self) -> Result<Vec<AppendResult>> {
-        match self.rx.recv() {
-            Ok(reply) => {
-                drop(reply.spent);
-                reply.outcome
-            }
-            Err(_) => Err(Error::Closed),
-        }
-    }
-
-    /// Waits for the result of a single-stream append.
-    pub fn wait(self) -> Result<AppendResult> {
-        self.wait_many()?.into_iter().next().ok_or(Error::EmptyAppend)
-    }
-}

@@ -1,6 +1,8 @@
 //! eventfold's integration tests: one binary, one module per area.
 
 mod aggregates;
+#[cfg(feature = "async")]
+mod async_api;
 #[cfg(feature = "cli")]
 mod cli;
 mod common;
