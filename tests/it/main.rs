@@ -14,6 +14,7 @@ mod examples;
 mod faults;
 mod fuzz_corpus;
 mod layers;
+mod metadata;
 mod model;
 mod multiprocess;
 mod payload_limits;
