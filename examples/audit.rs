@@ -248,11 +248,12 @@ pub fn run(dir: &Path) -> Result<(), BoxError> {
     for e in &history {
         running += e.event.delta();
         let r = &e.recorded;
-        let cause = match r.causation_id {
+        // Every cause here is an event or a command, named by its UUID.
+        let cause = match r.causation_id.as_deref().and_then(|c| Uuid::parse_str(c).ok()) {
             Some(id) => match reader.event_by_id(id)? {
                 Some(c) => {
                     // An event caused by an event of the same transaction.
-                    trail_ok &= c.correlation_id() == r.correlation_id;
+                    trail_ok &= c.correlation_id().as_deref() == r.correlation_id.as_deref();
                     format!(
                         "event {} on {} v{} by {}",
                         c.event_type(),
@@ -283,10 +284,7 @@ pub fn run(dir: &Path) -> Result<(), BoxError> {
             e.event.describe(),
             signed_money(running)
         );
-        println!(
-            "      correlation {} | caused by {cause}",
-            r.correlation_id.map_or("-".to_string(), |c| c.to_string())
-        );
+        println!("      correlation {} | caused by {cause}", r.correlation_id.as_deref().unwrap_or("-"));
     }
     drop(reader);
     check("alice's balance is 237.50", alice.state.balance == 237_50)?;

@@ -24,7 +24,9 @@
 //! `testing` (the test helpers, `eventfold::testing`, for
 //! dev-dependencies), `cli` (the `eventfold` binary; implies `protocol`),
 //! `fault-injection` (hooks that fail the Nth commit or fsync) and `fuzzing`
-//! (a hook for the fuzz targets, not supported API). See the README.
+//! (a hook for the fuzz targets, not supported API), `tracing-span`
+//! (`EventMetadata::from_current_span` and its `SpanMetadataLayer`). See the
+//! README.
 //!
 //! ```
 //! use eventfold::{ExpectedVersion, NewEvent, ReadStream, Store};
@@ -105,7 +107,10 @@ pub use store::{AppendFuture, AppendManyFuture};
 #[cfg(feature = "async")]
 pub use subscribe::SubscriptionStream;
 pub use subscribe::{Consumer, ConsumerInfo, DEFAULT_SUBSCRIPTION_BATCH, SubscribeFrom, Subscription};
+#[cfg(feature = "tracing-span")]
+pub use vocab::SpanMetadataLayer;
 pub use vocab::{
     AppendResult, ContentType, Error, EventMetadata, ExpectedVersion, Fault, Filter, MAX_CONSUMER_NAME_LEN,
-    MAX_JSON_DEPTH, MAX_NAME_LEN, NewEvent, RecordedEvent, Result, VerifyReport, category_of,
+    MAX_JSON_DEPTH, MAX_METADATA_ID_LEN, MAX_NAME_LEN, MAX_TRACEPARENT_LEN, NewEvent, RecordedEvent, Result,
+    VerifyReport, category_of,
 };

@@ -45,10 +45,11 @@ impl Store {
             }
             times.push(e.recorded_at);
             let metadata = e.event_metadata();
-            let event = match e.content_type {
+            let mut event = match e.content_type {
                 ContentType::Json => NewEvent::json_bytes(e.event_type, e.payload),
                 ContentType::Binary => NewEvent::binary(e.event_type, e.payload),
             };
+            event.imported = true;
             new_events.push(
                 event.with_id(e.event_id).with_schema_version(e.schema_version).with_metadata(metadata),
             );

@@ -394,6 +394,7 @@ pub fn error_reply(in_reply_to: Option<u64>, error: Error) -> Reply {
         | Error::InvalidEventType { .. }
         | Error::InvalidPayload { .. }
         | Error::InvalidMetadata { .. }
+        | Error::InvalidMetadataField { .. }
         | Error::EventTooLarge { .. }
         | Error::EmptyAppend
         | Error::DuplicateStreamInRequest { .. }

@@ -187,18 +187,22 @@ impl<'de> Deserialize<'de> for RawJson {
     }
 }
 
-/// Event metadata on the wire: the three known fields and any others, flat.
+/// Event metadata on the wire: the four known fields and any others, flat.
+/// The ids are strings: any id (`"req-7f3a"`, a trace id), a UUID as its text.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WireMetadata {
     /// Groups every event of one business transaction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub correlation_id: Option<Uuid>,
-    /// The event or command that caused this one.
+    pub correlation_id: Option<String>,
+    /// The event, command or request that caused this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub causation_id: Option<Uuid>,
+    pub causation_id: Option<String>,
     /// The user on whose behalf the event was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The W3C trace-context `traceparent` of the operation that recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// Any other fields.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -206,12 +210,13 @@ pub struct WireMetadata {
 
 impl From<WireMetadata> for EventMetadata {
     fn from(m: WireMetadata) -> Self {
-        EventMetadata {
-            correlation_id: m.correlation_id,
-            causation_id: m.causation_id,
-            user_id: m.user_id,
-            extra: m.extra,
-        }
+        let mut meta = EventMetadata::new();
+        meta.correlation_id = m.correlation_id;
+        meta.causation_id = m.causation_id;
+        meta.user_id = m.user_id;
+        meta.traceparent = m.traceparent;
+        meta.extra = m.extra;
+        meta
     }
 }
 
@@ -501,6 +506,7 @@ impl WireEvent {
                 correlation_id: e.correlation_id,
                 causation_id: e.causation_id,
                 user_id: e.user_id,
+                traceparent: e.traceparent,
                 extra: e.metadata,
             },
             content_type: (e.content_type == ContentType::Binary).then_some(ContentType::Binary),

@@ -1,9 +1,12 @@
 //! [`EventRef`]: a checked, borrowed view of one stored event.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{ArchivedEventBody, EventBody, Trailer};
+use super::{ArchivedEventBody, EventBody, Trailer, reserved_string};
+use crate::vocab::metadata::{CAUSATION_KEY, CORRELATION_KEY, TRACEPARENT_KEY};
 use crate::vocab::{ContentType, RecordedEvent};
 use crate::vocab::{Error, Result};
 
@@ -113,7 +116,11 @@ impl<'a> EventRef<'a> {
         }
     }
 
-    /// The extra metadata as JSON object bytes (empty when there is none).
+    /// The stored metadata object's JSON bytes (empty when there is none):
+    /// the extra fields, and the reserved keys that hold a correlation or
+    /// causation id that is not a UUID and the `traceparent` (see
+    /// `docs/format.md`). [`to_owned`](Self::to_owned) and the accessors
+    /// take those apart.
     pub fn metadata_bytes(&self) -> &[u8] {
         match &self.body {
             Body::Borrowed(b) => b.metadata.as_slice(),
@@ -121,20 +128,35 @@ impl<'a> EventRef<'a> {
         }
     }
 
-    /// The correlation id.
-    pub fn correlation_id(&self) -> Option<Uuid> {
-        match &self.body {
-            Body::Borrowed(b) => b.correlation_id.as_ref().map(|id| Uuid::from_bytes(*id)),
-            Body::Owned(b) => b.correlation_id.map(Uuid::from_bytes),
+    /// The correlation id, exactly as appended: borrowed from the record,
+    /// or made from its 16 bytes when it is a UUID (then its hyphenated
+    /// text, as it was appended).
+    pub fn correlation_id(&self) -> Option<Cow<'_, str>> {
+        let field = match &self.body {
+            Body::Borrowed(b) => b.correlation_id.as_ref().copied(),
+            Body::Owned(b) => b.correlation_id,
+        };
+        match field {
+            Some(bytes) => Some(Cow::Owned(Uuid::from_bytes(bytes).hyphenated().to_string())),
+            None => reserved_string(self.metadata_bytes(), CORRELATION_KEY),
         }
     }
 
-    /// The causation id.
-    pub fn causation_id(&self) -> Option<Uuid> {
-        match &self.body {
-            Body::Borrowed(b) => b.causation_id.as_ref().map(|id| Uuid::from_bytes(*id)),
-            Body::Owned(b) => b.causation_id.map(Uuid::from_bytes),
+    /// The causation id, exactly as appended (see [`correlation_id`](Self::correlation_id)).
+    pub fn causation_id(&self) -> Option<Cow<'_, str>> {
+        let field = match &self.body {
+            Body::Borrowed(b) => b.causation_id.as_ref().copied(),
+            Body::Owned(b) => b.causation_id,
+        };
+        match field {
+            Some(bytes) => Some(Cow::Owned(Uuid::from_bytes(bytes).hyphenated().to_string())),
+            None => reserved_string(self.metadata_bytes(), CAUSATION_KEY),
         }
+    }
+
+    /// The W3C trace-context `traceparent` the event was appended with.
+    pub fn traceparent(&self) -> Option<Cow<'_, str>> {
+        reserved_string(self.metadata_bytes(), TRACEPARENT_KEY)
     }
 
     /// The user id.
@@ -169,13 +191,30 @@ impl<'a> EventRef<'a> {
     /// Copies the event into an owned [`RecordedEvent`].
     pub fn to_owned(&self) -> Result<RecordedEvent> {
         let meta = self.metadata_bytes();
-        let metadata = if meta.is_empty() {
+        let mut metadata = if meta.is_empty() {
             Map::new()
         } else {
             match serde_json::from_slice::<Value>(meta) {
                 Ok(Value::Object(m)) => m,
                 _ => return Err(Error::corruption(self.position(), "metadata is not a JSON object")),
             }
+        };
+        // A reserved key with a string value is eventfold's; any other value
+        // is an extra field of a store written before the key was reserved.
+        let mut take = |key: &str| match metadata.get(key) {
+            Some(Value::String(_)) => match metadata.remove(key) {
+                Some(Value::String(s)) => Some(s),
+                _ => None,
+            },
+            _ => None,
+        };
+        let correlation_key = take(CORRELATION_KEY);
+        let causation_key = take(CAUSATION_KEY);
+        let traceparent = take(TRACEPARENT_KEY);
+        let uuid_text = |field: Option<[u8; 16]>| field.map(|b| Uuid::from_bytes(b).hyphenated().to_string());
+        let (correlation_field, causation_field) = match &self.body {
+            Body::Borrowed(b) => (b.correlation_id.as_ref().copied(), b.causation_id.as_ref().copied()),
+            Body::Owned(b) => (b.correlation_id, b.causation_id),
         };
         Ok(RecordedEvent {
             position: self.position(),
@@ -185,9 +224,10 @@ impl<'a> EventRef<'a> {
             event_type: self.event_type().to_string(),
             schema_version: self.schema_version(),
             recorded_at: self.recorded_at(),
-            correlation_id: self.correlation_id(),
-            causation_id: self.causation_id(),
+            correlation_id: uuid_text(correlation_field).or(correlation_key),
+            causation_id: uuid_text(causation_field).or(causation_key),
             user_id: self.user_id().map(str::to_string),
+            traceparent,
             metadata,
             content_type: self.content_type,
             payload: self.payload().to_vec(),

@@ -11,11 +11,16 @@ mod event_ref;
 
 pub use event_ref::EventRef;
 
+use std::borrow::Cow;
+
 use rkyv::rancor;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::lmdb::keys::le_u64;
-use crate::vocab::{ContentType, MAX_NAME_LEN, NewEvent, name_problem, shorten};
+use crate::vocab::metadata::{CAUSATION_KEY, CORRELATION_KEY, TRACEPARENT_KEY};
+use crate::vocab::{ContentType, EventMetadata, MAX_NAME_LEN, NewEvent, name_problem, shorten};
 use crate::vocab::{Error, Result};
 
 /// The record format this build reads and writes.
@@ -33,10 +38,16 @@ pub(crate) struct EventBody {
     pub content_type: u8,
     pub stream_id: String,
     pub event_type: String,
+    /// A correlation id that is a UUID in canonical text; any other is in
+    /// `metadata` under `$correlation_id`.
     pub correlation_id: Option<[u8; 16]>,
+    /// A causation id that is a UUID in canonical text; any other is in
+    /// `metadata` under `$causation_id`.
     pub causation_id: Option<[u8; 16]>,
     pub user_id: Option<String>,
-    /// A JSON object's bytes, or empty when there are no extra fields.
+    /// A JSON object's bytes: the extra fields and the reserved keys
+    /// (`$correlation_id`, `$causation_id`, `$traceparent`); empty when
+    /// there are none.
     pub metadata: Vec<u8>,
     pub payload: Vec<u8>,
 }
@@ -79,19 +90,18 @@ pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Re
             return Err(Error::InvalidPayload { event_type: event.event_type.clone(), reason });
         }
     }
-    let meta = event.metadata;
-    if let Some(user) = &meta.user_id
-        && (user.len() > MAX_NAME_LEN || user.chars().any(char::is_control))
-    {
-        return Err(Error::InvalidMetadata {
-            reason: format!("user id must be at most {MAX_NAME_LEN} bytes without control characters"),
-        });
+    event.metadata.check(event.imported)?;
+    let EventMetadata { correlation_id, causation_id, user_id, traceparent, mut extra } = event.metadata;
+    let correlation_id = place_id(correlation_id, CORRELATION_KEY, &mut extra);
+    let causation_id = place_id(causation_id, CAUSATION_KEY, &mut extra);
+    if let Some(traceparent) = traceparent {
+        extra.insert(TRACEPARENT_KEY.to_string(), Value::String(traceparent));
     }
-    let metadata = if meta.extra.is_empty() {
+    let metadata = if extra.is_empty() {
         Vec::new()
     } else {
         let bytes =
-            serde_json::to_vec(&meta.extra).map_err(|e| Error::InvalidMetadata { reason: e.to_string() })?;
+            serde_json::to_vec(&extra).map_err(|e| Error::InvalidMetadata { reason: e.to_string() })?;
         crate::vocab::json_limits::check_depth(&bytes).map_err(|reason| Error::InvalidMetadata { reason })?;
         bytes
     };
@@ -103,15 +113,75 @@ pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Re
         content_type: event.content_type.to_byte(),
         stream_id: stream.to_string(),
         event_type: event.event_type,
-        correlation_id: meta.correlation_id.map(Uuid::into_bytes),
-        causation_id: meta.causation_id.map(Uuid::into_bytes),
-        user_id: meta.user_id,
+        correlation_id,
+        causation_id,
+        user_id,
         metadata,
         payload,
     };
     let mut encoded = encode_body(&body, event_id, max_event_size)?;
     encoded.caller_id = caller_id;
     Ok(encoded)
+}
+
+/// Where an id is stored (see `docs/format.md`): a UUID in canonical text
+/// (lower-case, hyphenated) in the record's 16-byte field, from which it
+/// reads back as the same text; any other id under `key` in the metadata
+/// object, as given.
+fn place_id(id: Option<String>, key: &str, extra: &mut Map<String, Value>) -> Option<[u8; 16]> {
+    let id = id?;
+    if let Some(uuid) = canonical_uuid(&id) {
+        return Some(uuid.into_bytes());
+    }
+    extra.insert(key.to_string(), Value::String(id));
+    None
+}
+
+/// The UUID whose canonical text (lower-case, hyphenated) is `text`
+/// exactly; `None` for any other text, a UUID spelled otherwise included.
+fn canonical_uuid(text: &str) -> Option<Uuid> {
+    let uuid = Uuid::try_parse(text).ok()?;
+    let mut buf = Uuid::encode_buffer();
+    (uuid.hyphenated().encode_lower(&mut buf) == text).then_some(uuid)
+}
+
+/// The reserved keys of a record's metadata object, as raw JSON; every
+/// other key is skipped.
+#[derive(serde::Deserialize)]
+struct ReservedKeys<'a> {
+    #[serde(rename = "$correlation_id", borrow, default)]
+    correlation_id: Option<&'a RawValue>,
+    #[serde(rename = "$causation_id", borrow, default)]
+    causation_id: Option<&'a RawValue>,
+    #[serde(rename = "$traceparent", borrow, default)]
+    traceparent: Option<&'a RawValue>,
+}
+
+/// The string under the reserved `key` of a record's metadata object, or
+/// `None` when there is none (or its value is not a string: then it is an
+/// extra field a store written before the key was reserved holds).
+/// Borrowed from `metadata` unless the string has escapes.
+pub(crate) fn reserved_string<'a>(metadata: &'a [u8], key: &str) -> Option<Cow<'a, str>> {
+    // serde_json writes every key unescaped, and the metadata object is
+    // always its output: a key that is not in the bytes is not in the object.
+    if !metadata.windows(key.len()).any(|w| w == key.as_bytes()) {
+        return None;
+    }
+    let keys: ReservedKeys<'a> = serde_json::from_slice(metadata).ok()?;
+    let raw = match key {
+        CORRELATION_KEY => keys.correlation_id,
+        CAUSATION_KEY => keys.causation_id,
+        TRACEPARENT_KEY => keys.traceparent,
+        _ => None,
+    }?;
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    match serde_json::from_str::<&str>(text) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+    }
 }
 
 pub(crate) fn encode_body(body: &EventBody, event_id: Uuid, max_event_size: usize) -> Result<EncodedEvent> {
@@ -339,6 +409,124 @@ mod tests {
         assert!(matches!(decode(7, &buf[..buf.len() - 8]), Err(Error::Corruption { .. })));
         assert!(matches!(decode(8, &buf), Err(Error::Corruption { position: 8, .. })));
         assert!(matches!(decode(7, &[]), Err(Error::Corruption { .. })));
+    }
+
+    fn round_trip(meta: EventMetadata) -> (EventBody, crate::vocab::RecordedEvent) {
+        let ev = NewEvent::json("T", &1).with_metadata(meta);
+        let mut enc = encode("s-1", ev, 1 << 20).unwrap();
+        seal(&mut enc, 1, 1, 1);
+        let mut buf = rkyv::util::AlignedVec::<16>::new();
+        buf.extend_from_slice(&enc.value);
+        let view = decode(1, &buf).unwrap();
+        let owned = view.to_owned().unwrap();
+        assert_eq!(view.correlation_id().as_deref(), owned.correlation_id.as_deref());
+        assert_eq!(view.causation_id().as_deref(), owned.causation_id.as_deref());
+        assert_eq!(view.traceparent().as_deref(), owned.traceparent.as_deref());
+        let n = enc.value.len();
+        let body_len = u32::from_le_bytes(enc.value[n - 12..n - 8].try_into().unwrap()) as usize;
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(&enc.value[..body_len]);
+        (rkyv::from_bytes::<EventBody, rancor::Error>(&aligned).unwrap(), owned)
+    }
+
+    /// Each id comes back as the exact text appended; only a UUID in
+    /// canonical text takes the 16-byte field, every other id the
+    /// metadata object's reserved key.
+    #[test]
+    fn ids_round_trip_as_given() {
+        let uuid = Uuid::now_v7();
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let cases: Vec<(String, bool)> = vec![
+            (uuid.hyphenated().to_string(), true),
+            (uuid.hyphenated().to_string().to_uppercase(), false),
+            (uuid.simple().to_string(), false),
+            (trace.to_string(), false),
+            (format!("{{{uuid}}}"), false),
+            ("req-7f3a".to_string(), false),
+            ("ünïcødé ☃ \"quoted\" \\ back".to_string(), false),
+            ("x".repeat(MAX_NAME_LEN), false),
+        ];
+        for (id, in_field) in cases {
+            let meta = EventMetadata::new().correlation_id(&id).causation_id(&id).extra("ip", "::1");
+            let (body, owned) = round_trip(meta.traceparent(tp));
+            assert_eq!(owned.correlation_id.as_deref(), Some(id.as_str()), "{id}");
+            assert_eq!(owned.causation_id.as_deref(), Some(id.as_str()), "{id}");
+            assert_eq!(owned.traceparent.as_deref(), Some(tp));
+            assert_eq!(body.correlation_id.is_some(), in_field, "{id}");
+            assert_eq!(body.causation_id.is_some(), in_field, "{id}");
+            let stored: serde_json::Value = serde_json::from_slice(&body.metadata).unwrap();
+            assert_eq!(stored.get("$correlation_id").is_some(), !in_field, "{id}");
+            assert_eq!(stored["$traceparent"], tp);
+            // The reserved keys never show as extra fields.
+            assert_eq!(owned.metadata.keys().collect::<Vec<_>>(), ["ip"], "{id}");
+            assert_eq!(owned.event_metadata().extra, meta_extra());
+        }
+        // Without extra fields, a UUID id keeps the metadata empty, as before.
+        let (body, owned) = round_trip(EventMetadata::new().correlation_id(uuid));
+        assert!(body.metadata.is_empty());
+        assert_eq!(owned.correlation_id, Some(uuid.to_string()));
+        let (body, owned) = round_trip(EventMetadata::new().causation_id("req-7f3a"));
+        assert_eq!(body.metadata, br#"{"$causation_id":"req-7f3a"}"#);
+        assert_eq!((owned.correlation_id, owned.causation_id.as_deref()), (None, Some("req-7f3a")));
+    }
+
+    fn meta_extra() -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("ip".into(), "::1".into());
+        m
+    }
+
+    #[test]
+    fn invalid_ids_and_reserved_extra_names_are_refused() {
+        let refused =
+            |meta: EventMetadata| encode("s-1", NewEvent::json("T", &1).with_metadata(meta), 1 << 20);
+        for bad in [String::new(), "a\u{0}b".into(), "line\nbreak".into(), "x".repeat(MAX_NAME_LEN + 1)] {
+            let err = refused(EventMetadata::new().correlation_id(&bad)).unwrap_err();
+            assert!(matches!(err, Error::InvalidMetadataField { field: "correlation id", .. }), "{err}");
+            let err = refused(EventMetadata::new().causation_id(&bad)).unwrap_err();
+            assert!(matches!(err, Error::InvalidMetadataField { field: "causation id", .. }), "{err}");
+        }
+        let err = refused(EventMetadata::new().traceparent("00-abc")).unwrap_err();
+        assert!(matches!(err, Error::InvalidMetadataField { field: "traceparent", .. }), "{err}");
+        for name in ["$correlation_id", "$causation_id", "$traceparent", "correlation_id", "traceparent"] {
+            let err = refused(EventMetadata::new().extra(name, "x")).unwrap_err();
+            assert!(matches!(&err, Error::InvalidMetadata { reason } if reason.contains(name)), "{err}");
+        }
+    }
+
+    /// A store written before the keys were reserved may hold an extra
+    /// field of one of their names: a value that is not a string stays an
+    /// extra field, and a UUID in the 16-byte field wins.
+    #[test]
+    fn a_reserved_name_without_a_string_stays_an_extra_field() {
+        let id = Uuid::now_v7();
+        let body = EventBody {
+            event_id: Uuid::now_v7().into_bytes(),
+            schema_version: 1,
+            content_type: 0,
+            stream_id: "s-1".into(),
+            event_type: "T".into(),
+            correlation_id: Some(id.into_bytes()),
+            causation_id: None,
+            user_id: None,
+            metadata: br#"{"$causation_id":5,"$correlation_id":"old","ip":"::1"}"#.to_vec(),
+            payload: b"1".to_vec(),
+        };
+        let mut enc = encode_body(&body, Uuid::from_bytes(body.event_id), 1 << 20).unwrap();
+        seal(&mut enc, 1, 1, 1);
+        let mut buf = rkyv::util::AlignedVec::<16>::new();
+        buf.extend_from_slice(&enc.value);
+        let view = decode(1, &buf).unwrap();
+        assert_eq!(view.correlation_id().as_deref(), Some(id.to_string().as_str()));
+        assert_eq!(view.causation_id(), None);
+        let owned = view.to_owned().unwrap();
+        assert_eq!(owned.correlation_id, Some(id.to_string()));
+        assert_eq!(owned.causation_id, None);
+        assert_eq!(
+            serde_json::Value::Object(owned.metadata),
+            serde_json::json!({"$causation_id": 5, "ip": "::1"})
+        );
     }
 
     #[test]

@@ -84,6 +84,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// A correlation, causation or user id is empty, too long or has control
+    /// characters, or a `traceparent` is not a W3C trace-context header.
+    #[error("invalid {field} {value:?}: {reason}")]
+    InvalidMetadataField {
+        /// Which field: "correlation id", "causation id", "user id" or "traceparent".
+        field: &'static str,
+        /// The rejected value (possibly shortened for display).
+        value: String,
+        /// Why it was rejected, and the rule.
+        reason: String,
+    },
+
     /// One encoded event is larger than the store's limit.
     #[error(
         "event of {size} bytes is over the limit of {limit} bytes: store large blobs elsewhere and append a reference, or raise the limit with StoreBuilder::max_event_size"

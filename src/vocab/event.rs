@@ -36,24 +36,54 @@ impl ContentType {
     }
 }
 
-/// Who and what an event relates to: correlation, causation, user, and free
-/// extra fields (a JSON object).
+/// Who and what an event relates to: correlation, causation, user, the W3C
+/// trace context, and free extra fields (a JSON object).
 ///
 /// Build it with [`EventMetadata::new`] (or [`caused_by`](Self::caused_by))
 /// and the setters; more fields may be added, so it cannot be built with a
 /// struct literal outside eventfold.
+///
+/// Correlation and causation ids are any string a service carries: an HTTP
+/// request id (`req-7f3a`), a trace id, a UUID. Each is 1 to
+/// [`MAX_METADATA_ID_LEN`](crate::MAX_METADATA_ID_LEN) bytes without
+/// control characters, and comes back exactly as given. The user id is at
+/// most as long, without control characters. The `traceparent` is a W3C
+/// trace-context header (`00-<trace id>-<parent id>-<flags>`). Extra fields
+/// may not be named like the fields (`correlation_id`, `causation_id`,
+/// `user_id`, `traceparent`) nor take the names the record reserves
+/// (`$correlation_id`, `$causation_id`, `$traceparent`); only an import
+/// ([`Store::submit_recorded`](crate::Store::submit_recorded)) keeps an
+/// extra field named like a field, which a store written before may hold.
+/// The append checks all this: a violation is [`Error::InvalidMetadataField`](crate::Error::InvalidMetadataField)
+/// (or [`Error::InvalidMetadata`](crate::Error::InvalidMetadata) for an
+/// extra field's name), and nothing is written.
+///
+/// ```
+/// use eventfold::EventMetadata;
+/// let m = EventMetadata::new()
+///     .correlation_id("req-7f3a")
+///     .causation_id(uuid::Uuid::now_v7())
+///     .user_id("ann")
+///     .traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+///     .extra("ip", "10.0.0.1");
+/// assert_eq!(m.correlation_id.as_deref(), Some("req-7f3a"));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct EventMetadata {
-    /// Groups every event of one business transaction.
+    /// Groups every event of one business transaction: any id string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub correlation_id: Option<Uuid>,
-    /// The event (or command) that directly caused this one.
+    pub correlation_id: Option<String>,
+    /// The event (or command, or request) that directly caused this one: any
+    /// id string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub causation_id: Option<Uuid>,
+    pub causation_id: Option<String>,
     /// The user on whose behalf the event was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The W3C trace-context `traceparent` of the operation that recorded the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// Any other fields.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub extra: Map<String, Value>,
@@ -65,27 +95,33 @@ impl EventMetadata {
         Self::default()
     }
 
-    /// Metadata for an event caused by `cause`: causation is the cause's id,
-    /// correlation is the cause's correlation id, or its id when it has none.
-    /// The user id is carried over.
+    /// Metadata for an event caused by `cause`: causation is the cause's id
+    /// (its hyphenated text), correlation is the cause's correlation id, or
+    /// its id when it has none. The user id is carried over; the
+    /// `traceparent` is not (it names the operation that records the new
+    /// event: set it with [`traceparent`](Self::traceparent)).
     pub fn caused_by(cause: &RecordedEvent) -> Self {
         EventMetadata {
-            correlation_id: Some(cause.correlation_id.unwrap_or(cause.event_id)),
-            causation_id: Some(cause.event_id),
+            correlation_id: Some(cause.correlation_id.clone().unwrap_or_else(|| cause.event_id.to_string())),
+            causation_id: Some(cause.event_id.to_string()),
             user_id: cause.user_id.clone(),
+            traceparent: None,
             extra: Map::new(),
         }
     }
 
-    /// Sets the correlation id.
-    pub fn correlation_id(mut self, id: Uuid) -> Self {
-        self.correlation_id = Some(id);
+    /// Sets the correlation id: any id string (`"req-7f3a"`, a trace id), or
+    /// anything with a text form, such as a [`Uuid`] (stored as its
+    /// hyphenated text).
+    pub fn correlation_id(mut self, id: impl ToString) -> Self {
+        self.correlation_id = Some(id.to_string());
         self
     }
 
-    /// Sets the causation id.
-    pub fn causation_id(mut self, id: Uuid) -> Self {
-        self.causation_id = Some(id);
+    /// Sets the causation id: any id string, or anything with a text form,
+    /// such as a [`Uuid`] (stored as its hyphenated text).
+    pub fn causation_id(mut self, id: impl ToString) -> Self {
+        self.causation_id = Some(id.to_string());
         self
     }
 
@@ -95,10 +131,39 @@ impl EventMetadata {
         self
     }
 
+    /// Sets the W3C trace-context `traceparent`
+    /// (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`), as the
+    /// service received it or made it for the operation that records the event.
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self
+    }
+
     /// Adds an extra field.
     pub fn extra(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
         self.extra.insert(key.into(), value.into());
         self
+    }
+
+    /// Checks every field against the rules in the type's docs; `imported`
+    /// metadata (see `NewEvent::imported`) may keep extra fields named like
+    /// metadata fields.
+    pub(crate) fn check(&self, imported: bool) -> super::Result<()> {
+        use super::metadata::{check_extra_names, check_id, check_traceparent};
+        if let Some(id) = &self.correlation_id {
+            check_id("correlation id", id)?;
+        }
+        if let Some(id) = &self.causation_id {
+            check_id("causation id", id)?;
+        }
+        // An empty user id has always been accepted.
+        if let Some(user) = self.user_id.as_deref().filter(|u| !u.is_empty()) {
+            check_id("user id", user)?;
+        }
+        if let Some(tp) = &self.traceparent {
+            check_traceparent(tp)?;
+        }
+        check_extra_names(&self.extra, imported)
     }
 }
 
@@ -112,6 +177,10 @@ pub struct NewEvent {
     /// The payload came from serde_json's serializer, so it is valid JSON
     /// already and need not be parsed again.
     pub(crate) json_checked: bool,
+    /// Read back from an export (`Store::submit_recorded`): its extra fields
+    /// may be named like metadata fields, as a store written before those
+    /// names were refused may hold.
+    pub(crate) imported: bool,
     pub(crate) event_id: Option<Uuid>,
     pub(crate) schema_version: u32,
     pub(crate) metadata: EventMetadata,
@@ -148,6 +217,7 @@ impl NewEvent {
             payload,
             content_type,
             json_checked: false,
+            imported: false,
             event_id: None,
             schema_version: 1,
             metadata: EventMetadata::default(),
@@ -240,12 +310,14 @@ pub struct RecordedEvent {
     pub schema_version: u32,
     /// Microseconds since the Unix epoch, set by the writer.
     pub recorded_at: u64,
-    /// Correlation id.
-    pub correlation_id: Option<Uuid>,
-    /// Causation id.
-    pub causation_id: Option<Uuid>,
+    /// Correlation id, exactly as appended.
+    pub correlation_id: Option<String>,
+    /// Causation id, exactly as appended.
+    pub causation_id: Option<String>,
     /// User id.
     pub user_id: Option<String>,
+    /// The W3C trace-context `traceparent` it was appended with.
+    pub traceparent: Option<String>,
     /// Extra metadata fields (a JSON object; empty when none).
     pub metadata: Map<String, Value>,
     /// How the payload is encoded.
@@ -285,6 +357,7 @@ impl RecordedEvent {
             correlation_id: None,
             causation_id: None,
             user_id: None,
+            traceparent: None,
             metadata: Map::new(),
             content_type,
             payload: payload.into(),
@@ -332,9 +405,10 @@ impl RecordedEvent {
     /// The metadata as an [`EventMetadata`].
     pub fn event_metadata(&self) -> EventMetadata {
         EventMetadata {
-            correlation_id: self.correlation_id,
-            causation_id: self.causation_id,
+            correlation_id: self.correlation_id.clone(),
+            causation_id: self.causation_id.clone(),
             user_id: self.user_id.clone(),
+            traceparent: self.traceparent.clone(),
             extra: self.metadata.clone(),
         }
     }
@@ -352,11 +426,13 @@ struct RecordedEventWire {
     schema_version: u32,
     recorded_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    correlation_id: Option<Uuid>,
+    correlation_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    causation_id: Option<Uuid>,
+    causation_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     metadata: Map<String, Value>,
     content_type: ContentType,
@@ -375,9 +451,10 @@ impl Serialize for RecordedEvent {
             event_type: self.event_type.clone(),
             schema_version: self.schema_version,
             recorded_at: self.recorded_at,
-            correlation_id: self.correlation_id,
-            causation_id: self.causation_id,
+            correlation_id: self.correlation_id.clone(),
+            causation_id: self.causation_id.clone(),
             user_id: self.user_id.clone(),
+            traceparent: self.traceparent.clone(),
             metadata: self.metadata.clone(),
             content_type: self.content_type,
             payload,
@@ -408,6 +485,7 @@ impl<'de> Deserialize<'de> for RecordedEvent {
             correlation_id: w.correlation_id,
             causation_id: w.causation_id,
             user_id: w.user_id,
+            traceparent: w.traceparent,
             metadata: w.metadata,
             content_type: w.content_type,
             payload,
@@ -461,9 +539,10 @@ mod tests {
             event_type: "Placed".into(),
             schema_version: 1,
             recorded_at: 17,
-            correlation_id: Some(Uuid::new_v4()),
-            causation_id: None,
+            correlation_id: Some("req-7f3a".into()),
+            causation_id: Some(Uuid::new_v4().to_string()),
             user_id: Some("ann".into()),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
             metadata: Map::new(),
             content_type: ContentType::Json,
             payload: br#"{"b":1,"a":2}"#.to_vec(),
@@ -489,15 +568,44 @@ mod tests {
             correlation_id: None,
             causation_id: None,
             user_id: Some("u".into()),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
             metadata: Map::new(),
             content_type: ContentType::Json,
             payload: b"{}".to_vec(),
         };
         let m = EventMetadata::caused_by(&cause);
-        assert_eq!(m.causation_id, Some(cause.event_id));
-        assert_eq!(m.correlation_id, Some(cause.event_id));
-        let corr = Uuid::new_v4();
-        cause.correlation_id = Some(corr);
-        assert_eq!(EventMetadata::caused_by(&cause).correlation_id, Some(corr));
+        assert_eq!(m.causation_id, Some(cause.event_id.to_string()));
+        assert_eq!(m.correlation_id, Some(cause.event_id.to_string()));
+        assert_eq!((m.user_id.as_deref(), m.traceparent), (Some("u"), None));
+        cause.correlation_id = Some("req-7f3a".into());
+        assert_eq!(EventMetadata::caused_by(&cause).correlation_id.as_deref(), Some("req-7f3a"));
+    }
+
+    #[test]
+    fn builders_take_strings_and_uuids() {
+        let id = Uuid::now_v7();
+        let m = EventMetadata::new().correlation_id(id).causation_id("req-7f3a");
+        assert_eq!(m.correlation_id, Some(id.hyphenated().to_string()));
+        assert_eq!(m.causation_id.as_deref(), Some("req-7f3a"));
+        assert!(m.check(false).is_ok());
+        let long = EventMetadata::new().correlation_id("x".repeat(257));
+        assert!(matches!(long.check(false), Err(super::super::Error::InvalidMetadataField { .. })));
+        let reserved = EventMetadata::new().extra("correlation_id", "x");
+        assert!(matches!(reserved.check(false), Err(super::super::Error::InvalidMetadata { .. })));
+        assert!(reserved.check(true).is_ok(), "an import keeps what an old store holds");
+        let reserved = EventMetadata::new().extra("$correlation_id", "x");
+        assert!(matches!(reserved.check(true), Err(super::super::Error::InvalidMetadata { .. })));
+        assert!(EventMetadata::new().user_id("").check(false).is_ok(), "an empty user id stays accepted");
+    }
+
+    /// Guards the export format: an export line written before ids were
+    /// strings (UUID ids, no traceparent) reads back and is written again
+    /// byte for byte.
+    #[test]
+    fn an_export_line_with_uuid_ids_is_read_and_written_as_before() {
+        let line = r#"{"position":2,"stream_id":"order-1","version":2,"event_id":"0190a5b6-7c8d-7e9f-a0b1-000000000002","event_type":"Paid","schema_version":1,"recorded_at":1796171068755357,"correlation_id":"0190a5b6-7c8d-7e9f-a0b1-c2d3e4f50617","causation_id":"0190a5b6-7c8d-7e9f-a0b1-000000000001","user_id":"ann","content_type":"json","payload":{"amount":5}}"#;
+        let e: RecordedEvent = serde_json::from_str(line).unwrap();
+        assert_eq!(e.correlation_id.as_deref(), Some("0190a5b6-7c8d-7e9f-a0b1-c2d3e4f50617"));
+        assert_eq!(serde_json::to_string(&e).unwrap(), line);
     }
 }

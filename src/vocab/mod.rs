@@ -1,15 +1,19 @@
 //! Shared vocabulary: the types and rules every layer speaks, which use
 //! nothing else of the crate. Errors, the events going in and coming out,
 //! expected versions, names and their validation, categories, filters, the
-//! clock, the limits on JSON, and the report `verify` fills in.
+//! clock, the limits on JSON, the rules for metadata fields, and the report
+//! `verify` fills in.
 
 mod clock;
 mod error;
 mod event;
 mod filter;
 pub(crate) mod json_limits;
+pub(crate) mod metadata;
 mod names;
 mod report;
+#[cfg(feature = "tracing-span")]
+mod span;
 mod version;
 
 pub(crate) use clock::now_micros;
@@ -18,7 +22,10 @@ pub(crate) use error::{from_heed, from_heed_while, panic_message};
 pub use event::{AppendResult, ContentType, EventMetadata, NewEvent, RecordedEvent};
 pub use filter::Filter;
 pub use json_limits::MAX_JSON_DEPTH;
+pub use metadata::{MAX_METADATA_ID_LEN, MAX_TRACEPARENT_LEN};
 pub use names::{MAX_CONSUMER_NAME_LEN, MAX_NAME_LEN, category_of};
 pub(crate) use names::{name_problem, shorten, validate_name, validate_stream_id};
 pub use report::{Fault, VerifyReport};
+#[cfg(feature = "tracing-span")]
+pub use span::SpanMetadataLayer;
 pub use version::ExpectedVersion;

@@ -164,8 +164,8 @@ fn execute_stamps_metadata_on_every_event_and_reports_rejections() {
     assert_eq!((done.version, done.events.len(), done.state.balance), (3, 2, 10));
     for e in repo.history("1").unwrap() {
         assert_eq!(e.recorded.user_id.as_deref(), Some("ann"));
-        assert_eq!(e.recorded.correlation_id, Some(corr));
-        assert_eq!(e.recorded.causation_id, Some(cause));
+        assert_eq!(e.recorded.correlation_id, Some(corr.to_string()));
+        assert_eq!(e.recorded.causation_id, Some(cause.to_string()));
         assert_eq!(e.recorded.metadata.get("ip"), Some(&json!("10.0.0.1")));
     }
     let err = repo.execute("1", AccountCommand::Withdraw(11), EventMetadata::new()).unwrap_err();

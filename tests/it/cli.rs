@@ -234,6 +234,110 @@ fn append_json_metadata_and_idempotent_retry() {
     assert!(shown.contains("\"total\": 3"), "{shown}");
 }
 
+/// Guards string ids in the CLI: `--correlation-id req-7f3a` was refused
+/// (only UUIDs were), a 32-hex id came back as a UUID, and
+/// `--metadata '{"correlation_id":"x"}'` was stored as an extra field.
+#[test]
+fn append_takes_any_ids_and_metadata_fields() {
+    let (_t, dir) = store_dir();
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    ok(run(
+        &dir,
+        &[
+            "append",
+            "order-1",
+            "Placed",
+            "--payload",
+            "{}",
+            "--correlation-id",
+            "req-7f3a",
+            "--causation-id",
+            trace,
+            "--traceparent",
+            tp,
+        ],
+    ));
+    let meta = format!(
+        r#"{{"correlation_id":"x","causation_id":"cmd-1","user_id":"ann","traceparent":"{tp}","ip":"10.0.0.1"}}"#
+    );
+    ok(run(&dir, &["append", "order-1", "Paid", "--payload", "{}", "--metadata", &meta]));
+    // An option and the same field of --metadata may say the same thing.
+    ok(run(
+        &dir,
+        &[
+            "append",
+            "order-1",
+            "Shipped",
+            "--payload",
+            "{}",
+            "--user-id",
+            "bob",
+            "--metadata",
+            r#"{"user_id":"bob"}"#,
+        ],
+    ));
+
+    let lines = json_lines(&ok(run(&dir, &["--json", "read", "order-1"])));
+    assert_eq!(lines[0]["correlation_id"], "req-7f3a");
+    assert_eq!(lines[0]["causation_id"], trace, "a 32-hex id comes back as given, not as a UUID");
+    assert_eq!(lines[0]["traceparent"], tp);
+    assert!(lines[0].get("metadata").is_none());
+    assert_eq!(lines[1]["correlation_id"], "x");
+    assert_eq!(lines[1]["causation_id"], "cmd-1");
+    assert_eq!(lines[1]["user_id"], "ann");
+    assert_eq!(lines[1]["traceparent"], tp);
+    assert_eq!(lines[1]["metadata"], json!({"ip": "10.0.0.1"}), "only other keys are extra fields");
+    assert_eq!(lines[2]["user_id"], "bob");
+
+    let one: Value = serde_json::from_str(&ok(run(&dir, &["--json", "event", "2"]))).unwrap();
+    assert_eq!(one, lines[1]);
+    let shown = ok(run(&dir, &["event", "1"]));
+    assert!(shown.contains("correlation id:  req-7f3a\n"), "{shown}");
+    assert!(shown.contains(&format!("causation id:    {trace}\n")), "{shown}");
+    assert!(shown.contains(&format!("traceparent:     {tp}\n")), "{shown}");
+    assert!(!shown.contains("metadata:"), "{shown}");
+
+    let err = fails(run(
+        &dir,
+        &[
+            "append",
+            "order-1",
+            "X",
+            "--payload",
+            "{}",
+            "--correlation-id",
+            "a",
+            "--metadata",
+            r#"{"correlation_id":"b"}"#,
+        ],
+    ));
+    assert!(
+        err.contains("--correlation-id \"a\" and the --metadata field \"correlation_id\" \"b\" disagree"),
+        "{err}"
+    );
+    let err = fails(run(
+        &dir,
+        &["append", "order-1", "X", "--payload", "{}", "--metadata", r#"{"causation_id":7}"#],
+    ));
+    assert!(err.contains("--metadata field \"causation_id\" must be a string"), "{err}");
+    let err = fails(run(&dir, &["append", "order-1", "X", "--payload", "{}", "--traceparent", "00-nope"]));
+    assert!(err.contains("invalid traceparent \"00-nope\""), "{err}");
+    let long = "x".repeat(300);
+    let err = fails(run(&dir, &["append", "order-1", "X", "--payload", "{}", "--correlation-id", &long]));
+    assert!(err.contains("invalid correlation id") && err.contains("the limit is 256"), "{err}");
+    let err = fails(run(
+        &dir,
+        &["append", "order-1", "X", "--payload", "{}", "--metadata", r#"{"$traceparent":"x"}"#],
+    ));
+    assert!(err.contains("reserves for its own use"), "{err}");
+    assert_eq!(
+        json_lines(&ok(run(&dir, &["--json", "read", "order-1"]))).len(),
+        3,
+        "nothing else was written"
+    );
+}
+
 #[test]
 fn append_errors_are_one_line_with_a_way_out() {
     let (_t, dir) = store_dir();

@@ -16,6 +16,7 @@ mod examples;
 mod faults;
 mod fuzz_corpus;
 mod layers;
+mod metadata;
 mod model;
 mod multiprocess;
 mod payload_limits;

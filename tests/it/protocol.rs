@@ -340,6 +340,50 @@ fn reads_batches_init_and_stats() {
     node.finish();
 }
 
+/// Guards string ids on the wire: a `correlation_id` that is not a UUID was
+/// refused, and the `traceparent` had no place. A client sending UUIDs, as
+/// before, gets them back as it sent them.
+#[test]
+fn metadata_ids_are_strings_and_traceparent_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = StdioNode::start(dir.path(), &[]);
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (corr, cause) = (Uuid::now_v7(), Uuid::now_v7());
+    let r = node.send(json!({"type": "append_batch", "msg_id": 1, "aggregate_id": "order-1", "version": "any", "events": [
+        {"event_type": "Placed", "event_data": {}, "metadata": {"correlation_id": "req-7f3a", "causation_id": "4bf92f3577b34da6a3ce929d0e0e4736", "traceparent": tp, "channel": "web"}},
+        {"event_type": "Paid", "event_data": {}, "metadata": {"correlation_id": corr, "causation_id": cause, "user_id": "ann"}}
+    ]}));
+    assert_eq!(body(&r)["type"], "appended_batch", "{r}");
+    let r = node.send(json!({"type": "read_stream", "msg_id": 2, "aggregate_id": "order-1"}));
+    let events = &body(&r)["events"];
+    assert_eq!(
+        events[0]["metadata"],
+        json!({"correlation_id": "req-7f3a", "causation_id": "4bf92f3577b34da6a3ce929d0e0e4736", "traceparent": tp, "channel": "web"})
+    );
+    assert_eq!(
+        events[1]["metadata"],
+        json!({"correlation_id": corr, "causation_id": cause, "user_id": "ann"})
+    );
+    for (msg_id, metadata, says) in [
+        (3, json!({"correlation_id": "a\nb"}), "invalid correlation id"),
+        (4, json!({"causation_id": "x".repeat(257)}), "the limit is 256"),
+        (
+            5,
+            json!({"traceparent": "00-abc"}),
+            // As docs/protocol.md shows it.
+            "invalid traceparent \"00-abc\": a traceparent is 00-<32 hex digits trace id>-<16 hex digits parent id>-<2 hex digits flags>, lower-case (W3C trace context)",
+        ),
+        (6, json!({"$correlation_id": "x"}), "reserves for its own use"),
+    ] {
+        let r = node.send(json!({"type": "append", "msg_id": msg_id, "aggregate_id": "order-1", "event_type": "E", "event_data": {}, "version": "any", "metadata": metadata}));
+        assert_eq!(body(&r)["code"], 12, "{r}");
+        assert!(body(&r)["text"].as_str().unwrap().contains(says), "{r}");
+    }
+    let r = node.send(json!({"type": "read_stream", "msg_id": 7, "aggregate_id": "order-1"}));
+    assert_eq!(body(&r)["version"], 2, "nothing refused was stored");
+    node.finish();
+}
+
 #[test]
 fn a_restarted_node_continues_the_sequence() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,9 +1,11 @@
 //! The headers the relay sets on each message, and how to read an event back
 //! from a JetStream message.
 //!
-//! String values that may hold any character (event type, user id) are
-//! encoded like subject tokens (see [`crate::subject`]); ids are the usual
-//! hyphenated UUIDs, numbers are decimal.
+//! String values that may hold any character (event type, correlation,
+//! causation and user ids) are encoded like subject tokens (see
+//! [`crate::subject`]), which leaves a hyphenated UUID as it is; the event
+//! id is a hyphenated UUID, numbers are decimal, and the W3C `traceparent`
+//! goes in the standard header of that name, as it is.
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -23,10 +25,12 @@ pub const POSITION: &str = "Eventfold-Position";
 pub const STREAM_VERSION: &str = "Eventfold-Stream-Version";
 /// When the event was recorded: µs since the Unix epoch.
 pub const RECORDED_AT: &str = "Eventfold-Recorded-At";
-/// Correlation id, when the event has one.
+/// Correlation id (token-encoded), when the event has one.
 pub const CORRELATION_ID: &str = "Eventfold-Correlation-Id";
-/// Causation id, when the event has one.
+/// Causation id (token-encoded), when the event has one.
 pub const CAUSATION_ID: &str = "Eventfold-Causation-Id";
+/// The W3C trace-context header, when the event has one.
+pub const TRACEPARENT: &str = "traceparent";
 /// User id (token-encoded), when the event has one.
 pub const USER_ID: &str = "Eventfold-User-Id";
 /// The payload's schema version.
@@ -47,14 +51,18 @@ pub fn headers_for(event: &RecordedEvent) -> HeaderMap {
     h.insert(POSITION, event.position.to_string().as_str());
     h.insert(STREAM_VERSION, event.version.to_string().as_str());
     h.insert(RECORDED_AT, event.recorded_at.to_string().as_str());
-    if let Some(id) = event.correlation_id {
-        h.insert(CORRELATION_ID, id.to_string().as_str());
+    if let Some(id) = &event.correlation_id {
+        h.insert(CORRELATION_ID, encode_token(id).as_str());
     }
-    if let Some(id) = event.causation_id {
-        h.insert(CAUSATION_ID, id.to_string().as_str());
+    if let Some(id) = &event.causation_id {
+        h.insert(CAUSATION_ID, encode_token(id).as_str());
     }
     if let Some(user) = &event.user_id {
         h.insert(USER_ID, encode_token(user).as_str());
+    }
+    if let Some(traceparent) = &event.traceparent {
+        // Visible ASCII only (the store checks it): a header value as it is.
+        h.insert(TRACEPARENT, traceparent.as_str());
     }
     h.insert(SCHEMA_VERSION, event.schema_version.to_string().as_str());
     if !event.metadata.is_empty() {
@@ -90,11 +98,13 @@ pub struct RelayedEvent {
     /// When it was recorded (µs since the Unix epoch).
     pub recorded_at: u64,
     /// Correlation id.
-    pub correlation_id: Option<Uuid>,
+    pub correlation_id: Option<String>,
     /// Causation id.
-    pub causation_id: Option<Uuid>,
+    pub causation_id: Option<String>,
     /// User id.
     pub user_id: Option<String>,
+    /// The W3C trace-context `traceparent`.
+    pub traceparent: Option<String>,
     /// Payload schema version.
     pub schema_version: u32,
     /// Extra metadata (an empty object when none was set).
@@ -151,9 +161,10 @@ impl RelayedEvent {
             position: num(POSITION)?,
             version: num(STREAM_VERSION)?,
             recorded_at: num(RECORDED_AT)?,
-            correlation_id: uuid(CORRELATION_ID)?,
-            causation_id: uuid(CAUSATION_ID)?,
+            correlation_id: get(CORRELATION_ID).map(|v| token(CORRELATION_ID, v)).transpose()?,
+            causation_id: get(CAUSATION_ID).map(|v| token(CAUSATION_ID, v)).transpose()?,
             user_id: get(USER_ID).map(|v| token(USER_ID, v)).transpose()?,
+            traceparent: get(TRACEPARENT),
             schema_version,
             metadata,
             content_type,
@@ -195,8 +206,10 @@ mod tests {
         );
         e.schema_version = 2;
         e.recorded_at = 1_700_000_000_000_000;
-        e.correlation_id = Some(Uuid::now_v7());
+        e.correlation_id = Some("req 7f.3a é".into());
+        e.causation_id = Some(Uuid::now_v7().to_string());
         e.user_id = Some("ann smith".into());
+        e.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
         e.metadata.insert("tenant".into(), serde_json::json!("t\n1"));
         e
     }
@@ -213,7 +226,17 @@ mod tests {
             (r.stream_id.as_str(), r.event_type.as_str(), r.position, r.version, r.user_id.as_deref()),
             (e.stream_id.as_str(), e.event_type.as_str(), 42, 3, Some("ann smith"))
         );
-        assert_eq!((r.correlation_id, r.causation_id, r.schema_version), (e.correlation_id, None, 2));
+        assert_eq!(
+            (&r.correlation_id, &r.causation_id, &r.traceparent, r.schema_version),
+            (&e.correlation_id, &e.causation_id, &e.traceparent, 2)
+        );
+        // A UUID id is its usual text in the header, as before ids were strings.
+        let causation = h.get(CAUSATION_ID).map(|v| v.as_str().to_string());
+        assert_eq!(causation, e.causation_id);
+        assert_eq!(
+            h.get(CORRELATION_ID).map(|v| v.as_str().to_string()).as_deref(),
+            Some("req~207f~2E3a~20~C3~A9")
+        );
         assert_eq!(
             (r.recorded_at, r.content_type, &r.metadata),
             (e.recorded_at, ContentType::Json, &e.metadata)

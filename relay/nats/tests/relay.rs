@@ -38,8 +38,13 @@ fn fill(store: &Store, n: usize) -> TestResult {
                 NewEvent::binary("Blob", vec![seq as u8, 0, 255])
             } else {
                 let meta = EventMetadata::new()
-                    .correlation_id(uuid::Uuid::now_v7())
+                    .correlation_id(if seq.is_multiple_of(2) {
+                        uuid::Uuid::now_v7().to_string()
+                    } else {
+                        format!("req-{seq} é")
+                    })
                     .user_id(format!("user {seq} é.x"))
+                    .traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
                     .extra("tenant", "t1");
                 NewEvent::json("Happened", &json!({ "seq": seq })).with_metadata(meta).with_schema_version(2)
             }
@@ -78,6 +83,7 @@ fn check_exactly_once(source: &[RecordedEvent], relayed: &[RelayedEvent]) -> Tes
         assert_eq!(r.correlation_id, e.correlation_id);
         assert_eq!(r.causation_id, e.causation_id);
         assert_eq!(r.user_id, e.user_id);
+        assert_eq!(r.traceparent, e.traceparent);
         assert_eq!(r.schema_version, e.schema_version);
         assert_eq!(r.metadata, e.metadata);
         assert_eq!(r.content_type, e.content_type);

@@ -29,21 +29,66 @@ pub struct Args {
     /// The event id (default: a new UUID v7). Resending with the same id is idempotent.
     #[arg(long, value_name = "UUID")]
     pub event_id: Option<Uuid>,
-    /// Correlation id (groups the events of one business transaction).
-    #[arg(long, value_name = "UUID")]
-    pub correlation_id: Option<Uuid>,
-    /// Causation id (the event or command that caused this one).
-    #[arg(long, value_name = "UUID")]
-    pub causation_id: Option<Uuid>,
+    /// Correlation id (groups the events of one business transaction): any
+    /// id, such as a request id `req-7f3a`, a trace id or a UUID.
+    #[arg(long, value_name = "ID")]
+    pub correlation_id: Option<String>,
+    /// Causation id (the event, command or request that caused this one): any id.
+    #[arg(long, value_name = "ID")]
+    pub causation_id: Option<String>,
     /// The user on whose behalf the event is recorded.
     #[arg(long)]
     pub user_id: Option<String>,
-    /// More metadata, as a JSON object.
+    /// The W3C trace-context header of the operation, `00-<trace id>-<parent id>-<flags>`.
+    #[arg(long, value_name = "TRACEPARENT")]
+    pub traceparent: Option<String>,
+    /// Metadata as a JSON object: `correlation_id`, `causation_id`, `user_id`
+    /// and `traceparent` set those fields (like their options), any other
+    /// key is an extra field.
     #[arg(long, value_name = "JSON")]
     pub metadata: Option<String>,
     /// The payload's schema version.
     #[arg(long, default_value_t = 1)]
     pub schema_version: u32,
+}
+
+/// The event's metadata from the options and `--metadata`: a field given
+/// both ways must agree.
+fn metadata(a: &Args) -> anyhow::Result<EventMetadata> {
+    let mut extra = match &a.metadata {
+        None => serde_json::Map::new(),
+        Some(m) => {
+            let value: serde_json::Value = serde_json::from_str(m).map_err(|e| {
+                anyhow!("--metadata is not JSON ({e}): pass an object such as '{{\"ip\":\"10.0.0.1\"}}'")
+            })?;
+            let serde_json::Value::Object(extra) = value else {
+                bail!("--metadata must be a JSON object, such as '{{\"ip\":\"10.0.0.1\"}}'");
+            };
+            extra
+        }
+    };
+    let mut field = |key: &str, option: &Option<String>| -> anyhow::Result<Option<String>> {
+        let given = match extra.remove(key) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s),
+            Some(other) => bail!("--metadata field {key:?} must be a string, not {other}"),
+        };
+        match (option, given) {
+            (Some(o), Some(g)) if *o != g => bail!(
+                "--{} {o:?} and the --metadata field {key:?} {g:?} disagree: give it once",
+                key.replace('_', "-")
+            ),
+            (Some(o), _) => Ok(Some(o.clone())),
+            (None, g) => Ok(g),
+        }
+    };
+    let mut metadata = EventMetadata::new();
+    metadata.correlation_id = field("correlation_id", &a.correlation_id)?;
+    metadata.causation_id = field("causation_id", &a.causation_id)?;
+    metadata.user_id = field("user_id", &a.user_id)?;
+    metadata.traceparent = field("traceparent", &a.traceparent)?;
+    metadata.extra = extra;
+    Ok(metadata)
 }
 
 fn parse_expected(s: &str) -> Result<ExpectedVersion, String> {
@@ -74,19 +119,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
             buf
         }
     };
-    let mut metadata = EventMetadata::new();
-    metadata.correlation_id = a.correlation_id;
-    metadata.causation_id = a.causation_id;
-    metadata.user_id = a.user_id.clone();
-    if let Some(m) = &a.metadata {
-        let value: serde_json::Value = serde_json::from_str(m).map_err(|e| {
-            anyhow!("--metadata is not JSON ({e}): pass an object such as '{{\"ip\":\"10.0.0.1\"}}'")
-        })?;
-        let serde_json::Value::Object(extra) = value else {
-            bail!("--metadata must be a JSON object, such as '{{\"ip\":\"10.0.0.1\"}}'");
-        };
-        metadata.extra = extra;
-    }
+    let metadata = metadata(&a)?;
     let mut event = NewEvent::json_bytes(a.event_type.clone(), payload)
         .with_schema_version(a.schema_version)
         .with_metadata(metadata);

@@ -46,9 +46,10 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
             ("event id", e.event_id.to_string()),
             ("recorded", output::time(e.recorded_at)),
             ("schema version", e.schema_version.to_string()),
-            ("correlation id", opt(e.correlation_id.map(|u| u.to_string()))),
-            ("causation id", opt(e.causation_id.map(|u| u.to_string()))),
+            ("correlation id", opt(e.correlation_id.clone())),
+            ("causation id", opt(e.causation_id.clone())),
             ("user id", opt(e.user_id.clone())),
+            ("traceparent", opt(e.traceparent.clone())),
         ];
         if !e.metadata.is_empty() {
             rows.push(("metadata", serde_json::Value::Object(e.metadata.clone()).to_string()));
