@@ -23,8 +23,8 @@
 //! polling), `protocol` (the JSON-lines node, `eventfold::protocol`),
 //! `testing` (the test helpers, `eventfold::testing`, for
 //! dev-dependencies), `cli` (the `eventfold` binary; implies `protocol`),
-//! `fault-injection` (hooks that fail the Nth commit or fsync) and `fuzzing`
-//! (a hook for the fuzz targets, not supported API), `tracing-span`
+//! `fault-injection` (hooks that fail the Nth commit or fsync), `fuzzing`
+//! (a hook for the fuzz targets, not supported API) and `tracing-span`
 //! (`EventMetadata::from_current_span` and its `SpanMetadataLayer`). See the
 //! README.
 //!
