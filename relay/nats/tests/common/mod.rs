@@ -21,14 +21,20 @@ pub fn skip_reason() -> Option<String> {
     }
 }
 
-/// A free loopback port, never the system service's 4222.
-pub fn free_port() -> TestResult<u16> {
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+/// `n` distinct free loopback ports, never the system service's 4222,
+/// 6222 or 8222. All are held open until every one is chosen, so no two
+/// are the same; another process may still take one before `nats-server`
+/// binds it, which `Cluster::start` survives by starting again.
+pub fn free_ports(n: usize) -> TestResult<Vec<u16>> {
+    let mut held = Vec::new();
+    while held.len() < n {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
         if port != 4222 && port != 6222 && port != 8222 {
-            return Ok(port);
+            held.push((port, listener));
         }
     }
+    Ok(held.into_iter().map(|(port, _)| port).collect())
 }
 
 /// One `nats-server` process.
@@ -163,13 +169,31 @@ impl Cluster {
     }
 
     pub fn start(root: &Path, n: usize) -> TestResult<Cluster> {
+        // A port chosen free can be taken by another process before the
+        // server binds it: start again on new ports, a bounded number of times.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_once(&root.join(format!("attempt-{attempt}")), n) {
+                Err(e) if attempt < 5 && e.to_string().contains("address already in use") => {
+                    eprintln!("a port was taken before nats-server bound it; starting again: {e}");
+                }
+                done => return done,
+            }
+        }
+    }
+
+    fn start_once(root: &Path, n: usize) -> TestResult<Cluster> {
+        let per_server = if n > 1 { 3 } else { 2 };
+        let mut ports = free_ports(n * per_server)?.into_iter();
+        let mut next = || ports.next().ok_or("free_ports gave too few ports");
         let mut servers = Vec::new();
         for i in 0..n {
             servers.push(Server {
                 name: format!("n{}", i + 1),
-                port: free_port()?,
-                monitor: free_port()?,
-                cluster_port: if n > 1 { Some(free_port()?) } else { None },
+                port: next()?,
+                monitor: next()?,
+                cluster_port: if n > 1 { Some(next()?) } else { None },
                 dir: root.join(format!("n{}", i + 1)),
                 child: None,
             });
