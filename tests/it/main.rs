@@ -3,6 +3,8 @@
 mod aggregates;
 #[cfg(feature = "async")]
 mod async_api;
+#[cfg(feature = "async")]
+mod bank_service;
 #[cfg(feature = "cli")]
 mod cli;
 mod common;

@@ -6,7 +6,7 @@ use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::PublishAckFuture, stream};
-use eventfold::{Consumer, Filter, Store, SubscribeFrom, Subscription};
+use eventfold::{Consumer, Filter, Store, SubscribeFrom};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 
@@ -401,14 +401,27 @@ impl Relay {
                     last_commit = Instant::now();
                 }
                 self.maybe_report(&mut last_report);
-                // Wait for the writer (bounded so shutdown stays responsive).
-                let waited =
-                    tokio::task::block_in_place(|| wait_for_event(&mut sub, Duration::from_millis(100)))?;
-                if let Some(event) = waited {
-                    inflight.push_back(self.publish(&js, event, &mut expect_last).await?);
-                }
-                if futures_util::poll!(shutdown.as_mut()).is_ready() {
-                    return Ok(SessionEnd::Shutdown);
+                // Wait for the writer: the stream is woken by the commit (or,
+                // for these durable-only events, the sync) that makes the
+                // next event available; no thread waits and nothing polls.
+                // Waking for the progress report only when one is wanted.
+                let mut events = sub.into_stream();
+                let waited = tokio::select! {
+                    biased;
+                    _ = shutdown.as_mut() => return Ok(SessionEnd::Shutdown),
+                    event = events.next() => Some(event),
+                    _ = progress_tick.tick(), if self.progress.is_some() => None,
+                };
+                // Cancelling `next` loses nothing: what was read stays
+                // buffered in the subscription.
+                sub = events.into_inner();
+                match waited {
+                    Some(Some(event)) => {
+                        inflight.push_back(self.publish(&js, event?, &mut expect_last).await?)
+                    }
+                    // The store closed and everything committed was delivered.
+                    Some(None) => return Err(eventfold::Error::Closed.into()),
+                    None => {}
                 }
                 continue;
             }
@@ -538,11 +551,4 @@ pub(crate) fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, Re
         return Err(RelayError::Config("no server URL given; pass --url nats://host:port".into()));
     }
     Ok(addrs)
-}
-
-fn wait_for_event(
-    sub: &mut Subscription,
-    timeout: Duration,
-) -> Result<Option<eventfold::RecordedEvent>, RelayError> {
-    Ok(sub.next_timeout(timeout)?)
 }
