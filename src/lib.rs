@@ -16,8 +16,11 @@
 //!   (see `docs/aggregates.md`).
 //!
 //! Cargo features, all off by default: `protocol` (the JSON-lines node,
-//! `eventfold::protocol`), `testing` (the test helpers, `eventfold::testing`,
-//! for dev-dependencies), `cli` (the `eventfold` binary; implies `protocol`),
+//! `eventfold::protocol`), `prometheus` (a Prometheus endpoint for the
+//! metrics, `eventfold::metrics::serve_prometheus`; the metrics themselves
+//! need no feature, see `docs/metrics.md`), `testing` (the test helpers,
+//! `eventfold::testing`, for dev-dependencies), `cli` (the `eventfold`
+//! binary; implies `protocol` and `prometheus`),
 //! `fault-injection` (hooks that fail the Nth commit or fsync) and `fuzzing`
 //! (a hook for the fuzz targets, not supported API). See the README.
 //!
@@ -61,6 +64,7 @@ mod admin;
 mod aggregate;
 mod json;
 mod lmdb;
+pub mod metrics;
 mod projection;
 #[cfg(feature = "protocol")]
 pub mod protocol;

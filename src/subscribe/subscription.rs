@@ -309,6 +309,7 @@ impl Subscription {
     fn fill(&mut self) -> Result<bool> {
         while self.buf.is_empty() {
             let b = read_log_batch(&self.store, self.next, self.batch, u64::MAX, &self.filter, self.follow)?;
+            crate::metrics::subscription_lag(b.head.saturating_sub(b.next.saturating_sub(1)));
             let scanned = b.next > self.next;
             self.next = b.next;
             let min_version = self.min_version;

@@ -41,6 +41,8 @@ pub(crate) struct Request {
     pub appends: Vec<StreamAppend>,
     pub side_writes: Vec<Box<dyn SideWrite>>,
     pub reply: Sender<Reply>,
+    /// When it was submitted, for the append latency metrics.
+    pub submitted: std::time::Instant,
 }
 
 /// The writer's answer to a request. It carries the request's encoded events
@@ -50,6 +52,10 @@ pub(crate) struct Request {
 pub(crate) struct Reply {
     pub outcome: Result<Vec<AppendResult>>,
     pub spent: Vec<StreamAppend>,
+    /// When the request was submitted and when the writer took it into a
+    /// transaction: the appender records its latencies, off the writer.
+    pub submitted: std::time::Instant,
+    pub taken: std::time::Instant,
 }
 
 impl Request {
@@ -168,7 +174,12 @@ impl AppendTicket {
     pub fn wait_many(self) -> Result<Vec<AppendResult>> {
         match self.rx.recv() {
             Ok(reply) => {
+                // Side writes alone (checkpoints, snapshots) are no appends.
+                let appended = !reply.spent.is_empty();
                 drop(reply.spent);
+                if appended {
+                    crate::metrics::answered(reply.submitted, reply.taken);
+                }
                 reply.outcome
             }
             Err(_) => Err(Error::Closed),

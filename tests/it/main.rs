@@ -14,6 +14,8 @@ mod examples;
 mod faults;
 mod fuzz_corpus;
 mod layers;
+#[cfg(feature = "cli")]
+mod metrics;
 mod model;
 mod multiprocess;
 mod payload_limits;
