@@ -21,10 +21,13 @@
 //! `futures_core::Stream` with `into_stream`; the writer thread and the
 //! commit notifier wake the waiting task, no thread per waiter, no
 //! polling), `protocol` (the JSON-lines node, `eventfold::protocol`),
-//! `testing` (the test helpers, `eventfold::testing`, for
-//! dev-dependencies), `cli` (the `eventfold` binary; implies `protocol`),
-//! `fault-injection` (hooks that fail the Nth commit or fsync), `fuzzing`
-//! (a hook for the fuzz targets, not supported API) and `tracing-span`
+//! `prometheus` (a Prometheus endpoint for the metrics,
+//! `eventfold::metrics::serve_prometheus`; the metrics themselves need no
+//! feature, see `docs/metrics.md`), `testing` (the test helpers,
+//! `eventfold::testing`, for dev-dependencies), `cli` (the `eventfold`
+//! binary; implies `protocol` and `prometheus`), `fault-injection` (hooks
+//! that fail the Nth commit or fsync), `fuzzing` (a hook for the fuzz
+//! targets, not supported API) and `tracing-span`
 //! (`EventMetadata::from_current_span` and its `SpanMetadataLayer`). See the
 //! README.
 //!
@@ -69,6 +72,7 @@ mod admin;
 mod aggregate;
 mod json;
 mod lmdb;
+pub mod metrics;
 mod projection;
 #[cfg(feature = "protocol")]
 pub mod protocol;

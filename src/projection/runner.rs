@@ -12,6 +12,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use super::context::ProjectionContext;
 use super::read_model::{ProjEnv, ProjMeta, RebuildMeta};
 use super::{Projection, ProjectionState, ProjectionStatus, RebuildProgress};
+use crate::metrics;
 use crate::store::Store;
 use crate::subscribe::{Follow, read_log_batch};
 use crate::vocab::Filter;
@@ -350,10 +351,12 @@ impl Core {
                 step
             }
             Ok(Err((position, err))) => {
+                metrics::projection_failed(e.name);
                 e.runtime().state = ProjectionState::Failed { position, error: err.to_string() };
                 Step::Idle
             }
             Err(panic) => {
+                metrics::projection_failed(e.name);
                 let msg = crate::vocab::panic_message(panic.as_ref());
                 e.runtime().state =
                     ProjectionState::Failed { position: 0, error: format!("apply panicked: {msg}") };
@@ -400,12 +403,23 @@ impl Core {
             )
         })?;
         let limit = if rebuilding { u64::MAX } else { up_to };
+        let started = Instant::now();
+        let span = tracing::debug_span!(
+            "projection_batch",
+            projection = e.name,
+            from = next,
+            to = tracing::field::Empty,
+            events = tracing::field::Empty,
+            rebuilding,
+        );
+        let _entered = span.enter();
         // Only durable events: a read model commits on its own, so one made
         // of events a power cut then undoes would be ahead of the log.
         let batch = read_log_batch(&self.store, next, self.batch, limit, &e.filter, Follow::Durable)
             .map_err(at(next))?;
         // The batch ends at or after where it starts.
         let scanned = batch.next.saturating_sub(next);
+        span.record("to", batch.next.saturating_sub(1)).record("events", batch.events.len());
         if scanned == 0 && !(rebuilding && checkpoint >= batch.head) {
             // Nothing new: keep any set-up (new meta, cleared shadow) we made.
             if stored.as_ref() != Some(&meta) {
@@ -456,6 +470,7 @@ impl Core {
         }
         self.env.save_meta(&mut wtxn, e.name, &meta).map_err(at(last))?;
         wtxn.commit().map_err(|err| (last, self.env.heed_err(err)))?;
+        metrics::projection_batch(e.name, batch.events.len(), started.elapsed());
         if rebuilding && let Some(progress) = &self.progress {
             let done = if finished { meta.checkpoint } else { last };
             progress(RebuildProgress { name: e.name, done, total: batch.head.max(done), finished });
@@ -466,6 +481,10 @@ impl Core {
 
     /// Sets the in-memory state after a step.
     fn settle(&self, e: &Entry, meta: &ProjMeta, head: u64) {
+        // The model readers see, against the committed head (which may be
+        // ahead of the durable one the projection follows), as `status` has it.
+        let committed = self.store.head().unwrap_or(head).max(head);
+        metrics::projection_lag(e.name, committed.saturating_sub(meta.checkpoint));
         let state = match &meta.rebuild {
             Some(r) => ProjectionState::Rebuilding { done: r.checkpoint, total: head },
             None if meta.checkpoint >= head => ProjectionState::CaughtUp,

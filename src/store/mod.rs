@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::lmdb::env::Dbs;
 use crate::lmdb::{Durability, lock};
+use crate::metrics;
 use crate::read::{ReadAll, ReadStream, Reader};
 use crate::record::{self, EncodedEvent};
 use crate::vocab::{AppendResult, ExpectedVersion, NewEvent};
@@ -163,7 +164,18 @@ impl Store {
         expected: ExpectedVersion,
         events: impl IntoIterator<Item = NewEvent>,
     ) -> Result<AppendResult> {
-        self.submit(stream, expected, events)?.wait()
+        let span = tracing::debug_span!(
+            "append",
+            stream,
+            first_position = tracing::field::Empty,
+            last_position = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let result = self.submit(stream, expected, events)?.wait();
+        if let Ok(r) = &result {
+            span.record("first_position", r.first_position).record("last_position", r.last_position);
+        }
+        result
     }
 
     /// Appends to several streams atomically: if any stream's expected version
@@ -172,7 +184,24 @@ impl Store {
         &self,
         appends: impl IntoIterator<Item = StreamEvents<S>>,
     ) -> Result<Vec<AppendResult>> {
-        self.submit_many(appends)?.wait_many()
+        let span = tracing::debug_span!(
+            "append",
+            streams = tracing::field::Empty,
+            first_position = tracing::field::Empty,
+            last_position = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let result = self.submit_many(appends)?.wait_many();
+        if let Ok(r) = &result {
+            span.record("streams", r.len());
+            if let Some(first) = r.iter().map(|a| a.first_position).min() {
+                span.record("first_position", first);
+            }
+            if let Some(last) = r.iter().map(|a| a.last_position).max() {
+                span.record("last_position", last);
+            }
+        }
+        result
     }
 
     /// [`append`](Store::append) for async code: the same checks and
@@ -229,9 +258,9 @@ impl Store {
         expected: ExpectedVersion,
         events: impl IntoIterator<Item = NewEvent>,
     ) -> Result<AppendTicket> {
-        let append = self.prepare(stream, expected, events)?;
-        check_ids(std::slice::from_ref(&append))?;
-        self.send(vec![append], Vec::new())
+        let append = metrics::count_refusal(self.prepare(stream, expected, events))?;
+        metrics::count_refusal(check_ids(std::slice::from_ref(&append)))?;
+        metrics::count_refusal(self.send(vec![append], Vec::new()))
     }
 
     /// Queues an atomic multi-stream append; see [`Store::append_many`].
@@ -239,11 +268,11 @@ impl Store {
         &self,
         appends: impl IntoIterator<Item = StreamEvents<S>>,
     ) -> Result<AppendTicket> {
-        let prepared = self.prepare_many(appends)?;
+        let prepared = metrics::count_refusal(self.prepare_many(appends))?;
         if prepared.is_empty() {
-            return Err(Error::EmptyAppend);
+            return metrics::count_refusal(Err(Error::EmptyAppend));
         }
-        self.send(prepared, Vec::new())
+        metrics::count_refusal(self.send(prepared, Vec::new()))
     }
 
     /// Validates and encodes a multi-stream request: each stream once, each
@@ -293,7 +322,8 @@ impl Store {
             return Err(Error::Poisoned { reason: reason.to_string() });
         }
         let (reply, ticket) = crate::writer::ticket();
-        self.command(Command::Write(Request { appends, side_writes, reply }))?;
+        let submitted = std::time::Instant::now();
+        self.command(Command::Write(Request { appends, side_writes, reply, submitted }))?;
         Ok(ticket)
     }
 

@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::lmdb::env::Table;
 use crate::lmdb::keys::{be_u64, le_u64};
+use crate::metrics;
 use crate::store::Store;
 use crate::store::{Delete, Put, SideWrite, boxed};
 use crate::subscribe::{SubscribeFrom, Subscription};
@@ -142,6 +143,8 @@ pub struct Consumer {
     dedup_ids: HashSet<Uuid>,
     commit_every: u64,
     acks_since_commit: u64,
+    /// The name as a metrics label.
+    label: metrics::Label,
 }
 
 impl Store {
@@ -172,6 +175,8 @@ impl Store {
             dedup.insert(position, id);
         }
         let dedup_ids = dedup.values().copied().collect();
+        let label = metrics::label(name);
+        metrics::consumer_lag(&label, head.saturating_sub(checkpoint));
         Ok(Consumer {
             store: self.clone(),
             name: name.to_string(),
@@ -181,6 +186,7 @@ impl Store {
             dedup_ids,
             commit_every: 0,
             acks_since_commit: 0,
+            label,
         })
     }
 
@@ -358,6 +364,7 @@ impl Consumer {
                 ));
             }
             self.acked = position;
+            metrics::consumer_lag(&self.label, head.saturating_sub(self.checkpoint));
             self.acks_since_commit = self.acks_since_commit.saturating_add(1);
             if self.commit_every > 0 && self.acks_since_commit >= self.commit_every {
                 self.commit()?;
@@ -400,7 +407,17 @@ impl Consumer {
     where
         F: FnOnce(&RecordedEvent) -> Result<()>,
     {
-        if self.is_processed(event) {
+        let span = tracing::debug_span!(
+            "handle",
+            consumer = self.name.as_str(),
+            stream = event.stream_id.as_str(),
+            position = event.position,
+            skipped = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let skip = self.is_processed(event);
+        span.record("skipped", skip);
+        if skip {
             self.ack(event.position)?;
             return Ok(false);
         }
@@ -446,6 +463,9 @@ impl Consumer {
 
     fn committed(&mut self, position: u64) {
         self.checkpoint = self.checkpoint.max(position);
+        if let Ok(head) = self.store.head() {
+            metrics::consumer_lag(&self.label, head.saturating_sub(self.checkpoint));
+        }
         let keep = self.dedup.split_off(&(position.saturating_add(1)));
         for id in self.dedup.values() {
             self.dedup_ids.remove(id);

@@ -344,6 +344,7 @@ impl Subscription {
     /// Reads one batch of the log (one short read transaction).
     fn read_batch(&mut self) -> Result<Read> {
         let b = read_log_batch(&self.store, self.next, self.batch, u64::MAX, &self.filter, self.follow)?;
+        crate::metrics::subscription_lag(b.head.saturating_sub(b.next.saturating_sub(1)));
         let scanned = b.next > self.next;
         self.next = b.next;
         let min_version = self.min_version;

@@ -489,6 +489,15 @@ pub enum Error {
         attempts: u32,
     },
 
+    /// The metrics endpoint (`eventfold::metrics`, feature `prometheus`)
+    /// could not be set up: its address could not be bound, or the
+    /// process has another metrics recorder installed.
+    #[error("cannot serve metrics: {reason}")]
+    Metrics {
+        /// What went wrong.
+        reason: String,
+    },
+
     /// An LMDB operation failed in a way no other variant describes, or a
     /// step of the storage machinery did (encoding a bookkeeping entry,
     /// installing the damaged-file signal handler). For LMDB failures the

@@ -16,6 +16,7 @@ use super::{Command, Reply, Request, WriterConfig};
 use crate::lmdb::Durability;
 use crate::lmdb::env::Dbs;
 use crate::lmdb::meta::KEY_NEXT_STREAM;
+use crate::metrics;
 use crate::vocab::AppendResult;
 use crate::vocab::{Error, Result, from_heed};
 
@@ -82,6 +83,7 @@ pub(crate) struct Writer {
     /// When the writer must sync at the latest, because a follower of
     /// durable positions waits (`Relaxed` and `NoSync` only).
     sync_due: Option<Instant>,
+    metrics: metrics::WriterMetrics,
 }
 
 fn poison_reason(error: &Error) -> String {
@@ -99,7 +101,8 @@ impl Writer {
         config: WriterConfig,
         state: StartState,
     ) -> Self {
-        Writer { env, dbs, shared, config, state, commit_attempts: 0, sync_due: None }
+        let metrics = metrics::WriterMetrics::new();
+        Writer { env, dbs, shared, config, state, commit_attempts: 0, sync_due: None, metrics }
     }
 
     pub(crate) fn run(mut self, rx: Receiver<Command>) {
@@ -216,6 +219,9 @@ impl Writer {
 
     /// Poisons the store: every later write is refused until a reopen.
     fn poison(&self, reason: &str) {
+        if self.shared.poisoned().is_none() {
+            metrics::poisoned();
+        }
         tracing::error!(reason, "eventfold store poisoned: writes are refused until it is reopened");
         self.shared.poison(reason);
     }
@@ -231,7 +237,17 @@ impl Writer {
         Shared::bump(&s.batches, 1);
         Shared::bump(&s.requests, batch.len() as u64);
         s.max_batch_requests.fetch_max(batch.len() as u64, Ordering::Relaxed);
-        let outcomes = match s.poisoned() {
+        let started = Instant::now();
+        let before = Counts::of(s, self.state.head);
+        let span = tracing::debug_span!(
+            "commit",
+            requests = batch.len(),
+            first_position = before.head.saturating_add(1),
+            last_position = tracing::field::Empty,
+            events = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let outcomes: Vec<Outcome> = match s.poisoned() {
             Some(reason) => {
                 let reason = reason.to_string();
                 batch.iter().map(|_| Err(Error::Poisoned { reason: reason.clone() })).collect()
@@ -247,13 +263,40 @@ impl Writer {
             },
         };
         let others = queued();
+        // Everything is recorded before the first answer goes out, so an
+        // appender that has its answer sees the metrics of its append.
+        let answered = Instant::now();
+        let after = Counts::of(&self.shared, self.state.head);
+        let events = after.events.saturating_sub(before.events);
+        span.record("last_position", after.head).record("events", events);
+        let mut appended = 0u64;
+        for (req, outcome) in batch.iter().zip(&outcomes) {
+            // Requests with side writes only (checkpoints, snapshots) are
+            // not appends.
+            match outcome {
+                _ if req.appends.is_empty() => {}
+                Ok(_) => appended = appended.saturating_add(1),
+                Err(e) => metrics::rejected(e),
+            }
+        }
+        let record = metrics::BatchRecord {
+            requests: batch.len(),
+            events,
+            bytes: after.bytes.saturating_sub(before.bytes),
+            committed: after.commits > before.commits,
+            commit: answered.saturating_duration_since(started),
+            queued: others,
+            appended,
+        };
+        self.metrics.batch(&record, answered);
         for (req, outcome) in batch.drain(..).zip(outcomes) {
             if outcome.is_err() {
                 Shared::bump(&self.shared.rejected, 1);
             }
+            let (submitted, taken) = (req.submitted, started);
             // Wakes the appender's thread or task; an appender that gave
             // up waiting is not our failure.
-            req.reply.send(Reply { outcome, spent: req.appends });
+            req.reply.send(Reply { outcome, spent: req.appends, submitted, taken });
         }
         others
     }
@@ -400,6 +443,26 @@ impl Writer {
     }
 }
 
+/// The writer's counters at one instant, to tell what a batch did.
+struct Counts {
+    head: u64,
+    commits: u64,
+    events: u64,
+    bytes: u64,
+}
+
+impl Counts {
+    fn of(s: &Shared, head: u64) -> Self {
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        Counts {
+            head,
+            commits: get(&s.commits),
+            events: get(&s.events_written),
+            bytes: get(&s.bytes_written),
+        }
+    }
+}
+
 /// The instant `delay` from now (far in the future when that overflows).
 fn later(delay: Duration) -> Instant {
     let now = Instant::now();
@@ -446,7 +509,7 @@ mod tests {
                 expected: ExpectedVersion::Any,
                 events: vec![event],
             }];
-            batch.push(Request { appends, side_writes: Vec::new(), reply: tx });
+            batch.push(Request { appends, side_writes: Vec::new(), reply: tx, submitted: Instant::now() });
             replies.push(rx);
         }
         let others = writer.process(&mut batch, || {
@@ -470,7 +533,7 @@ mod tests {
             expected: ExpectedVersion::Any,
             events: vec![event],
         }];
-        (Request { appends, side_writes: Vec::new(), reply: tx }, rx)
+        (Request { appends, side_writes: Vec::new(), reply: tx, submitted: Instant::now() }, rx)
     }
 
     /// Guards the retry-alone path after a failed batch: once one retried

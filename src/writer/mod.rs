@@ -47,6 +47,8 @@ pub(crate) struct Request {
     pub appends: Vec<StreamAppend>,
     pub side_writes: Vec<Box<dyn SideWrite>>,
     pub reply: ReplySender,
+    /// When it was submitted, for the append latency metrics.
+    pub submitted: std::time::Instant,
 }
 
 /// The writer's answer to a request. It carries the request's encoded events
@@ -56,6 +58,10 @@ pub(crate) struct Request {
 pub(crate) struct Reply {
     pub outcome: Result<Vec<AppendResult>>,
     pub spent: Vec<StreamAppend>,
+    /// When the request was submitted and when the writer took it into a
+    /// transaction: the appender records its latencies, off the writer.
+    pub submitted: std::time::Instant,
+    pub taken: std::time::Instant,
 }
 
 impl Request {

@@ -125,7 +125,12 @@ pub(crate) fn ticket() -> (ReplySender, AppendTicket) {
 fn outcome(reply: Option<Reply>) -> Result<Vec<AppendResult>> {
     match reply {
         Some(reply) => {
+            // Side writes alone (checkpoints, snapshots) are no appends.
+            let appended = !reply.spent.is_empty();
             drop(reply.spent);
+            if appended {
+                crate::metrics::answered(reply.submitted, reply.taken);
+            }
             reply.outcome
         }
         None => Err(Error::Closed),
@@ -303,7 +308,8 @@ mod tests {
             event_ids: Vec::new(),
             already_stored: false,
         };
-        Reply { outcome: Ok(vec![result]), spent: Vec::new() }
+        let now = std::time::Instant::now();
+        Reply { outcome: Ok(vec![result]), spent: Vec::new(), submitted: now, taken: now }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// use each other.
 const LAYERS: &[&[&str]] = &[
     &["vocab"],
-    &["lmdb"],
+    &["lmdb", "metrics"],
     &["record"],
     &["read", "writer"],
     &["store"],

@@ -19,6 +19,8 @@ mod faults;
 mod fuzz_corpus;
 mod layers;
 mod metadata;
+#[cfg(feature = "cli")]
+mod metrics;
 mod model;
 mod multiprocess;
 mod payload_limits;

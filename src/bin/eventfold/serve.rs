@@ -31,9 +31,24 @@ pub struct Args {
     /// subscribe beyond it gets an error reply.
     #[arg(long, default_value_t = protocol::DEFAULT_MAX_SUBSCRIPTIONS, value_name = "N")]
     pub max_subscriptions: usize,
+    /// Serve the metrics in Prometheus' text format at http://ADDR/metrics
+    /// (port 0 picks a free port). No authentication: it shows counts and
+    /// the names of consumers and projections, never events.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
+    // Before the store opens, so that it counts from the first request.
+    let _metrics = match &a.metrics {
+        Some(addr) => {
+            let server = eventfold::metrics::serve_prometheus(addr.as_str())
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            eprintln!("eventfold: metrics on http://{}/metrics", server.local_addr());
+            Some(server)
+        }
+        None => None,
+    };
     let store = ctx.open_write()?;
     // Logs go to stderr: stdout carries only protocol replies.
     let options = ServeOptions::default()
