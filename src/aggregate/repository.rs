@@ -491,75 +491,212 @@ impl<A: Aggregate> Repository<A> {
         A::Command: Clone,
     {
         let stream = self.stream_id(id);
-        let Some(turns) = self.store.extension(|| Ok(Some(Turns::default())))? else {
-            return Err(CommandError::Store(Error::Internal {
-                reason: "the store kept no table of aggregate turns".to_string(),
-            }));
-        };
-        let turn = turns.wait_turn(&stream);
+        let turn = self.turns()?.wait_turn(&stream);
         let started = Instant::now();
         let mut backoff = Backoff::new();
         let mut attempt: u32 = 0;
         loop {
             attempt = attempt.saturating_add(1);
-            let Loaded { mut state, version, .. } = self.load_stream(&stream, None, true)?;
-            let events = state.handle(command.clone()).map_err(CommandError::Rejected)?;
-            if events.is_empty() {
-                return Ok(Executed {
-                    events,
-                    version,
-                    state,
-                    append: None,
-                    attempts: attempt,
-                    snapshot_saved: None,
-                });
-            }
-            let new_events = events
-                .iter()
-                .map(|e| to_new_event(e, &metadata))
-                .collect::<Result<Vec<_>>>()
-                .map_err(CommandError::Store)?;
-            let expected =
-                if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
-            match self.store.append(&stream, expected, new_events) {
+            let decided = match self.decide(&stream, command.clone(), &metadata, attempt)? {
+                Decided::Nothing(done) => return Ok(done),
+                Decided::Append(decided) => decided,
+            };
+            match self.store.append(&stream, decided.expected, decided.new_events) {
                 Ok(append) => {
                     // The next command's load sees these events now; the
                     // snapshot below need not hold it up.
                     drop(turn);
-                    for e in &events {
-                        state.apply(e);
-                    }
-                    let new_version = append.stream_version;
-                    let snapshot_saved = self.snapshot_by_policy(&stream, version, new_version, &state);
-                    return Ok(Executed {
-                        events,
-                        version: new_version,
-                        state,
-                        append: Some(append),
-                        attempts: attempt,
-                        snapshot_saved,
-                    });
+                    return Ok(self.appended(
+                        &stream,
+                        decided.version,
+                        decided.state,
+                        decided.events,
+                        append,
+                        attempt,
+                    ));
                 }
                 Err(Error::WrongExpectedVersion { .. }) => {
-                    let left = self.retry_deadline.checked_sub(started.elapsed()).filter(|l| !l.is_zero());
-                    let Some(left) = left.filter(|_| attempt < self.max_attempts) else {
-                        return Err(CommandError::Store(Error::RetriesExhausted {
-                            stream,
-                            attempts: attempt,
-                        }));
-                    };
-                    let pause = backoff.next_pause().min(left);
-                    tracing::debug!(
-                        stream = stream.as_str(),
-                        attempt,
-                        pause_us = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX),
-                        "the stream changed between load and append; deciding again after a pause"
-                    );
+                    let pause = self.pause_after_conflict(&stream, started, attempt, &mut backoff)?;
                     std::thread::sleep(pause);
                 }
                 Err(e) => return Err(CommandError::Store(e)),
             }
         }
+    }
+
+    /// [`execute`](Self::execute) for async code (feature `async`), on any
+    /// runtime: the same turns (shared with `execute` on this store), the
+    /// same retries within the same deadline, and the same result.
+    ///
+    /// The command waits for its aggregate's turn without blocking a
+    /// thread: its task is woken when the command before it leaves.
+    /// Dropping the future (a timeout, a cancelled task) gives its place up,
+    /// so the commands after it go on. Loading, handling and the snapshot
+    /// run on the task (short LMDB reads and the aggregate's own code); the
+    /// append is awaited ([`AppendTicket`](crate::AppendTicket) as a
+    /// future). The pause after a conflict is awaited too, on a timer
+    /// thread of the library (one per process, started at the first pause),
+    /// since the library uses no runtime's timer.
+    ///
+    /// A command handler must not await another command on the same
+    /// aggregate (it cannot: `handle` is not async), and async code should
+    /// not call the blocking [`execute`](Self::execute) on an aggregate
+    /// that async commands use: it would block the runtime's thread while
+    /// it waits for their turns.
+    ///
+    /// ```
+    /// # use eventfold::{Aggregate, DomainEvent, EventMetadata, Repository, Store};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Debug, Clone, Serialize, Deserialize)]
+    /// # enum Ev { Added { n: u64 } }
+    /// # impl DomainEvent for Ev { fn event_type(&self) -> &'static str { "Added" } }
+    /// # #[derive(Debug, Default, Serialize, Deserialize)]
+    /// # struct Counter { total: u64 }
+    /// # impl Aggregate for Counter {
+    /// #     const CATEGORY: &'static str = "counter";
+    /// #     type Event = Ev;
+    /// #     type Command = u64;
+    /// #     type Error = std::convert::Infallible;
+    /// #     fn apply(&mut self, Ev::Added { n }: &Ev) { self.total += n; }
+    /// #     fn handle(&self, n: u64) -> Result<Vec<Ev>, Self::Error> { Ok(vec![Ev::Added { n }]) }
+    /// # }
+    /// # let dir = tempfile::tempdir()?;
+    /// let repo = Repository::<Counter>::new(Store::open(dir.path())?);
+    /// let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    /// let done = runtime.block_on(repo.execute_async("c-1", 5, EventMetadata::default()))?;
+    /// assert_eq!(done.state.total, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "async")]
+    pub async fn execute_async(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: EventMetadata,
+    ) -> std::result::Result<Executed<A>, CommandError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        let stream = self.stream_id(id);
+        let turn = self.turns()?.turn_async(&stream).await;
+        let started = Instant::now();
+        let mut backoff = Backoff::new();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt = attempt.saturating_add(1);
+            let decided = match self.decide(&stream, command.clone(), &metadata, attempt)? {
+                Decided::Nothing(done) => return Ok(done),
+                Decided::Append(decided) => decided,
+            };
+            let ticket = self.store.submit(&stream, decided.expected, decided.new_events)?;
+            match ticket.await {
+                Ok(append) => {
+                    drop(turn);
+                    return Ok(self.appended(
+                        &stream,
+                        decided.version,
+                        decided.state,
+                        decided.events,
+                        append,
+                        attempt,
+                    ));
+                }
+                Err(Error::WrongExpectedVersion { .. }) => {
+                    let pause = self.pause_after_conflict(&stream, started, attempt, &mut backoff)?;
+                    serial::Sleep::new(pause)?.await;
+                }
+                Err(e) => return Err(CommandError::Store(e)),
+            }
+        }
+    }
+
+    /// The store's table of aggregate turns.
+    fn turns(&self) -> Result<std::sync::Arc<Turns>> {
+        self.store.extension(|| Ok(Some(Turns::default())))?.ok_or_else(|| Error::Internal {
+            reason: "the store kept no table of aggregate turns".to_string(),
+        })
+    }
+
+    /// One attempt of a command, up to the append: load, handle, encode.
+    fn decide(
+        &self,
+        stream: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+        attempt: u32,
+    ) -> std::result::Result<Decided<A>, CommandError<A::Error>> {
+        let Loaded { state, version, .. } = self.load_stream(stream, None, true)?;
+        let events = state.handle(command).map_err(CommandError::Rejected)?;
+        if events.is_empty() {
+            return Ok(Decided::Nothing(Executed {
+                events,
+                version,
+                state,
+                append: None,
+                attempts: attempt,
+                snapshot_saved: None,
+            }));
+        }
+        let new_events = events
+            .iter()
+            .map(|e| to_new_event(e, metadata))
+            .collect::<Result<Vec<_>>>()
+            .map_err(CommandError::Store)?;
+        let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+        Ok(Decided::Append(ToAppend { state, version, events, new_events, expected }))
+    }
+
+    /// What a command that appended returns: the state after its events,
+    /// and the snapshot due by the policy.
+    fn appended(
+        &self,
+        stream: &str,
+        version: u64,
+        mut state: A,
+        events: Vec<A::Event>,
+        append: AppendResult,
+        attempt: u32,
+    ) -> Executed<A> {
+        for e in &events {
+            state.apply(e);
+        }
+        let new_version = append.stream_version;
+        let snapshot_saved = self.snapshot_by_policy(stream, version, new_version, &state);
+        Executed {
+            events,
+            version: new_version,
+            state,
+            append: Some(append),
+            attempts: attempt,
+            snapshot_saved,
+        }
+    }
+
+    /// The pause before the next attempt after a conflict, or
+    /// [`Error::RetriesExhausted`] when the attempts or the deadline are
+    /// used up.
+    fn pause_after_conflict(
+        &self,
+        stream: &str,
+        started: Instant,
+        attempt: u32,
+        backoff: &mut Backoff,
+    ) -> std::result::Result<Duration, CommandError<A::Error>> {
+        let left = self.retry_deadline.checked_sub(started.elapsed()).filter(|l| !l.is_zero());
+        let Some(left) = left.filter(|_| attempt < self.max_attempts) else {
+            return Err(CommandError::Store(Error::RetriesExhausted {
+                stream: stream.to_string(),
+                attempts: attempt,
+            }));
+        };
+        let pause = backoff.next_pause().min(left);
+        tracing::debug!(
+            stream,
+            attempt,
+            pause_us = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX),
+            "the stream changed between load and append; deciding again after a pause"
+        );
+        Ok(pause)
     }
 
     /// Appends `events` to aggregate `id` directly, without handling a
@@ -590,6 +727,23 @@ impl<A: Aggregate> Repository<A> {
             }
         }
     }
+}
+
+/// One attempt of a command, decided.
+enum Decided<A: Aggregate> {
+    /// The command decided no events: done.
+    Nothing(Executed<A>),
+    /// Events to append.
+    Append(ToAppend<A>),
+}
+
+/// The events a command decided, and what it decided them on.
+struct ToAppend<A: Aggregate> {
+    state: A,
+    version: u64,
+    events: Vec<A::Event>,
+    new_events: Vec<NewEvent>,
+    expected: ExpectedVersion,
 }
 
 /// The stored form of a domain event with the command's metadata.

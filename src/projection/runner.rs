@@ -3,9 +3,9 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
 
@@ -40,6 +40,8 @@ pub(crate) struct Entry {
 struct Runtime {
     state: ProjectionState,
     events_per_sec: f64,
+    /// The checkpoint of the model readers see, as of the last step.
+    checkpoint: u64,
 }
 
 impl Entry {
@@ -67,6 +69,61 @@ pub(crate) struct Core {
     pub(crate) entries: Vec<Arc<Entry>>,
     batch: usize,
     progress: Option<ProgressFn>,
+    /// What [`RunningProjections::wait_for`] waits on.
+    signal: Signal,
+}
+
+/// Tells waiters for a checkpoint to look again: signalled after every step
+/// (a batch committed, nothing to do, or a failure) and when the runner's
+/// thread ends. A waiter looks at the projections' state while it holds
+/// this lock, and the runner changes that state before it takes the lock,
+/// so no step goes unnoticed between a look and the wait.
+#[derive(Debug, Default)]
+struct Signal {
+    state: Mutex<SignalState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SignalState {
+    /// The runner's thread has ended: nothing will move any more.
+    ended: bool,
+    /// Tasks awaiting a checkpoint, by the id of their future.
+    #[cfg(feature = "async")]
+    wakers: Vec<(u64, std::task::Waker)>,
+    /// The id the next future gets.
+    #[cfg(feature = "async")]
+    next_id: u64,
+}
+
+impl Signal {
+    /// The lock guards flags and wakers and never runs a caller's code, so
+    /// a poisoned one still holds consistent data.
+    fn lock(&self) -> MutexGuard<'_, SignalState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes every waiter (`ended`: for good).
+    fn notify(&self, ended: bool) {
+        let mut s = self.lock();
+        s.ended |= ended;
+        #[cfg(feature = "async")]
+        let woken = std::mem::take(&mut s.wakers);
+        drop(s);
+        self.changed.notify_all();
+        // Outside the lock: a waker may run the task that polls again.
+        #[cfg(feature = "async")]
+        woken.into_iter().for_each(|(_, w)| w.wake());
+    }
+}
+
+/// Marks the runner's thread ended when it returns (or unwinds).
+struct Ended<'a>(&'a Signal);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        self.0.notify(true);
+    }
 }
 
 /// Runs projections: [`run_until_caught_up`](ProjectionRunner::run_until_caught_up)
@@ -116,6 +173,7 @@ impl ProjectionRunner {
                 entries: Vec::new(),
                 batch: DEFAULT_PROJECTION_BATCH,
                 progress: None,
+                signal: Signal::default(),
             },
         })
     }
@@ -131,6 +189,12 @@ impl ProjectionRunner {
             });
         }
         self.core.env.slots(P::NAME, true)?;
+        // Where the model stands, for a wait before the first step. A meta
+        // entry that cannot be read fails the projection at that step.
+        let checkpoint = match self.core.env.env.read_txn() {
+            Ok(txn) => self.core.env.load_meta(&txn, P::NAME).ok().flatten().map_or(0, |m| m.checkpoint),
+            Err(_) => 0,
+        };
         let filter = projection.filter();
         self.core.entries.push(Arc::new(Entry {
             name: P::NAME,
@@ -138,7 +202,7 @@ impl ProjectionRunner {
             filter,
             apply: Box::new(move |ctx, event| projection.apply(ctx, event)),
             rebuild_requested: AtomicBool::new(false),
-            runtime: Mutex::new(Runtime { state: ProjectionState::Idle, events_per_sec: 0.0 }),
+            runtime: Mutex::new(Runtime { state: ProjectionState::Idle, events_per_sec: 0.0, checkpoint }),
         }));
         Ok(self)
     }
@@ -255,6 +319,76 @@ impl RunningProjections {
         Ok(())
     }
 
+    /// Blocks until every projection of this runner has applied the log up
+    /// to `position` (its checkpoint, the one readers see, is at or past
+    /// it), so that a read of its model sees the event there: read your
+    /// own writes.
+    ///
+    /// ```
+    /// # use eventfold::{ExpectedVersion, NewEvent, Projection, ProjectionContext, ProjectionRunner, RecordedEvent, Result, Store};
+    /// # use std::time::Duration;
+    /// # let dir = tempfile::tempdir()?;
+    /// # struct Count;
+    /// # impl Projection for Count {
+    /// #     const NAME: &'static str = "count";
+    /// #     const VERSION: u32 = 1;
+    /// #     fn apply(&self, ctx: &mut ProjectionContext<'_>, _: &RecordedEvent) -> Result<()> {
+    /// #         ctx.update("events", |n: &mut u64| *n += 1)
+    /// #     }
+    /// # }
+    /// let store = Store::open(dir.path())?;
+    /// let running = ProjectionRunner::new(&store)?.register(Count)?.start()?;
+    /// let r = store.append("a-1", ExpectedVersion::Any, [NewEvent::json("X", &1)])?;
+    /// running.wait_for(r.last_position, Duration::from_secs(5))?;
+    /// assert_eq!(store.projection::<Count>().get::<u64>("events")?, Some(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// The runner's thread wakes the wait after each batch it commits.
+    /// Read models apply only durable events: under `Relaxed` and `NoSync`
+    /// the runner has the writer sync soon (`sync_interval`), so the wait
+    /// ends then. While a projection rebuilds, readers see its old model,
+    /// so the wait ends when the old one had already reached `position` or
+    /// when the new one is swapped in.
+    ///
+    /// Errors: [`Error::PositionPastHead`] at once for a position the log
+    /// has not reached (nothing would end that wait);
+    /// [`Error::ProjectionFailed`] if a projection that has not reached
+    /// `position` failed; [`Error::ProjectionsStopped`] if the thread has
+    /// ended (stopped, or the store closed); [`Error::Timeout`] after
+    /// `timeout` (the projections go on: wait again if you like).
+    pub fn wait_for(&self, position: u64, timeout: Duration) -> Result<()> {
+        self.core.wait(None, position, timeout)
+    }
+
+    /// [`wait_for`](Self::wait_for), for the one projection `name`
+    /// ([`Error::UnknownProjection`] if this runner does not run it).
+    pub fn wait_for_projection(&self, name: &str, position: u64, timeout: Duration) -> Result<()> {
+        self.core.wait(Some(name), position, timeout)
+    }
+
+    /// [`wait_for`](Self::wait_for) as a future (feature `async`), woken by
+    /// the runner's thread after each batch: it parks no thread. It takes
+    /// no timeout (the library has no timer): wrap it in your runtime's,
+    /// e.g. `tokio::time::timeout(d, running.wait_for_async(p))`. It holds
+    /// no borrow of `self`, so it can be spawned; it ends with
+    /// [`Error::ProjectionsStopped`] when the runner is stopped or dropped.
+    #[cfg(feature = "async")]
+    pub fn wait_for_async(&self, position: u64) -> impl Future<Output = Result<()>> + Send + 'static {
+        WaitFuture::new(self.core.clone(), None, position)
+    }
+
+    /// [`wait_for_async`](Self::wait_for_async), for the one projection
+    /// `name`.
+    #[cfg(feature = "async")]
+    pub fn wait_for_projection_async(
+        &self,
+        name: &str,
+        position: u64,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        WaitFuture::new(self.core.clone(), Some(name), position)
+    }
+
     /// Whether the thread has ended (stopped, or the store closed).
     pub fn is_finished(&self) -> bool {
         self.join.as_ref().is_none_or(JoinHandle::is_finished)
@@ -289,7 +423,151 @@ impl Drop for RunningProjections {
     }
 }
 
+/// A wait for checkpoints as a future: looks under the signal's lock and
+/// leaves its waker there, so a step between the look and the wait wakes it.
+#[cfg(feature = "async")]
+struct WaitFuture {
+    core: Arc<Core>,
+    targets: Vec<usize>,
+    position: u64,
+    /// An error found when the wait was made, returned at the first poll.
+    early: Option<Error>,
+    /// This future's entry among the signal's wakers.
+    id: Option<u64>,
+}
+
+#[cfg(feature = "async")]
+impl WaitFuture {
+    fn new(core: Arc<Core>, name: Option<&str>, position: u64) -> Self {
+        let (targets, early) = match core.wait_targets(name, position) {
+            Ok(t) => (t, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        WaitFuture { core, targets, position, early, id: None }
+    }
+
+    fn forget_waker(&self, s: &mut SignalState) {
+        if let Some(id) = self.id {
+            s.wakers.retain(|(i, _)| *i != id);
+        }
+    }
+}
+
+#[cfg(feature = "async")]
+impl Future for WaitFuture {
+    type Output = Result<()>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<()>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if let Some(e) = this.early.take() {
+            return Poll::Ready(Err(e));
+        }
+        let core = this.core.clone();
+        let mut s = core.signal.lock();
+        match core.look(&s, &this.targets, this.position) {
+            Ok(Some(_)) => {
+                let id = match this.id {
+                    Some(id) => id,
+                    None => {
+                        let id = s.next_id;
+                        s.next_id = s.next_id.wrapping_add(1);
+                        this.id = Some(id);
+                        id
+                    }
+                };
+                match s.wakers.iter_mut().find(|(i, _)| *i == id) {
+                    Some((_, w)) if w.will_wake(cx.waker()) => {}
+                    Some((_, w)) => *w = cx.waker().clone(),
+                    None => s.wakers.push((id, cx.waker().clone())),
+                }
+                Poll::Pending
+            }
+            done => {
+                this.forget_waker(&mut s);
+                Poll::Ready(done.map(|_| ()))
+            }
+        }
+    }
+}
+
+#[cfg(feature = "async")]
+impl Drop for WaitFuture {
+    fn drop(&mut self) {
+        if self.id.is_some() {
+            let mut s = self.core.signal.lock();
+            self.forget_waker(&mut s);
+        }
+    }
+}
+
 impl Core {
+    /// The projections a wait is for (all, or the one named), after
+    /// refusing a position the log has not reached.
+    fn wait_targets(&self, name: Option<&str>, position: u64) -> Result<Vec<usize>> {
+        let targets = match name {
+            Some(name) => match self.entries.iter().position(|e| e.name == name) {
+                Some(i) => vec![i],
+                None => return Err(Error::UnknownProjection { name: name.to_string() }),
+            },
+            None => (0..self.entries.len()).collect(),
+        };
+        let head = self.store.head()?;
+        if position > head {
+            return Err(Error::PositionPastHead { position, head });
+        }
+        Ok(targets)
+    }
+
+    /// Where a wait stands: `Ok(None)` when every target has reached
+    /// `position`, `Ok(Some(name))` while `name` is still behind, an error
+    /// when one behind failed or can no longer move. Called under the
+    /// signal's lock (`s`).
+    fn look(&self, s: &SignalState, targets: &[usize], position: u64) -> Result<Option<&'static str>> {
+        let mut behind = None;
+        for e in targets.iter().filter_map(|&i| self.entries.get(i)) {
+            let rt = e.runtime();
+            if rt.checkpoint >= position {
+                continue;
+            }
+            if let ProjectionState::Failed { position: at, error } = &rt.state {
+                return Err(Error::ProjectionFailed {
+                    projection: e.name.to_string(),
+                    position: *at,
+                    reason: error.clone(),
+                });
+            }
+            if s.ended {
+                return Err(Error::ProjectionsStopped {
+                    projection: e.name.to_string(),
+                    checkpoint: rt.checkpoint,
+                });
+            }
+            behind = behind.or(Some(e.name));
+        }
+        Ok(behind)
+    }
+
+    fn wait(&self, name: Option<&str>, position: u64, timeout: Duration) -> Result<()> {
+        let targets = self.wait_targets(name, position)?;
+        let started = Instant::now();
+        let mut s = self.signal.lock();
+        while let Some(behind) = self.look(&s, &targets, position)? {
+            let Some(left) = timeout.checked_sub(started.elapsed()).filter(|l| !l.is_zero()) else {
+                return Err(Error::Timeout {
+                    what: format!("projection {behind:?}"),
+                    position,
+                    waited: timeout,
+                });
+            };
+            s = match self.signal.changed.wait_timeout(s, left) {
+                Ok((s, _)) => s,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        Ok(())
+    }
+
     fn entry(&self, name: &str) -> Result<&Arc<Entry>> {
         self.entries
             .iter()
@@ -309,6 +587,7 @@ impl Core {
     }
 
     fn follow(&self, wake: &Receiver<u64>, ctl: &Receiver<Ctl>) {
+        let _ended = Ended(&self.signal);
         loop {
             let mut worked = false;
             for e in &self.entries {
@@ -338,6 +617,12 @@ impl Core {
     /// Applies one batch of projection `e`, never past `up_to` unless
     /// rebuilding (a rebuild goes on to the head, where it swaps).
     pub(crate) fn step(&self, e: &Entry, up_to: u64) -> Step {
+        let step = self.step_once(e, up_to);
+        self.signal.notify(false);
+        step
+    }
+
+    fn step_once(&self, e: &Entry, up_to: u64) -> Step {
         if e.failed() {
             return Step::Idle;
         }
@@ -490,7 +775,9 @@ impl Core {
             None if meta.checkpoint >= head => ProjectionState::CaughtUp,
             None => ProjectionState::Running,
         };
-        e.runtime().state = state;
+        let mut rt = e.runtime();
+        rt.state = state;
+        rt.checkpoint = meta.checkpoint;
     }
 
     fn status(&self) -> Result<Vec<ProjectionStatus>> {
@@ -563,5 +850,22 @@ mod tests {
         let Error::ProjectionFailed { projection, reason, .. } = &err else { panic!("{err:?}") };
         assert_eq!(projection, "seen");
         assert!(reason.contains("is damaged") && reason.contains("checkpoint 18446744073709551615"), "{err}");
+    }
+
+    /// Guards a wait on a runner whose thread has ended: it is an error
+    /// naming the projection, not a wait until the timeout.
+    #[test]
+    fn a_wait_on_an_ended_runner_is_projections_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.append("s-1", ExpectedVersion::Any, [NewEvent::json("E", &1)]).unwrap();
+        let core = ProjectionRunner::new(&store).unwrap().register(Seen).unwrap().core;
+        drop(Ended(&core.signal));
+        let err = core.wait(None, 1, Duration::from_secs(60)).unwrap_err();
+        assert!(
+            matches!(&err, Error::ProjectionsStopped { projection, checkpoint: 0 } if projection == "seen"),
+            "{err:?}"
+        );
+        core.wait(None, 0, Duration::ZERO).unwrap();
     }
 }

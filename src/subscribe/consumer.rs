@@ -37,6 +37,9 @@ const VALUE_FORMAT: u8 = 2;
 const LEGACY_FORMAT: u8 = 1;
 const LEGACY_LEN: usize = 17;
 const VALUE_LEN: usize = 25;
+/// How often [`Store::wait_for_consumer`] reads the checkpoint on a store
+/// opened read-only, where no commit wakes it.
+const READ_ONLY_LOOK: std::time::Duration = std::time::Duration::from_millis(50);
 fn dedup_key(name: &str, position: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(name.len().saturating_add(9));
     k.extend_from_slice(name.as_bytes());
@@ -210,6 +213,102 @@ impl Store {
         }
         self.send(Vec::new(), writes)?.wait_many()?;
         Ok(())
+    }
+
+    /// Blocks until durable consumer `name` has committed a checkpoint at or
+    /// past `position`: for a thread that appended and wants to know that
+    /// the consumer (driven elsewhere: another thread, task or process on a
+    /// writable store's behalf) has handled the event there.
+    ///
+    /// Checkpoints are committed through the writer, and every commit wakes
+    /// this wait, which then reads the checkpoint again; it parks the thread
+    /// in between. On a store opened read-only (another process writes, so
+    /// no commit wakes this one) it reads the checkpoint every 50 ms.
+    ///
+    /// Errors: [`Error::PositionPastHead`] at once for a position the log
+    /// has not reached; [`Error::Closed`] if the store closes meanwhile;
+    /// [`Error::Timeout`] after `timeout` (the consumer is not affected).
+    /// A consumer that has never committed is at checkpoint 0.
+    pub fn wait_for_consumer(&self, name: &str, position: u64, timeout: std::time::Duration) -> Result<()> {
+        validate_name("consumer", name)?;
+        // Registered before the first read, so no commit goes unnoticed.
+        let wake = self.follow_commits();
+        self.refuse_past_head(position)?;
+        let started = std::time::Instant::now();
+        loop {
+            if self.committed_checkpoint(name)? >= position {
+                return Ok(());
+            }
+            let Some(left) = timeout.checked_sub(started.elapsed()).filter(|l| !l.is_zero()) else {
+                return Err(Error::Timeout { what: format!("consumer {name:?}"), position, waited: timeout });
+            };
+            let left = if self.is_read_only() { left.min(READ_ONLY_LOOK) } else { left };
+            match wake.recv_timeout(left) {
+                Ok(_) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Err(Error::Closed),
+            }
+        }
+    }
+
+    /// [`wait_for_consumer`](Self::wait_for_consumer) as a future (feature
+    /// `async`), woken by the commit notifier: it parks no thread. It takes
+    /// no timeout (the library has no timer): wrap it in your runtime's,
+    /// e.g. `tokio::time::timeout(d, store.wait_for_consumer_async("mailer", p))`.
+    /// On a store opened read-only it ends at once with [`Error::ReadOnly`]
+    /// (no commit would wake it; use the blocking form there).
+    #[cfg(feature = "async")]
+    pub fn wait_for_consumer_async(
+        &self,
+        name: &str,
+        position: u64,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let store = self.clone();
+        let name = name.to_string();
+        let wake = self.follow_commits();
+        async move {
+            validate_name("consumer", &name)?;
+            if store.is_read_only() {
+                return Err(Error::ReadOnly);
+            }
+            store.refuse_past_head(position)?;
+            std::future::poll_fn(|cx| {
+                use std::task::Poll;
+                loop {
+                    match store.committed_checkpoint(&name) {
+                        Ok(at) if at >= position => return Poll::Ready(Ok(())),
+                        Ok(_) => {}
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                    // The waker is kept before the channel is looked at, and
+                    // the checkpoint is read again after every wake-up.
+                    match wake.poll_wake(cx) {
+                        Poll::Ready(Some(_)) => {}
+                        Poll::Ready(None) => return Poll::Ready(Err(Error::Closed)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+            })
+            .await
+        }
+    }
+
+    /// Refuses a wait for a position the log has not reached.
+    fn refuse_past_head(&self, position: u64) -> Result<()> {
+        let head = self.head()?;
+        if position > head {
+            return Err(Error::PositionPastHead { position, head });
+        }
+        Ok(())
+    }
+
+    /// Consumer `name`'s committed checkpoint (0 when it has none).
+    fn committed_checkpoint(&self, name: &str) -> Result<u64> {
+        let reader = self.read()?;
+        let (txn, db) = reader.side_table(Table::Checkpoints);
+        Ok(match db.get(txn, name.as_bytes())? {
+            Some(v) => decode_checkpoint(name, v)?.0,
+            None => 0,
+        })
     }
 
     /// Every durable consumer, with its checkpoint and lag.

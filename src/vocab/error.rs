@@ -390,6 +390,45 @@ pub enum Error {
         name: String,
     },
 
+    /// A wait ([`RunningProjections::wait_for`](crate::RunningProjections::wait_for),
+    /// [`Store::wait_for_consumer`](crate::Store::wait_for_consumer)) did not
+    /// see its position reached in the time it was given.
+    #[error(
+        "{what} did not reach position {position} within {waited:?}: wait longer, or check that it is running and not behind (RunningProjections::status, Store::consumers)"
+    )]
+    Timeout {
+        /// What was waited for ("projection \"orders\"", "consumer \"mailer\"").
+        what: String,
+        /// The position it was to reach.
+        position: u64,
+        /// How long the call waited.
+        waited: std::time::Duration,
+    },
+
+    /// A wait was asked for a position the log has not reached: it may
+    /// never be written, so nothing would end the wait.
+    #[error(
+        "position {position} is past the head of the log ({head}): wait for a position an append returned (AppendResult::last_position)"
+    )]
+    PositionPastHead {
+        /// The position asked for.
+        position: u64,
+        /// The head of the log when the wait began.
+        head: u64,
+    },
+
+    /// A wait on a projection runner's thread that has ended (stopped, or
+    /// the store closed), so the projection will not move again.
+    #[error(
+        "the projection thread of projection {projection:?} has ended (stopped, or the store closed) at checkpoint {checkpoint}: start a runner again to go on"
+    )]
+    ProjectionsStopped {
+        /// The projection waited for.
+        projection: String,
+        /// Its checkpoint when the thread ended.
+        checkpoint: u64,
+    },
+
     /// The operation needs a stream that has no events yet.
     #[error("stream {stream:?} has no events: append to it first")]
     StreamNotFound {
@@ -547,6 +586,8 @@ impl Error {
     /// - [`Error::RetriesExhausted`]: the command lost to concurrent writers;
     ///   `Repository::execute` loads the stream afresh on every call, so the
     ///   same call succeeds once the contention eases.
+    /// - [`Error::Timeout`]: what was waited for may still get there; wait
+    ///   again.
     ///
     /// Everything else is false. In particular
     /// [`Error::WrongExpectedVersion`] is not retryable: the stream has moved
@@ -555,7 +596,13 @@ impl Error {
     /// [`Error::StorageFull`], [`Error::Poisoned`] and [`Error::MapResized`]
     /// need a reopen, and damage needs a backup.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Locked { .. } | Error::ReadersFull | Error::RetriesExhausted { .. })
+        matches!(
+            self,
+            Error::Locked { .. }
+                | Error::ReadersFull
+                | Error::RetriesExhausted { .. }
+                | Error::Timeout { .. }
+        )
     }
 
     /// A [`Error::Handler`] carrying `reason`: what a subscription handler or
@@ -746,6 +793,7 @@ mod tests {
             Error::Locked { path: "/tmp/x".into(), pid: None },
             Error::ReadersFull,
             Error::RetriesExhausted { stream: "s-1".into(), attempts: 3 },
+            Error::Timeout { what: "consumer \"c\"".into(), position: 3, waited: std::time::Duration::ZERO },
         ];
         for err in retryable {
             assert!(err.is_retryable(), "{err:?}");

@@ -885,3 +885,103 @@ fn a_bad_event_in_a_long_parallel_replay_is_reported_with_its_position() {
     let err = repo.replay("2").unwrap_err();
     assert!(matches!(err, Error::Decode { position: 7_777, .. }), "{err}");
 }
+
+// ---- execute_async -------------------------------------------------------
+
+/// `Repository::execute_async` (feature `async`).
+#[cfg(feature = "async")]
+mod async_commands {
+    use super::*;
+
+    /// Long enough never to run out on a working store; only a hang trips it.
+    const PATIENCE: Duration = Duration::from_secs(60);
+
+    fn two_workers() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap()
+    }
+
+    /// Guards async commands on a hot aggregate: 1000 tasks with one deposit
+    /// each on one account, on two worker threads, take turns without blocking
+    /// the workers; every command is decided once and the balance is exact.
+    #[test]
+    fn a_thousand_async_commands_on_one_aggregate_all_succeed() {
+        const TASKS: u64 = 1000;
+        let (_d, store) = fast_store();
+        let repo = Repository::<Account>::new(store.clone());
+        repo.execute("hot", AccountCommand::Open("ann".into()), EventMetadata::new()).unwrap();
+        let attempts: Vec<u32> = two_workers().block_on(async {
+            let tasks: Vec<_> = (1..=TASKS)
+                .map(|amount| {
+                    let repo = repo.clone();
+                    tokio::spawn(async move {
+                        repo.execute_async("hot", AccountCommand::Deposit(amount), EventMetadata::new())
+                            .await
+                            .map(|d| d.attempts)
+                    })
+                })
+                .collect();
+            let mut attempts = Vec::new();
+            for task in tasks {
+                attempts.push(tokio::time::timeout(PATIENCE, task).await.expect("hung").unwrap().unwrap());
+            }
+            attempts
+        });
+        assert!(attempts.iter().all(|a| *a == 1), "a command met a conflict: {attempts:?}");
+        let loaded = repo.load("hot").unwrap();
+        assert_eq!((loaded.state.balance, loaded.version), (TASKS * (TASKS + 1) / 2, TASKS + 1));
+    }
+
+    /// The async form retries a conflict with an outside writer after an
+    /// awaited pause, as `execute` does.
+    #[test]
+    fn execute_async_retries_after_a_real_concurrent_conflict() {
+        let (_d, store) = temp_store();
+        let repo = Repository::<Account>::new(store.clone()).max_attempts(3);
+        repo.execute("1", AccountCommand::Open("ann".into()), EventMetadata::new()).unwrap();
+        let (hook, calls) = outside_writer(&store, "1", 1, deposit_of_1);
+        let command = AccountCommand::WithHook(hook, Box::new(AccountCommand::Deposit(100)));
+        let done = two_workers().block_on(repo.execute_async("1", command, EventMetadata::new())).unwrap();
+        assert_eq!((done.attempts, calls.load(Ordering::SeqCst)), (2, 2));
+        assert_eq!((done.state.balance, done.version), (101, 3));
+    }
+
+    /// Guards the queue of turns against a cancelled waiter: an async command
+    /// that times out while it waits for the turn gives its place up, and the
+    /// next command gets the turn when the holder leaves.
+    #[test]
+    fn a_cancelled_waiting_async_command_does_not_stall_the_next_one() {
+        let (_d, store) = temp_store();
+        let repo = Repository::<Account>::new(store.clone());
+        repo.execute("1", AccountCommand::Open("ann".into()), EventMetadata::new()).unwrap();
+        let (inside_tx, inside) = crossbeam_channel::bounded::<()>(0);
+        let (go, go_rx) = crossbeam_channel::bounded::<()>(0);
+        let hook: Hook = Arc::new(move || {
+            inside_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+        });
+        let holder = {
+            let repo = repo.clone();
+            std::thread::spawn(move || {
+                let command = AccountCommand::WithHook(hook, Box::new(AccountCommand::Deposit(1)));
+                repo.execute("1", command, EventMetadata::new()).map(|d| d.attempts)
+            })
+        };
+        // The holder is deciding, inside the turn.
+        inside.recv().unwrap();
+        two_workers().block_on(async {
+            let waiting = repo.execute_async("1", AccountCommand::Deposit(10), EventMetadata::new());
+            // It cannot get the turn while the holder has it: the timeout drops it.
+            assert!(tokio::time::timeout(Duration::from_millis(1), waiting).await.is_err());
+            let next = tokio::spawn({
+                let repo = repo.clone();
+                async move { repo.execute_async("1", AccountCommand::Deposit(100), EventMetadata::new()).await }
+            });
+            tokio::task::yield_now().await;
+            go.send(()).unwrap();
+            assert_eq!(holder.join().unwrap().unwrap(), 1);
+            let done = tokio::time::timeout(PATIENCE, next).await.expect("stalled").unwrap().unwrap();
+            assert_eq!((done.state.balance, done.attempts), (101, 1));
+        });
+        assert_eq!(repo.load("1").unwrap().state.balance, 101);
+    }
+}

@@ -326,3 +326,79 @@ fn a_stream_on_a_read_only_store_ends_with_an_error_once_caught_up() {
     assert_eq!(items[1].as_ref().unwrap().position, 2);
     assert!(matches!(items[2], Err(Error::ReadOnlyStream)), "{:?}", items[2]);
 }
+
+/// Counts every event, for the async read-your-writes tests.
+struct Counted;
+impl eventfold::Projection for Counted {
+    const NAME: &'static str = "counted";
+    const VERSION: u32 = 1;
+    fn apply(&self, ctx: &mut eventfold::ProjectionContext<'_>, _: &RecordedEvent) -> eventfold::Result<()> {
+        ctx.update("count", |n: &mut u64| *n += 1)
+    }
+}
+
+/// Read your writes from a task: the wait is woken by the runner's thread,
+/// under `Sync` and under `Relaxed` (where the runner has the writer sync).
+#[test]
+fn wait_for_async_returns_once_the_projection_applied_the_position() {
+    for durability in [Durability::Sync, Durability::Relaxed] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::builder(dir.path()).durability(durability).open().unwrap();
+        let running =
+            eventfold::ProjectionRunner::new(&store).unwrap().register(Counted).unwrap().start().unwrap();
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
+        runtime.block_on(async {
+            for n in 1..=5u64 {
+                let r = store.append_async("a-1", ExpectedVersion::Any, [ev("A", n)]).await.unwrap();
+                patiently(running.wait_for_async(r.last_position)).await.unwrap();
+                let count = store.projection::<Counted>().get::<u64>("count").unwrap();
+                assert_eq!(count, Some(n), "{durability:?}");
+            }
+            patiently(running.wait_for_projection_async("counted", 5)).await.unwrap();
+            let err = running.wait_for_async(6).await.unwrap_err();
+            assert!(matches!(err, Error::PositionPastHead { position: 6, head: 5 }), "{err:?}");
+            // Stopping the runner ends a wait it will never satisfy.
+            store.append("a-1", ExpectedVersion::Any, [ev("A", 6)]).unwrap();
+            let pending = running.wait_for_async(6);
+            drop(running);
+            match patiently(pending).await {
+                Ok(()) | Err(Error::ProjectionsStopped { .. }) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        });
+    }
+}
+
+/// A task waits for a durable consumer that another task drives.
+#[test]
+fn wait_for_consumer_async_returns_once_the_consumer_committed() {
+    let (_dir, store) = temp_store();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
+    runtime.block_on(async {
+        let mut consumer = store.consumer("mailer").unwrap().commit_every(1);
+        let mut sub = consumer.subscribe(Filter::new()).unwrap().into_stream();
+        let driver = tokio::spawn(async move {
+            for _ in 0..5 {
+                let e = next_event(&mut sub).await;
+                consumer.handle(&e, |_| Ok(())).unwrap();
+            }
+        });
+        for n in 0..5u64 {
+            let r = store.append_async("mail-1", ExpectedVersion::Any, [ev("Send", n)]).await.unwrap();
+            patiently(store.wait_for_consumer_async("mailer", r.last_position)).await.unwrap();
+            assert!(store.consumers().unwrap()[0].checkpoint >= r.last_position);
+        }
+        patiently(driver).await.unwrap();
+        let err = store.wait_for_consumer_async("mailer", 6).await.unwrap_err();
+        assert!(matches!(err, Error::PositionPastHead { position: 6, head: 5 }), "{err:?}");
+        // Closing the store ends a wait that is still pending.
+        store.append("mail-1", ExpectedVersion::Any, [ev("Send", 5)]).unwrap();
+        let pending = tokio::spawn(store.wait_for_consumer_async("mailer", 6));
+        tokio::task::yield_now().await;
+        store.clone().close().unwrap();
+        let err = patiently(pending).await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Closed), "{err:?}");
+    });
+}

@@ -579,3 +579,102 @@ fn read_models_of_another_store_are_refused() {
     let report = b.verify().unwrap();
     assert!(report.faults.iter().any(|f| f.area == "projections"), "{:?}", report.faults);
 }
+
+// ---- read your writes: waiting for a running projection ------------------
+
+/// Long enough never to run out on a working runner; only a hang trips it.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A wait that ends when the runner has applied the append: the model read
+/// right after it holds the event, with no sleep in between.
+#[test]
+fn wait_for_returns_once_the_running_projection_applied_the_position() {
+    let (_dir, store) = temp_store();
+    let running = ProjectionRunner::new(&store)
+        .unwrap()
+        .register(Applied)
+        .unwrap()
+        .register(Orders)
+        .unwrap()
+        .start()
+        .unwrap();
+    for order in 1..=20 {
+        place(&store, order, 1, 10);
+        let last = store.head().unwrap();
+        running.wait_for(last, PATIENCE).unwrap();
+        assert_eq!(totals::<Orders>(&store).orders, order, "order {order}");
+        assert_eq!(store.projection::<Applied>().get::<u64>("count").unwrap(), Some(order));
+    }
+    // One projection by name; a position already applied returns at once.
+    running.wait_for_projection("orders", 1, std::time::Duration::ZERO).unwrap();
+    let err = running.wait_for_projection("nope", 1, PATIENCE).unwrap_err();
+    assert!(matches!(err, Error::UnknownProjection { .. }), "{err:?}");
+    running.stop().unwrap();
+}
+
+#[test]
+fn wait_for_a_failed_projection_is_projection_failed() {
+    let (_dir, store) = temp_store();
+    let running =
+        ProjectionRunner::new(&store).unwrap().register(Fragile).unwrap().with_batch_size(1).start().unwrap();
+    let r = store.append("a-1", ExpectedVersion::Any, [ev("X", 1), ev("Poison", 2)]).unwrap();
+    let err = running.wait_for(r.last_position, PATIENCE).unwrap_err();
+    assert!(
+        matches!(&err, Error::ProjectionFailed { projection, position: 2, .. } if projection == "fragile"),
+        "{err:?}"
+    );
+    // What it did apply (its own batch) can still be waited for.
+    running.wait_for(1, PATIENCE).unwrap();
+}
+
+#[test]
+fn wait_for_a_position_past_the_head_is_refused_at_once() {
+    let (_dir, store) = temp_store();
+    let running = ProjectionRunner::new(&store).unwrap().register(Applied).unwrap().start().unwrap();
+    store.append("a-1", ExpectedVersion::Any, [ev("X", 1)]).unwrap();
+    let err = running.wait_for(2, PATIENCE).unwrap_err();
+    assert!(matches!(err, Error::PositionPastHead { position: 2, head: 1 }), "{err:?}");
+    assert!(err.to_string().contains("last_position"), "{err}");
+}
+
+/// Blocks each `apply` until the test lets it through.
+struct Gate(Mutex<crossbeam_channel::Receiver<()>>);
+impl Projection for Gate {
+    const NAME: &'static str = "gate";
+    const VERSION: u32 = 1;
+    fn apply(&self, ctx: &mut ProjectionContext<'_>, event: &RecordedEvent) -> Result<()> {
+        let _ = self.0.lock().unwrap().recv();
+        ctx.put("last", &event.position)
+    }
+}
+
+#[test]
+fn wait_for_times_out_on_a_position_not_applied_yet() {
+    let (_dir, store) = temp_store();
+    let (open, gate) = crossbeam_channel::unbounded();
+    let running =
+        ProjectionRunner::new(&store).unwrap().register(Gate(Mutex::new(gate))).unwrap().start().unwrap();
+    let r = store.append("a-1", ExpectedVersion::Any, [ev("X", 1)]).unwrap();
+    let err = running.wait_for(r.last_position, std::time::Duration::ZERO).unwrap_err();
+    assert!(matches!(&err, Error::Timeout { position: 1, .. }), "{err:?}");
+    assert!(err.is_retryable());
+    open.send(()).unwrap();
+    running.wait_for(r.last_position, PATIENCE).unwrap();
+    assert_eq!(store.projection::<Gate>().get::<u64>("last").unwrap(), Some(1));
+}
+
+/// Read models apply only durable events: under `Relaxed` and `NoSync` the
+/// wait still ends, because the runner asks the writer for a sync.
+#[test]
+fn wait_for_ends_under_relaxed_and_nosync() {
+    for durability in [eventfold::Durability::Relaxed, eventfold::Durability::NoSync] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::builder(dir.path()).durability(durability).open().unwrap();
+        let running = ProjectionRunner::new(&store).unwrap().register(Applied).unwrap().start().unwrap();
+        for n in 1..=5 {
+            let r = store.append("a-1", ExpectedVersion::Any, [ev("X", n)]).unwrap();
+            running.wait_for(r.last_position, PATIENCE).unwrap();
+            assert_eq!(store.projection::<Applied>().get::<u64>("count").unwrap(), Some(n), "{durability:?}");
+        }
+    }
+}

@@ -316,3 +316,49 @@ fn a_waiting_durable_follower_gets_a_sync() {
     assert_eq!(e.position, 1);
     assert_eq!(store.durable_head().unwrap(), 1);
 }
+
+/// Read your writes through a durable consumer: a thread appends and waits
+/// until the consumer, driven by another thread, has committed past it.
+#[test]
+fn wait_for_consumer_returns_once_the_consumer_committed_the_position() {
+    let (_dir, store) = temp_store();
+    let mut consumer = store.consumer("mailer").unwrap().commit_every(1);
+    let mut sub = consumer.subscribe(Filter::new()).unwrap();
+    let driver = std::thread::spawn(move || {
+        for _ in 0..10 {
+            let e = sub.next_timeout(PATIENCE).unwrap().expect("an event within the patience window");
+            consumer.handle(&e, |_| Ok(())).unwrap();
+        }
+        consumer.checkpoint()
+    });
+    for n in 0..10 {
+        let r = store.append("mail-1", ExpectedVersion::Any, [ev("Send", n)]).unwrap();
+        store.wait_for_consumer("mailer", r.last_position, PATIENCE).unwrap();
+        let info = store.consumers().unwrap();
+        assert!(info[0].checkpoint >= r.last_position, "{info:?}");
+    }
+    assert_eq!(driver.join().unwrap(), 10);
+
+    let err = store.wait_for_consumer("mailer", 11, PATIENCE).unwrap_err();
+    assert!(matches!(err, Error::PositionPastHead { position: 11, head: 10 }), "{err:?}");
+    store.append("mail-1", ExpectedVersion::Any, [ev("Send", 10)]).unwrap();
+    let err = store.wait_for_consumer("mailer", 11, Duration::ZERO).unwrap_err();
+    assert!(matches!(&err, Error::Timeout { position: 11, .. }), "{err:?}");
+    assert!(err.to_string().contains("consumer \"mailer\""), "{err}");
+    // A consumer that never committed is at 0.
+    store.wait_for_consumer("new", 0, Duration::ZERO).unwrap();
+}
+
+/// A wait on a consumer ends with `Closed` when the store closes meanwhile.
+#[test]
+fn wait_for_consumer_ends_when_the_store_closes() {
+    let (_dir, store) = temp_store();
+    store.append("mail-1", ExpectedVersion::Any, [ev("Send", 1)]).unwrap();
+    let waiter = {
+        let store = store.clone();
+        std::thread::spawn(move || store.wait_for_consumer("mailer", 1, PATIENCE))
+    };
+    store.close().unwrap();
+    let err = waiter.join().unwrap().unwrap_err();
+    assert!(matches!(err, Error::Closed), "{err:?}");
+}
