@@ -170,6 +170,116 @@ pub fn w2(s: &Sizes, subscribe: bool) -> R<W2> {
     Ok((lat(s.w2_events, wall, latencies), wake, describe(&stats)))
 }
 
+/// W2a's figures: the appends' [`Lat`], the async stream's wake latency
+/// (p50, p99 in µs) when asked, the process's OS threads while the tasks
+/// ran, and the writer's statistics.
+pub type W2a = (Lat, Option<(f64, f64)>, u64, String);
+
+/// W2a: W2's one-event appends with exact versions, from `w2a_tasks` tasks
+/// on a 2-thread tokio runtime, each awaiting its append
+/// (`Store::append_async`); no thread blocks per request. When `subscribe`,
+/// a task follows the log with `Subscription::into_stream`, and the wake
+/// latency is measured as in W7, from the commit hook to the task holding
+/// the event.
+pub fn w2a(s: &Sizes, subscribe: bool) -> R<W2a> {
+    use futures_util::StreamExt;
+    let dir = util::tempdir()?;
+    let base = Instant::now();
+    let marks = Arc::new(Mutex::new(Vec::<(u64, Duration)>::with_capacity(s.w2_events as usize)));
+    let store = if subscribe {
+        let marks = marks.clone();
+        Store::builder(dir.path())
+            .on_commit(move |head| {
+                let at = base.elapsed();
+                marks.lock().unwrap_or_else(|p| p.into_inner()).push((head, at));
+            })
+            .open()
+            .map_err(err("eventfold open"))?
+    } else {
+        open(dir.path())?
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(err("tokio runtime"))?;
+    // Each task owns streams of its own, so versions are exact; no more
+    // tasks than streams.
+    let tasks = s.w2a_tasks.clamp(1, s.w2_streams.max(1));
+    let (latencies, wall, got, threads) = runtime.block_on(async {
+        let sub = if subscribe {
+            let mut events =
+                store.subscribe(SubscribeFrom::Start, Filter::new()).map_err(err("subscribe"))?.into_stream();
+            let n = s.w2_events;
+            Some(tokio::spawn(async move {
+                let mut got = Vec::with_capacity(n as usize);
+                while (got.len() as u64) < n {
+                    match tokio::time::timeout(Duration::from_secs(60), events.next()).await {
+                        Ok(Some(Ok(e))) => got.push((e.position, base.elapsed())),
+                        Ok(Some(Err(e))) => return Err(format!("subscription: {e}")),
+                        Ok(None) => return Err("the subscription ended".to_string()),
+                        Err(_) => return Err("subscription timed out".to_string()),
+                    }
+                }
+                Ok(got)
+            }))
+        } else {
+            None
+        };
+        let t = Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|p| {
+                let store = store.clone();
+                let (streams, events) = (s.w2_streams, s.w2_events);
+                tokio::spawn(async move {
+                    let mine: Vec<u64> = (0..streams).filter(|k| k % tasks == p).collect();
+                    let mut versions = vec![0u64; mine.len()];
+                    let n = share(events, tasks, p);
+                    let mut lats = Vec::with_capacity(n as usize);
+                    for r in 0..n {
+                        let i = (r as usize) % mine.len();
+                        let stream = format!("account-{}", mine[i]);
+                        let t0 = Instant::now();
+                        store
+                            .append_async(&stream, ExpectedVersion::Exact(versions[i]), [event(r)])
+                            .await
+                            .map_err(err("eventfold append"))?;
+                        lats.push(t0.elapsed());
+                        versions[i] += 1;
+                    }
+                    Ok::<_, String>(lats)
+                })
+            })
+            .collect();
+        // Read while every task is in flight (they were all spawned above).
+        let threads = util::os_threads().unwrap_or(0);
+        let mut all = Vec::with_capacity(s.w2_events as usize);
+        for h in handles {
+            all.extend(h.await.map_err(|_| "appender task panicked".to_string())??);
+        }
+        let wall = t.elapsed();
+        let got = match sub {
+            Some(h) => Some(h.await.map_err(|_| "subscriber task panicked".to_string())??),
+            None => None,
+        };
+        Ok::<_, String>((all, wall, got, threads))
+    })?;
+    drop(runtime);
+    let stats = store.stats().map_err(err("eventfold stats"))?;
+    let wake = got.map(|got| {
+        let marks = std::mem::take(&mut *marks.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut wake: Vec<Duration> = got
+            .into_iter()
+            .filter_map(|(pos, at)| {
+                let i = marks.partition_point(|&(h, _)| h < pos);
+                marks.get(i).map(|&(_, seen)| at.saturating_sub(seen))
+            })
+            .collect();
+        (util::quantile_us(&mut wake, 0.5), util::quantile_us(&mut wake, 0.99))
+    });
+    Ok((lat(s.w2_events, wall, latencies), wake, threads, describe(&stats)))
+}
+
 /// W3: one client, one-event appends in a row.
 pub fn w3(s: &Sizes) -> R<Lat> {
     let dir = util::tempdir()?;

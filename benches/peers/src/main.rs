@@ -1,5 +1,5 @@
 //! `eventfold-bench`: eventfold against other event stores, side by side, on
-//! the workloads W1–W8 (see `docs/benchmarks.md`, "Comparison with peers").
+//! the workloads W1–W8 and W2a (see `docs/benchmarks.md`, "Comparison with peers").
 //!
 //! ```sh
 //! cargo run --release -p eventfold-bench -- [--quick] [--json] [--only W1,W5] [--runs N] [--scale F]
@@ -202,6 +202,9 @@ fn main() -> ExitCode {
         if want("W2") {
             w2(&mut rep, &sizes, postgres.as_ref(), round == 0);
         }
+        if want("W2A") && run("eventfold", || Ok(())).is_ok() {
+            w2a(&mut rep, &sizes, round == 0);
+        }
         if want("W3") {
             w3(&mut rep, &sizes, postgres.as_ref());
         }
@@ -275,6 +278,42 @@ fn w1(rep: &mut Report, s: &Sizes, postgres: Option<&pg::Server>, first: bool) {
 }
 
 const W2: [&str; 3] = ["W2_concurrent_append", "W2_p50_latency", "W2_p99_latency"];
+const W2A: [&str; 3] = ["W2a_async_append", "W2a_p50_latency", "W2a_p99_latency"];
+
+/// W2a: W2's appends from tasks on a 2-thread tokio runtime, then again
+/// with an async subscription for its wake latency (W7's, measured the
+/// same way, is the blocking subscription's).
+fn w2a(rep: &mut Report, s: &Sizes, first: bool) {
+    eprintln!(
+        "W2a async appends: {} events, {} tasks on 2 runtime threads, {} streams",
+        s.w2_events, s.w2a_tasks, s.w2_streams
+    );
+    rep.declare(W2A[0], "events/s", true);
+    rep.declare(W2A[1], "µs", false);
+    rep.declare(W2A[2], "µs", false);
+    rep.declare("W2a_os_threads", "threads", false);
+    rep.declare("W2a_wake_p50", "µs", false);
+    rep.declare("W2a_wake_p99", "µs", false);
+    match ef::w2a(s, false) {
+        Ok((l, _, threads, stats)) => {
+            rep.lat(&W2A, "eventfold", l);
+            rep.record("W2a_os_threads", "threads", false, "eventfold", threads as f64);
+            if first {
+                rep.note(format!("eventfold W2a writer: {stats}"));
+            }
+        }
+        Err(e) => rep.skip("eventfold", "W2a", &e),
+    }
+    match ef::w2a(s, true) {
+        Ok((_, Some((p50, p99)), _, _)) => {
+            rep.record("W2a_wake_p50", "µs", false, "eventfold", p50);
+            rep.record("W2a_wake_p99", "µs", false, "eventfold", p99);
+        }
+        Ok(_) => rep.skip("eventfold", "W2a", "no subscriber figures"),
+        Err(e) => rep.skip("eventfold", "W2a", &e),
+    }
+}
+
 const W3: [&str; 3] = ["W3_throughput", "W3_p50_latency", "W3_p99_latency"];
 
 fn w2(rep: &mut Report, s: &Sizes, postgres: Option<&pg::Server>, first: bool) {
@@ -526,6 +565,7 @@ fn human(v: f64, unit: &str) -> String {
         "ms" if v < 10.0 => format!("{v:.3} ms"),
         "ms" => format!("{v:.1} ms"),
         "MiB" => format!("{v:.1} MiB"),
+        "threads" => format!("{v:.0}"),
         _ => format!("{v:.3}"),
     }
 }

@@ -22,6 +22,8 @@ pub struct Sizes {
     pub w2_events: u64,
     pub w2_threads: u64,
     pub w2_streams: u64,
+    /// W2a: tasks on a 2-thread tokio runtime (W2's events and streams).
+    pub w2a_tasks: u64,
     pub w3_events: u64,
     pub w4_aggregate: u64,
     pub w4_others: u64,
@@ -44,6 +46,7 @@ impl Sizes {
             w2_events: s(200_000),
             w2_threads: 64,
             w2_streams: 10_000,
+            w2a_tasks: 1_000,
             w3_events: s(5_000),
             w4_aggregate: s(100_000),
             w4_others: s(900_000),
@@ -77,6 +80,7 @@ impl Sizes {
             w2_events: 640,
             w2_threads: 64,
             w2_streams: 1_000,
+            w2a_tasks: 1_000,
             w3_events: 50,
             w4_aggregate: 1_000,
             w4_others: 4_000,
@@ -163,6 +167,12 @@ pub fn proc_status_kib(field: &str) -> Option<u64> {
     s.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The process's OS threads now (`Threads` of `/proc/self/status`).
+pub fn os_threads() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok())
 }
 
 /// The median of `v` (NaN when empty).
