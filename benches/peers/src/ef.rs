@@ -84,17 +84,18 @@ pub fn w1(s: &Sizes) -> R<(f64, String)> {
 /// writer's statistics.
 pub type W2 = (Lat, Option<(f64, f64)>, String);
 
-/// W2 (and W7 when `subscribe`): one-event appends with exact versions from
-/// many threads. W7's latency runs from the commit (the store's commit hook
-/// records when the writer finished each one) to the subscriber holding the
-/// event.
-pub fn w2(s: &Sizes, subscribe: bool) -> R<W2> {
-    let dir = util::tempdir()?;
+/// Commit instants, by head, recorded by the store's commit hook.
+type Marks = Arc<Mutex<Vec<(u64, Duration)>>>;
+
+/// The store of W2 and W2a; when `subscribe`, with a commit hook that marks
+/// when each commit finished (since the returned instant), for the wake
+/// latency of W7 and W2a.
+fn open_marked(dir: &Path, s: &Sizes, subscribe: bool) -> R<(Store, Instant, Marks)> {
     let base = Instant::now();
-    let marks = Arc::new(Mutex::new(Vec::<(u64, Duration)>::with_capacity(s.w2_events as usize)));
+    let marks: Marks = Arc::new(Mutex::new(Vec::with_capacity(s.w2_events as usize)));
     let store = if subscribe {
         let marks = marks.clone();
-        Store::builder(dir.path())
+        Store::builder(dir)
             .on_commit(move |head| {
                 let at = base.elapsed();
                 marks.lock().unwrap_or_else(|p| p.into_inner()).push((head, at));
@@ -102,8 +103,18 @@ pub fn w2(s: &Sizes, subscribe: bool) -> R<W2> {
             .open()
             .map_err(err("eventfold open"))?
     } else {
-        open(dir.path())?
+        open(dir)?
     };
+    Ok((store, base, marks))
+}
+
+/// W2 (and W7 when `subscribe`): one-event appends with exact versions from
+/// many threads. W7's latency runs from the commit (the store's commit hook
+/// records when the writer finished each one) to the subscriber holding the
+/// event.
+pub fn w2(s: &Sizes, subscribe: bool) -> R<W2> {
+    let dir = util::tempdir()?;
+    let (store, base, marks) = open_marked(dir.path(), s, subscribe)?;
     let sub = if subscribe {
         let mut sub = store.subscribe(SubscribeFrom::Start, Filter::new()).map_err(err("subscribe"))?;
         let n = s.w2_events;
@@ -184,20 +195,7 @@ pub type W2a = (Lat, Option<(f64, f64)>, u64, String);
 pub fn w2a(s: &Sizes, subscribe: bool) -> R<W2a> {
     use futures_util::StreamExt;
     let dir = util::tempdir()?;
-    let base = Instant::now();
-    let marks = Arc::new(Mutex::new(Vec::<(u64, Duration)>::with_capacity(s.w2_events as usize)));
-    let store = if subscribe {
-        let marks = marks.clone();
-        Store::builder(dir.path())
-            .on_commit(move |head| {
-                let at = base.elapsed();
-                marks.lock().unwrap_or_else(|p| p.into_inner()).push((head, at));
-            })
-            .open()
-            .map_err(err("eventfold open"))?
-    } else {
-        open(dir.path())?
-    };
+    let (store, base, marks) = open_marked(dir.path(), s, subscribe)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
