@@ -226,23 +226,16 @@ async fn withdraw(
     Ok(Json(execute(&app, id, AccountCommand::Withdraw { amount: body.amount }).await?))
 }
 
-/// Runs a command on account `id`. `Repository::execute` blocks (it loads
-/// the account and waits for the append), so it runs on tokio's blocking
-/// pool; `Repository::execute_async` replaces this once it is available.
+/// Runs a command on account `id` as a task: the turn for the account,
+/// the append and any retry are awaited, so no worker thread is blocked.
 async fn execute(app: &App, id: String, command: AccountCommand) -> Result<AccountView, ApiError> {
-    let accounts = app.accounts.clone();
-    let done = tokio::task::spawn_blocking(move || {
-        let executed = accounts.execute(&id, command, EventMetadata::new())?;
-        Ok::<_, CommandError<AccountError>>(AccountView {
-            id,
-            owner: executed.state.owner,
-            balance: executed.state.balance,
-            version: executed.version,
-        })
+    let executed = app.accounts.execute_async(&id, command, EventMetadata::new()).await?;
+    Ok(AccountView {
+        id,
+        owner: executed.state.owner,
+        balance: executed.state.balance,
+        version: executed.version,
     })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    Ok(done?)
 }
 
 async fn account(State(app): State<App>, Path(id): Path<String>) -> Result<Json<AccountView>, ApiError> {

@@ -588,8 +588,7 @@ impl<A: Aggregate> Repository<A> {
                 Decided::Nothing(done) => return Ok(done),
                 Decided::Append(decided) => decided,
             };
-            let ticket = self.store.submit(&stream, decided.expected, decided.new_events)?;
-            match ticket.await {
+            match self.store.append_async(&stream, decided.expected, decided.new_events).await {
                 Ok(append) => {
                     drop(turn);
                     return Ok(self.appended(

@@ -15,6 +15,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crossbeam_channel::Sender;
+#[cfg(feature = "async")]
+use crossbeam_channel::TrySendError;
 use heed::{Env, WithoutTls};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -211,10 +213,11 @@ impl Store {
     /// polled, queues the request ([`submit`](Store::submit)) and awaits the
     /// ticket, which the writer thread completes by waking the task when it
     /// answers. `store.submit(..)?.await` is the same thing, written out.
-    /// Queueing waits only while the writer's queue is full
-    /// ([`StoreBuilder::queue_capacity`] requests waiting): that
-    /// back-pressure blocks the thread, as it does for `append`. Dropping
-    /// the future after its first poll does not cancel the append.
+    /// While the writer's queue is full ([`StoreBuilder::queue_capacity`]
+    /// requests waiting) the future waits for room as a task, woken when
+    /// the writer takes requests off the queue; no executor thread is
+    /// blocked. Dropping the future before the request is queued appends
+    /// nothing; dropping it after does not cancel the append.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
@@ -235,7 +238,9 @@ impl Store {
         expected: ExpectedVersion,
         events: impl IntoIterator<Item = NewEvent>,
     ) -> Result<AppendResult> {
-        self.submit(stream, expected, events)?.await
+        let append = metrics::count_refusal(self.prepare(stream, expected, events))?;
+        metrics::count_refusal(check_ids(std::slice::from_ref(&append)))?;
+        metrics::count_refusal(self.send_async(vec![append], Vec::new()).await)?.await
     }
 
     /// [`append_many`](Store::append_many) for async code: an atomic
@@ -246,7 +251,61 @@ impl Store {
         &self,
         appends: impl IntoIterator<Item = StreamEvents<S>>,
     ) -> Result<Vec<AppendResult>> {
-        self.submit_many(appends)?.results().await
+        let prepared = metrics::count_refusal(self.prepare_many(appends))?;
+        if prepared.is_empty() {
+            return metrics::count_refusal(Err(Error::EmptyAppend));
+        }
+        metrics::count_refusal(self.send_async(prepared, Vec::new()).await)?.results().await
+    }
+
+    /// [`send`](Store::send) for async code: while the writer's queue is
+    /// full it waits for room as a task (woken by the writer when it takes
+    /// requests off the queue) instead of blocking the executor's thread.
+    #[cfg(feature = "async")]
+    pub(crate) async fn send_async(
+        &self,
+        appends: Vec<StreamAppend>,
+        side_writes: Vec<Box<dyn SideWrite>>,
+    ) -> Result<AppendTicket> {
+        if let Some(reason) = self.inner.shared.poisoned() {
+            return Err(Error::Poisoned { reason: reason.to_string() });
+        }
+        if self.inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let (reply, ticket) = crate::writer::ticket();
+        let submitted = std::time::Instant::now();
+        let mut command = Some(Command::Write(Request { appends, side_writes, reply, submitted }));
+        std::future::poll_fn(|cx| {
+            let Some(queued) = command.take() else {
+                return std::task::Poll::Ready(Err(Error::Closed));
+            };
+            // The sender is looked up at each try and never kept, so a
+            // waiting task cannot hold the queue open against `close`.
+            let try_send = |queued: Command| {
+                let tx = self.inner.tx.read().unwrap_or_else(|p| p.into_inner());
+                match tx.as_ref() {
+                    None => Err(TrySendError::Disconnected(queued)),
+                    Some(tx) => tx.try_send(queued),
+                }
+            };
+            let queued = match try_send(queued) {
+                Ok(()) => return std::task::Poll::Ready(Ok(())),
+                Err(TrySendError::Disconnected(_)) => return std::task::Poll::Ready(Err(Error::Closed)),
+                Err(TrySendError::Full(queued)) => queued,
+            };
+            self.inner.shared.queue_space.wait(cx.waker());
+            match try_send(queued) {
+                Ok(()) => std::task::Poll::Ready(Ok(())),
+                Err(TrySendError::Disconnected(_)) => std::task::Poll::Ready(Err(Error::Closed)),
+                Err(TrySendError::Full(queued)) => {
+                    command = Some(queued);
+                    std::task::Poll::Pending
+                }
+            }
+        })
+        .await?;
+        Ok(ticket)
     }
 
     /// Queues an append and returns at once with a ticket to wait on or,
@@ -533,6 +592,9 @@ pub(crate) fn check_ids(appends: &[StreamAppend]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(all(test, feature = "async"))]
+mod queue_full_tests;
 
 #[cfg(test)]
 mod tests {

@@ -138,6 +138,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.shared.queue_space.wake_all();
             // Appenders answered by the last commit come back within
             // microseconds; waiting a little for them (never more than half
             // a commit) turns two half-full commits into one full one. A lone
@@ -176,6 +177,7 @@ impl Writer {
             self.sync(Vec::new());
         }
         self.shared.notifier.close();
+        self.shared.queue_space.wake_all();
     }
 
     /// Schedules a sync for a follower of durable positions, unless the log

@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub max_batch_requests: AtomicU64,
     pub poison: OnceLock<String>,
     pub notifier: Notifier,
+    /// Tasks waiting for room in the writer's queue.
+    pub queue_space: QueueSpace,
 }
 
 impl Shared {
@@ -382,6 +384,54 @@ mod tests {
             assert_eq!(poll(&f, &count), Poll::Ready(None));
             let late = n.follow();
             assert_eq!(poll(&late, &count), Poll::Ready(None));
+        }
+    }
+}
+
+/// Tasks that found the writer's queue full and wait for room, woken by
+/// the writer each time it takes requests off the queue. An async append
+/// waits here instead of blocking its executor thread on a full queue.
+#[derive(Debug, Default)]
+pub(crate) struct QueueSpace {
+    /// How many wakers are kept, so the writer pays one load when none are.
+    count: AtomicUsize,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl QueueSpace {
+    fn lock(&self) -> MutexGuard<'_, Vec<Waker>> {
+        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `waker` to be woken when the writer next drains the queue.
+    /// The caller tries to queue again after this, so room made between
+    /// its failed try and this call is not missed.
+    #[cfg(feature = "async")]
+    pub(crate) fn wait(&self, waker: &Waker) {
+        let mut wakers = self.lock();
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+        self.count.store(wakers.len(), Ordering::SeqCst);
+        // Pairs with the fence in `wake_all`: either the writer sees this
+        // waker, or the caller's next try sees the room the writer made.
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// Wakes every waiting task: the writer has taken requests off the
+    /// queue (or stopped), so each may find room, or the queue closed.
+    pub(crate) fn wake_all(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let wakers = {
+            let mut kept = self.lock();
+            self.count.store(0, Ordering::SeqCst);
+            std::mem::take(&mut *kept)
+        };
+        for waker in wakers {
+            waker.wake();
         }
     }
 }

@@ -209,17 +209,26 @@ pub fn w2a(s: &Sizes, subscribe: bool) -> R<W2a> {
             let mut events =
                 store.subscribe(SubscribeFrom::Start, Filter::new()).map_err(err("subscribe"))?.into_stream();
             let n = s.w2_events;
+            // One deadline for the whole run, not one per event: a tokio
+            // timer around each `next` spends the task's cooperative budget
+            // and sends it to the back of the run queue, behind every
+            // appender, every 128 events: that was most of the measured
+            // wake latency, and is not the store's.
             Some(tokio::spawn(async move {
-                let mut got = Vec::with_capacity(n as usize);
-                while (got.len() as u64) < n {
-                    match tokio::time::timeout(Duration::from_secs(60), events.next()).await {
-                        Ok(Some(Ok(e))) => got.push((e.position, base.elapsed())),
-                        Ok(Some(Err(e))) => return Err(format!("subscription: {e}")),
-                        Ok(None) => return Err("the subscription ended".to_string()),
-                        Err(_) => return Err("subscription timed out".to_string()),
+                let collect = async move {
+                    let mut got = Vec::with_capacity(n as usize);
+                    while (got.len() as u64) < n {
+                        match events.next().await {
+                            Some(Ok(e)) => got.push((e.position, base.elapsed())),
+                            Some(Err(e)) => return Err(format!("subscription: {e}")),
+                            None => return Err("the subscription ended".to_string()),
+                        }
                     }
-                }
-                Ok(got)
+                    Ok(got)
+                };
+                tokio::time::timeout(Duration::from_secs(600), collect)
+                    .await
+                    .unwrap_or_else(|_| Err("subscription timed out".to_string()))
             }))
         } else {
             None
