@@ -168,14 +168,7 @@ pub fn w2(s: &Sizes, subscribe: bool) -> R<W2> {
         Some(h) => {
             let got = h.join().map_err(|_| "subscriber panicked".to_string())??;
             let marks = std::mem::take(&mut *marks.lock().unwrap_or_else(|p| p.into_inner()));
-            let mut wake: Vec<Duration> = got
-                .into_iter()
-                .filter_map(|(pos, at)| {
-                    let i = marks.partition_point(|&(h, _)| h < pos);
-                    marks.get(i).map(|&(_, seen)| at.saturating_sub(seen))
-                })
-                .collect();
-            Some((util::quantile_us(&mut wake, 0.5), util::quantile_us(&mut wake, 0.99)))
+            Some(util::wake_us(&got, &marks))
         }
     };
     Ok((lat(s.w2_events, wall, latencies), wake, describe(&stats)))
@@ -275,14 +268,7 @@ pub fn w2a(s: &Sizes, subscribe: bool) -> R<W2a> {
     let stats = store.stats().map_err(err("eventfold stats"))?;
     let wake = got.map(|got| {
         let marks = std::mem::take(&mut *marks.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut wake: Vec<Duration> = got
-            .into_iter()
-            .filter_map(|(pos, at)| {
-                let i = marks.partition_point(|&(h, _)| h < pos);
-                marks.get(i).map(|&(_, seen)| at.saturating_sub(seen))
-            })
-            .collect();
-        (util::quantile_us(&mut wake, 0.5), util::quantile_us(&mut wake, 0.99))
+        util::wake_us(&got, &marks)
     });
     Ok((lat(s.w2_events, wall, latencies), wake, threads, describe(&stats)))
 }

@@ -152,6 +152,27 @@ pub fn quantile_us(v: &mut [Duration], p: f64) -> f64 {
     v[i.min(v.len() - 1)].as_secs_f64() * 1e6
 }
 
+/// Wake latency (p50, p99 in µs) of a subscriber: for each commit, from
+/// the moment the commit ended (`marks`: the head after each commit and
+/// when its commit hook ran, in commit order) to the subscriber holding
+/// the commit's first event (`got`: position and when it was held). The
+/// first event is what a wake-up delivers; the later events of a large
+/// commit follow at the subscriber's reading speed, which is not a wake-up.
+pub fn wake_us(got: &[(u64, Duration)], marks: &[(u64, Duration)]) -> (f64, f64) {
+    let mut first: Vec<Option<Duration>> = vec![None; marks.len()];
+    for &(pos, at) in got {
+        let i = marks.partition_point(|&(h, _)| h < pos);
+        if let (Some(slot), Some(&(_, seen))) = (first.get_mut(i), marks.get(i)) {
+            let wake = at.saturating_sub(seen);
+            if slot.is_none_or(|w| wake < w) {
+                *slot = Some(wake);
+            }
+        }
+    }
+    let mut wake: Vec<Duration> = first.into_iter().flatten().collect();
+    (quantile_us(&mut wake, 0.5), quantile_us(&mut wake, 0.99))
+}
+
 /// Builds a [`Lat`] from per-request latencies and the wall time.
 pub fn lat(events: u64, wall: Duration, mut latencies: Vec<Duration>) -> Lat {
     Lat {
