@@ -100,12 +100,16 @@ pub use projection::{
     Projection, ProjectionContext, ProjectionRunner, ProjectionState, ProjectionStatus, ReadModel,
     RebuildProgress, RunningProjections, StoredProjection,
 };
-pub use read::{AllIter, Direction, ReadAll, ReadStream, Reader, StreamInfo, StreamIter};
-pub use record::EventRef;
+pub use read::{
+    AllIter, Direction, QueryIter, ReadAll, ReadQuery, ReadStream, Reader, StreamInfo, StreamIter,
+};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use record::decode as decode_record;
-pub use store::{AllBatches, AppendTicket, DEFAULT_MAP_SIZE, Store, StoreBuilder, StoreStats, StreamBatches};
+pub use record::{EventRef, Tags};
+pub use store::{
+    AllBatches, AppendTicket, DEFAULT_MAP_SIZE, QueryResult, Store, StoreBuilder, StoreStats, StreamBatches,
+};
 #[cfg(feature = "async")]
 pub use store::{AppendFuture, AppendManyFuture};
 #[cfg(feature = "async")]
@@ -114,7 +118,7 @@ pub use subscribe::{Consumer, ConsumerInfo, DEFAULT_SUBSCRIPTION_BATCH, Subscrib
 #[cfg(feature = "tracing-span")]
 pub use vocab::SpanMetadataLayer;
 pub use vocab::{
-    AppendResult, ContentType, Error, EventMetadata, ExpectedVersion, Fault, Filter, MAX_CONSUMER_NAME_LEN,
-    MAX_JSON_DEPTH, MAX_METADATA_ID_LEN, MAX_NAME_LEN, MAX_TRACEPARENT_LEN, NewEvent, RecordedEvent, Result,
-    VerifyReport, category_of,
+    AppendCondition, AppendResult, ContentType, Error, EventMetadata, ExpectedVersion, Fault, Filter,
+    MAX_CONSUMER_NAME_LEN, MAX_JSON_DEPTH, MAX_METADATA_ID_LEN, MAX_NAME_LEN, MAX_TAG_LEN, MAX_TAGS,
+    MAX_TRACEPARENT_LEN, NewEvent, Query, QueryItem, RecordedEvent, Result, VerifyReport, category_of,
 };

@@ -51,7 +51,11 @@ impl Store {
             };
             event.imported = true;
             new_events.push(
-                event.with_id(e.event_id).with_schema_version(e.schema_version).with_metadata(metadata),
+                event
+                    .with_id(e.event_id)
+                    .with_schema_version(e.schema_version)
+                    .with_metadata(metadata)
+                    .with_tags(e.tags),
             );
         }
         let mut append = self.prepare(&stream, expected, new_events)?;

@@ -4,3 +4,4 @@
 mod backup;
 mod import;
 mod verify;
+mod verify_index;

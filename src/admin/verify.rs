@@ -42,6 +42,7 @@ enum Section {
     StreamIndex,
     EventIds,
     Snapshots,
+    Indexes,
 }
 
 impl Section {
@@ -52,6 +53,7 @@ impl Section {
             Section::StreamIndex => "stream_index",
             Section::EventIds => "event_ids",
             Section::Snapshots => "snapshots",
+            Section::Indexes => "index",
         }
     }
 }
@@ -82,15 +84,21 @@ impl Store {
         let mut reader = self.read()?;
         let mut report = VerifyReport::default();
         let mut walk = Walk::default();
-        for section in
-            [Section::Events, Section::Streams, Section::StreamIndex, Section::EventIds, Section::Snapshots]
-        {
+        for section in [
+            Section::Events,
+            Section::Streams,
+            Section::StreamIndex,
+            Section::EventIds,
+            Section::Snapshots,
+            Section::Indexes,
+        ] {
             let done = match section {
                 Section::Events => walk_events(&reader, &mut walk, &mut report),
                 Section::Streams => walk_streams(&reader, &mut walk, &mut report),
                 Section::StreamIndex => walk_stream_index(&reader, &walk, &mut report),
                 Section::EventIds => walk_event_ids(&reader, &mut report),
                 Section::Snapshots => walk_snapshots(&reader, &walk, &mut report),
+                Section::Indexes => super::verify_index::walk_indexes(&reader, &mut report),
             };
             if let Err(e) = done {
                 report.fault(

@@ -26,7 +26,13 @@ pub(crate) struct Dbs {
     pub snapshots: Db,
     pub checkpoints: Db,
     pub meta: Db,
+    /// The secondary indexes (`index_keys.rs`); `None` only in a store of
+    /// format 1 opened read-only, which has none yet.
+    pub index: Option<Db>,
 }
+
+/// The secondary indexes' database, added by format 2.
+const INDEX_NAME: &str = "index";
 
 const NAMES: [&str; 7] =
     ["events", "streams", "stream_index", "event_ids", "snapshots", "checkpoints", "meta"];
@@ -52,7 +58,7 @@ impl Dbs {
 
     fn from_array(a: [Db; 7]) -> Self {
         let [events, streams, stream_index, event_ids, snapshots, checkpoints, meta] = a;
-        Dbs { events, streams, stream_index, event_ids, snapshots, checkpoints, meta }
+        Dbs { events, streams, stream_index, event_ids, snapshots, checkpoints, meta, index: None }
     }
 }
 
@@ -283,10 +289,15 @@ pub(crate) fn create_named<const N: usize>(env: &Env<WithoutTls>, names: [&str; 
 /// A store that has some of them but not all is damaged (they are created
 /// together), and is refused rather than filled in.
 pub(crate) fn create_dbs(env: &Env<WithoutTls>) -> Result<Dbs> {
-    if let Some(dbs) = open_dbs(env)? {
-        return Ok(dbs);
+    let mut dbs = match open_dbs(env)? {
+        Some(dbs) => dbs,
+        None => Dbs::from_array(create_named(env, NAMES)?),
+    };
+    if dbs.index.is_none() {
+        let [index] = create_named(env, [INDEX_NAME])?;
+        dbs.index = Some(index);
     }
-    Ok(Dbs::from_array(create_named(env, NAMES)?))
+    Ok(dbs)
 }
 
 /// Opens the named databases of an existing store; `None` when there are
@@ -295,7 +306,11 @@ pub(crate) fn create_dbs(env: &Env<WithoutTls>) -> Result<Dbs> {
 /// main B-tree.
 pub(crate) fn open_dbs(env: &Env<WithoutTls>) -> Result<Option<Dbs>> {
     match open_named(env, NAMES)? {
-        Ok(arr) => Ok(Some(Dbs::from_array(arr))),
+        Ok(arr) => {
+            let mut dbs = Dbs::from_array(arr);
+            dbs.index = open_named(env, [INDEX_NAME])?.ok().map(|[index]| index);
+            Ok(Some(dbs))
+        }
         Err(missing) if missing.len() == NAMES.len() => Ok(None),
         Err(missing) => Err(Error::DamagedFile {
             path: env.path().join("data.mdb"),

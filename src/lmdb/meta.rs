@@ -7,8 +7,13 @@ use super::env::Dbs;
 use crate::lmdb::keys::le_u64;
 use crate::vocab::{Error, Result};
 
-/// The on-disk format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format version this build writes: 2, a log with tags and
+/// secondary indexes. A store of format 1 is read as it is, and is brought
+/// to format 2 (its indexes built) by its first writable open.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The format of stores written before tags and indexes.
+pub(crate) const FORMAT_V1: u32 = 1;
 
 const KEY_FORMAT: &[u8] = b"format_version";
 const KEY_ARCHIVE: &[u8] = b"archive_format";
@@ -59,6 +64,9 @@ fn is_archive_format(s: &[u8]) -> bool {
 /// What `meta` says about a store.
 #[derive(Debug, Clone)]
 pub(crate) struct MetaInfo {
+    /// [`FORMAT_VERSION`], or [`FORMAT_V1`] for a store whose indexes are
+    /// not built yet.
+    pub format: u32,
     pub store_id: Uuid,
     pub created_at: u64,
     pub next_stream_no: u64,
@@ -105,7 +113,7 @@ pub(crate) fn check(rtxn: &RoTxn, dbs: &Dbs) -> Result<MetaInfo> {
     if format == 0 || format > MAX_PLAUSIBLE_FORMAT {
         return Err(Error::index("meta", format!("format_version {format} is not a format version")));
     }
-    if format != FORMAT_VERSION {
+    if format != FORMAT_VERSION && format != FORMAT_V1 {
         return Err(Error::UnsupportedFormat { found: format, supported: FORMAT_VERSION });
     }
     let archive =
@@ -134,10 +142,18 @@ pub(crate) fn check(rtxn: &RoTxn, dbs: &Dbs) -> Result<MetaInfo> {
         None => {} // a store made before the checksum, opened read-only
     }
     Ok(MetaInfo {
+        format,
         store_id,
         created_at,
         next_stream_no: next.map(le_u64).ok_or_else(|| Error::index("meta", "next_stream_no missing"))?,
     })
+}
+
+/// Marks the store as of format 2: its indexes are complete. Written in
+/// the transaction that completes them.
+pub(crate) fn set_indexed(wtxn: &mut RwTxn, dbs: &Dbs) -> Result<()> {
+    dbs.meta.put(wtxn, KEY_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
+    Ok(())
 }
 
 #[cfg(test)]

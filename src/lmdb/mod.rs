@@ -7,6 +7,7 @@
 
 mod durability;
 pub(crate) mod env;
+pub(crate) mod index_keys;
 pub(crate) mod keys;
 pub(crate) mod lock;
 pub(crate) mod map_fault;

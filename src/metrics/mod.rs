@@ -154,7 +154,9 @@ pub(crate) fn rejection_reason(error: &Error) -> &'static str {
         | Error::EventTooLarge { .. }
         | Error::EmptyAppend
         | Error::DuplicateStreamInRequest { .. }
-        | Error::InvalidName { .. } => "invalid",
+        | Error::InvalidName { .. }
+        | Error::InvalidTag { .. } => "invalid",
+        Error::AppendConditionFailed { .. } => "append_condition_failed",
         Error::StorageFull { .. } => "storage_full",
         Error::Poisoned { .. } => "poisoned",
         Error::Closed => "closed",

@@ -388,13 +388,14 @@ pub fn error_reply(in_reply_to: Option<u64>, error: Error) -> Reply {
                 current_version: *actual,
             };
         }
-        Error::DuplicateEventId { .. } => codes::PRECONDITION_FAILED,
+        Error::DuplicateEventId { .. } | Error::AppendConditionFailed { .. } => codes::PRECONDITION_FAILED,
         Error::StreamNotFound { .. } => codes::NOT_FOUND,
         Error::InvalidStreamId { .. }
         | Error::InvalidEventType { .. }
         | Error::InvalidPayload { .. }
         | Error::InvalidMetadata { .. }
         | Error::InvalidMetadataField { .. }
+        | Error::InvalidTag { .. }
         | Error::EventTooLarge { .. }
         | Error::EmptyAppend
         | Error::DuplicateStreamInRequest { .. }

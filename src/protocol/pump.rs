@@ -348,7 +348,7 @@ impl Runner {
                 .copied()
                 .filter(|&i| {
                     let f = &self.subs[i].filter;
-                    f.is_empty() || f.matches(e.stream_id(), e.event_type())
+                    e.passes(f)
                 })
                 .collect();
             if !matching.is_empty() {

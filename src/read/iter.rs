@@ -306,7 +306,7 @@ impl<'t> Walk<'t> for StreamIter<'t> {
                     Direction::Backward => continue,
                 }
             }
-            if !self.filter.is_empty() && !self.filter.matches(event.stream_id(), event.event_type()) {
+            if !event.passes(&self.filter) {
                 continue;
             }
             self.remaining = self.remaining.saturating_sub(1);
@@ -331,7 +331,7 @@ impl<'t> Iterator for StreamIter<'t> {
 /// lower) must be there, in order: the log is gapless, so a key that is not
 /// the expected one, or a cursor that ends early, is damage (a flipped bit in
 /// a key), never the end of the log.
-pub(super) struct RawRecords<'t> {
+pub(crate) struct RawRecords<'t> {
     cursor: RoRange<'t, Bytes, Bytes>,
     /// The last position this walk must yield.
     end: u64,
@@ -385,18 +385,6 @@ impl<'t> RawRecords<'t> {
         }
     }
 
-    /// Up to `n` raw records.
-    pub(super) fn chunk(&mut self, n: usize) -> Vec<(u64, &'t [u8])> {
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            match self.next() {
-                Some(record) => out.push(record),
-                None => break,
-            }
-        }
-        out
-    }
-
     fn advance(&mut self) -> Result<Option<(u64, &'t [u8])>> {
         if self.expected > self.end {
             return Ok(None);
@@ -425,7 +413,7 @@ impl<'t> RawRecords<'t> {
 /// Records are read ahead and checked in blocks (see `block.rs` for why),
 /// starting small so a short read stays cheap.
 pub struct AllIter<'t> {
-    raw: RawRecords<'t>,
+    raw: super::indexed::Records<'t>,
     remaining: usize,
     filter: Filter,
     block: Block<'t>,
@@ -436,7 +424,7 @@ pub struct AllIter<'t> {
 impl<'t> AllIter<'t> {
     pub(crate) fn new(reader: &'t Reader, o: ReadAll, up_to: Option<u64>) -> Result<Self> {
         Ok(AllIter {
-            raw: RawRecords::new(reader, o.from, up_to)?,
+            raw: super::indexed::Records::new(reader, o.from, up_to, &o.filter)?,
             remaining: o.limit.unwrap_or(usize::MAX),
             filter: o.filter,
             block: Block::new(),
@@ -482,7 +470,7 @@ impl<'t> Walk<'t> for AllIter<'t> {
                     continue;
                 }
             };
-            if !self.filter.is_empty() && !self.filter.matches(event.stream_id(), event.event_type()) {
+            if !event.passes(&self.filter) {
                 continue;
             }
             self.remaining = self.remaining.saturating_sub(1);

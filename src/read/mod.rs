@@ -2,7 +2,11 @@
 //! of the store that runs beside the writer and can move between threads.
 
 mod block;
+pub(crate) mod indexed;
 mod iter;
+mod query;
+
+pub use query::{QueryIter, ReadQuery};
 mod scan;
 
 pub use iter::{AllIter, StreamIter};
@@ -246,6 +250,20 @@ impl Reader {
         (&self.txn, self.dbs)
     }
 
+    /// The index terms a read with `filter` walks, or `None` when it walks
+    /// the log: the filter names no type, category or tag, or the store's
+    /// indexes are not built (a format-1 store opened read-only).
+    pub(crate) fn index_terms(&self, filter: &Filter) -> Option<Vec<Vec<u8>>> {
+        self.dbs.index?;
+        indexed::driving_terms(filter)
+    }
+
+    /// Whether a read with `filter` walks the indexes (see
+    /// [`ReadAll::filter`]).
+    pub fn uses_index(&self, filter: &Filter) -> bool {
+        self.index_terms(filter).is_some()
+    }
+
     /// Position of the last event (0 for an empty store).
     ///
     /// It is the last key of `events`, checked against the position its
@@ -407,6 +425,15 @@ impl Reader {
         }
         options.up_to_position = self.position_bound(options.up_to_position, options.up_to_time.take())?;
         StreamIter::new(self, stream, head, options)
+    }
+
+    /// The events that match a DCB `query` (see [`Query`](crate::Query)),
+    /// in position order or, with [`ReadQuery::backward`], newest first. A
+    /// query on tags or types walks the indexes, so the read costs what it
+    /// returns. [`Store::read_query`](crate::Store::read_query) also
+    /// answers the position to make an [`AppendCondition`](crate::AppendCondition) at.
+    pub fn query(&self, query: &crate::vocab::Query, options: ReadQuery) -> Result<QueryIter<'_>> {
+        QueryIter::new(self, query, options)
     }
 
     /// Events of the global log.

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::block::{Block, MAX_BLOCK};
-use super::iter::RawRecords;
+use super::indexed::Records;
 use super::{ReadAll, Reader};
 use crate::record::EventRef;
 use crate::vocab::Filter;
@@ -55,8 +55,8 @@ where
     F: FnMut(EventRef<'t>) -> Result<(), E>,
 {
     let up_to = reader.position_bound(options.up_to_position, options.up_to_time)?;
-    let mut raw = RawRecords::new(reader, options.from, up_to)?;
     let filter = options.filter;
+    let mut raw = Records::new(reader, options.from, up_to, &filter)?;
     let limit = options.limit.unwrap_or(usize::MAX);
     let mut remaining = limit;
     let mut deliver = |chunk: Checked<'t>, remaining: &mut usize| -> Result<bool, E> {
@@ -199,7 +199,7 @@ fn check<'t>(chunk: Raw<'t>, filter: &Filter) -> Checked<'t> {
         block.check();
         while let Some(event) = block.pop() {
             match event {
-                Ok(e) if !filter.is_empty() && !filter.matches(e.stream_id(), e.event_type()) => {}
+                Ok(e) if !e.passes(filter) => {}
                 other => out.push(other),
             }
         }

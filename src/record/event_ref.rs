@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::legacy::ArchivedEventBodyV1;
 use super::{ArchivedEventBody, EventBody, Trailer, reserved_string};
 use crate::vocab::metadata::{CAUSATION_KEY, CORRELATION_KEY, TRACEPARENT_KEY};
 use crate::vocab::{ContentType, RecordedEvent};
@@ -12,11 +13,57 @@ use crate::vocab::{Error, Result};
 
 /// Where the body's fields are read from.
 pub(crate) enum Body<'a> {
-    /// Read in place from the memory map: no copy, no allocation.
-    Borrowed(&'a ArchivedEventBody),
+    /// A format-1 record (no tags), read in place from the memory map.
+    V1(&'a ArchivedEventBodyV1),
+    /// A format-2 record, read in place: no copy, no allocation.
+    V2(&'a ArchivedEventBody),
     /// Copied out because the stored bytes were not aligned for in-place access.
     Owned(Box<EventBody>),
 }
+
+/// A field read the same way from either archived body (their common
+/// fields have the same names and types), or from the owned copy.
+macro_rules! field {
+    ($body:expr, $b:ident => $archived:expr, $o:ident => $owned:expr) => {
+        match $body {
+            Body::V1($b) => $archived,
+            Body::V2($b) => $archived,
+            Body::Owned($o) => $owned,
+        }
+    };
+}
+
+/// The tags of an event, borrowed from its record.
+#[derive(Debug, Clone)]
+pub struct Tags<'a> {
+    inner: TagsInner<'a>,
+}
+
+#[derive(Debug, Clone)]
+enum TagsInner<'a> {
+    Archived(std::slice::Iter<'a, rkyv::string::ArchivedString>),
+    Owned(std::slice::Iter<'a, String>),
+}
+
+impl<'a> Iterator for Tags<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        match &mut self.inner {
+            TagsInner::Archived(it) => it.next().map(|t| t.as_str()),
+            TagsInner::Owned(it) => it.next().map(String::as_str),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.inner {
+            TagsInner::Archived(it) => it.size_hint(),
+            TagsInner::Owned(it) => it.size_hint(),
+        }
+    }
+}
+
+impl ExactSizeIterator for Tags<'_> {}
 
 /// A stored event, borrowed from the read transaction that produced it.
 ///
@@ -42,10 +89,7 @@ impl std::fmt::Debug for EventRef<'_> {
 
 impl<'a> EventRef<'a> {
     pub(crate) fn new(trailer: Trailer, body: Body<'a>) -> Result<Self> {
-        let byte = match &body {
-            Body::Borrowed(b) => b.content_type,
-            Body::Owned(b) => b.content_type,
-        };
+        let byte = field!(&body, b => b.content_type, b => b.content_type);
         let content_type = ContentType::from_byte(byte)
             .ok_or_else(|| Error::corruption(trailer.position, format!("unknown content type {byte}")))?;
         Ok(EventRef { trailer, body, content_type })
@@ -68,10 +112,7 @@ impl<'a> EventRef<'a> {
 
     /// The stream id.
     pub fn stream_id(&self) -> &str {
-        match &self.body {
-            Body::Borrowed(b) => b.stream_id.as_str(),
-            Body::Owned(b) => &b.stream_id,
-        }
+        field!(&self.body, b => b.stream_id.as_str(), b => &b.stream_id)
     }
 
     /// The stream's category (the part before the first `-`).
@@ -81,26 +122,17 @@ impl<'a> EventRef<'a> {
 
     /// The event type.
     pub fn event_type(&self) -> &str {
-        match &self.body {
-            Body::Borrowed(b) => b.event_type.as_str(),
-            Body::Owned(b) => &b.event_type,
-        }
+        field!(&self.body, b => b.event_type.as_str(), b => &b.event_type)
     }
 
     /// The event id.
     pub fn event_id(&self) -> Uuid {
-        match &self.body {
-            Body::Borrowed(b) => Uuid::from_bytes(b.event_id),
-            Body::Owned(b) => Uuid::from_bytes(b.event_id),
-        }
+        field!(&self.body, b => Uuid::from_bytes(b.event_id), b => Uuid::from_bytes(b.event_id))
     }
 
     /// The payload's schema version.
     pub fn schema_version(&self) -> u32 {
-        match &self.body {
-            Body::Borrowed(b) => b.schema_version.to_native(),
-            Body::Owned(b) => b.schema_version,
-        }
+        field!(&self.body, b => b.schema_version.to_native(), b => b.schema_version)
     }
 
     /// How the payload is encoded.
@@ -110,10 +142,7 @@ impl<'a> EventRef<'a> {
 
     /// The payload bytes.
     pub fn payload(&self) -> &[u8] {
-        match &self.body {
-            Body::Borrowed(b) => b.payload.as_slice(),
-            Body::Owned(b) => &b.payload,
-        }
+        field!(&self.body, b => b.payload.as_slice(), b => &b.payload)
     }
 
     /// The stored metadata object's JSON bytes (empty when there is none):
@@ -122,20 +151,14 @@ impl<'a> EventRef<'a> {
     /// `docs/format.md`). [`to_owned`](Self::to_owned) and the accessors
     /// take those apart.
     pub fn metadata_bytes(&self) -> &[u8] {
-        match &self.body {
-            Body::Borrowed(b) => b.metadata.as_slice(),
-            Body::Owned(b) => &b.metadata,
-        }
+        field!(&self.body, b => b.metadata.as_slice(), b => &b.metadata)
     }
 
     /// The correlation id, exactly as appended: borrowed from the record,
     /// or made from its 16 bytes when it is a UUID (then its hyphenated
     /// text, as it was appended).
     pub fn correlation_id(&self) -> Option<Cow<'_, str>> {
-        let field = match &self.body {
-            Body::Borrowed(b) => b.correlation_id.as_ref().copied(),
-            Body::Owned(b) => b.correlation_id,
-        };
+        let field = field!(&self.body, b => b.correlation_id.as_ref().copied(), b => b.correlation_id);
         match field {
             Some(bytes) => Some(Cow::Owned(Uuid::from_bytes(bytes).hyphenated().to_string())),
             None => reserved_string(self.metadata_bytes(), CORRELATION_KEY),
@@ -144,10 +167,7 @@ impl<'a> EventRef<'a> {
 
     /// The causation id, exactly as appended (see [`correlation_id`](Self::correlation_id)).
     pub fn causation_id(&self) -> Option<Cow<'_, str>> {
-        let field = match &self.body {
-            Body::Borrowed(b) => b.causation_id.as_ref().copied(),
-            Body::Owned(b) => b.causation_id,
-        };
+        let field = field!(&self.body, b => b.causation_id.as_ref().copied(), b => b.causation_id);
         match field {
             Some(bytes) => Some(Cow::Owned(Uuid::from_bytes(bytes).hyphenated().to_string())),
             None => reserved_string(self.metadata_bytes(), CAUSATION_KEY),
@@ -161,16 +181,34 @@ impl<'a> EventRef<'a> {
 
     /// The user id.
     pub fn user_id(&self) -> Option<&str> {
-        match &self.body {
-            Body::Borrowed(b) => b.user_id.as_ref().map(|u| u.as_str()),
-            Body::Owned(b) => b.user_id.as_deref(),
-        }
+        field!(&self.body, b => b.user_id.as_ref().map(|u| u.as_str()), b => b.user_id.as_deref())
+    }
+
+    /// The event's tags, in the order appended; none for a record written
+    /// before tags existed.
+    pub fn tags(&self) -> Tags<'_> {
+        let inner = match &self.body {
+            Body::V1(_) => TagsInner::Owned([].iter()),
+            Body::V2(b) => TagsInner::Archived(b.tags.iter()),
+            Body::Owned(b) => TagsInner::Owned(b.tags.iter()),
+        };
+        Tags { inner }
+    }
+
+    /// Whether the event passes `filter` (its type, stream and tags).
+    pub fn passes(&self, filter: &crate::vocab::Filter) -> bool {
+        filter.is_empty() || filter.matches_tagged(self.stream_id(), self.event_type(), self.tags())
+    }
+
+    /// Whether the event carries `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags().any(|t| t == tag)
     }
 
     /// Whether the fields are read in place from the memory map (true) or from
     /// a copy made because the stored bytes were misaligned (false).
     pub fn is_zero_copy(&self) -> bool {
-        matches!(self.body, Body::Borrowed(_))
+        !matches!(self.body, Body::Owned(_))
     }
 
     #[cfg(test)]
@@ -212,10 +250,7 @@ impl<'a> EventRef<'a> {
         let causation_key = take(CAUSATION_KEY);
         let traceparent = take(TRACEPARENT_KEY);
         let uuid_text = |field: Option<[u8; 16]>| field.map(|b| Uuid::from_bytes(b).hyphenated().to_string());
-        let (correlation_field, causation_field) = match &self.body {
-            Body::Borrowed(b) => (b.correlation_id.as_ref().copied(), b.causation_id.as_ref().copied()),
-            Body::Owned(b) => (b.correlation_id, b.causation_id),
-        };
+        let (correlation_field, causation_field) = field!(&self.body, b => (b.correlation_id.as_ref().copied(), b.causation_id.as_ref().copied()), b => (b.correlation_id, b.causation_id));
         Ok(RecordedEvent {
             position: self.position(),
             stream_id: self.stream_id().to_string(),
@@ -229,6 +264,7 @@ impl<'a> EventRef<'a> {
             user_id: self.user_id().map(str::to_string),
             traceparent,
             metadata,
+            tags: self.tags().map(str::to_string).collect(),
             content_type: self.content_type,
             payload: self.payload().to_vec(),
         })

@@ -8,8 +8,9 @@
 //! [`EventRef`].
 
 mod event_ref;
+mod legacy;
 
-pub use event_ref::EventRef;
+pub use event_ref::{EventRef, Tags};
 
 use std::borrow::Cow;
 
@@ -23,8 +24,11 @@ use crate::vocab::metadata::{CAUSATION_KEY, CORRELATION_KEY, TRACEPARENT_KEY};
 use crate::vocab::{ContentType, EventMetadata, MAX_NAME_LEN, NewEvent, name_problem, shorten};
 use crate::vocab::{Error, Result};
 
-/// The record format this build reads and writes.
-pub(crate) const RECORD_FORMAT: u8 = 1;
+/// The record format this build writes: 2, a body with tags. Records of
+/// format 1 (without tags, `legacy.rs`) are still read.
+pub(crate) const RECORD_FORMAT: u8 = 2;
+/// The format of records written before tags.
+pub(crate) const RECORD_FORMAT_V1: u8 = 1;
 /// Size of the trailer that follows the archived body.
 pub(crate) const TRAILER_LEN: usize = 40;
 /// Alignment the archive needs to be read in place.
@@ -50,6 +54,8 @@ pub(crate) struct EventBody {
     /// there are none.
     pub metadata: Vec<u8>,
     pub payload: Vec<u8>,
+    /// The event's tags (format 2 on).
+    pub tags: Vec<String>,
 }
 
 /// An event encoded by the appender, waiting for the writer to seal it.
@@ -66,6 +72,10 @@ pub(crate) struct EncodedEvent {
     /// The time to record instead of the commit's, for events imported from
     /// an export (clamped so times never decrease along positions).
     pub recorded_at: Option<u64>,
+    /// The event type and tags again, for the writer's secondary indexes
+    /// (moved back out of the body after archiving, so no copy is made).
+    pub event_type: String,
+    pub tags: Vec<String>,
 }
 
 /// Validates `event` and encodes it as a record for `stream`.
@@ -91,6 +101,7 @@ pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Re
         }
     }
     event.metadata.check(event.imported)?;
+    crate::vocab::validate_tags(&event.tags)?;
     let EventMetadata { correlation_id, causation_id, user_id, traceparent, mut extra } = event.metadata;
     let correlation_id = place_id(correlation_id, CORRELATION_KEY, &mut extra);
     let causation_id = place_id(causation_id, CAUSATION_KEY, &mut extra);
@@ -118,8 +129,9 @@ pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Re
         user_id,
         metadata,
         payload,
+        tags: event.tags,
     };
-    let mut encoded = encode_body(&body, event_id, max_event_size)?;
+    let mut encoded = encode_body(body, event_id, max_event_size)?;
     encoded.caller_id = caller_id;
     Ok(encoded)
 }
@@ -184,9 +196,9 @@ pub(crate) fn reserved_string<'a>(metadata: &'a [u8], key: &str) -> Option<Cow<'
     }
 }
 
-pub(crate) fn encode_body(body: &EventBody, event_id: Uuid, max_event_size: usize) -> Result<EncodedEvent> {
+pub(crate) fn encode_body(body: EventBody, event_id: Uuid, max_event_size: usize) -> Result<EncodedEvent> {
     let capacity = body.payload.len().saturating_add(body.metadata.len()).saturating_add(256);
-    let mut value = rkyv::api::high::to_bytes_in::<_, rancor::Error>(body, Vec::with_capacity(capacity))
+    let mut value = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&body, Vec::with_capacity(capacity))
         .map_err(|e| Error::InvalidPayload {
             event_type: body.event_type.clone(),
             reason: format!("could not archive the event: {e}"),
@@ -201,7 +213,15 @@ pub(crate) fn encode_body(body: &EventBody, event_id: Uuid, max_event_size: usiz
     trailer[24] = RECORD_FORMAT;
     trailer[28..32].copy_from_slice(&(body_len as u32).to_le_bytes());
     value.extend_from_slice(&trailer);
-    Ok(EncodedEvent { event_id, caller_id: true, value, body_hash, recorded_at: None })
+    Ok(EncodedEvent {
+        event_id,
+        caller_id: true,
+        value,
+        body_hash,
+        recorded_at: None,
+        event_type: body.event_type,
+        tags: body.tags,
+    })
 }
 
 fn align_up(n: usize) -> usize {
@@ -234,6 +254,8 @@ pub(crate) struct Trailer {
     pub version: u64,
     pub recorded_at: u64,
     pub body_len: usize,
+    /// The record format: [`RECORD_FORMAT`] or [`RECORD_FORMAT_V1`].
+    pub format: u8,
 }
 
 /// Checks the record's length, format byte and checksum and returns its trailer.
@@ -245,8 +267,9 @@ pub(crate) fn check(position: u64, value: &[u8]) -> Result<Trailer> {
     // At least TRAILER_LEN bytes, checked above.
     let body_end = n.saturating_sub(TRAILER_LEN);
     let trailer = &value[body_end..];
-    if trailer[24] != RECORD_FORMAT {
-        return Err(Error::corruption(position, format!("unknown record format {}", trailer[24])));
+    let format = trailer[24];
+    if format != RECORD_FORMAT && format != RECORD_FORMAT_V1 {
+        return Err(Error::corruption(position, format!("unknown record format {format}")));
     }
     let mut len = [0u8; 4];
     len.copy_from_slice(&trailer[28..32]);
@@ -271,6 +294,7 @@ pub(crate) fn check(position: u64, value: &[u8]) -> Result<Trailer> {
         version: le_u64(&trailer[8..16]),
         recorded_at: le_u64(&trailer[16..24]),
         body_len,
+        format,
     };
     if t.position != position {
         return Err(Error::corruption(position, format!("record says position {}", t.position)));
@@ -304,16 +328,25 @@ pub(crate) fn recorded_at(position: u64, value: &[u8]) -> Result<u64> {
 pub fn decode(position: u64, value: &[u8]) -> Result<EventRef<'_>> {
     let trailer = check(position, value)?;
     let body = &value[..trailer.body_len];
-    let view = if (body.as_ptr() as usize).is_multiple_of(ARCHIVE_ALIGN) {
-        let archived = rkyv::access::<ArchivedEventBody, rancor::Error>(body)
-            .map_err(|e| Error::corruption(position, format!("invalid archive: {e}")))?;
-        event_ref::Body::Borrowed(archived)
-    } else {
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
-        aligned.extend_from_slice(body);
-        let owned = rkyv::from_bytes::<EventBody, rancor::Error>(&aligned)
-            .map_err(|e| Error::corruption(position, format!("invalid archive: {e}")))?;
-        event_ref::Body::Owned(Box::new(owned))
+    let invalid = |e: rancor::Error| Error::corruption(position, format!("invalid archive: {e}"));
+    let in_place = (body.as_ptr() as usize).is_multiple_of(ARCHIVE_ALIGN);
+    let view = match (trailer.format, in_place) {
+        (RECORD_FORMAT_V1, true) => event_ref::Body::V1(
+            rkyv::access::<legacy::ArchivedEventBodyV1, rancor::Error>(body).map_err(invalid)?,
+        ),
+        (_, true) => {
+            event_ref::Body::V2(rkyv::access::<ArchivedEventBody, rancor::Error>(body).map_err(invalid)?)
+        }
+        (format, false) => {
+            let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
+            aligned.extend_from_slice(body);
+            let owned = if format == RECORD_FORMAT_V1 {
+                rkyv::from_bytes::<legacy::EventBodyV1, rancor::Error>(&aligned).map_err(invalid)?.into()
+            } else {
+                rkyv::from_bytes::<EventBody, rancor::Error>(&aligned).map_err(invalid)?
+            };
+            event_ref::Body::Owned(Box::new(owned))
+        }
     };
     EventRef::new(trailer, view)
 }
@@ -512,8 +545,10 @@ mod tests {
             user_id: None,
             metadata: br#"{"$causation_id":5,"$correlation_id":"old","ip":"::1"}"#.to_vec(),
             payload: b"1".to_vec(),
+            tags: Vec::new(),
         };
-        let mut enc = encode_body(&body, Uuid::from_bytes(body.event_id), 1 << 20).unwrap();
+        let event_id = Uuid::from_bytes(body.event_id);
+        let mut enc = encode_body(body, event_id, 1 << 20).unwrap();
         seal(&mut enc, 1, 1, 1);
         let mut buf = rkyv::util::AlignedVec::<16>::new();
         buf.extend_from_slice(&enc.value);
@@ -527,6 +562,60 @@ mod tests {
             serde_json::Value::Object(owned.metadata),
             serde_json::json!({"$causation_id": 5, "ip": "::1"})
         );
+    }
+
+    /// Guards the reading of records written before tags (format 1): in
+    /// place and through the copy path, they read with no tags, and a
+    /// flipped byte is still caught.
+    #[test]
+    fn a_format_1_record_reads_without_tags() {
+        let body = legacy::EventBodyV1 {
+            event_id: Uuid::now_v7().into_bytes(),
+            schema_version: 2,
+            content_type: 0,
+            stream_id: "old-1".into(),
+            event_type: "Placed".into(),
+            correlation_id: None,
+            causation_id: None,
+            user_id: Some("ann".into()),
+            metadata: Vec::new(),
+            payload: b"{}".to_vec(),
+        };
+        let value = legacy::encode_v1(&body);
+        let mut buf = rkyv::util::AlignedVec::<16>::new();
+        buf.push(0);
+        buf.extend_from_slice(&value);
+        let copied = decode(1, &buf[1..]).unwrap();
+        assert!(!copied.is_zero_copy());
+        assert_eq!(
+            (copied.stream_id(), copied.event_type(), copied.schema_version()),
+            ("old-1", "Placed", 2)
+        );
+        assert_eq!(copied.tags().count(), 0);
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(&value);
+        let view = decode(1, &aligned).unwrap();
+        assert!(view.is_zero_copy());
+        assert_eq!(view.user_id(), Some("ann"));
+        assert!(view.to_owned().unwrap().tags.is_empty());
+        for i in 0..value.len() {
+            let mut flipped = rkyv::util::AlignedVec::<16>::new();
+            flipped.extend_from_slice(&value);
+            flipped[i] ^= 0x40;
+            assert!(decode(1, &flipped).is_err(), "flip at byte {i} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn tags_round_trip_in_place() {
+        let ev = NewEvent::json("T", &1).with_tags(["b:2", "a:1"]);
+        let mut enc = encode("s-1", ev, 1 << 20).unwrap();
+        seal(&mut enc, 1, 1, 1);
+        let mut buf = rkyv::util::AlignedVec::<16>::new();
+        buf.extend_from_slice(&enc.value);
+        let view = decode(1, &buf).unwrap();
+        assert_eq!(view.tags().collect::<Vec<_>>(), ["b:2", "a:1"]);
+        assert_eq!(view.tags().len(), 2);
     }
 
     #[test]

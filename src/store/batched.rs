@@ -95,11 +95,26 @@ impl Batched for AllBatches {
 
     fn refill(&mut self) -> Result<()> {
         let reader = self.store.read()?;
+        if reader.uses_index(&self.filter) {
+            // Through the index: a batch of matching events, not of positions.
+            let o = ReadAll::from_position(self.next).up_to_position(self.up_to).filter(self.filter.clone());
+            let mut taken = 0usize;
+            for event in reader.all(o.limit(self.batch))? {
+                let event = event?;
+                self.next = event.position().saturating_add(1);
+                self.out.buf.push_back(event.to_owned()?);
+                taken = taken.saturating_add(1);
+            }
+            if taken < self.batch {
+                self.next = self.up_to.saturating_add(1);
+            }
+            return Ok(());
+        }
         let end = self.up_to.min(self.next.saturating_add((self.batch as u64).saturating_sub(1)));
         for event in reader.all(ReadAll::from_position(self.next).up_to_position(end))? {
             let event = event?;
             self.next = event.position().saturating_add(1);
-            if self.filter.is_empty() || self.filter.matches(event.stream_id(), event.event_type()) {
+            if event.passes(&self.filter) {
                 self.out.buf.push_back(event.to_owned()?);
             }
         }
@@ -166,9 +181,7 @@ impl Batched for StreamBatches {
             let event = event?;
             scanned = scanned.saturating_add(1);
             self.next = self.options.direction.after(event.version());
-            if self.options.filter.is_empty()
-                || self.options.filter.matches(event.stream_id(), event.event_type())
-            {
+            if event.passes(&self.options.filter) {
                 self.out.buf.push_back(event.to_owned()?);
             }
             if scanned >= self.batch

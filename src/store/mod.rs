@@ -3,10 +3,12 @@
 
 mod batched;
 mod builder;
+mod dcb;
 mod open;
 
 pub use batched::{AllBatches, StreamBatches};
 pub use builder::{DEFAULT_MAP_SIZE, StoreBuilder};
+pub use dcb::QueryResult;
 
 use std::any::Any;
 use std::collections::HashSet;
@@ -275,7 +277,8 @@ impl Store {
         }
         let (reply, ticket) = crate::writer::ticket();
         let submitted = std::time::Instant::now();
-        let mut command = Some(Command::Write(Request { appends, side_writes, reply, submitted }));
+        let mut command =
+            Some(Command::Write(Request { appends, side_writes, condition: None, reply, submitted }));
         std::future::poll_fn(|cx| {
             let Some(queued) = command.take() else {
                 return std::task::Poll::Ready(Err(Error::Closed));
@@ -377,12 +380,22 @@ impl Store {
         appends: Vec<StreamAppend>,
         side_writes: Vec<Box<dyn SideWrite>>,
     ) -> Result<AppendTicket> {
+        self.send_request(appends, side_writes, None)
+    }
+
+    /// [`send`](Store::send) with a DCB condition for the writer to check.
+    pub(crate) fn send_request(
+        &self,
+        appends: Vec<StreamAppend>,
+        side_writes: Vec<Box<dyn SideWrite>>,
+        condition: Option<crate::vocab::AppendCondition>,
+    ) -> Result<AppendTicket> {
         if let Some(reason) = self.inner.shared.poisoned() {
             return Err(Error::Poisoned { reason: reason.to_string() });
         }
         let (reply, ticket) = crate::writer::ticket();
         let submitted = std::time::Instant::now();
-        self.command(Command::Write(Request { appends, side_writes, reply, submitted }))?;
+        self.command(Command::Write(Request { appends, side_writes, condition, reply, submitted }))?;
         Ok(ticket)
     }
 
@@ -439,6 +452,20 @@ impl Store {
             // the next caller ask again.
             s.durable_requested.store(false, Ordering::Release);
         }
+    }
+
+    /// Builds the secondary indexes (by event type, category and tag) of
+    /// the whole log anew, in one transaction: readers see the old indexes
+    /// until it commits, appends wait while it runs. A store needs this only
+    /// when its indexes are damaged (`verify` says so); a store written
+    /// before indexes gets them at its first writable open. `progress` is
+    /// called with the events indexed so far and the log's head. Returns how
+    /// many events were indexed.
+    pub fn reindex(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<u64> {
+        if self.inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        crate::writer::rebuild_indexes(&self.inner.env, &self.inner.dbs, progress)
     }
 
     /// A consistent read-only snapshot of the store; see [`Reader`].

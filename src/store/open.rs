@@ -28,9 +28,14 @@ impl Store {
         let env = env::open_env(&dir, &settings)?;
         let now = crate::vocab::now_micros();
         let (dbs, info) = if read_only {
-            let dbs = env::open_dbs(&env)?.ok_or_else(|| Error::NotAStore { path: dir.clone() })?;
+            let mut dbs = env::open_dbs(&env)?.ok_or_else(|| Error::NotAStore { path: dir.clone() })?;
             let rtxn = env.read_txn()?;
             let info = meta::check(&rtxn, &dbs)?;
+            if info.format == meta::FORMAT_V1 {
+                // Its indexes are not built (or not complete): filtered
+                // reads walk the log.
+                dbs.index = None;
+            }
             (dbs, info)
         } else {
             let dbs = env::create_dbs(&env)?;
@@ -42,6 +47,14 @@ impl Store {
             // the page cache: make it durable before anything is derived
             // from it.
             env.force_sync().map_err(|e| crate::vocab::from_heed_while(e, "syncing the store at open"))?;
+            if info.format == meta::FORMAT_V1 {
+                // A store written before indexes: build them before the
+                // writer starts keeping them.
+                let mut report = |done: u64, total: u64| {
+                    tracing::info!(done, total, "building the secondary indexes of a format-1 store");
+                };
+                crate::writer::rebuild_indexes(&env, &dbs, &mut report)?;
+            }
             (dbs, info)
         };
         let shared = Arc::new(Shared::default());

@@ -59,6 +59,29 @@ pub enum Error {
         reason: String,
     },
 
+    /// A DCB append's condition failed: an event matching its query was
+    /// written after the position it names. Nothing was written; read the
+    /// query again and decide anew.
+    #[error(
+        "the append condition failed: the event at position {position} matches its query and is after position {after}"
+    )]
+    AppendConditionFailed {
+        /// The first event that matches the condition's query.
+        position: u64,
+        /// The position the condition was made at (0: the start of the log).
+        after: u64,
+    },
+
+    /// A tag is empty, too long, contains control characters or is listed
+    /// twice, or an event carries too many (see [`MAX_TAGS`](crate::MAX_TAGS)).
+    #[error("invalid tag {tag:?}: {reason}")]
+    InvalidTag {
+        /// The rejected tag (shortened when long).
+        tag: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
     /// An event type is empty, too long, or contains control characters.
     #[error("invalid event type {event_type:?}: {reason}")]
     InvalidEventType {

@@ -184,6 +184,7 @@ pub struct NewEvent {
     pub(crate) event_id: Option<Uuid>,
     pub(crate) schema_version: u32,
     pub(crate) metadata: EventMetadata,
+    pub(crate) tags: Vec<String>,
 }
 
 impl NewEvent {
@@ -221,6 +222,7 @@ impl NewEvent {
             event_id: None,
             schema_version: 1,
             metadata: EventMetadata::default(),
+            tags: Vec::new(),
         }
     }
 
@@ -241,6 +243,40 @@ impl NewEvent {
     pub fn with_metadata(mut self, metadata: EventMetadata) -> Self {
         self.metadata = metadata;
         self
+    }
+
+    /// Adds tags: the entities the event concerns (`student:42`,
+    /// `course:7`), read back with the event and indexed, so that a
+    /// [`Filter`](crate::Filter) or a DCB [`Query`](crate::Query) finds the
+    /// events of an entity without reading the rest. At most
+    /// [`MAX_TAGS`](crate::MAX_TAGS) tags, each 1 to
+    /// [`MAX_TAG_LEN`](crate::MAX_TAG_LEN) bytes without control
+    /// characters, none twice; anything else is refused by the append with
+    /// [`Error::InvalidTag`](crate::Error::InvalidTag).
+    ///
+    /// ```
+    /// use eventfold::NewEvent;
+    /// let e = NewEvent::json("StudentEnrolled", &1).with_tags(["student:42", "course:7"]);
+    /// assert_eq!(e.tags(), ["student:42", "course:7"]);
+    /// ```
+    pub fn with_tags<I, S>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tags.extend(tags.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds one tag; see [`with_tags`](Self::with_tags).
+    pub fn with_tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// The event's tags, in the order given.
+    pub fn tags(&self) -> &[String] {
+        &self.tags
     }
 
     /// Sets causation and correlation from the event that caused this one.
@@ -320,6 +356,9 @@ pub struct RecordedEvent {
     pub traceparent: Option<String>,
     /// Extra metadata fields (a JSON object; empty when none).
     pub metadata: Map<String, Value>,
+    /// The event's tags, in the order appended (none for events written
+    /// before tags existed).
+    pub tags: Vec<String>,
     /// How the payload is encoded.
     pub content_type: ContentType,
     /// The payload bytes as appended.
@@ -359,6 +398,7 @@ impl RecordedEvent {
             user_id: None,
             traceparent: None,
             metadata: Map::new(),
+            tags: Vec::new(),
             content_type,
             payload: payload.into(),
         }
@@ -435,6 +475,8 @@ struct RecordedEventWire {
     traceparent: Option<String>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     metadata: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<String>,
     content_type: ContentType,
     payload: Box<serde_json::value::RawValue>,
 }
@@ -456,6 +498,7 @@ impl Serialize for RecordedEvent {
             user_id: self.user_id.clone(),
             traceparent: self.traceparent.clone(),
             metadata: self.metadata.clone(),
+            tags: self.tags.clone(),
             content_type: self.content_type,
             payload,
         }
@@ -487,6 +530,7 @@ impl<'de> Deserialize<'de> for RecordedEvent {
             user_id: w.user_id,
             traceparent: w.traceparent,
             metadata: w.metadata,
+            tags: w.tags,
             content_type: w.content_type,
             payload,
         })
@@ -544,6 +588,7 @@ mod tests {
             user_id: Some("ann".into()),
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
             metadata: Map::new(),
+            tags: Vec::new(),
             content_type: ContentType::Json,
             payload: br#"{"b":1,"a":2}"#.to_vec(),
         };
@@ -570,6 +615,7 @@ mod tests {
             user_id: Some("u".into()),
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
             metadata: Map::new(),
+            tags: Vec::new(),
             content_type: ContentType::Json,
             payload: b"{}".to_vec(),
         };

@@ -6,6 +6,32 @@ use super::error::{Error, Result};
 /// Longest stream id or event type, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
 
+/// Longest tag, in bytes.
+pub const MAX_TAG_LEN: usize = 256;
+
+/// Most tags one event may carry.
+pub const MAX_TAGS: usize = 64;
+
+/// Checks an event's tags: at most [`MAX_TAGS`], each 1 to [`MAX_TAG_LEN`]
+/// bytes without control characters, none listed twice.
+pub(crate) fn validate_tags(tags: &[String]) -> Result<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(Error::InvalidTag {
+            tag: shorten(tags.get(MAX_TAGS).map_or("", String::as_str)),
+            reason: format!("an event carries {} tags, the limit is {MAX_TAGS}", tags.len()),
+        });
+    }
+    for (i, tag) in tags.iter().enumerate() {
+        if let Some(reason) = name_problem(tag, MAX_TAG_LEN) {
+            return Err(Error::InvalidTag { tag: shorten(tag), reason });
+        }
+        if tags[..i].contains(tag) {
+            return Err(Error::InvalidTag { tag: shorten(tag), reason: "is listed twice".into() });
+        }
+    }
+    Ok(())
+}
+
 /// Why `name` is not a valid stream id, event type or consumer name (at most
 /// `limit` bytes), or `None` when it is.
 pub(crate) fn name_problem(name: &str, limit: usize) -> Option<String> {

@@ -41,6 +41,8 @@ pub(super) struct BatchCtx {
     pub events: u64,
     pub bytes: u64,
     pub side_writes: usize,
+    /// The batch's secondary index entries, written by `finish`.
+    pub index: super::index::IndexBuffer,
 }
 
 impl Writer {
@@ -97,6 +99,13 @@ impl Writer {
                 position: Some(first.first_position),
             }));
         }
+        if let Some(condition) = &req.condition
+            && !plans.is_empty()
+            && let Some(position) = self.conflict(wtxn, ctx, condition)?
+        {
+            let after = condition.after.unwrap_or(0);
+            return Err(Step::Reject(Error::AppendConditionFailed { position, after }));
+        }
         let mut results = stored;
         for (i, head) in plans {
             let a = &mut req.appends[i];
@@ -148,6 +157,10 @@ impl Writer {
             let at = ev.recorded_at.unwrap_or(ctx.now).max(ctx.last_time);
             ctx.last_time = at;
             record::seal(ev, pos, version, at);
+            ctx.index.add(
+                pos,
+                super::index::terms(&a.stream_id, &ev.event_type, ev.tags.iter().map(String::as_str)),
+            );
             self.dbs.events.put_with_flags(wtxn, PutFlags::APPEND, &position_key(pos), &ev.value)?;
             // Ids the store makes (UUID v7) grow with time, so most go after
             // the greatest key: appending skips the search from the root.

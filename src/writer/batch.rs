@@ -356,6 +356,7 @@ impl Writer {
             events: 0,
             bytes: 0,
             side_writes: 0,
+            index: super::index::IndexBuffer::default(),
         };
         let mut outcomes = Vec::with_capacity(batch.len());
         for req in batch.iter_mut() {
@@ -433,6 +434,9 @@ impl Writer {
 
     /// Writes the batch's dirty stream heads and the stream counter.
     fn finish(&self, wtxn: &mut RwTxn, ctx: &BatchCtx) -> heed::Result<()> {
+        if let Some(index) = self.dbs.index {
+            ctx.index.flush(wtxn, index)?;
+        }
         for (stream, (head, dirty)) in &ctx.heads {
             if *dirty {
                 self.dbs.streams.put(wtxn, stream.as_bytes(), &head.encode())?;
@@ -511,7 +515,13 @@ mod tests {
                 expected: ExpectedVersion::Any,
                 events: vec![event],
             }];
-            batch.push(Request { appends, side_writes: Vec::new(), reply: tx, submitted: Instant::now() });
+            batch.push(Request {
+                appends,
+                side_writes: Vec::new(),
+                condition: None,
+                reply: tx,
+                submitted: Instant::now(),
+            });
             replies.push(rx);
         }
         let others = writer.process(&mut batch, || {
@@ -535,7 +545,16 @@ mod tests {
             expected: ExpectedVersion::Any,
             events: vec![event],
         }];
-        (Request { appends, side_writes: Vec::new(), reply: tx, submitted: Instant::now() }, rx)
+        (
+            Request {
+                appends,
+                side_writes: Vec::new(),
+                condition: None,
+                reply: tx,
+                submitted: Instant::now(),
+            },
+            rx,
+        )
     }
 
     /// Guards the retry-alone path after a failed batch: once one retried

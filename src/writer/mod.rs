@@ -10,10 +10,12 @@
 
 mod apply;
 mod batch;
+mod index;
 pub(crate) mod shared;
 mod side;
 mod ticket;
 
+pub(crate) use index::rebuild as rebuild_indexes;
 pub(crate) use shared::CommitWakeups;
 pub(crate) use side::{Delete, Put, SideWrite, boxed};
 pub use ticket::AppendTicket;
@@ -46,6 +48,9 @@ pub(crate) struct StreamAppend {
 pub(crate) struct Request {
     pub appends: Vec<StreamAppend>,
     pub side_writes: Vec<Box<dyn SideWrite>>,
+    /// A DCB condition, checked in the batch before anything of the
+    /// request is written.
+    pub condition: Option<crate::vocab::AppendCondition>,
     pub reply: ReplySender,
     /// When it was submitted, for the append latency metrics.
     pub submitted: std::time::Instant,

@@ -562,7 +562,7 @@ fn verify_names_a_flipped_record_byte() {
     let (_t, dir) = store_dir();
     sample_store(&dir);
     let out = ok(run(&dir, &["verify"]));
-    assert_eq!(out.trim(), "checked 8 events, 5 streams, 7 index runs, 8 event ids: ok");
+    assert_eq!(out.trim(), "checked 8 events, 5 streams, 7 index runs, 8 event ids, 15 term index runs: ok");
     damage(&dir, "events", |wtxn, events| {
         let key = 2u64.to_be_bytes();
         let mut value = events.get(wtxn, &key).unwrap().unwrap().to_vec();
@@ -790,4 +790,27 @@ fn consumers_and_tail() {
     let out = child.wait_with_output().unwrap();
     let e: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!((e["position"].as_u64(), e["stream_id"].as_str()), (Some(9), Some("order-9")));
+}
+
+#[test]
+fn tags_are_appended_read_by_tag_and_reindexed() {
+    let (_t, dir) = store_dir();
+    for (stream, tags) in [("student-42", vec!["student:42", "course:7"]), ("student-43", vec!["student:43"])]
+    {
+        let mut args = vec!["append", stream, "Enrolled", "--payload", "{}"];
+        for t in &tags {
+            args.extend(["--tag", t]);
+        }
+        ok(run(&dir, &args));
+    }
+    let lines = json_lines(&ok(run(&dir, &["--json", "read", "--all", "--tag", "course:7"])));
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["stream_id"], "student-42");
+    assert_eq!(lines[0]["tags"], serde_json::json!(["student:42", "course:7"]));
+    let shown = ok(run(&dir, &["event", "2"]));
+    assert!(shown.contains("student:43"), "{shown}");
+    let err = fails(run(&dir, &["append", "s-1", "E", "--payload", "{}", "--tag", "a", "--tag", "a"]));
+    assert!(err.contains("invalid tag") && err.contains("listed twice"), "{err}");
+    assert_eq!(ok(run(&dir, &["reindex"])).trim(), "indexed 2 events by type, category and tag");
+    assert!(ok(run(&dir, &["verify"])).trim().ends_with(": ok"));
 }

@@ -38,3 +38,28 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// Flips a byte inside the record at `position` through LMDB, as a failing
+/// disk could: its checksum no longer matches. Only while no process has
+/// the store open.
+pub fn flip_record_byte(dir: &std::path::Path, position: u64) {
+    let mut options = heed::EnvOpenOptions::new();
+    options.max_dbs(16).map_size(eventfold::DEFAULT_MAP_SIZE);
+    // SAFETY: the test owns the directory and no other process has it open.
+    let env = unsafe { options.open(dir) }.expect("open LMDB");
+    let rtxn = env.read_txn().unwrap();
+    let events = env
+        .open_databases_and_commit(rtxn, |opener, rtxn| -> heed::Result<_> {
+            let db = opener.open_database::<heed::types::Bytes, heed::types::Bytes>(rtxn, Some("events"))?;
+            Ok(heed::CommitOrAbort::<_, ()>::Commit(db))
+        })
+        .unwrap()
+        .unwrap_commit()
+        .expect("the events database exists");
+    let mut wtxn = env.write_txn().unwrap();
+    let key = position.to_be_bytes();
+    let mut value = events.get(&wtxn, &key).unwrap().unwrap().to_vec();
+    value[10] ^= 0x40;
+    events.put(&mut wtxn, &key, &value).unwrap();
+    wtxn.commit().unwrap();
+}

@@ -17,6 +17,7 @@ mod examples;
 #[cfg(feature = "fault-injection")]
 mod faults;
 mod fuzz_corpus;
+mod indexes;
 mod layers;
 mod metadata;
 #[cfg(feature = "cli")]

@@ -50,6 +50,10 @@ pub struct Args {
     /// The payload's schema version.
     #[arg(long, default_value_t = 1)]
     pub schema_version: u32,
+    /// A tag (the entity the event concerns, e.g. `student:42`), indexed
+    /// for `read --all --tag` and DCB queries (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
 }
 
 /// The event's metadata from the options and `--metadata`: a field given
@@ -122,7 +126,8 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
     let metadata = metadata(&a)?;
     let mut event = NewEvent::json_bytes(a.event_type.clone(), payload)
         .with_schema_version(a.schema_version)
-        .with_metadata(metadata);
+        .with_metadata(metadata)
+        .with_tags(a.tags.iter().cloned());
     if let Some(id) = a.event_id {
         event = event.with_id(id);
     }

@@ -51,6 +51,9 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
             ("user id", opt(e.user_id.clone())),
             ("traceparent", opt(e.traceparent.clone())),
         ];
+        if !e.tags.is_empty() {
+            rows.push(("tags", e.tags.join(", ")));
+        }
         if !e.metadata.is_empty() {
             rows.push(("metadata", serde_json::Value::Object(e.metadata.clone()).to_string()));
         }

@@ -14,6 +14,7 @@ mod init;
 mod output;
 mod projection;
 mod read;
+mod reindex;
 mod serve;
 mod snapshot;
 mod state;
@@ -79,6 +80,8 @@ enum Command {
     Projection(projection::Args),
     /// Check every record, index and stream head; exit 1 on any fault.
     Verify(verify::Args),
+    /// Build the indexes by event type, category and tag anew (after `verify` reports index faults).
+    Reindex(reindex::Args),
     /// Write the log as JSON lines (every field kept), to stdout or a file.
     Export(export::Args),
     /// Load an export; importing the same file twice writes nothing new.
@@ -158,6 +161,7 @@ fn main() -> ExitCode {
         Command::Consumers(a) => consumers::run(&ctx, a),
         Command::Projection(a) => projection::run(&ctx, a),
         Command::Verify(a) => verify::run(&ctx, a),
+        Command::Reindex(a) => reindex::run(&ctx, a),
         Command::Export(a) => export::run(&ctx, a),
         Command::Import(a) => import::run(&ctx, a),
         Command::Backup(a) => backup::run(&ctx, a),

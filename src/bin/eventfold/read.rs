@@ -34,6 +34,9 @@ pub struct Args {
     /// Only streams of this category, the part of the id before the first `-` (repeatable; with --all).
     #[arg(long, value_name = "C", requires = "all")]
     pub category: Vec<String>,
+    /// Only events that carry this tag (repeatable: any of them; with --all).
+    #[arg(long = "tag", value_name = "TAG", requires = "all")]
+    pub tags: Vec<String>,
     /// Only events recorded at or before this time (RFC 3339 UTC, or microseconds).
     #[arg(long, value_name = "RFC3339")]
     pub until_time: Option<String>,
@@ -44,7 +47,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
     let filter = Filter::new().event_types(a.types.iter().cloned());
     let until = a.until_time.as_deref().map(output::parse_time).transpose()?;
     let events: Box<dyn Iterator<Item = eventfold::Result<RecordedEvent>>> = if a.all {
-        let mut filter = filter;
+        let mut filter = filter.tags(a.tags.iter().cloned());
         for c in &a.category {
             filter = filter.category(c.clone());
         }

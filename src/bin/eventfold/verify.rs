@@ -29,11 +29,12 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<Outcome> {
         }
         writeln!(
             out,
-            "checked {} events, {} streams, {} index runs, {} event ids: {}",
+            "checked {} events, {} streams, {} index runs, {} event ids, {} term index runs: {}",
             report.events,
             report.streams,
             report.index_runs,
             report.event_ids,
+            report.term_runs,
             if report.is_ok() { "ok".to_string() } else { format!("{} faults", report.fault_count) }
         )?;
     }

@@ -1,0 +1,202 @@
+//! The secondary indexes, written by the writer in the same transaction as
+//! the events (see `lmdb/index_keys.rs` for the layout).
+//!
+//! A batch gathers its index entries in an [`IndexBuffer`]: a run of
+//! consecutive positions per term. At the end of the batch each term's
+//! first run is merged into the term's last stored run when the two touch,
+//! and the runs are written: a few puts per term and commit, however many
+//! events share the term. A DCB condition checked in the batch reads the
+//! stored runs and the buffer together ([`IndexBuffer::positions_after`]).
+
+use std::collections::HashMap;
+
+use heed::RwTxn;
+
+use crate::lmdb::env::Db;
+use crate::lmdb::index_keys::{IndexKind, is_run_of, parse_run_value, run_key, run_value, term_prefix};
+use crate::vocab::category_of;
+
+/// The index entries of one batch, not yet written.
+#[derive(Debug, Default)]
+pub(crate) struct IndexBuffer {
+    /// Term prefix → runs `(first position, count)`, in position order.
+    runs: HashMap<Vec<u8>, Vec<(u64, u64)>>,
+}
+
+/// The terms an event is indexed under: its type, its stream's category
+/// and each of its tags.
+pub(crate) fn terms<'a>(
+    stream_id: &'a str,
+    event_type: &'a str,
+    tags: impl Iterator<Item = &'a str> + 'a,
+) -> impl Iterator<Item = (IndexKind, &'a str)> + 'a {
+    [(IndexKind::EventType, event_type), (IndexKind::Category, category_of(stream_id))]
+        .into_iter()
+        .chain(tags.map(|t| (IndexKind::Tag, t)))
+}
+
+impl IndexBuffer {
+    /// Records that the event at `position` has the given terms.
+    pub(crate) fn add<'a>(&mut self, position: u64, terms: impl Iterator<Item = (IndexKind, &'a str)>) {
+        for (kind, term) in terms {
+            let runs = self.runs.entry(term_prefix(kind, term)).or_default();
+            match runs.last_mut() {
+                Some((first, count)) if first.checked_add(*count) == Some(position) => {
+                    *count = count.saturating_add(1);
+                }
+                _ => runs.push((position, 1)),
+            }
+        }
+    }
+
+    /// Writes the buffered runs into `db`, extending a term's last stored
+    /// run when the first buffered run continues it.
+    pub(crate) fn flush(&self, wtxn: &mut RwTxn, db: Db) -> heed::Result<()> {
+        for (prefix, runs) in &self.runs {
+            let mut runs = runs.as_slice();
+            if let Some(&(first, count)) = runs.first() {
+                let probe = run_key(prefix, first);
+                let before = db.get_lower_than(wtxn, &probe)?.and_then(|(k, v)| {
+                    let stored = is_run_of(k, prefix).then(|| parse_run_value(k, v).ok()).flatten()?;
+                    Some((k.to_vec(), stored))
+                });
+                if let Some((key, stored)) = before {
+                    let start = crate::lmdb::keys::be_u64(&key[key.len().saturating_sub(8)..]);
+                    if start.checked_add(stored) == Some(first) {
+                        db.put(wtxn, &key, &run_value(&key, stored.saturating_add(count)))?;
+                        runs = &runs[1..];
+                    }
+                }
+            }
+            for &(first, count) in runs {
+                let key = run_key(prefix, first);
+                db.put(wtxn, &key, &run_value(&key, count))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The buffered runs of the term `prefix`, in position order.
+    pub(crate) fn runs_of(&self, prefix: &[u8]) -> &[(u64, u64)] {
+        self.runs.get(prefix).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// How many events the rebuild gathers before it writes their runs.
+const REBUILD_CHUNK: u64 = 100_000;
+
+/// Builds the secondary indexes of the whole log anew, in one write
+/// transaction (LMDB serialises it with the writer's), and marks the store
+/// as of format 2. A crash part-way leaves the store as it was; the next
+/// open starts again. `progress` is called with the events indexed so far
+/// and the log's head. Returns how many events were indexed.
+pub(crate) fn rebuild(
+    env: &heed::Env<heed::WithoutTls>,
+    dbs: &crate::lmdb::env::Dbs,
+    progress: &mut dyn FnMut(u64, u64),
+) -> crate::vocab::Result<u64> {
+    use crate::lmdb::keys::parse_position_key;
+    let Some(db) = dbs.index else {
+        return Err(crate::vocab::Error::internal("the index database is not open"));
+    };
+    let mut wtxn = env.write_txn()?;
+    db.clear(&mut wtxn)?;
+    let head = match dbs.events.last(&wtxn)? {
+        Some((k, _)) => parse_position_key(k)?,
+        None => 0,
+    };
+    let mut done = 0u64;
+    let mut expected = 1u64;
+    while expected <= head {
+        // A chunk is gathered while a cursor borrows the transaction, then
+        // written: the runs in memory stay bounded by the chunk.
+        let mut buffer = IndexBuffer::default();
+        let from = crate::lmdb::keys::position_key(expected);
+        let range = (std::ops::Bound::Included(&from[..]), std::ops::Bound::Unbounded);
+        for entry in dbs.events.range(&wtxn, &range)? {
+            let (k, v) = entry?;
+            let p = parse_position_key(k)?;
+            if p != expected {
+                return Err(crate::vocab::Error::corruption(
+                    expected,
+                    format!("position missing from a gapless log (the next record is at {p})"),
+                ));
+            }
+            expected = p.saturating_add(1);
+            let e = crate::record::decode(p, v)?;
+            buffer.add(p, terms(e.stream_id(), e.event_type(), e.tags()));
+            done = done.saturating_add(1);
+            if done.is_multiple_of(REBUILD_CHUNK) {
+                break;
+            }
+        }
+        buffer.flush(&mut wtxn, db)?;
+        progress(done, head);
+    }
+    crate::lmdb::meta::set_indexed(&mut wtxn, dbs)?;
+    wtxn.commit()?;
+    Ok(done)
+}
+
+impl super::batch::Writer {
+    /// The first event after the condition's position that matches its
+    /// query, among the committed events and those of this batch so far;
+    /// `None` when there is none and the request may go on.
+    pub(super) fn conflict(
+        &self,
+        wtxn: &RwTxn,
+        ctx: &super::apply::BatchCtx,
+        condition: &crate::vocab::AppendCondition,
+    ) -> Result<Option<u64>, super::apply::Step> {
+        use super::apply::Step;
+        use crate::lmdb::index_keys::{IndexedPositions, query_prefixes};
+        let after = condition.after.unwrap_or(0);
+        if ctx.pos <= after {
+            return Ok(None);
+        }
+        let query = &condition.fail_if_events_match;
+        // A query that matches everything meets the first event after it.
+        let Some(prefixes) = query_prefixes(query) else { return Ok(Some(after.saturating_add(1))) };
+        let db = self
+            .dbs
+            .index
+            .ok_or_else(|| Step::Reject(crate::vocab::Error::internal("the index database is not open")))?;
+        let matches_at = |p: u64| -> Result<bool, Step> {
+            let value = self.dbs.events.get(wtxn, &crate::lmdb::keys::position_key(p))?.ok_or_else(|| {
+                Step::Reject(crate::vocab::Error::index(
+                    "index",
+                    format!("an index names position {p}, which is not in the log"),
+                ))
+            })?;
+            let event = crate::record::decode(p, value).map_err(Step::Reject)?;
+            Ok(query.matches(event.event_type(), event.tags()))
+        };
+        // Positions up to the last commit are in the stored runs; the
+        // batch's own are in its buffer.
+        let committed = self.state.head;
+        if committed > after {
+            let mut positions =
+                IndexedPositions::new(wtxn, db, prefixes.clone(), after.saturating_add(1), committed)
+                    .map_err(Step::Reject)?;
+            while let Some(p) = positions.next_position().map_err(Step::Reject)? {
+                if matches_at(p)? {
+                    return Ok(Some(p));
+                }
+            }
+        }
+        let mut in_batch: Vec<u64> = prefixes
+            .iter()
+            .flat_map(|prefix| ctx.index.runs_of(prefix))
+            .flat_map(|&(first, count)| first..first.saturating_add(count))
+            .filter(|&p| p > after)
+            .collect();
+        in_batch.sort_unstable();
+        in_batch.dedup();
+        for p in in_batch {
+            if matches_at(p)? {
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
+    }
+}
