@@ -54,10 +54,16 @@ impl IndexKind {
 /// The start of every key of one term: `[kind][term][0x00]`.
 pub(crate) fn term_prefix(kind: IndexKind, term: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(term.len().saturating_add(10));
-    k.push(kind.byte());
-    k.extend_from_slice(term.as_bytes());
-    k.push(0);
+    write_prefix(&mut k, kind, term);
     k
+}
+
+/// [`term_prefix`] into `out`, replacing what it held.
+pub(crate) fn write_prefix(out: &mut Vec<u8>, kind: IndexKind, term: &str) {
+    out.clear();
+    out.push(kind.byte());
+    out.extend_from_slice(term.as_bytes());
+    out.push(0);
 }
 
 /// The key of the run of `prefix`'s term that starts at `first`.

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use heed::RwTxn;
 
 use crate::lmdb::env::Db;
-use crate::lmdb::index_keys::{IndexKind, is_run_of, parse_run_value, run_key, run_value, term_prefix};
+use crate::lmdb::index_keys::{IndexKind, is_run_of, parse_run_value, run_key, run_value, write_prefix};
 use crate::vocab::category_of;
 
 /// The index entries of one batch, not yet written.
@@ -21,6 +21,9 @@ use crate::vocab::category_of;
 pub(crate) struct IndexBuffer {
     /// Term prefix → runs `(first position, count)`, in position order.
     runs: HashMap<Vec<u8>, Vec<(u64, u64)>>,
+    /// Where a term's prefix is built for the lookup, so that only a term
+    /// new to the batch allocates: the writer adds every event's terms.
+    scratch: Vec<u8>,
 }
 
 /// The terms an event is indexed under: its type, its stream's category
@@ -39,7 +42,11 @@ impl IndexBuffer {
     /// Records that the event at `position` has the given terms.
     pub(crate) fn add<'a>(&mut self, position: u64, terms: impl Iterator<Item = (IndexKind, &'a str)>) {
         for (kind, term) in terms {
-            let runs = self.runs.entry(term_prefix(kind, term)).or_default();
+            write_prefix(&mut self.scratch, kind, term);
+            let runs = match self.runs.get_mut(self.scratch.as_slice()) {
+                Some(runs) => runs,
+                None => self.runs.entry(self.scratch.clone()).or_default(),
+            };
             match runs.last_mut() {
                 Some((first, count)) if first.checked_add(*count) == Some(position) => {
                     *count = count.saturating_add(1);

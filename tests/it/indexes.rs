@@ -428,3 +428,20 @@ fn a_tag_subscription_catches_up_and_goes_live() {
         .collect();
     assert_eq!(batched.len(), want.len() + 1);
 }
+
+/// An export line keeps the tags, and importing it indexes them again.
+#[test]
+fn export_and_import_keep_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .append("course-7", ExpectedVersion::NoStream, [tagged("CourseDefined", &["course:7", "term:fall"])])
+        .unwrap();
+    let lines: Vec<String> = all(&store).iter().map(|e| serde_json::to_string(e).unwrap()).collect();
+    let copy = tempfile::tempdir().unwrap();
+    let target = Store::open(copy.path()).unwrap();
+    let events: Vec<RecordedEvent> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    target.submit_recorded(events).unwrap().wait().unwrap();
+    assert_eq!(all(&target)[0].tags, ["course:7", "term:fall"]);
+    assert_eq!(positions(&target, Filter::new().tag("term:fall")), [1]);
+}
