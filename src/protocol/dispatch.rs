@@ -9,13 +9,15 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use super::DEFAULT_MAX_SUBSCRIPTIONS;
+use super::appends::{Part, append_parts};
 use super::pump::{NewSubscription, Pump};
+use super::reads;
 use super::wire::{
-    self, AppendBatchRequest, AppendRequest, DEFAULT_NODE_ID, DEFAULT_READ_LIMIT, Envelope, MAX_READ_LIMIT,
-    RawJson, ReadAllRequest, ReadStreamRequest, Reply, Request, WireEvent, WireNewEvent, codes,
+    self, AppendBatchRequest, AppendManyRequest, AppendRequest, DEFAULT_NODE_ID, DEFAULT_READ_LIMIT,
+    Envelope, MAX_READ_LIMIT, RawJson, ReadStreamRequest, Reply, Request, WireEvent, WireNewEvent, codes,
 };
 use crate::json::JsonState;
-use crate::read::{ReadAll, ReadStream};
+use crate::read::ReadStream;
 use crate::store::Store;
 use crate::vocab::Error;
 use crate::vocab::Filter;
@@ -161,9 +163,20 @@ impl Session {
         // The pump's wake-up channel is registered (above, or with an
         // earlier subscription) before this read of the head, so a commit
         // after it is not missed.
-        let next = match r.from_sequence {
-            Some(p) => p.max(1),
-            None => match self.store.read().and_then(|reader| reader.head()) {
+        let next = match (&r.consumer, r.from_sequence) {
+            (Some(_), Some(_)) => {
+                return Reply::error(
+                    r.msg_id,
+                    codes::MALFORMED_REQUEST,
+                    "malformed request: a consumer's subscription starts after its checkpoint: give `consumer` or `from_sequence`, not both",
+                );
+            }
+            (Some(name), None) => match self.store.consumer_checkpoint(name) {
+                Ok(checkpoint) => checkpoint.saturating_add(1),
+                Err(e) => return error_reply(r.msg_id, e),
+            },
+            (None, Some(p)) => p.max(1),
+            (None, None) => match self.store.read().and_then(|reader| reader.head()) {
                 Ok(head) => head.saturating_add(1),
                 Err(e) => return error_reply(r.msg_id, e),
             },
@@ -223,7 +236,7 @@ impl Session {
             Request::Append(r) => self.append(r),
             Request::AppendBatch(r) => self.append_batch(r),
             Request::ReadStream(r) => self.read_stream(r),
-            Request::ReadAll(r) => self.read_all(r),
+            Request::ReadAll(r) => reads::read_all(&self.store, r),
             Request::Stats(_) => self.store.stats().map(|stats| Reply::StatsOk { in_reply_to: id, stats }),
             Request::CreateSnapshot(r) => {
                 self.store.snapshot_json_state(&r.aggregate_id).map(|s| Reply::SnapshotCreated {
@@ -261,6 +274,19 @@ impl Session {
                     })
                 })
             }
+            Request::AppendMany(r) => self.append_many(r),
+            Request::GetCheckpoint(r) => self.store.consumer_checkpoint(&r.consumer).map(|position| {
+                Reply::Checkpoint { in_reply_to: id, consumer: r.consumer.clone(), position }
+            }),
+            Request::Ack(r) => self
+                .store
+                .advance_checkpoint(&r.consumer, r.sequence_number)
+                .map(|checkpoint| Reply::Acked { in_reply_to: id, consumer: r.consumer.clone(), checkpoint }),
+            Request::ListStreams(r) => reads::list_streams(&self.store, r),
+            Request::GetEvent(r) => reads::get_event(&self.store, r),
+            // Answered by the connection before any other request
+            // (`serve_connection`); a session without a token has none to check.
+            Request::Auth(_) => Ok(Reply::AuthOk { in_reply_to: id }),
             Request::Subscribe(_) | Request::Unsubscribe(_) => {
                 return Reply::error(
                     id,
@@ -276,8 +302,16 @@ impl Session {
     }
 
     fn append(&self, r: &AppendRequest) -> crate::Result<Reply> {
-        let event = new_event(&r.event)?;
-        let res = self.store.append(&r.aggregate_id, r.version.0, [event])?;
+        let part = Part {
+            aggregate_id: &r.aggregate_id,
+            version: r.version,
+            below: r.version_below,
+            events: std::slice::from_ref(&r.event),
+        };
+        let res = match append_parts(&self.store, r.msg_id, &[part], None, false) {
+            Ok(mut results) => results.pop().ok_or(Error::EmptyAppend)?,
+            Err(reply) => return Ok(*reply),
+        };
         let (event_id, sequence_number) = first(&res)?;
         Ok(Reply::Appended {
             in_reply_to: r.msg_id,
@@ -289,8 +323,16 @@ impl Session {
     }
 
     fn append_batch(&self, r: &AppendBatchRequest) -> crate::Result<Reply> {
-        let events = r.events.iter().map(new_event).collect::<crate::Result<Vec<_>>>()?;
-        let res = self.store.append(&r.aggregate_id, r.version.0, events)?;
+        let part = Part {
+            aggregate_id: &r.aggregate_id,
+            version: r.version,
+            below: r.version_below,
+            events: &r.events,
+        };
+        let res = match append_parts(&self.store, r.msg_id, &[part], None, false) {
+            Ok(mut results) => results.pop().ok_or(Error::EmptyAppend)?,
+            Err(reply) => return Ok(*reply),
+        };
         Ok(Reply::AppendedBatch {
             in_reply_to: r.msg_id,
             first_sequence_number: res.first_position,
@@ -299,6 +341,27 @@ impl Session {
             already_stored: res.already_stored,
             event_ids: res.event_ids,
         })
+    }
+
+    fn append_many(&self, r: &AppendManyRequest) -> crate::Result<Reply> {
+        let parts: Vec<Part<'_>> = r
+            .streams
+            .iter()
+            .map(|s| Part {
+                aggregate_id: &s.aggregate_id,
+                version: s.version,
+                below: s.version_below,
+                events: &s.events,
+            })
+            .collect();
+        match append_parts(&self.store, r.msg_id, &parts, r.checkpoint.as_ref(), true) {
+            Ok(results) => Ok(Reply::AppendedMany {
+                in_reply_to: r.msg_id,
+                streams: results.into_iter().map(Into::into).collect(),
+                checkpoint: r.checkpoint.as_ref().map(|c| c.position),
+            }),
+            Err(reply) => Ok(*reply),
+        }
     }
 
     fn read_stream(&self, r: &ReadStreamRequest) -> crate::Result<Reply> {
@@ -319,22 +382,6 @@ impl Session {
             events,
         })
     }
-
-    fn read_all(&self, r: &ReadAllRequest) -> crate::Result<Reply> {
-        let reader = self.store.read()?;
-        let mut filter = Filter::new().event_types(r.event_types.iter().cloned());
-        if let Some(c) = &r.category {
-            filter = filter.category(c.clone());
-        }
-        let options = ReadAll::from_position(r.from_sequence.unwrap_or(1))
-            .limit(r.limit.unwrap_or(DEFAULT_READ_LIMIT).min(MAX_READ_LIMIT))
-            .filter(filter);
-        let mut events = Vec::new();
-        for e in reader.all(options)? {
-            events.push(WireEvent::from_recorded(e?.to_owned()?, true)?);
-        }
-        Ok(Reply::AllEvents { in_reply_to: r.msg_id, events, head: reader.head()? })
-    }
 }
 
 impl Drop for Session {
@@ -343,7 +390,7 @@ impl Drop for Session {
     }
 }
 
-fn new_event(e: &WireNewEvent) -> crate::Result<NewEvent> {
+pub(super) fn new_event(e: &WireNewEvent) -> crate::Result<NewEvent> {
     // The payload's exact text is stored, as the client spelled it. The
     // parser checked that every reader can parse it; text from elsewhere
     // is checked by the append.
@@ -386,9 +433,12 @@ pub fn error_reply(in_reply_to: Option<u64>, error: Error) -> Reply {
                 in_reply_to,
                 error: error.to_string(),
                 current_version: *actual,
+                aggregate_id: None,
             };
         }
-        Error::DuplicateEventId { .. } => codes::PRECONDITION_FAILED,
+        Error::DuplicateEventId { .. }
+        | Error::CheckpointNotAdvanced { .. }
+        | Error::CheckpointPastHead { .. } => codes::PRECONDITION_FAILED,
         Error::StreamNotFound { .. } => codes::NOT_FOUND,
         Error::InvalidStreamId { .. }
         | Error::InvalidEventType { .. }
@@ -398,6 +448,7 @@ pub fn error_reply(in_reply_to: Option<u64>, error: Error) -> Reply {
         | Error::EventTooLarge { .. }
         | Error::EmptyAppend
         | Error::DuplicateStreamInRequest { .. }
+        | Error::InvalidName { .. }
         | Error::VersionOutOfRange { .. } => codes::MALFORMED_REQUEST,
         Error::StorageFull { .. }
         | Error::ReadersFull

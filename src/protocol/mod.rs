@@ -8,9 +8,11 @@
 //! an unknown type or a line over the length limit each get an `error` reply
 //! and the node reads on.
 
+mod appends;
 mod dispatch;
 mod parse;
 mod pump;
+mod reads;
 mod stdio;
 mod tcp;
 pub mod wire;

@@ -9,10 +9,12 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::wire::{
-    AggregateRequest, AppendBatchRequest, AppendRequest, EmptyRequest, Envelope, GetStateRequest,
-    InitRequest, RawJson, ReadAllRequest, ReadStreamRequest, RejectedRequest, Request, SubscribeRequest,
-    UnsubscribeRequest, WireNewEvent, codes,
+    AckRequest, AggregateRequest, AppendBatchRequest, AppendManyRequest, AppendRequest, AuthRequest,
+    ConsumerRequest, EmptyRequest, Envelope, GetEventRequest, GetStateRequest, InitRequest,
+    ListStreamsRequest, RawJson, ReadAllRequest, ReadStreamRequest, RejectedRequest, Request,
+    SubscribeRequest, UnsubscribeRequest, WireNewEvent, WireStreamAppend, WireVersion, codes,
 };
+use crate::vocab::ExpectedVersion;
 
 /// A JSON object's fields, each as its exact text.
 type RawObject = BTreeMap<String, Box<RawValue>>;
@@ -133,6 +135,14 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope<Request>, RejectedRequest> 
         "get_state" => f.get_state(msg_id),
         "subscribe" => f.subscribe(msg_id),
         "unsubscribe" => f.unsubscribe(msg_id),
+        "append_many" => f.append_many(msg_id),
+        "get_checkpoint" => {
+            f.req("consumer").map(|consumer| Request::GetCheckpoint(ConsumerRequest { msg_id, consumer }))
+        }
+        "ack" => f.ack(msg_id),
+        "list_streams" => f.list_streams(msg_id),
+        "get_event" => f.get_event(msg_id),
+        "auth" => f.req("token").map(|token| Request::Auth(AuthRequest { msg_id, token })),
         other => {
             return Err(reject(
                 msg_id,
@@ -231,18 +241,97 @@ impl Fields<'_> {
         }))
     }
 
+    /// `version` and `version_below`; with `version_below` alone the
+    /// version is `"any"`.
+    fn expected(&self) -> Result<(WireVersion, Option<u64>), String> {
+        let below = self.opt("version_below")?;
+        let version = match (self.opt("version")?, below) {
+            (Some(v), _) => v,
+            (None, Some(_)) => WireVersion(ExpectedVersion::Any),
+            (None, None) => return Err("missing field `version`".into()),
+        };
+        Ok((version, below))
+    }
+
     fn append(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        let aggregate_id = self.req("aggregate_id")?;
+        let (version, version_below) = self.expected()?;
         Ok(Request::Append(AppendRequest {
             msg_id,
-            aggregate_id: self.req("aggregate_id")?,
-            version: self.req("version")?,
+            aggregate_id,
+            version,
+            version_below,
             event: self.new_event()?,
         }))
     }
 
     fn append_batch(&self, msg_id: Option<u64>) -> Result<Request, String> {
         let aggregate_id = self.req("aggregate_id")?;
-        let version = self.req("version")?;
+        let (version, version_below) = self.expected()?;
+        let events = self.events()?;
+        Ok(Request::AppendBatch(AppendBatchRequest { msg_id, aggregate_id, version, version_below, events }))
+    }
+
+    fn append_many(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        let raw: Vec<Box<RawValue>> = match self.0.get("streams") {
+            None => return Err("missing field `streams`".into()),
+            Some(raw) => serde_json::from_str(raw.get())
+                .map_err(|_| "field `streams` must be an array of objects".to_string())?,
+        };
+        let mut streams = Vec::with_capacity(raw.len());
+        for (i, v) in raw.iter().enumerate() {
+            let m = match object(v) {
+                Ok(Some(m)) => m,
+                Ok(None) => return Err(format!("field `streams[{i}]` must be an object")),
+                Err(e) => return Err(unreadable(&format!("streams[{i}]"), &e)),
+            };
+            let f = Fields(&m);
+            let stream = (|| {
+                let aggregate_id = f.req("aggregate_id")?;
+                let (version, version_below) = f.expected()?;
+                Ok::<_, String>(WireStreamAppend {
+                    aggregate_id,
+                    version,
+                    version_below,
+                    events: f.events()?,
+                })
+            })();
+            streams.push(stream.map_err(|e| format!("in `streams[{i}]`: {e}"))?);
+        }
+        Ok(Request::AppendMany(AppendManyRequest { msg_id, streams, checkpoint: self.opt("checkpoint")? }))
+    }
+
+    fn ack(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        Ok(Request::Ack(AckRequest {
+            msg_id,
+            consumer: self.req("consumer")?,
+            sequence_number: self.req("sequence_number")?,
+        }))
+    }
+
+    fn list_streams(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        Ok(Request::ListStreams(ListStreamsRequest {
+            msg_id,
+            prefix: self.opt("prefix")?,
+            after: self.opt("after")?,
+            limit: self.opt("limit")?,
+        }))
+    }
+
+    fn get_event(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        let r = GetEventRequest {
+            msg_id,
+            event_id: self.opt("event_id")?,
+            sequence_number: self.opt("sequence_number")?,
+        };
+        if r.event_id.is_some() == r.sequence_number.is_some() {
+            return Err("give exactly one of `event_id` and `sequence_number`".into());
+        }
+        Ok(Request::GetEvent(r))
+    }
+
+    /// The `events` array of an append, each event parsed field by field.
+    fn events(&self) -> Result<Vec<WireNewEvent>, String> {
         let raw: Vec<Box<RawValue>> = match self.0.get("events") {
             None => return Err("missing field `events`".into()),
             Some(raw) => serde_json::from_str(raw.get())
@@ -257,7 +346,7 @@ impl Fields<'_> {
             };
             events.push(Fields(&m).new_event().map_err(|e| format!("in `events[{i}]`: {e}"))?);
         }
-        Ok(Request::AppendBatch(AppendBatchRequest { msg_id, aggregate_id, version, events }))
+        Ok(events)
     }
 
     fn read_stream(&self, msg_id: Option<u64>) -> Result<Request, String> {
@@ -277,6 +366,15 @@ impl Fields<'_> {
             limit: self.opt("limit")?,
             event_types: self.opt("event_types")?.unwrap_or_default(),
             category: self.opt("category")?,
+            to_sequence: match (self.opt::<u64>("to_sequence")?, self.opt::<u64>("to_position")?) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(format!(
+                        "`to_sequence` ({a}) and `to_position` ({b}) are the same field: give one"
+                    ));
+                }
+                (a, b) => a.or(b),
+            },
+            backwards: self.opt("backwards")?.unwrap_or(false),
         }))
     }
 
@@ -300,6 +398,7 @@ impl Fields<'_> {
             event_types: self.opt("event_types")?.unwrap_or_default(),
             category: self.opt("category")?,
             aggregate_id: self.opt("aggregate_id")?,
+            consumer: self.opt("consumer")?,
         }))
     }
 
@@ -329,6 +428,7 @@ mod tests {
                 msg_id: Some(2),
                 aggregate_id: "user-1".into(),
                 version: WireVersion(ExpectedVersion::Any),
+                version_below: Some(4),
                 event: WireNewEvent {
                     event_type: "E".into(),
                     event_data: RawJson::from(json!({"a": 1})),
@@ -345,6 +445,7 @@ mod tests {
                 msg_id: None,
                 aggregate_id: "a-1".into(),
                 version: WireVersion(ExpectedVersion::Exact(3)),
+                version_below: None,
                 events: vec![WireNewEvent {
                     event_type: "E".into(),
                     event_data: RawJson::from(json!(null)),
@@ -366,7 +467,35 @@ mod tests {
                 limit: None,
                 event_types: vec!["X".into()],
                 category: Some("user".into()),
+                to_sequence: Some(20),
+                backwards: true,
             }),
+            Request::AppendMany(AppendManyRequest {
+                msg_id: Some(9),
+                streams: vec![WireStreamAppend {
+                    aggregate_id: "b-1".into(),
+                    version: WireVersion(ExpectedVersion::NoStream),
+                    version_below: Some(1),
+                    events: vec![WireNewEvent {
+                        event_type: "E".into(),
+                        event_data: RawJson::from(json!([1])),
+                        event_id: None,
+                        metadata: None,
+                        schema_version: None,
+                    }],
+                }],
+                checkpoint: Some(crate::protocol::wire::WireCheckpoint { consumer: "p".into(), position: 3 }),
+            }),
+            Request::GetCheckpoint(ConsumerRequest { msg_id: Some(10), consumer: "p".into() }),
+            Request::Ack(AckRequest { msg_id: Some(11), consumer: "p".into(), sequence_number: 4 }),
+            Request::ListStreams(ListStreamsRequest {
+                msg_id: Some(12),
+                prefix: Some("user-".into()),
+                after: Some("user-1".into()),
+                limit: Some(2),
+            }),
+            Request::GetEvent(GetEventRequest { msg_id: Some(13), event_id: None, sequence_number: Some(1) }),
+            Request::Auth(AuthRequest { msg_id: Some(14), token: "s3cret".into() }),
             Request::Stats(EmptyRequest { msg_id: Some(6) }),
             Request::GetState(GetStateRequest {
                 msg_id: Some(7),
@@ -384,6 +513,42 @@ mod tests {
             assert_eq!(parsed.body, r, "{line}");
             let via_serde: Envelope<Request> = serde_json::from_str(&line).unwrap();
             assert_eq!(via_serde.body, r);
+        }
+    }
+
+    #[test]
+    fn new_fields_and_their_errors() {
+        let r = parse(
+            json!({"body": {"type": "append", "msg_id": 1, "aggregate_id": "a", "event_type": "E", "event_data": {}, "version_below": 3}}),
+        );
+        let Ok(Request::Append(a)) = r else { panic!("{r:?}") };
+        assert_eq!((a.version.0, a.version_below), (ExpectedVersion::Any, Some(3)));
+        let r = parse(json!({"body": {"type": "read_all", "msg_id": 2, "to_position": 7}}));
+        let Ok(Request::ReadAll(a)) = r else { panic!("{r:?}") };
+        assert_eq!(a.to_sequence, Some(7));
+        for (body, field) in [
+            (
+                json!({"type": "read_all", "msg_id": 3, "to_position": 7, "to_sequence": 8}),
+                "`to_sequence` (8) and `to_position` (7)",
+            ),
+            (json!({"type": "get_event", "msg_id": 3}), "exactly one of `event_id` and `sequence_number`"),
+            (
+                json!({"type": "append_many", "msg_id": 3, "streams": [{"aggregate_id": "a", "version": 0}]}),
+                "in `streams[0]`: missing field `events`",
+            ),
+            (
+                json!({"type": "append_many", "msg_id": 3, "streams": [], "checkpoint": {"consumer": "p"}}),
+                "field `checkpoint`",
+            ),
+            (
+                json!({"type": "append", "msg_id": 3, "aggregate_id": "a", "event_type": "E", "event_data": {}, "version": {"first": 0}}),
+                "field `version`",
+            ),
+            (json!({"type": "auth", "msg_id": 3}), "missing field `token`"),
+        ] {
+            let Err(reply) = parse(json!({"body": body})) else { panic!("{body}") };
+            let Reply::Error { in_reply_to: Some(3), code: 12, text } = *reply else { panic!("{reply:?}") };
+            assert!(text.contains(field), "{text}");
         }
     }
 

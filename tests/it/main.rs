@@ -28,4 +28,6 @@ mod powercut;
 mod projections;
 #[cfg(feature = "cli")]
 mod protocol;
+#[cfg(feature = "cli")]
+mod protocol_backend;
 mod subscriptions;

@@ -253,12 +253,12 @@ fn bad_input_gets_an_error_and_the_node_reads_on() {
 fn oversized_lines_at_the_default_limit() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = StdioNode::start(dir.path(), &[]);
-    let pad = "y".repeat(2 << 20);
+    let pad = "y".repeat(9 << 20);
     let line = format!(
         r#"{{"body":{{"type":"append","msg_id":1,"aggregate_id":"a-1","event_type":"E","event_data":"{pad}","version":"any"}}}}"#
     );
     let r = node.send_raw(line.as_bytes());
-    assert!(body(&r)["text"].as_str().unwrap().contains("over the limit of 1048576 bytes"), "{r}");
+    assert!(body(&r)["text"].as_str().unwrap().contains("over the limit of 8388608 bytes"), "{r}");
     let r = node.send(json!({"type": "read_all", "msg_id": 2}));
     assert_eq!(body(&r)["events"], json!([]), "nothing of the long line was written");
     node.finish();

@@ -23,10 +23,12 @@ use crate::vocab::{EventMetadata, ExpectedVersion, RecordedEvent};
 pub use reply::*;
 pub use request::*;
 
-/// Longest request line the node reads, in bytes (1 MiB), not counting the
-/// newline. A longer line is skipped without being held in memory and
+/// Longest request line the node reads, in bytes (8 MiB, room for an atomic
+/// batch of some 70,000 small events), not counting the newline. A line is
+/// held in memory only while it is parsed, so the most a node holds for
+/// request lines is this times its connections. A longer line is skipped without being held in memory and
 /// answered with error code [`codes::MALFORMED_REQUEST`].
-pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
+pub const DEFAULT_MAX_LINE_BYTES: usize = 8 << 20;
 
 /// The name a node answers as until an `init` gives it another, and when a
 /// request has no `dest`.
@@ -70,7 +72,9 @@ pub struct Envelope<B> {
 }
 
 /// The expected version of an append on the wire: a number, or `"any"`,
-/// `"no_stream"`, `"stream_exists"`.
+/// `"no_stream"`, `"stream_exists"`, or `{"first": F}`: the version the
+/// append's first event is to get (F ≥ 1), so a client that numbers its
+/// events itself needs no read first. `{"first": F}` is the number F − 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WireVersion(pub ExpectedVersion);
 
@@ -100,7 +104,20 @@ impl<'de> Deserialize<'de> for WireVersion {
                     "expected a version number or \"any\", \"no_stream\", \"stream_exists\", got {s:?}"
                 ))),
             },
-            other => Err(D::Error::custom(format!("expected a version number or \"any\", got {other}"))),
+            Value::Object(m) if m.len() == 1 && m.contains_key("first") => {
+                match m.get("first").and_then(Value::as_u64) {
+                    Some(first) if first >= 1 => {
+                        Ok(WireVersion(ExpectedVersion::Exact(first.saturating_sub(1))))
+                    }
+                    _ => Err(D::Error::custom(format!(
+                        "expected {{\"first\": N}} with N the version of the append's first event, 1 or more (the first event of an aggregate is version 1; add 1 to a count that starts at 0), got {}",
+                        Value::Object(m)
+                    ))),
+                }
+            }
+            other => Err(D::Error::custom(format!(
+                "expected a version number, \"any\", \"no_stream\", \"stream_exists\" or {{\"first\": N}}, got {other}"
+            ))),
         }
     }
 }
@@ -242,5 +259,16 @@ mod tests {
         }
         assert!(serde_json::from_value::<WireVersion>(json!(-1)).is_err());
         assert!(serde_json::from_value::<WireVersion>(json!("latest")).is_err());
+        let first: WireVersion = serde_json::from_value(json!({"first": 4})).unwrap();
+        assert_eq!(first.0, ExpectedVersion::Exact(3));
+        assert_eq!(
+            serde_json::from_value::<WireVersion>(json!({"first": 1})).unwrap().0,
+            ExpectedVersion::Exact(0)
+        );
+        for bad in
+            [json!({"first": 0}), json!({"first": -1}), json!({"first": 2, "x": 1}), json!({"last": 2})]
+        {
+            assert!(serde_json::from_value::<WireVersion>(bad.clone()).is_err(), "{bad}");
+        }
     }
 }

@@ -154,6 +154,10 @@ pub enum Reply {
         error: String,
         /// The aggregate's actual version, to retry from.
         current_version: u64,
+        /// The aggregate whose version did not match (in replies to
+        /// requests that name several).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        aggregate_id: Option<String>,
     },
     /// The answer to `create_snapshot`.
     SnapshotCreated {
@@ -205,6 +209,60 @@ pub enum Reply {
         /// The event, with its `aggregate_id`.
         event: WireEvent,
     },
+    /// The answer to `append_many`.
+    AppendedMany {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// One result per aggregate, in the request's order.
+        streams: Vec<WireAppended>,
+        /// The consumer's checkpoint after the commit, when one was set.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<u64>,
+    },
+    /// The answer to `get_checkpoint`.
+    Checkpoint {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// The consumer.
+        consumer: String,
+        /// Its committed checkpoint: the last sequence number it has
+        /// processed (0 when it has none).
+        position: u64,
+    },
+    /// The answer to `ack`.
+    Acked {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// The consumer.
+        consumer: String,
+        /// Its committed checkpoint now (never lower than before).
+        checkpoint: u64,
+    },
+    /// The answer to `list_streams`.
+    Streams {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// The aggregates, in id order.
+        streams: Vec<WireStream>,
+    },
+    /// The answer to `get_event`.
+    EventFound {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// The event, with its `aggregate_id`.
+        event: WireEvent,
+    },
+    /// The answer to a good `auth`.
+    AuthOk {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+    },
     /// The answer to `unsubscribe`.
     Unsubscribed {
         /// The request's `msg_id`.
@@ -229,6 +287,66 @@ impl Reply {
     /// An `error` reply.
     pub fn error(in_reply_to: Option<u64>, code: u32, text: impl Into<String>) -> Self {
         Reply::Error { in_reply_to, code, text: text.into() }
+    }
+}
+
+/// One aggregate's result in `appended_many`: the fields of `appended_batch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WireAppended {
+    /// The aggregate.
+    pub aggregate_id: String,
+    /// The stored events' ids, in order.
+    pub event_ids: Vec<Uuid>,
+    /// Global position of the first event.
+    pub first_sequence_number: u64,
+    /// Global position of the last event.
+    pub last_sequence_number: u64,
+    /// The aggregate's version after the append.
+    pub version: u64,
+    /// True when the events were already stored (a retry) and nothing was written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub already_stored: bool,
+}
+
+impl From<crate::vocab::AppendResult> for WireAppended {
+    fn from(r: crate::vocab::AppendResult) -> Self {
+        WireAppended {
+            aggregate_id: r.stream_id,
+            event_ids: r.event_ids,
+            first_sequence_number: r.first_position,
+            last_sequence_number: r.last_position,
+            version: r.stream_version,
+            already_stored: r.already_stored,
+        }
+    }
+}
+
+/// One aggregate in `streams`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WireStream {
+    /// The aggregate.
+    pub aggregate_id: String,
+    /// Its version (number of events).
+    pub version: u64,
+    /// Sequence number of its last event.
+    pub last_sequence_number: u64,
+    /// When its first event was recorded (µs since the Unix epoch).
+    pub created_at: u64,
+    /// When its last event was recorded (µs since the Unix epoch).
+    pub updated_at: u64,
+}
+
+impl From<crate::read::StreamInfo> for WireStream {
+    fn from(i: crate::read::StreamInfo) -> Self {
+        WireStream {
+            aggregate_id: i.stream_id,
+            version: i.version,
+            last_sequence_number: i.last_position,
+            created_at: i.created_at,
+            updated_at: i.updated_at,
+        }
     }
 }
 

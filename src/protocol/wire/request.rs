@@ -47,6 +47,9 @@ pub struct AppendRequest {
     pub aggregate_id: String,
     /// The version the client believes the aggregate is at.
     pub version: WireVersion,
+    /// Also require the aggregate's version to be below this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_below: Option<u64>,
     /// The event.
     #[serde(flatten)]
     pub event: WireNewEvent,
@@ -62,8 +65,104 @@ pub struct AppendBatchRequest {
     pub aggregate_id: String,
     /// The version the client believes the aggregate is at.
     pub version: WireVersion,
+    /// Also require the aggregate's version to be below this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_below: Option<u64>,
     /// The events, in order.
     pub events: Vec<WireNewEvent>,
+}
+
+/// One aggregate's part of an `append_many`: the fields of `append_batch`
+/// but `msg_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireStreamAppend {
+    /// The stream to append to.
+    pub aggregate_id: String,
+    /// The version the client believes the aggregate is at.
+    pub version: WireVersion,
+    /// Also require the aggregate's version to be below this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_below: Option<u64>,
+    /// The events, in order.
+    pub events: Vec<WireNewEvent>,
+}
+
+/// A durable consumer's checkpoint to set in an `append_many`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireCheckpoint {
+    /// The consumer's name.
+    pub consumer: String,
+    /// The last sequence number it has processed.
+    pub position: u64,
+}
+
+/// `append_many`: events to several aggregates, each at its own expected
+/// version, and optionally a consumer checkpoint, all in one commit or
+/// nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppendManyRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// The aggregates, each at most once.
+    pub streams: Vec<WireStreamAppend>,
+    /// Moves this consumer's checkpoint forward in the same commit; a
+    /// checkpoint that would not advance refuses the whole request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<WireCheckpoint>,
+}
+
+/// A request that names a durable consumer (`get_checkpoint`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// The consumer's name.
+    pub consumer: String,
+}
+
+/// `ack`: a durable consumer has processed everything up to a sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AckRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// The consumer's name.
+    pub consumer: String,
+    /// The last sequence number processed.
+    pub sequence_number: u64,
+}
+
+/// `list_streams`: the aggregates, in id order, a page at a time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListStreamsRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// Keep only ids that start with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Start after this id (exclusive): the last id of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Most aggregates to return (default [`DEFAULT_READ_LIMIT`], at most [`MAX_READ_LIMIT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// `get_event`: one event, by its id or by its sequence number (exactly one of them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetEventRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// The event's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Uuid>,
+    /// The event's sequence number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence_number: Option<u64>,
 }
 
 /// `read_stream`: events of one aggregate.
@@ -103,6 +202,13 @@ pub struct ReadAllRequest {
     /// Keep only aggregates of this category (the part of the id before the first `-`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
+    /// Last sequence number to return (inclusive, default the head);
+    /// `to_position` is the same field.
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "to_position")]
+    pub to_sequence: Option<u64>,
+    /// Newest first: the last `limit` events of the range, from its top down.
+    #[serde(default)]
+    pub backwards: bool,
 }
 
 /// A request that names one aggregate and nothing else
@@ -150,6 +256,20 @@ pub struct SubscribeRequest {
     /// Keep only this aggregate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregate_id: Option<String>,
+    /// Subscribe as this durable consumer: from just after its checkpoint
+    /// (so not with `from_sequence`); move the checkpoint with `ack`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
+}
+
+/// `auth`: the connection's first message when the node requires a token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// The shared secret.
+    pub token: String,
 }
 
 /// `unsubscribe`: stop a subscription of this connection.
@@ -208,6 +328,19 @@ pub enum Request {
     Subscribe(SubscribeRequest),
     /// Stops a subscription; answered by `unsubscribed`.
     Unsubscribe(UnsubscribeRequest),
+    /// Appends to several aggregates (and sets a checkpoint) atomically;
+    /// answered by `appended_many`.
+    AppendMany(AppendManyRequest),
+    /// A durable consumer's checkpoint; answered by `checkpoint`.
+    GetCheckpoint(ConsumerRequest),
+    /// Moves a durable consumer's checkpoint forward; answered by `acked`.
+    Ack(AckRequest),
+    /// Lists aggregates; answered by `streams`.
+    ListStreams(ListStreamsRequest),
+    /// One event by id or sequence number; answered by `event_found`.
+    GetEvent(GetEventRequest),
+    /// Presents the token; answered by `auth_ok`.
+    Auth(AuthRequest),
 }
 
 impl Request {
@@ -224,6 +357,12 @@ impl Request {
             Request::GetState(r) => r.msg_id,
             Request::Subscribe(r) => r.msg_id,
             Request::Unsubscribe(r) => r.msg_id,
+            Request::AppendMany(r) => r.msg_id,
+            Request::GetCheckpoint(r) => r.msg_id,
+            Request::Ack(r) => r.msg_id,
+            Request::ListStreams(r) => r.msg_id,
+            Request::GetEvent(r) => r.msg_id,
+            Request::Auth(r) => r.msg_id,
         }
     }
 
@@ -241,6 +380,12 @@ impl Request {
             Request::GetState(_) => "get_state",
             Request::Subscribe(_) => "subscribe",
             Request::Unsubscribe(_) => "unsubscribe",
+            Request::AppendMany(_) => "append_many",
+            Request::GetCheckpoint(_) => "get_checkpoint",
+            Request::Ack(_) => "ack",
+            Request::ListStreams(_) => "list_streams",
+            Request::GetEvent(_) => "get_event",
+            Request::Auth(_) => "auth",
         }
     }
 }
