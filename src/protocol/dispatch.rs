@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::DEFAULT_MAX_SUBSCRIPTIONS;
 use super::appends::{Part, append_parts};
+use super::auth::Token;
 use super::pump::{NewSubscription, Pump};
 use super::reads;
 use super::wire::{
@@ -44,6 +45,12 @@ pub struct Session {
     /// The thread that pushes every subscription's events, started with the
     /// first subscription.
     pump: Option<Pump>,
+    /// The token the client must present before anything else.
+    token: Option<Token>,
+    /// Whether it has (or none is needed).
+    authorized: bool,
+    /// The last reply refused the client: the connection ends after it.
+    closing: bool,
 }
 
 impl Session {
@@ -59,6 +66,50 @@ impl Session {
             next_subscription: 1,
             pending: None,
             pump: None,
+            token: None,
+            authorized: true,
+            closing: false,
+        }
+    }
+
+    /// Requires the client to send `auth` with `token` before anything
+    /// else (no token: nothing is required). A wrong or missing token is
+    /// answered with error [`codes::UNAUTHORIZED`], after which
+    /// [`is_closing`](Session::is_closing) is true.
+    pub fn with_token(mut self, token: Option<Token>) -> Self {
+        self.authorized = token.is_none();
+        self.token = token;
+        self
+    }
+
+    /// Whether the last reply refused the client (a wrong or missing
+    /// token): write it, then end the connection.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// The refusal of a client that has not presented the token.
+    fn unauthorized(&mut self, in_reply_to: Option<u64>, what: &str) -> Reply {
+        self.closing = true;
+        Reply::error(
+            in_reply_to,
+            codes::UNAUTHORIZED,
+            format!(
+                "unauthorized: {what}; this node requires a token: send {{\"type\":\"auth\",\"token\":\"…\"}} (the contents of the node's --token-file) as the connection's first message; the connection is closed"
+            ),
+        )
+    }
+
+    fn auth(&mut self, r: &wire::AuthRequest) -> Reply {
+        match &self.token {
+            Some(t) if !t.matches(r.token.as_bytes()) => {
+                self.authorized = false;
+                self.unauthorized(r.msg_id, "wrong token")
+            }
+            _ => {
+                self.authorized = true;
+                Reply::AuthOk { in_reply_to: r.msg_id }
+            }
         }
     }
 
@@ -84,11 +135,23 @@ impl Session {
         match wire::parse_request(line) {
             Ok(request) => {
                 let reply = match &request.body {
+                    Request::Auth(r) => self.auth(r),
+                    body if !self.authorized => {
+                        let what = format!("{} before auth", body.type_name());
+                        self.unauthorized(body.msg_id(), &what)
+                    }
                     Request::Subscribe(r) => self.subscribe(r, &request.src, &request.dest),
                     Request::Unsubscribe(r) => self.unsubscribe(r.msg_id, r.subscription_id),
                     body => self.handle(body),
                 };
                 self.envelope(Some(&request.src), Some(&request.dest), reply)
+            }
+            Err(rejected) if !self.authorized => {
+                let reply = self.unauthorized(
+                    rejected.in_reply_to,
+                    &format!("the first message is not auth ({})", rejected.text),
+                );
+                self.envelope(rejected.src.as_deref(), rejected.dest.as_deref(), reply)
             }
             Err(rejected) => {
                 self.envelope(rejected.src.as_deref(), rejected.dest.as_deref(), rejected.reply())
@@ -210,7 +273,11 @@ impl Session {
     }
 
     /// The reply to a line longer than `limit` bytes, which was skipped unread.
-    pub fn oversized_line(&self, length: usize, limit: usize) -> String {
+    pub fn oversized_line(&mut self, length: usize, limit: usize) -> String {
+        if !self.authorized {
+            let reply = self.unauthorized(None, "the first message is not auth (an oversized line)");
+            return self.envelope(None, None, reply);
+        }
         let text = format!(
             "malformed request: line of {length} bytes is over the limit of {limit} bytes; send large payloads in several events or store them elsewhere"
         );
@@ -227,6 +294,13 @@ impl Session {
     /// Answers one parsed request.
     pub fn handle(&mut self, request: &Request) -> Reply {
         let id = request.msg_id();
+        if let Request::Auth(r) = request {
+            return self.auth(r);
+        }
+        if !self.authorized {
+            let what = format!("{} before auth", request.type_name());
+            return self.unauthorized(id, &what);
+        }
         let result = match request {
             Request::Init(r) => {
                 self.node_id = r.node_id.clone();
@@ -284,9 +358,7 @@ impl Session {
                 .map(|checkpoint| Reply::Acked { in_reply_to: id, consumer: r.consumer.clone(), checkpoint }),
             Request::ListStreams(r) => reads::list_streams(&self.store, r),
             Request::GetEvent(r) => reads::get_event(&self.store, r),
-            // Answered by the connection before any other request
-            // (`serve_connection`); a session without a token has none to check.
-            Request::Auth(_) => Ok(Reply::AuthOk { in_reply_to: id }),
+            Request::Auth(r) => return self.auth(r),
             Request::Subscribe(_) | Request::Unsubscribe(_) => {
                 return Reply::error(
                     id,

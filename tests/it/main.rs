@@ -30,4 +30,6 @@ mod projections;
 mod protocol;
 #[cfg(feature = "cli")]
 mod protocol_backend;
+#[cfg(feature = "cli")]
+mod protocol_security;
 mod subscriptions;

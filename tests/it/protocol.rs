@@ -645,12 +645,22 @@ fn subscriptions_push_events_in_order_until_unsubscribed() {
 }
 
 #[test]
-fn tcp_remote_addresses_need_allow_remote() {
+fn tcp_remote_addresses_need_allow_remote_and_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let node = TcpNode::start_on(dir.path(), &["--tcp", "0.0.0.0:0", "--allow-remote"], "0.0.0.0:");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef").unwrap();
+    let data = dir.path().join("data");
+    let token_arg = token.to_str().unwrap();
+    let node = TcpNode::start_on(
+        &data,
+        &["--tcp", "0.0.0.0:0", "--allow-remote", "--token-file", token_arg],
+        "0.0.0.0:",
+    );
     let port = node.addr.rsplit(':').next().unwrap().to_string();
     let stream = TcpStream::connect(format!("127.0.0.1:{port}")).expect("connect");
     let mut client = Client { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream };
+    let r = client.send(json!({"type": "auth", "msg_id": 1, "token": "0123456789abcdef0123456789abcdef"}));
+    assert_eq!(r["type"], "auth_ok");
     let r = client.send(json!({"type": "stats", "msg_id": 1}));
     assert_eq!(r["type"], "stats_ok");
 }

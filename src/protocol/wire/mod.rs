@@ -56,6 +56,10 @@ pub mod codes {
     /// connection. Nothing was done; the text names the limit and its flag.
     /// (Maelstrom leaves codes from 1000 on to applications.)
     pub const LIMIT_REACHED: u32 = 1000;
+    /// The connection did not present the node's token (a wrong or missing
+    /// `auth`), or spoke plain text to a node that requires TLS. It is the
+    /// connection's one reply: the node then closes it.
+    pub const UNAUTHORIZED: u32 = 1001;
 }
 
 /// One protocol message: who sent it, to whom, and its body.
