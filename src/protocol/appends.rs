@@ -9,8 +9,10 @@
 //! another append lands in between, the node reads again and retries, a
 //! few times, so the client never pays a round trip for the read.
 
-use super::dispatch::{error_reply, new_event};
-use super::wire::{Reply, WireCheckpoint, WireNewEvent, WireVersion};
+use super::dispatch::error_reply;
+use super::wire::{
+    AppendBatchRequest, AppendManyRequest, AppendRequest, Reply, WireCheckpoint, WireNewEvent, WireVersion,
+};
 use crate::store::Store;
 use crate::vocab::{AppendResult, Error, ExpectedVersion, NewEvent};
 
@@ -21,20 +23,20 @@ use crate::vocab::{AppendResult, Error, ExpectedVersion, NewEvent};
 const BELOW_ATTEMPTS: u32 = 16;
 
 /// One aggregate's part of an append request.
-pub(super) struct Part<'a> {
-    pub aggregate_id: &'a str,
-    pub version: WireVersion,
-    pub below: Option<u64>,
-    pub events: &'a [WireNewEvent],
+struct Part<'a> {
+    aggregate_id: &'a str,
+    version: WireVersion,
+    below: Option<u64>,
+    events: &'a [WireNewEvent],
 }
 
 /// What an append request came to: its results, or the reply that refuses
 /// it (a version that does not match, or an `error`).
-pub(super) type Outcome = Result<Vec<AppendResult>, Box<Reply>>;
+type Outcome = Result<Vec<AppendResult>, Box<Reply>>;
 
 /// Appends `parts` in one commit, with `checkpoint` when given. `named`
 /// says whether a refusal names the aggregate (requests with several).
-pub(super) fn append_parts(
+fn append_parts(
     store: &Store,
     in_reply_to: Option<u64>,
     parts: &[Part<'_>],
@@ -146,4 +148,89 @@ fn resolve(
         out.push(ExpectedVersion::Exact(actual));
     }
     Ok(out)
+}
+
+pub(super) fn append(store: &Store, r: &AppendRequest) -> crate::Result<Reply> {
+    let part = Part {
+        aggregate_id: &r.aggregate_id,
+        version: r.version,
+        below: r.version_below,
+        events: std::slice::from_ref(&r.event),
+    };
+    let res = match append_parts(store, r.msg_id, &[part], None, false) {
+        Ok(mut results) => results.pop().ok_or(Error::EmptyAppend)?,
+        Err(reply) => return Ok(*reply),
+    };
+    let (event_id, sequence_number) = first(&res)?;
+    Ok(Reply::Appended {
+        in_reply_to: r.msg_id,
+        event_id,
+        sequence_number,
+        version: res.stream_version,
+        already_stored: res.already_stored,
+    })
+}
+
+pub(super) fn append_batch(store: &Store, r: &AppendBatchRequest) -> crate::Result<Reply> {
+    let part =
+        Part { aggregate_id: &r.aggregate_id, version: r.version, below: r.version_below, events: &r.events };
+    let res = match append_parts(store, r.msg_id, &[part], None, false) {
+        Ok(mut results) => results.pop().ok_or(Error::EmptyAppend)?,
+        Err(reply) => return Ok(*reply),
+    };
+    Ok(Reply::AppendedBatch {
+        in_reply_to: r.msg_id,
+        first_sequence_number: res.first_position,
+        last_sequence_number: res.last_position,
+        version: res.stream_version,
+        already_stored: res.already_stored,
+        event_ids: res.event_ids,
+    })
+}
+
+pub(super) fn append_many(store: &Store, r: &AppendManyRequest) -> crate::Result<Reply> {
+    let parts: Vec<Part<'_>> = r
+        .streams
+        .iter()
+        .map(|s| Part {
+            aggregate_id: &s.aggregate_id,
+            version: s.version,
+            below: s.version_below,
+            events: &s.events,
+        })
+        .collect();
+    match append_parts(store, r.msg_id, &parts, r.checkpoint.as_ref(), true) {
+        Ok(results) => Ok(Reply::AppendedMany {
+            in_reply_to: r.msg_id,
+            streams: results.into_iter().map(Into::into).collect(),
+            checkpoint: r.checkpoint.as_ref().map(|c| c.position),
+        }),
+        Err(reply) => Ok(*reply),
+    }
+}
+
+fn new_event(e: &WireNewEvent) -> crate::Result<NewEvent> {
+    // The payload's exact text is stored, as the client spelled it. The
+    // parser checked that every reader can parse it; text from elsewhere
+    // is checked by the append.
+    let mut event = NewEvent::json_bytes(e.event_type.clone(), e.event_data.get().as_bytes().to_vec());
+    event.json_checked = e.event_data.is_readable();
+    if let Some(id) = e.event_id {
+        event = event.with_id(id);
+    }
+    if let Some(v) = e.schema_version {
+        event = event.with_schema_version(v);
+    }
+    if let Some(m) = &e.metadata {
+        event = event.with_metadata(m.clone().into());
+    }
+    Ok(event)
+}
+
+fn first(res: &AppendResult) -> crate::Result<(uuid::Uuid, u64)> {
+    match res.event_ids.first() {
+        Some(id) => Ok((*id, res.first_position)),
+        // An append of one event always answers with one id.
+        None => Err(Error::EmptyAppend),
+    }
 }

@@ -9,20 +9,19 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use super::DEFAULT_MAX_SUBSCRIPTIONS;
-use super::appends::{Part, append_parts};
+use super::appends;
 use super::auth::Token;
 use super::pump::{NewSubscription, Pump};
 use super::reads;
 use super::wire::{
-    self, AppendBatchRequest, AppendManyRequest, AppendRequest, DEFAULT_NODE_ID, DEFAULT_READ_LIMIT,
-    Envelope, MAX_READ_LIMIT, RawJson, ReadStreamRequest, Reply, Request, WireEvent, WireNewEvent, codes,
+    self, DEFAULT_NODE_ID, DEFAULT_READ_LIMIT, Envelope, MAX_READ_LIMIT, RawJson, ReadStreamRequest, Reply,
+    Request, WireEvent, codes,
 };
 use crate::json::JsonState;
 use crate::read::ReadStream;
 use crate::store::Store;
 use crate::vocab::Error;
 use crate::vocab::Filter;
-use crate::vocab::{AppendResult, NewEvent};
 
 /// Where a connection's lines go: replies from the request loop and pushed
 /// events from the subscription thread, one whole line at a time.
@@ -307,8 +306,8 @@ impl Session {
                 let peers = r.node_ids.iter().filter(|n| **n != r.node_id).cloned().collect();
                 Ok(Reply::InitOk { in_reply_to: id, node_id: r.node_id.clone(), peers })
             }
-            Request::Append(r) => self.append(r),
-            Request::AppendBatch(r) => self.append_batch(r),
+            Request::Append(r) => appends::append(&self.store, r),
+            Request::AppendBatch(r) => appends::append_batch(&self.store, r),
             Request::ReadStream(r) => self.read_stream(r),
             Request::ReadAll(r) => reads::read_all(&self.store, r),
             Request::Stats(_) => self.store.stats().map(|stats| Reply::StatsOk { in_reply_to: id, stats }),
@@ -348,7 +347,7 @@ impl Session {
                     })
                 })
             }
-            Request::AppendMany(r) => self.append_many(r),
+            Request::AppendMany(r) => appends::append_many(&self.store, r),
             Request::GetCheckpoint(r) => self.store.consumer_checkpoint(&r.consumer).map(|position| {
                 Reply::Checkpoint { in_reply_to: id, consumer: r.consumer.clone(), position }
             }),
@@ -371,69 +370,6 @@ impl Session {
             }
         };
         result.unwrap_or_else(|e| error_reply(id, e))
-    }
-
-    fn append(&self, r: &AppendRequest) -> crate::Result<Reply> {
-        let part = Part {
-            aggregate_id: &r.aggregate_id,
-            version: r.version,
-            below: r.version_below,
-            events: std::slice::from_ref(&r.event),
-        };
-        let res = match append_parts(&self.store, r.msg_id, &[part], None, false) {
-            Ok(mut results) => results.pop().ok_or(Error::EmptyAppend)?,
-            Err(reply) => return Ok(*reply),
-        };
-        let (event_id, sequence_number) = first(&res)?;
-        Ok(Reply::Appended {
-            in_reply_to: r.msg_id,
-            event_id,
-            sequence_number,
-            version: res.stream_version,
-            already_stored: res.already_stored,
-        })
-    }
-
-    fn append_batch(&self, r: &AppendBatchRequest) -> crate::Result<Reply> {
-        let part = Part {
-            aggregate_id: &r.aggregate_id,
-            version: r.version,
-            below: r.version_below,
-            events: &r.events,
-        };
-        let res = match append_parts(&self.store, r.msg_id, &[part], None, false) {
-            Ok(mut results) => results.pop().ok_or(Error::EmptyAppend)?,
-            Err(reply) => return Ok(*reply),
-        };
-        Ok(Reply::AppendedBatch {
-            in_reply_to: r.msg_id,
-            first_sequence_number: res.first_position,
-            last_sequence_number: res.last_position,
-            version: res.stream_version,
-            already_stored: res.already_stored,
-            event_ids: res.event_ids,
-        })
-    }
-
-    fn append_many(&self, r: &AppendManyRequest) -> crate::Result<Reply> {
-        let parts: Vec<Part<'_>> = r
-            .streams
-            .iter()
-            .map(|s| Part {
-                aggregate_id: &s.aggregate_id,
-                version: s.version,
-                below: s.version_below,
-                events: &s.events,
-            })
-            .collect();
-        match append_parts(&self.store, r.msg_id, &parts, r.checkpoint.as_ref(), true) {
-            Ok(results) => Ok(Reply::AppendedMany {
-                in_reply_to: r.msg_id,
-                streams: results.into_iter().map(Into::into).collect(),
-                checkpoint: r.checkpoint.as_ref().map(|c| c.position),
-            }),
-            Err(reply) => Ok(*reply),
-        }
     }
 
     fn read_stream(&self, r: &ReadStreamRequest) -> crate::Result<Reply> {
@@ -462,38 +398,12 @@ impl Drop for Session {
     }
 }
 
-pub(super) fn new_event(e: &WireNewEvent) -> crate::Result<NewEvent> {
-    // The payload's exact text is stored, as the client spelled it. The
-    // parser checked that every reader can parse it; text from elsewhere
-    // is checked by the append.
-    let mut event = NewEvent::json_bytes(e.event_type.clone(), e.event_data.get().as_bytes().to_vec());
-    event.json_checked = e.event_data.is_readable();
-    if let Some(id) = e.event_id {
-        event = event.with_id(id);
-    }
-    if let Some(v) = e.schema_version {
-        event = event.with_schema_version(v);
-    }
-    if let Some(m) = &e.metadata {
-        event = event.with_metadata(m.clone().into());
-    }
-    Ok(event)
-}
-
 /// A JSON-merge state's object as wire text, each value as stored.
 fn state_text(stream: &str, s: &JsonState) -> crate::Result<RawJson> {
     s.state
         .to_raw_value()
         .map(RawJson::from_raw)
         .map_err(|e| Error::StateEncode { stream: stream.to_string(), reason: e.to_string() })
-}
-
-fn first(res: &AppendResult) -> crate::Result<(uuid::Uuid, u64)> {
-    match res.event_ids.first() {
-        Some(id) => Ok((*id, res.first_position)),
-        // An append of one event always answers with one id.
-        None => Err(Error::EmptyAppend),
-    }
 }
 
 /// The reply for a failed request: a concurrency error, or an `error` with

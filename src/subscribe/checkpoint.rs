@@ -85,7 +85,7 @@ impl Store {
     ///     .append_with_checkpoint("stock", placed.last_position, [("stock-1", ExpectedVersion::Any, vec![again])])
     ///     .unwrap_err();
     /// assert!(matches!(err, Error::CheckpointNotAdvanced { checkpoint: 1, .. }));
-    /// # Ok::<(), eventfold::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn append_with_checkpoint<S: AsRef<str>>(
         &self,
