@@ -56,11 +56,21 @@ pub fn tls_server_config(
 
 /// One TLS connection, as a reader and a writer that may be used from two
 /// threads (clone it).
-#[derive(Clone)]
 pub(crate) struct TlsSocket {
     state: Arc<Mutex<State>>,
     tcp: Arc<TcpStream>,
+    /// Where the reader receives the socket's bytes; each clone has its own.
+    raw: Vec<u8>,
 }
+
+impl Clone for TlsSocket {
+    fn clone(&self) -> Self {
+        TlsSocket { state: self.state.clone(), tcp: self.tcp.clone(), raw: Vec::new() }
+    }
+}
+
+/// Bytes read from the socket at a time: one TLS record and its overhead.
+const RAW_CHUNK: usize = 18 << 10;
 
 struct State {
     conn: rustls::ServerConnection,
@@ -75,7 +85,8 @@ impl TlsSocket {
         // at most one line: no limit is needed, and one would make a long
         // reply fail instead of waiting.
         conn.set_buffer_limit(None);
-        Ok(TlsSocket { state: Arc::new(Mutex::new(State { conn, pending: Vec::new() })), tcp })
+        let state = Arc::new(Mutex::new(State { conn, pending: Vec::new() }));
+        Ok(TlsSocket { state, tcp, raw: Vec::new() })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -102,7 +113,9 @@ fn send(conn: &mut rustls::ServerConnection, tcp: &TcpStream) -> io::Result<()> 
 
 impl Read for TlsSocket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut raw = vec![0u8; 16 << 10];
+        if self.raw.len() < RAW_CHUNK {
+            self.raw.resize(RAW_CHUNK, 0);
+        }
         loop {
             {
                 let mut st = self.lock();
@@ -129,11 +142,12 @@ impl Read for TlsSocket {
                 }
                 send(conn, &self.tcp)?;
             }
-            let n = (&*self.tcp).read(&mut raw)?;
+            let n = (&*self.tcp).read(&mut self.raw)?;
             if n == 0 {
                 return Ok(0);
             }
-            self.lock().pending.extend_from_slice(&raw[..n]);
+            let got = self.raw.get(..n).unwrap_or_default();
+            self.state.lock().unwrap_or_else(|p| p.into_inner()).pending.extend_from_slice(got);
         }
     }
 }
