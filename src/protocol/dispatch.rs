@@ -9,17 +9,19 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use super::DEFAULT_MAX_SUBSCRIPTIONS;
+use super::appends;
+use super::auth::Token;
 use super::pump::{NewSubscription, Pump};
+use super::reads;
 use super::wire::{
-    self, AppendBatchRequest, AppendRequest, DEFAULT_NODE_ID, DEFAULT_READ_LIMIT, Envelope, MAX_READ_LIMIT,
-    RawJson, ReadAllRequest, ReadStreamRequest, Reply, Request, WireEvent, WireNewEvent, codes,
+    self, DEFAULT_NODE_ID, DEFAULT_READ_LIMIT, Envelope, MAX_READ_LIMIT, RawJson, ReadStreamRequest, Reply,
+    Request, WireEvent, codes,
 };
 use crate::json::JsonState;
-use crate::read::{ReadAll, ReadStream};
+use crate::read::ReadStream;
 use crate::store::Store;
 use crate::vocab::Error;
 use crate::vocab::Filter;
-use crate::vocab::{AppendResult, NewEvent};
 
 /// Where a connection's lines go: replies from the request loop and pushed
 /// events from the subscription thread, one whole line at a time.
@@ -42,6 +44,12 @@ pub struct Session {
     /// The thread that pushes every subscription's events, started with the
     /// first subscription.
     pump: Option<Pump>,
+    /// The token the client must present before anything else.
+    token: Option<Token>,
+    /// Whether it has (or none is needed).
+    authorized: bool,
+    /// The last reply refused the client: the connection ends after it.
+    closing: bool,
 }
 
 impl Session {
@@ -57,6 +65,50 @@ impl Session {
             next_subscription: 1,
             pending: None,
             pump: None,
+            token: None,
+            authorized: true,
+            closing: false,
+        }
+    }
+
+    /// Requires the client to send `auth` with `token` before anything
+    /// else (no token: nothing is required). A wrong or missing token is
+    /// answered with error [`codes::UNAUTHORIZED`], after which
+    /// [`is_closing`](Session::is_closing) is true.
+    pub fn with_token(mut self, token: Option<Token>) -> Self {
+        self.authorized = token.is_none();
+        self.token = token;
+        self
+    }
+
+    /// Whether the last reply refused the client (a wrong or missing
+    /// token): write it, then end the connection.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// The refusal of a client that has not presented the token.
+    fn unauthorized(&mut self, in_reply_to: Option<u64>, what: &str) -> Reply {
+        self.closing = true;
+        Reply::error(
+            in_reply_to,
+            codes::UNAUTHORIZED,
+            format!(
+                "unauthorized: {what}; this node requires a token: send {{\"type\":\"auth\",\"token\":\"…\"}} (the contents of the node's --token-file) as the connection's first message; the connection is closed"
+            ),
+        )
+    }
+
+    fn auth(&mut self, r: &wire::AuthRequest) -> Reply {
+        match &self.token {
+            Some(t) if !t.matches(r.token.as_bytes()) => {
+                self.authorized = false;
+                self.unauthorized(r.msg_id, "wrong token")
+            }
+            _ => {
+                self.authorized = true;
+                Reply::AuthOk { in_reply_to: r.msg_id }
+            }
         }
     }
 
@@ -82,11 +134,23 @@ impl Session {
         match wire::parse_request(line) {
             Ok(request) => {
                 let reply = match &request.body {
+                    Request::Auth(r) => self.auth(r),
+                    body if !self.authorized => {
+                        let what = format!("{} before auth", body.type_name());
+                        self.unauthorized(body.msg_id(), &what)
+                    }
                     Request::Subscribe(r) => self.subscribe(r, &request.src, &request.dest),
                     Request::Unsubscribe(r) => self.unsubscribe(r.msg_id, r.subscription_id),
                     body => self.handle(body),
                 };
                 self.envelope(Some(&request.src), Some(&request.dest), reply)
+            }
+            Err(rejected) if !self.authorized => {
+                let reply = self.unauthorized(
+                    rejected.in_reply_to,
+                    &format!("the first message is not auth ({})", rejected.text),
+                );
+                self.envelope(rejected.src.as_deref(), rejected.dest.as_deref(), reply)
             }
             Err(rejected) => {
                 self.envelope(rejected.src.as_deref(), rejected.dest.as_deref(), rejected.reply())
@@ -161,9 +225,20 @@ impl Session {
         // The pump's wake-up channel is registered (above, or with an
         // earlier subscription) before this read of the head, so a commit
         // after it is not missed.
-        let next = match r.from_sequence {
-            Some(p) => p.max(1),
-            None => match self.store.read().and_then(|reader| reader.head()) {
+        let next = match (&r.consumer, r.from_sequence) {
+            (Some(_), Some(_)) => {
+                return Reply::error(
+                    r.msg_id,
+                    codes::MALFORMED_REQUEST,
+                    "malformed request: a consumer's subscription starts after its checkpoint: give `consumer` or `from_sequence`, not both",
+                );
+            }
+            (Some(name), None) => match self.store.consumer_checkpoint(name) {
+                Ok(checkpoint) => checkpoint.saturating_add(1),
+                Err(e) => return error_reply(r.msg_id, e),
+            },
+            (None, Some(p)) => p.max(1),
+            (None, None) => match self.store.read().and_then(|reader| reader.head()) {
                 Ok(head) => head.saturating_add(1),
                 Err(e) => return error_reply(r.msg_id, e),
             },
@@ -197,7 +272,11 @@ impl Session {
     }
 
     /// The reply to a line longer than `limit` bytes, which was skipped unread.
-    pub fn oversized_line(&self, length: usize, limit: usize) -> String {
+    pub fn oversized_line(&mut self, length: usize, limit: usize) -> String {
+        if !self.authorized {
+            let reply = self.unauthorized(None, "the first message is not auth (an oversized line)");
+            return self.envelope(None, None, reply);
+        }
         let text = format!(
             "malformed request: line of {length} bytes is over the limit of {limit} bytes; send large payloads in several events or store them elsewhere"
         );
@@ -214,16 +293,23 @@ impl Session {
     /// Answers one parsed request.
     pub fn handle(&mut self, request: &Request) -> Reply {
         let id = request.msg_id();
+        if let Request::Auth(r) = request {
+            return self.auth(r);
+        }
+        if !self.authorized {
+            let what = format!("{} before auth", request.type_name());
+            return self.unauthorized(id, &what);
+        }
         let result = match request {
             Request::Init(r) => {
                 self.node_id = r.node_id.clone();
                 let peers = r.node_ids.iter().filter(|n| **n != r.node_id).cloned().collect();
                 Ok(Reply::InitOk { in_reply_to: id, node_id: r.node_id.clone(), peers })
             }
-            Request::Append(r) => self.append(r),
-            Request::AppendBatch(r) => self.append_batch(r),
+            Request::Append(r) => appends::append(&self.store, r),
+            Request::AppendBatch(r) => appends::append_batch(&self.store, r),
             Request::ReadStream(r) => self.read_stream(r),
-            Request::ReadAll(r) => self.read_all(r),
+            Request::ReadAll(r) => reads::read_all(&self.store, r),
             Request::Stats(_) => self.store.stats().map(|stats| Reply::StatsOk { in_reply_to: id, stats }),
             Request::CreateSnapshot(r) => {
                 self.store.snapshot_json_state(&r.aggregate_id).map(|s| Reply::SnapshotCreated {
@@ -261,6 +347,17 @@ impl Session {
                     })
                 })
             }
+            Request::AppendMany(r) => appends::append_many(&self.store, r),
+            Request::GetCheckpoint(r) => self.store.consumer_checkpoint(&r.consumer).map(|position| {
+                Reply::Checkpoint { in_reply_to: id, consumer: r.consumer.clone(), position }
+            }),
+            Request::Ack(r) => self
+                .store
+                .advance_checkpoint(&r.consumer, r.sequence_number)
+                .map(|checkpoint| Reply::Acked { in_reply_to: id, consumer: r.consumer.clone(), checkpoint }),
+            Request::ListStreams(r) => reads::list_streams(&self.store, r),
+            Request::GetEvent(r) => reads::get_event(&self.store, r),
+            Request::Auth(r) => return self.auth(r),
             Request::Subscribe(_) | Request::Unsubscribe(_) => {
                 return Reply::error(
                     id,
@@ -273,32 +370,6 @@ impl Session {
             }
         };
         result.unwrap_or_else(|e| error_reply(id, e))
-    }
-
-    fn append(&self, r: &AppendRequest) -> crate::Result<Reply> {
-        let event = new_event(&r.event)?;
-        let res = self.store.append(&r.aggregate_id, r.version.0, [event])?;
-        let (event_id, sequence_number) = first(&res)?;
-        Ok(Reply::Appended {
-            in_reply_to: r.msg_id,
-            event_id,
-            sequence_number,
-            version: res.stream_version,
-            already_stored: res.already_stored,
-        })
-    }
-
-    fn append_batch(&self, r: &AppendBatchRequest) -> crate::Result<Reply> {
-        let events = r.events.iter().map(new_event).collect::<crate::Result<Vec<_>>>()?;
-        let res = self.store.append(&r.aggregate_id, r.version.0, events)?;
-        Ok(Reply::AppendedBatch {
-            in_reply_to: r.msg_id,
-            first_sequence_number: res.first_position,
-            last_sequence_number: res.last_position,
-            version: res.stream_version,
-            already_stored: res.already_stored,
-            event_ids: res.event_ids,
-        })
     }
 
     fn read_stream(&self, r: &ReadStreamRequest) -> crate::Result<Reply> {
@@ -319,22 +390,6 @@ impl Session {
             events,
         })
     }
-
-    fn read_all(&self, r: &ReadAllRequest) -> crate::Result<Reply> {
-        let reader = self.store.read()?;
-        let mut filter = Filter::new().event_types(r.event_types.iter().cloned());
-        if let Some(c) = &r.category {
-            filter = filter.category(c.clone());
-        }
-        let options = ReadAll::from_position(r.from_sequence.unwrap_or(1))
-            .limit(r.limit.unwrap_or(DEFAULT_READ_LIMIT).min(MAX_READ_LIMIT))
-            .filter(filter);
-        let mut events = Vec::new();
-        for e in reader.all(options)? {
-            events.push(WireEvent::from_recorded(e?.to_owned()?, true)?);
-        }
-        Ok(Reply::AllEvents { in_reply_to: r.msg_id, events, head: reader.head()? })
-    }
 }
 
 impl Drop for Session {
@@ -343,38 +398,12 @@ impl Drop for Session {
     }
 }
 
-fn new_event(e: &WireNewEvent) -> crate::Result<NewEvent> {
-    // The payload's exact text is stored, as the client spelled it. The
-    // parser checked that every reader can parse it; text from elsewhere
-    // is checked by the append.
-    let mut event = NewEvent::json_bytes(e.event_type.clone(), e.event_data.get().as_bytes().to_vec());
-    event.json_checked = e.event_data.is_readable();
-    if let Some(id) = e.event_id {
-        event = event.with_id(id);
-    }
-    if let Some(v) = e.schema_version {
-        event = event.with_schema_version(v);
-    }
-    if let Some(m) = &e.metadata {
-        event = event.with_metadata(m.clone().into());
-    }
-    Ok(event)
-}
-
 /// A JSON-merge state's object as wire text, each value as stored.
 fn state_text(stream: &str, s: &JsonState) -> crate::Result<RawJson> {
     s.state
         .to_raw_value()
         .map(RawJson::from_raw)
         .map_err(|e| Error::StateEncode { stream: stream.to_string(), reason: e.to_string() })
-}
-
-fn first(res: &AppendResult) -> crate::Result<(uuid::Uuid, u64)> {
-    match res.event_ids.first() {
-        Some(id) => Ok((*id, res.first_position)),
-        // An append of one event always answers with one id.
-        None => Err(Error::EmptyAppend),
-    }
 }
 
 /// The reply for a failed request: a concurrency error, or an `error` with
@@ -386,9 +415,13 @@ pub fn error_reply(in_reply_to: Option<u64>, error: Error) -> Reply {
                 in_reply_to,
                 error: error.to_string(),
                 current_version: *actual,
+                aggregate_id: None,
             };
         }
-        Error::DuplicateEventId { .. } | Error::AppendConditionFailed { .. } => codes::PRECONDITION_FAILED,
+        Error::DuplicateEventId { .. }
+        | Error::AppendConditionFailed { .. }
+        | Error::CheckpointNotAdvanced { .. }
+        | Error::CheckpointPastHead { .. } => codes::PRECONDITION_FAILED,
         Error::StreamNotFound { .. } => codes::NOT_FOUND,
         Error::InvalidStreamId { .. }
         | Error::InvalidEventType { .. }
@@ -399,6 +432,7 @@ pub fn error_reply(in_reply_to: Option<u64>, error: Error) -> Reply {
         | Error::EventTooLarge { .. }
         | Error::EmptyAppend
         | Error::DuplicateStreamInRequest { .. }
+        | Error::InvalidName { .. }
         | Error::VersionOutOfRange { .. } => codes::MALFORMED_REQUEST,
         Error::StorageFull { .. }
         | Error::ReadersFull

@@ -8,19 +8,27 @@
 //! an unknown type or a line over the length limit each get an `error` reply
 //! and the node reads on.
 
+mod appends;
+mod auth;
 mod dispatch;
 mod parse;
 mod pump;
+mod reads;
 mod stdio;
 mod tcp;
+#[cfg(feature = "tls")]
+mod tls;
 pub mod wire;
 
 use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 
+pub use auth::{MIN_TOKEN_BYTES, Token};
 pub use dispatch::{Session, SharedOutput, error_reply};
 pub use stdio::serve_stdio;
 pub use tcp::TcpServer;
+#[cfg(feature = "tls")]
+pub use tls::{rustls, tls_server_config};
 
 use crate::store::Store;
 
@@ -56,6 +64,11 @@ pub struct ServeOptions {
     pub max_subscriptions: usize,
     /// Where log lines go (default: nowhere).
     pub logger: Option<Logger>,
+    /// The token every connection must present first (default: none).
+    pub(crate) token: Option<Token>,
+    /// TLS for TCP connections (default: plain text).
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServeOptions {
@@ -65,6 +78,9 @@ impl Default for ServeOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             logger: None,
+            token: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -86,6 +102,30 @@ impl ServeOptions {
     pub fn with_max_subscriptions(mut self, subscriptions: usize) -> Self {
         self.max_subscriptions = subscriptions;
         self
+    }
+
+    /// Requires every connection to send `auth` with this token before
+    /// anything else; a wrong or missing token gets one `error` (code
+    /// [`wire::codes::UNAUTHORIZED`]) and the connection is closed. A TCP
+    /// node on an address that is not loopback needs one.
+    pub fn with_token(mut self, token: Token) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// Serves TCP connections over TLS with `config` (see
+    /// [`tls_server_config`]); a client that speaks plain text gets one
+    /// plain-text `error` line (code [`wire::codes::UNAUTHORIZED`]) and
+    /// the connection is closed.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Whether connections must present a token.
+    pub fn requires_token(&self) -> bool {
+        self.token.is_some()
     }
 
     /// Sends log lines to `logger`.
@@ -190,8 +230,9 @@ pub fn serve_connection<R: BufRead, W: Write + Send + 'static>(
     options: &ServeOptions,
 ) -> io::Result<u64> {
     let output: SharedOutput = Arc::new(std::sync::Mutex::new(output));
-    let mut session =
-        Session::with_output(store.clone(), output.clone()).with_max_subscriptions(options.max_subscriptions);
+    let mut session = Session::with_output(store.clone(), output.clone())
+        .with_max_subscriptions(options.max_subscriptions)
+        .with_token(options.token.clone());
     let answered = answer_lines(&mut session, &mut input, &output, options);
     session.close();
     answered
@@ -217,6 +258,9 @@ pub(crate) fn answer_lines<R: BufRead>(
         write_line(&mut *output.lock().unwrap_or_else(|p| p.into_inner()), reply)?;
         session.after_reply();
         answered = answered.saturating_add(1);
+        if session.is_closing() {
+            return Ok(answered);
+        }
     }
 }
 

@@ -38,9 +38,12 @@ pub struct TcpServer {
 }
 
 impl TcpServer {
-    /// Binds `addr` (`host:port`; port 0 picks a free one). The protocol has
-    /// no authentication, so an address that is not loopback is refused
-    /// unless `allow_remote` is set.
+    /// Binds `addr` (`host:port`; port 0 picks a free one). An address that
+    /// is not loopback is refused unless `allow_remote` is set and the
+    /// options require a token ([`ServeOptions::with_token`]): anyone who
+    /// can reach the port could otherwise read and write the store. Use TLS
+    /// too ([`ServeOptions::with_tls`], feature `tls`), or the token crosses
+    /// the network in clear.
     pub fn bind(store: Store, addr: &str, allow_remote: bool, options: ServeOptions) -> Result<TcpServer> {
         let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(|e| Error::io(addr, e))?.collect();
         if addrs.is_empty() {
@@ -49,16 +52,19 @@ impl TcpServer {
                 io::Error::new(io::ErrorKind::NotFound, "the address resolves to nothing"),
             ));
         }
-        if !allow_remote && let Some(remote) = addrs.iter().find(|a| !a.ip().is_loopback()) {
-            return Err(Error::io(
-                addr,
-                io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!(
-                        "{remote} is not a loopback address and the protocol has no authentication: listen on 127.0.0.1, or allow remote clients explicitly"
-                    ),
-                ),
-            ));
+        if let Some(remote) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+            let problem = match (allow_remote, options.requires_token()) {
+                (false, _) => Some(format!(
+                    "{remote} is not a loopback address: listen on 127.0.0.1, or allow remote clients explicitly (and give the node a token)"
+                )),
+                (true, false) => Some(format!(
+                    "{remote} is not a loopback address and no token is set, so anyone who can reach it could read and write the store: give the node a token file (and TLS)"
+                )),
+                (true, true) => None,
+            };
+            if let Some(problem) = problem {
+                return Err(Error::io(addr, io::Error::new(io::ErrorKind::PermissionDenied, problem)));
+            }
         }
         let listener = TcpListener::bind(&addrs[..]).map_err(|e| Error::io(addr, e))?;
         Ok(TcpServer { listener, store, options })
@@ -130,21 +136,39 @@ impl Drop for Slot {
 /// Answers a connection the node will not serve with one `error` line, and
 /// closes it, without ever blocking the accept loop.
 fn refuse(stream: TcpStream, text: String) {
-    let line = to_line(&Envelope {
-        src: DEFAULT_NODE_ID.to_string(),
-        dest: "client".to_string(),
-        body: Reply::error(None, codes::LIMIT_REACHED, text),
-    });
     if stream.set_nonblocking(true).is_err() {
         return;
     }
+    answer_and_close(&stream, codes::LIMIT_REACHED, text);
+}
+
+/// Writes one `error` line to a client and closes the connection after it.
+fn answer_and_close(stream: &TcpStream, code: u32, text: String) {
+    let line = to_line(&Envelope {
+        src: DEFAULT_NODE_ID.to_string(),
+        dest: "client".to_string(),
+        body: Reply::error(None, code, text),
+    });
     let mut stream = stream;
     // A new socket's send buffer holds the line; if it somehow does not,
     // the client gets the close without it.
     let _ = super::write_line(&mut stream, line);
+    close_after_reply(stream);
+}
+
+/// How long closing a refused connection waits for what the client still
+/// sends, so that the close does not become a reset.
+const DRAIN_WAIT: Duration = Duration::from_millis(500);
+
+/// Closes a connection whose last line is written: what the client already
+/// sent is read away, so the close is a FIN after that line rather than a
+/// reset that could discard it (a client that pipelined requests after a
+/// refused one still reads why).
+fn close_after_reply(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
-    // What the client already sent is read away, so the close is a FIN
-    // after the line rather than a reset that could discard it.
+    // Bounded: a client that neither sends nor closes does not hold the thread.
+    let _ = stream.set_read_timeout(Some(DRAIN_WAIT));
+    let mut stream = stream;
     let mut sink = [0u8; 4096];
     for _ in 0..16 {
         if !matches!(stream.read(&mut sink), Ok(n) if n > 0) {
@@ -179,12 +203,19 @@ fn serve_tcp_client(store: &Store, stream: TcpStream, peer: SocketAddr, options:
     // One socket, read by this thread and written by it and the
     // subscription thread: one file descriptor per connection.
     let socket = Arc::new(stream);
-    let mut reader = BufReader::new(Socket(socket.clone()));
+    let Some(transport) = Transport::open(&socket, peer, options) else { return };
+    let mut reader = BufReader::new(transport.reader());
     // No buffering: every line is built whole and written once.
-    let output: SharedOutput = Arc::new(Mutex::new(Socket(socket.clone())));
-    let mut session =
-        Session::with_output(store.clone(), output.clone()).with_max_subscriptions(options.max_subscriptions);
+    let output: SharedOutput = Arc::new(Mutex::new(transport.writer()));
+    let mut session = Session::with_output(store.clone(), output.clone())
+        .with_max_subscriptions(options.max_subscriptions)
+        .with_token(options.token.clone());
     let result = answer_lines(&mut session, &mut reader, &output, options);
+    transport.finish();
+    if session.is_closing() {
+        options.log(&format!("connection from {peer} refused: no valid token"));
+        close_after_reply(&socket);
+    }
     // A subscription thread stuck writing to a client that does not read is
     // cut loose by shutting the socket down, so teardown takes bounded time.
     session.close_with(Some(&|| {
@@ -198,6 +229,73 @@ fn serve_tcp_client(store: &Store, stream: TcpStream, peer: SocketAddr, options:
     drop(slot);
     // The last handle: the socket closes here.
     drop(socket);
+}
+
+/// What a connection's lines travel over: the socket itself, or TLS on it.
+enum Transport {
+    Plain(Arc<TcpStream>),
+    #[cfg(feature = "tls")]
+    Tls(super::tls::TlsSocket),
+}
+
+impl Transport {
+    /// The connection's transport, or `None` when the client was refused
+    /// (plain text to a TLS node) or TLS could not be set up; both are
+    /// logged.
+    fn open(socket: &Arc<TcpStream>, peer: SocketAddr, options: &ServeOptions) -> Option<Transport> {
+        #[cfg(feature = "tls")]
+        if let Some(config) = &options.tls {
+            // A TLS client speaks first, with a handshake record; anything
+            // else is a plain-text client, which is told so in plain text
+            // rather than left to puzzle over a TLS alert.
+            let mut first = [0u8; 1];
+            match socket.peek(&mut first) {
+                Ok(1) if first[0] == super::tls::HANDSHAKE_RECORD => {}
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {
+                    options
+                        .log(&format!("refused a plain-text connection from {peer}: this node requires TLS"));
+                    let text = "unauthorized: this node accepts TLS connections only: connect with TLS (and, if it requires one, send the token in an auth message)";
+                    answer_and_close(socket, codes::UNAUTHORIZED, text.to_string());
+                    return None;
+                }
+            }
+            return match super::tls::TlsSocket::new(config.clone(), socket.clone()) {
+                Ok(tls) => Some(Transport::Tls(tls)),
+                Err(e) => {
+                    options.log(&format!("connection from {peer}: could not start TLS: {e}"));
+                    None
+                }
+            };
+        }
+        let _ = (peer, options);
+        Some(Transport::Plain(socket.clone()))
+    }
+
+    fn reader(&self) -> Box<dyn Read + Send> {
+        match self {
+            Transport::Plain(s) => Box::new(Socket(s.clone())),
+            #[cfg(feature = "tls")]
+            Transport::Tls(t) => Box::new(t.clone()),
+        }
+    }
+
+    fn writer(&self) -> Box<dyn Write + Send> {
+        match self {
+            Transport::Plain(s) => Box::new(Socket(s.clone())),
+            #[cfg(feature = "tls")]
+            Transport::Tls(t) => Box::new(t.clone()),
+        }
+    }
+
+    /// Ends the conversation: TLS says so to the client.
+    fn finish(&self) {
+        match self {
+            Transport::Plain(_) => {}
+            #[cfg(feature = "tls")]
+            Transport::Tls(t) => t.close_notify(),
+        }
+    }
 }
 
 /// A connection's socket, shared by its reader and its writers.

@@ -40,7 +40,7 @@ const VALUE_LEN: usize = 25;
 /// How often [`Store::wait_for_consumer`] reads the checkpoint on a store
 /// opened read-only, where no commit wakes it.
 const READ_ONLY_LOOK: std::time::Duration = std::time::Duration::from_millis(50);
-fn dedup_key(name: &str, position: u64) -> Vec<u8> {
+pub(super) fn dedup_key(name: &str, position: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(name.len().saturating_add(9));
     k.extend_from_slice(name.as_bytes());
     k.push(0);
@@ -52,7 +52,7 @@ fn sum(key: &[u8], body: &[u8]) -> [u8; 8] {
     xxhash_rust::xxh3::xxh3_64_with_seed(body, xxhash_rust::xxh3::xxh3_64(key)).to_le_bytes()
 }
 
-fn encode_checkpoint(name: &str, position: u64, updated_at: u64) -> Vec<u8> {
+pub(super) fn encode_checkpoint(name: &str, position: u64, updated_at: u64) -> Vec<u8> {
     let mut v = Vec::with_capacity(VALUE_LEN);
     v.push(VALUE_FORMAT);
     v.extend_from_slice(&position.to_le_bytes());
@@ -302,7 +302,7 @@ impl Store {
     }
 
     /// Consumer `name`'s committed checkpoint (0 when it has none).
-    fn committed_checkpoint(&self, name: &str) -> Result<u64> {
+    pub(super) fn committed_checkpoint(&self, name: &str) -> Result<u64> {
         let reader = self.read()?;
         let (txn, db) = reader.side_table(Table::Checkpoints);
         Ok(match db.get(txn, name.as_bytes())? {

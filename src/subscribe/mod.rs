@@ -1,6 +1,7 @@
 //! Following the log: subscriptions that catch up and go live, and durable
 //! consumers that remember where they stopped.
 
+mod checkpoint;
 pub(crate) mod consumer;
 mod subscription;
 

@@ -392,6 +392,37 @@ pub enum Error {
         reason: String,
     },
 
+    /// An append with a consumer checkpoint
+    /// ([`Store::append_with_checkpoint`](crate::Store::append_with_checkpoint))
+    /// would not move the checkpoint forward: the events it tracks were
+    /// processed already. Nothing was written.
+    #[error(
+        "consumer {consumer:?} is at checkpoint {checkpoint}, so a checkpoint of {position} would not advance it: nothing was written; the events up to {checkpoint} are processed already, so skip them and go on after it"
+    )]
+    CheckpointNotAdvanced {
+        /// The consumer.
+        consumer: String,
+        /// Its committed checkpoint.
+        checkpoint: u64,
+        /// The checkpoint asked for.
+        position: u64,
+    },
+
+    /// A consumer checkpoint was asked for a position the log has not
+    /// reached: a checkpoint must never claim events the log does not hold.
+    /// Nothing was written.
+    #[error(
+        "a checkpoint of {position} for consumer {consumer:?} is past the head of the log ({head}): give the position of an event the consumer has processed"
+    )]
+    CheckpointPastHead {
+        /// The consumer.
+        consumer: String,
+        /// The checkpoint asked for.
+        position: u64,
+        /// The head of the log when it was checked.
+        head: u64,
+    },
+
     /// A projection's `apply` failed; the projection stopped there (the
     /// others go on). Returned by `ProjectionRunner::run_until_caught_up`.
     #[error(

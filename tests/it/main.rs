@@ -29,4 +29,8 @@ mod powercut;
 mod projections;
 #[cfg(feature = "cli")]
 mod protocol;
+#[cfg(feature = "cli")]
+mod protocol_backend;
+#[cfg(feature = "cli")]
+mod protocol_security;
 mod subscriptions;

@@ -253,12 +253,12 @@ fn bad_input_gets_an_error_and_the_node_reads_on() {
 fn oversized_lines_at_the_default_limit() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = StdioNode::start(dir.path(), &[]);
-    let pad = "y".repeat(2 << 20);
+    let pad = "y".repeat(9 << 20);
     let line = format!(
         r#"{{"body":{{"type":"append","msg_id":1,"aggregate_id":"a-1","event_type":"E","event_data":"{pad}","version":"any"}}}}"#
     );
     let r = node.send_raw(line.as_bytes());
-    assert!(body(&r)["text"].as_str().unwrap().contains("over the limit of 1048576 bytes"), "{r}");
+    assert!(body(&r)["text"].as_str().unwrap().contains("over the limit of 8388608 bytes"), "{r}");
     let r = node.send(json!({"type": "read_all", "msg_id": 2}));
     assert_eq!(body(&r)["events"], json!([]), "nothing of the long line was written");
     node.finish();
@@ -645,12 +645,22 @@ fn subscriptions_push_events_in_order_until_unsubscribed() {
 }
 
 #[test]
-fn tcp_remote_addresses_need_allow_remote() {
+fn tcp_remote_addresses_need_allow_remote_and_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let node = TcpNode::start_on(dir.path(), &["--tcp", "0.0.0.0:0", "--allow-remote"], "0.0.0.0:");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef").unwrap();
+    let data = dir.path().join("data");
+    let token_arg = token.to_str().unwrap();
+    let node = TcpNode::start_on(
+        &data,
+        &["--tcp", "0.0.0.0:0", "--allow-remote", "--token-file", token_arg],
+        "0.0.0.0:",
+    );
     let port = node.addr.rsplit(':').next().unwrap().to_string();
     let stream = TcpStream::connect(format!("127.0.0.1:{port}")).expect("connect");
     let mut client = Client { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream };
+    let r = client.send(json!({"type": "auth", "msg_id": 1, "token": "0123456789abcdef0123456789abcdef"}));
+    assert_eq!(r["type"], "auth_ok");
     let r = client.send(json!({"type": "stats", "msg_id": 1}));
     assert_eq!(r["type"], "stats_ok");
 }

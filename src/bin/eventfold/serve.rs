@@ -1,5 +1,6 @@
 //! `eventfold serve`: the JSON-lines protocol node.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -16,10 +17,21 @@ pub struct Args {
     /// Listen on this TCP address (port 0 picks a free port).
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:7878")]
     pub tcp: Option<String>,
-    /// Allow a TCP address that is not loopback. The protocol has no
-    /// authentication: only do this on a trusted network.
+    /// Allow a TCP address that is not loopback. Needs --token-file; use
+    /// --tls-cert and --tls-key too, or the token crosses the network in clear.
     #[arg(long, requires = "tcp")]
     pub allow_remote: bool,
+    /// Require every connection to send this file's contents (a shared
+    /// secret of at least 16 bytes; trailing whitespace is dropped) in an
+    /// `auth` message first; a wrong or missing token closes the connection.
+    #[arg(long, value_name = "FILE", requires = "tcp")]
+    pub token_file: Option<PathBuf>,
+    /// Serve TCP over TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires_all = ["tcp", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Longest request line, in bytes; longer lines get an error reply.
     #[arg(long, default_value_t = wire::DEFAULT_MAX_LINE_BYTES, value_name = "BYTES")]
     pub max_line_bytes: usize,
@@ -51,20 +63,33 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<Outcome> {
     };
     let store = ctx.open_write()?;
     // Logs go to stderr: stdout carries only protocol replies.
-    let options = ServeOptions::default()
+    let mut options = ServeOptions::default()
         .with_max_line_bytes(a.max_line_bytes.max(1))
         .with_max_connections(a.max_connections)
         .with_max_subscriptions(a.max_subscriptions)
         .with_logger(Arc::new(|line: &str| eprintln!("eventfold: {line}")));
+    if let Some(path) = &a.token_file {
+        options = options.with_token(protocol::Token::from_file(path).context("reading --token-file")?);
+    }
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        options = options
+            .with_tls(protocol::tls_server_config(cert, key).context("loading --tls-cert and --tls-key")?);
+    }
     if let Some(addr) = &a.tcp {
         let server = TcpServer::bind(store, addr, a.allow_remote, options).map_err(|e| match e {
             eventfold::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
-                anyhow::anyhow!("refusing to listen on {addr}: {source} (--allow-remote)")
+                anyhow::anyhow!("refusing to listen on {addr}: {source} (--allow-remote --token-file FILE)")
             }
             other => anyhow::Error::new(other),
         })?;
         let bound = server.local_addr()?;
-        eprintln!("eventfold: serving {} on tcp, listening on {bound}", ctx.data.display());
+        let security = match (a.token_file.is_some(), a.tls_cert.is_some()) {
+            (true, true) => " (tls, token required)",
+            (true, false) => " (token required)",
+            (false, true) => " (tls)",
+            (false, false) => "",
+        };
+        eprintln!("eventfold: serving {} on tcp{security}, listening on {bound}", ctx.data.display());
         server.run()?;
     } else {
         eprintln!("eventfold: serving {} on stdio", ctx.data.display());

@@ -9,10 +9,12 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::wire::{
-    AggregateRequest, AppendBatchRequest, AppendRequest, EmptyRequest, Envelope, GetStateRequest,
-    InitRequest, RawJson, ReadAllRequest, ReadStreamRequest, RejectedRequest, Request, SubscribeRequest,
-    UnsubscribeRequest, WireNewEvent, codes,
+    AckRequest, AggregateRequest, AppendBatchRequest, AppendManyRequest, AppendRequest, AuthRequest,
+    ConsumerRequest, EmptyRequest, Envelope, GetEventRequest, GetStateRequest, InitRequest,
+    ListStreamsRequest, RawJson, ReadAllRequest, ReadStreamRequest, RejectedRequest, Request,
+    SubscribeRequest, UnsubscribeRequest, WireNewEvent, WireStreamAppend, WireVersion, codes,
 };
+use crate::vocab::ExpectedVersion;
 
 /// A JSON object's fields, each as its exact text.
 type RawObject = BTreeMap<String, Box<RawValue>>;
@@ -133,6 +135,14 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope<Request>, RejectedRequest> 
         "get_state" => f.get_state(msg_id),
         "subscribe" => f.subscribe(msg_id),
         "unsubscribe" => f.unsubscribe(msg_id),
+        "append_many" => f.append_many(msg_id),
+        "get_checkpoint" => {
+            f.req("consumer").map(|consumer| Request::GetCheckpoint(ConsumerRequest { msg_id, consumer }))
+        }
+        "ack" => f.ack(msg_id),
+        "list_streams" => f.list_streams(msg_id),
+        "get_event" => f.get_event(msg_id),
+        "auth" => f.req("token").map(|token| Request::Auth(AuthRequest { msg_id, token })),
         other => {
             return Err(reject(
                 msg_id,
@@ -231,18 +241,97 @@ impl Fields<'_> {
         }))
     }
 
+    /// `version` and `version_below`; with `version_below` alone the
+    /// version is `"any"`.
+    fn expected(&self) -> Result<(WireVersion, Option<u64>), String> {
+        let below = self.opt("version_below")?;
+        let version = match (self.opt("version")?, below) {
+            (Some(v), _) => v,
+            (None, Some(_)) => WireVersion(ExpectedVersion::Any),
+            (None, None) => return Err("missing field `version`".into()),
+        };
+        Ok((version, below))
+    }
+
     fn append(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        let aggregate_id = self.req("aggregate_id")?;
+        let (version, version_below) = self.expected()?;
         Ok(Request::Append(AppendRequest {
             msg_id,
-            aggregate_id: self.req("aggregate_id")?,
-            version: self.req("version")?,
+            aggregate_id,
+            version,
+            version_below,
             event: self.new_event()?,
         }))
     }
 
     fn append_batch(&self, msg_id: Option<u64>) -> Result<Request, String> {
         let aggregate_id = self.req("aggregate_id")?;
-        let version = self.req("version")?;
+        let (version, version_below) = self.expected()?;
+        let events = self.events()?;
+        Ok(Request::AppendBatch(AppendBatchRequest { msg_id, aggregate_id, version, version_below, events }))
+    }
+
+    fn append_many(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        let raw: Vec<Box<RawValue>> = match self.0.get("streams") {
+            None => return Err("missing field `streams`".into()),
+            Some(raw) => serde_json::from_str(raw.get())
+                .map_err(|_| "field `streams` must be an array of objects".to_string())?,
+        };
+        let mut streams = Vec::with_capacity(raw.len());
+        for (i, v) in raw.iter().enumerate() {
+            let m = match object(v) {
+                Ok(Some(m)) => m,
+                Ok(None) => return Err(format!("field `streams[{i}]` must be an object")),
+                Err(e) => return Err(unreadable(&format!("streams[{i}]"), &e)),
+            };
+            let f = Fields(&m);
+            let stream = (|| {
+                let aggregate_id = f.req("aggregate_id")?;
+                let (version, version_below) = f.expected()?;
+                Ok::<_, String>(WireStreamAppend {
+                    aggregate_id,
+                    version,
+                    version_below,
+                    events: f.events()?,
+                })
+            })();
+            streams.push(stream.map_err(|e| format!("in `streams[{i}]`: {e}"))?);
+        }
+        Ok(Request::AppendMany(AppendManyRequest { msg_id, streams, checkpoint: self.opt("checkpoint")? }))
+    }
+
+    fn ack(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        Ok(Request::Ack(AckRequest {
+            msg_id,
+            consumer: self.req("consumer")?,
+            sequence_number: self.req("sequence_number")?,
+        }))
+    }
+
+    fn list_streams(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        Ok(Request::ListStreams(ListStreamsRequest {
+            msg_id,
+            prefix: self.opt("prefix")?,
+            after: self.opt("after")?,
+            limit: self.opt("limit")?,
+        }))
+    }
+
+    fn get_event(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        let r = GetEventRequest {
+            msg_id,
+            event_id: self.opt("event_id")?,
+            sequence_number: self.opt("sequence_number")?,
+        };
+        if r.event_id.is_some() == r.sequence_number.is_some() {
+            return Err("give exactly one of `event_id` and `sequence_number`".into());
+        }
+        Ok(Request::GetEvent(r))
+    }
+
+    /// The `events` array of an append, each event parsed field by field.
+    fn events(&self) -> Result<Vec<WireNewEvent>, String> {
         let raw: Vec<Box<RawValue>> = match self.0.get("events") {
             None => return Err("missing field `events`".into()),
             Some(raw) => serde_json::from_str(raw.get())
@@ -257,7 +346,7 @@ impl Fields<'_> {
             };
             events.push(Fields(&m).new_event().map_err(|e| format!("in `events[{i}]`: {e}"))?);
         }
-        Ok(Request::AppendBatch(AppendBatchRequest { msg_id, aggregate_id, version, events }))
+        Ok(events)
     }
 
     fn read_stream(&self, msg_id: Option<u64>) -> Result<Request, String> {
@@ -277,6 +366,15 @@ impl Fields<'_> {
             limit: self.opt("limit")?,
             event_types: self.opt("event_types")?.unwrap_or_default(),
             category: self.opt("category")?,
+            to_sequence: match (self.opt::<u64>("to_sequence")?, self.opt::<u64>("to_position")?) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(format!(
+                        "`to_sequence` ({a}) and `to_position` ({b}) are the same field: give one"
+                    ));
+                }
+                (a, b) => a.or(b),
+            },
+            backwards: self.opt("backwards")?.unwrap_or(false),
         }))
     }
 
@@ -300,6 +398,7 @@ impl Fields<'_> {
             event_types: self.opt("event_types")?.unwrap_or_default(),
             category: self.opt("category")?,
             aggregate_id: self.opt("aggregate_id")?,
+            consumer: self.opt("consumer")?,
         }))
     }
 
@@ -309,101 +408,4 @@ impl Fields<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::wire::{Reply, WireMetadata, WireVersion};
-    use crate::vocab::ExpectedVersion;
-    use serde_json::json;
-    use uuid::Uuid;
-
-    fn parse(v: Value) -> Result<Request, Box<Reply>> {
-        parse_request(v.to_string().as_bytes()).map(|e| e.body).map_err(|r| Box::new(r.reply()))
-    }
-
-    /// The node's field-by-field parser and serde's derive agree on every request.
-    #[test]
-    fn parser_agrees_with_serde() {
-        let requests = vec![
-            Request::Init(InitRequest { msg_id: Some(1), node_id: "n1".into(), node_ids: vec!["n1".into()] }),
-            Request::Append(AppendRequest {
-                msg_id: Some(2),
-                aggregate_id: "user-1".into(),
-                version: WireVersion(ExpectedVersion::Any),
-                event: WireNewEvent {
-                    event_type: "E".into(),
-                    event_data: RawJson::from(json!({"a": 1})),
-                    event_id: Some(Uuid::now_v7()),
-                    metadata: Some(WireMetadata {
-                        user_id: Some("ann".into()),
-                        extra: json!({"ip": "::1"}).as_object().cloned().unwrap_or_default(),
-                        ..WireMetadata::default()
-                    }),
-                    schema_version: Some(2),
-                },
-            }),
-            Request::AppendBatch(AppendBatchRequest {
-                msg_id: None,
-                aggregate_id: "a-1".into(),
-                version: WireVersion(ExpectedVersion::Exact(3)),
-                events: vec![WireNewEvent {
-                    event_type: "E".into(),
-                    event_data: RawJson::from(json!(null)),
-                    event_id: None,
-                    metadata: None,
-                    schema_version: None,
-                }],
-            }),
-            Request::ReadStream(ReadStreamRequest {
-                msg_id: Some(4),
-                aggregate_id: "a".into(),
-                from_version: Some(2),
-                limit: Some(3),
-                backwards: true,
-            }),
-            Request::ReadAll(ReadAllRequest {
-                msg_id: Some(5),
-                from_sequence: Some(9),
-                limit: None,
-                event_types: vec!["X".into()],
-                category: Some("user".into()),
-            }),
-            Request::Stats(EmptyRequest { msg_id: Some(6) }),
-            Request::GetState(GetStateRequest {
-                msg_id: Some(7),
-                aggregate_id: "a".into(),
-                as_of_version: Some(1),
-                as_of_time: None,
-            }),
-            Request::Unsubscribe(UnsubscribeRequest { msg_id: Some(8), subscription_id: 3 }),
-        ];
-        for r in requests {
-            let line =
-                serde_json::to_string(&Envelope { src: "c".into(), dest: "n".into(), body: r.clone() })
-                    .unwrap();
-            let parsed = parse_request(line.as_bytes()).unwrap();
-            assert_eq!(parsed.body, r, "{line}");
-            let via_serde: Envelope<Request> = serde_json::from_str(&line).unwrap();
-            assert_eq!(via_serde.body, r);
-        }
-    }
-
-    #[test]
-    fn errors_name_the_field_and_keep_the_msg_id() {
-        let r = parse(
-            json!({"body": {"type": "append", "msg_id": 7, "aggregate_id": "a", "event_type": "E", "event_data": {}}}),
-        );
-        assert_eq!(r, Err(Box::new(Reply::error(Some(7), 12, "malformed request: missing field `version`"))));
-        let r =
-            parse(json!({"body": {"type": "read_stream", "msg_id": 8, "aggregate_id": "a", "limit": "x"}}));
-        let Err(Reply::Error { in_reply_to: Some(8), code: 12, text }) = r.map_err(|b| *b) else { panic!() };
-        assert!(text.contains("field `limit`"), "{text}");
-        let r = parse(json!({"body": {"type": "teleport", "msg_id": 9}}));
-        assert_eq!(
-            r,
-            Err(Box::new(Reply::error(Some(9), 10, "not supported: unknown message type \"teleport\"")))
-        );
-        let r = parse_request(b"{not json").map_err(|r| r.reply());
-        let Err(Reply::Error { in_reply_to: None, code: 12, text }) = r else { panic!() };
-        assert!(text.starts_with("malformed request: "), "{text}");
-    }
-}
+mod tests;
