@@ -14,7 +14,7 @@ use super::wire::{
     AppendBatchRequest, AppendManyRequest, AppendRequest, Reply, WireCheckpoint, WireNewEvent, WireVersion,
 };
 use crate::store::Store;
-use crate::vocab::{AppendResult, Error, ExpectedVersion, NewEvent};
+use crate::vocab::{AppendCondition, AppendResult, Error, ExpectedVersion, NewEvent};
 
 /// Tries of an append with `version_below` whose aggregate another append
 /// changed between the read of its version and the commit. Each retry
@@ -41,6 +41,7 @@ fn append_parts(
     in_reply_to: Option<u64>,
     parts: &[Part<'_>],
     checkpoint: Option<&WireCheckpoint>,
+    condition: Option<&AppendCondition>,
     named: bool,
 ) -> Outcome {
     let refuse = |e: Error| -> Box<Reply> {
@@ -69,7 +70,13 @@ fn append_parts(
                 appends.push((p.aggregate_id, e, events));
             }
             match (checkpoint, appends.len()) {
-                (Some(c), _) => store.append_with_checkpoint(&c.consumer, c.position, appends),
+                (Some(c), _) => {
+                    store.append_with_checkpoint_if(&c.consumer, c.position, appends, condition.cloned())
+                }
+                (None, _) if condition.is_some() => match condition {
+                    Some(cond) => store.append_many_conditional(appends, cond.clone()),
+                    None => Err(Error::internal("a condition went missing")),
+                },
                 (None, 1) => match appends.pop() {
                     Some((stream, expected, events)) => {
                         store.append(stream, expected, events).map(|r| vec![r])
@@ -157,7 +164,7 @@ pub(super) fn append(store: &Store, r: &AppendRequest) -> crate::Result<Reply> {
         below: r.version_below,
         events: std::slice::from_ref(&r.event),
     };
-    let res = match append_parts(store, r.msg_id, &[part], None, false) {
+    let res = match append_parts(store, r.msg_id, &[part], None, r.condition.as_ref(), false) {
         Ok(mut results) => results.pop().ok_or(Error::EmptyAppend)?,
         Err(reply) => return Ok(*reply),
     };
@@ -174,7 +181,7 @@ pub(super) fn append(store: &Store, r: &AppendRequest) -> crate::Result<Reply> {
 pub(super) fn append_batch(store: &Store, r: &AppendBatchRequest) -> crate::Result<Reply> {
     let part =
         Part { aggregate_id: &r.aggregate_id, version: r.version, below: r.version_below, events: &r.events };
-    let res = match append_parts(store, r.msg_id, &[part], None, false) {
+    let res = match append_parts(store, r.msg_id, &[part], None, r.condition.as_ref(), false) {
         Ok(mut results) => results.pop().ok_or(Error::EmptyAppend)?,
         Err(reply) => return Ok(*reply),
     };
@@ -199,7 +206,7 @@ pub(super) fn append_many(store: &Store, r: &AppendManyRequest) -> crate::Result
             events: &s.events,
         })
         .collect();
-    match append_parts(store, r.msg_id, &parts, r.checkpoint.as_ref(), true) {
+    match append_parts(store, r.msg_id, &parts, r.checkpoint.as_ref(), r.condition.as_ref(), true) {
         Ok(results) => Ok(Reply::AppendedMany {
             in_reply_to: r.msg_id,
             streams: results.into_iter().map(Into::into).collect(),
@@ -224,7 +231,7 @@ fn new_event(e: &WireNewEvent) -> crate::Result<NewEvent> {
     if let Some(m) = &e.metadata {
         event = event.with_metadata(m.clone().into());
     }
-    Ok(event)
+    Ok(event.with_tags(e.tags.iter().cloned()))
 }
 
 fn first(res: &AppendResult) -> crate::Result<(uuid::Uuid, u64)> {

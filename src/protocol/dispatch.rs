@@ -201,7 +201,8 @@ impl Session {
                 ),
             );
         }
-        let mut filter = Filter::new().event_types(r.event_types.iter().cloned());
+        let mut filter =
+            Filter::new().event_types(r.event_types.iter().cloned()).tags(r.tags.iter().cloned());
         if let Some(c) = &r.category {
             filter = filter.category(c.clone());
         }
@@ -310,6 +311,7 @@ impl Session {
             Request::AppendBatch(r) => appends::append_batch(&self.store, r),
             Request::ReadStream(r) => self.read_stream(r),
             Request::ReadAll(r) => reads::read_all(&self.store, r),
+            Request::ReadQuery(r) => reads::read_query(&self.store, r),
             Request::Stats(_) => self.store.stats().map(|stats| Reply::StatsOk { in_reply_to: id, stats }),
             Request::CreateSnapshot(r) => {
                 self.store.snapshot_json_state(&r.aggregate_id).map(|s| Reply::SnapshotCreated {

@@ -4,10 +4,10 @@
 use std::collections::VecDeque;
 
 use super::wire::{
-    DEFAULT_READ_LIMIT, GetEventRequest, ListStreamsRequest, MAX_READ_LIMIT, ReadAllRequest, Reply,
-    WireEvent, codes,
+    DEFAULT_READ_LIMIT, GetEventRequest, ListStreamsRequest, MAX_READ_LIMIT, ReadAllRequest,
+    ReadQueryRequest, Reply, WireEvent, codes,
 };
-use crate::read::{ReadAll, Reader};
+use crate::read::{ReadAll, ReadQuery, Reader};
 use crate::store::Store;
 use crate::vocab::{Filter, Result};
 
@@ -22,7 +22,7 @@ const MAX_WINDOW: u64 = 65_536;
 
 pub(super) fn read_all(store: &Store, r: &ReadAllRequest) -> Result<Reply> {
     let reader = store.read()?;
-    let mut filter = Filter::new().event_types(r.event_types.iter().cloned());
+    let mut filter = Filter::new().event_types(r.event_types.iter().cloned()).tags(r.tags.iter().cloned());
     if let Some(c) = &r.category {
         filter = filter.category(c.clone());
     }
@@ -79,6 +79,20 @@ fn backwards(reader: &Reader, filter: Filter, from: u64, top: u64, limit: usize)
         }
     }
     Ok(events)
+}
+
+/// `read_query`: the events that match a DCB query, and the head to make
+/// an append's condition at.
+pub(super) fn read_query(store: &Store, r: &ReadQueryRequest) -> Result<Reply> {
+    let limit = r.limit.unwrap_or(DEFAULT_READ_LIMIT).min(MAX_READ_LIMIT);
+    let mut options = if r.backwards { ReadQuery::backward() } else { ReadQuery::forward() }.limit(limit);
+    if let Some(from) = r.from_sequence {
+        options = options.from_position(from);
+    }
+    let found = store.read_query(&r.query, options)?;
+    let events =
+        found.events.into_iter().map(|e| WireEvent::from_recorded(e, true)).collect::<Result<Vec<_>>>()?;
+    Ok(Reply::QueryEvents { in_reply_to: r.msg_id, events, head: found.head })
 }
 
 pub(super) fn list_streams(store: &Store, r: &ListStreamsRequest) -> Result<Reply> {

@@ -93,7 +93,20 @@ impl Store {
         position: u64,
         appends: impl IntoIterator<Item = (S, ExpectedVersion, Vec<NewEvent>)>,
     ) -> Result<Vec<AppendResult>> {
-        self.checkpointed(consumer, position, appends, Advance::Required).map(|(results, _)| results)
+        self.checkpointed(consumer, position, appends, Advance::Required, None).map(|(results, _)| results)
+    }
+
+    /// [`append_with_checkpoint`](Store::append_with_checkpoint) with a
+    /// DCB condition checked in the same commit.
+    pub(crate) fn append_with_checkpoint_if<S: AsRef<str>>(
+        &self,
+        consumer: &str,
+        position: u64,
+        appends: impl IntoIterator<Item = (S, ExpectedVersion, Vec<NewEvent>)>,
+        condition: Option<crate::vocab::AppendCondition>,
+    ) -> Result<Vec<AppendResult>> {
+        self.checkpointed(consumer, position, appends, Advance::Required, condition)
+            .map(|(results, _)| results)
     }
 
     /// Moves durable consumer `consumer`'s checkpoint forward to `position`
@@ -103,7 +116,7 @@ impl Store {
     /// past the head of the log is [`Error::CheckpointPastHead`].
     pub fn advance_checkpoint(&self, consumer: &str, position: u64) -> Result<u64> {
         let no_appends: [(&str, ExpectedVersion, Vec<NewEvent>); 0] = [];
-        self.checkpointed(consumer, position, no_appends, Advance::IfAhead).map(|(_, at)| at)
+        self.checkpointed(consumer, position, no_appends, Advance::IfAhead, None).map(|(_, at)| at)
     }
 
     /// Durable consumer `consumer`'s committed checkpoint: the last position
@@ -119,6 +132,7 @@ impl Store {
         position: u64,
         appends: impl IntoIterator<Item = (S, ExpectedVersion, Vec<NewEvent>)>,
         advance: Advance,
+        condition: Option<crate::vocab::AppendCondition>,
     ) -> Result<(Vec<AppendResult>, u64)> {
         validate_name("consumer", name)?;
         // Validated and encoded before the name is locked.
@@ -129,7 +143,7 @@ impl Store {
         let lock = locks.get(name);
         let outcome = {
             let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.checkpoint_locked(name, position, prepared, advance)
+            self.checkpoint_locked(name, position, prepared, advance, condition)
         };
         locks.release(name, lock);
         outcome
@@ -142,6 +156,7 @@ impl Store {
         position: u64,
         prepared: Vec<crate::store::StreamAppend>,
         advance: Advance,
+        condition: Option<crate::vocab::AppendCondition>,
     ) -> Result<(Vec<AppendResult>, u64)> {
         let committed = self.committed_checkpoint(name)?;
         if position <= committed {
@@ -161,7 +176,7 @@ impl Store {
             return Err(Error::CheckpointPastHead { consumer: name.to_string(), position, head });
         }
         let writes = self.checkpoint_writes_for(name, position)?;
-        let results = self.send(prepared, writes)?.wait_many()?;
+        let results = self.send_request(prepared, writes, condition)?.wait_many()?;
         Ok((results, position))
     }
 

@@ -32,5 +32,7 @@ mod protocol;
 #[cfg(feature = "cli")]
 mod protocol_backend;
 #[cfg(feature = "cli")]
+mod protocol_dcb;
+#[cfg(feature = "cli")]
 mod protocol_security;
 mod subscriptions;

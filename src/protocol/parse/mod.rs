@@ -11,8 +11,8 @@ use serde_json::value::RawValue;
 use super::wire::{
     AckRequest, AggregateRequest, AppendBatchRequest, AppendManyRequest, AppendRequest, AuthRequest,
     ConsumerRequest, EmptyRequest, Envelope, GetEventRequest, GetStateRequest, InitRequest,
-    ListStreamsRequest, RawJson, ReadAllRequest, ReadStreamRequest, RejectedRequest, Request,
-    SubscribeRequest, UnsubscribeRequest, WireNewEvent, WireStreamAppend, WireVersion, codes,
+    ListStreamsRequest, RawJson, ReadAllRequest, ReadQueryRequest, ReadStreamRequest, RejectedRequest,
+    Request, SubscribeRequest, UnsubscribeRequest, WireNewEvent, WireStreamAppend, WireVersion, codes,
 };
 use crate::vocab::ExpectedVersion;
 
@@ -142,6 +142,7 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope<Request>, RejectedRequest> 
         "ack" => f.ack(msg_id),
         "list_streams" => f.list_streams(msg_id),
         "get_event" => f.get_event(msg_id),
+        "read_query" => f.read_query(msg_id),
         "auth" => f.req("token").map(|token| Request::Auth(AuthRequest { msg_id, token })),
         other => {
             return Err(reject(
@@ -230,6 +231,7 @@ impl Fields<'_> {
                 self.opt("metadata")?
             },
             schema_version: self.opt("schema_version")?,
+            tags: self.opt("tags")?.unwrap_or_default(),
         })
     }
 
@@ -261,6 +263,7 @@ impl Fields<'_> {
             aggregate_id,
             version,
             version_below,
+            condition: self.opt("condition")?,
             event: self.new_event()?,
         }))
     }
@@ -269,7 +272,14 @@ impl Fields<'_> {
         let aggregate_id = self.req("aggregate_id")?;
         let (version, version_below) = self.expected()?;
         let events = self.events()?;
-        Ok(Request::AppendBatch(AppendBatchRequest { msg_id, aggregate_id, version, version_below, events }))
+        Ok(Request::AppendBatch(AppendBatchRequest {
+            msg_id,
+            aggregate_id,
+            version,
+            version_below,
+            events,
+            condition: self.opt("condition")?,
+        }))
     }
 
     fn append_many(&self, msg_id: Option<u64>) -> Result<Request, String> {
@@ -298,7 +308,12 @@ impl Fields<'_> {
             })();
             streams.push(stream.map_err(|e| format!("in `streams[{i}]`: {e}"))?);
         }
-        Ok(Request::AppendMany(AppendManyRequest { msg_id, streams, checkpoint: self.opt("checkpoint")? }))
+        Ok(Request::AppendMany(AppendManyRequest {
+            msg_id,
+            streams,
+            checkpoint: self.opt("checkpoint")?,
+            condition: self.opt("condition")?,
+        }))
     }
 
     fn ack(&self, msg_id: Option<u64>) -> Result<Request, String> {
@@ -375,6 +390,17 @@ impl Fields<'_> {
                 (a, b) => a.or(b),
             },
             backwards: self.opt("backwards")?.unwrap_or(false),
+            tags: self.opt("tags")?.unwrap_or_default(),
+        }))
+    }
+
+    fn read_query(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        Ok(Request::ReadQuery(ReadQueryRequest {
+            msg_id,
+            query: self.opt("query")?.unwrap_or_default(),
+            from_sequence: self.opt("from_sequence")?,
+            limit: self.opt("limit")?,
+            backwards: self.opt("backwards")?.unwrap_or(false),
         }))
     }
 
@@ -399,6 +425,7 @@ impl Fields<'_> {
             category: self.opt("category")?,
             aggregate_id: self.opt("aggregate_id")?,
             consumer: self.opt("consumer")?,
+            tags: self.opt("tags")?.unwrap_or_default(),
         }))
     }
 

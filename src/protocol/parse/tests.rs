@@ -30,7 +30,12 @@ fn parser_agrees_with_serde() {
                     ..WireMetadata::default()
                 }),
                 schema_version: Some(2),
+                tags: vec!["user:1".into(), "team:7".into()],
             },
+            condition: Some(crate::AppendCondition::new(
+                crate::Query::new().item(crate::QueryItem::new().event_type("E").tag("user:1")),
+                Some(3),
+            )),
         }),
         Request::AppendBatch(AppendBatchRequest {
             msg_id: None,
@@ -43,7 +48,9 @@ fn parser_agrees_with_serde() {
                 event_id: None,
                 metadata: None,
                 schema_version: None,
+                tags: Vec::new(),
             }],
+            condition: None,
         }),
         Request::ReadStream(ReadStreamRequest {
             msg_id: Some(4),
@@ -60,6 +67,14 @@ fn parser_agrees_with_serde() {
             category: Some("user".into()),
             to_sequence: Some(20),
             backwards: true,
+            tags: vec!["t:1".into()],
+        }),
+        Request::ReadQuery(ReadQueryRequest {
+            msg_id: Some(15),
+            query: crate::Query::new().item(crate::QueryItem::new().tag("t:1")),
+            from_sequence: Some(2),
+            limit: Some(5),
+            backwards: true,
         }),
         Request::AppendMany(AppendManyRequest {
             msg_id: Some(9),
@@ -73,9 +88,11 @@ fn parser_agrees_with_serde() {
                     event_id: None,
                     metadata: None,
                     schema_version: None,
+                    tags: Vec::new(),
                 }],
             }],
             checkpoint: Some(crate::protocol::wire::WireCheckpoint { consumer: "p".into(), position: 3 }),
+            condition: None,
         }),
         Request::GetCheckpoint(ConsumerRequest { msg_id: Some(10), consumer: "p".into() }),
         Request::Ack(AckRequest { msg_id: Some(11), consumer: "p".into(), sequence_number: 4 }),

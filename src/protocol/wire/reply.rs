@@ -37,6 +37,9 @@ pub struct WireEvent {
     /// `"binary"` for a binary payload; absent for JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<ContentType>,
+    /// The event's tags; absent when it has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl WireEvent {
@@ -60,6 +63,7 @@ impl WireEvent {
                 extra: e.metadata,
             },
             content_type: (e.content_type == ContentType::Binary).then_some(ContentType::Binary),
+            tags: e.tags,
         })
     }
 }
@@ -134,6 +138,17 @@ pub enum Reply {
         /// The events, each with its `aggregate_id`.
         events: Vec<WireEvent>,
         /// The last sequence number in the store.
+        head: u64,
+    },
+    /// The answer to `read_query`.
+    QueryEvents {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// The matching events, each with its `aggregate_id`.
+        events: Vec<WireEvent>,
+        /// The sequence number to put in the `after` of the condition of
+        /// an append decided on these events.
         head: u64,
     },
     /// The answer to `stats`.

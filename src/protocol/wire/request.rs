@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{RawJson, WireMetadata, WireVersion};
+use crate::vocab::{AppendCondition, Query};
 
 /// `init`: names this node and its peers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +36,9 @@ pub struct WireNewEvent {
     /// The payload's schema version (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<u32>,
+    /// The event's tags (see `docs/indexes.md`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// `append`: one event to one aggregate, at an expected version.
@@ -50,6 +54,10 @@ pub struct AppendRequest {
     /// Also require the aggregate's version to be below this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_below: Option<u64>,
+    /// A DCB condition: refuse the append when an event matching its
+    /// query was written after its position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<AppendCondition>,
     /// The event.
     #[serde(flatten)]
     pub event: WireNewEvent,
@@ -70,6 +78,9 @@ pub struct AppendBatchRequest {
     pub version_below: Option<u64>,
     /// The events, in order.
     pub events: Vec<WireNewEvent>,
+    /// A DCB condition (see `append`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<AppendCondition>,
 }
 
 /// One aggregate's part of an `append_many`: the fields of `append_batch`
@@ -110,6 +121,9 @@ pub struct AppendManyRequest {
     /// checkpoint that would not advance refuses the whole request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<WireCheckpoint>,
+    /// A DCB condition over the whole request (see `append`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<AppendCondition>,
 }
 
 /// A request that names a durable consumer (`get_checkpoint`).
@@ -209,6 +223,28 @@ pub struct ReadAllRequest {
     /// Newest first: the last `limit` events of the range, from its top down.
     #[serde(default)]
     pub backwards: bool,
+    /// Keep only events that carry one of these tags (empty keeps all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// `read_query`: a DCB read, the events that match a query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadQueryRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// The query: `{"items": [{"types": [...], "tags": [...]}]}`.
+    pub query: Query,
+    /// First sequence number forwards, or last one backwards (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_sequence: Option<u64>,
+    /// Most events to return (default [`DEFAULT_READ_LIMIT`], at most [`MAX_READ_LIMIT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Newest first.
+    #[serde(default)]
+    pub backwards: bool,
 }
 
 /// A request that names one aggregate and nothing else
@@ -260,6 +296,9 @@ pub struct SubscribeRequest {
     /// (so not with `from_sequence`); move the checkpoint with `ack`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer: Option<String>,
+    /// Keep only events that carry one of these tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// `auth`: the connection's first message when the node requires a token.
@@ -341,6 +380,8 @@ pub enum Request {
     GetEvent(GetEventRequest),
     /// Presents the token; answered by `auth_ok`.
     Auth(AuthRequest),
+    /// A DCB read; answered by `query_events`.
+    ReadQuery(ReadQueryRequest),
 }
 
 impl Request {
@@ -363,6 +404,7 @@ impl Request {
             Request::ListStreams(r) => r.msg_id,
             Request::GetEvent(r) => r.msg_id,
             Request::Auth(r) => r.msg_id,
+            Request::ReadQuery(r) => r.msg_id,
         }
     }
 
@@ -386,6 +428,7 @@ impl Request {
             Request::ListStreams(_) => "list_streams",
             Request::GetEvent(_) => "get_event",
             Request::Auth(_) => "auth",
+            Request::ReadQuery(_) => "read_query",
         }
     }
 }

@@ -1,0 +1,71 @@
+//! Tags and DCB over the protocol: tags on appends and reads, `read_all`
+//! and `subscribe` by tag, `read_query`, and appends with a `condition`.
+
+use serde_json::{Value, json};
+
+use crate::cli::StdioNode;
+
+fn body(reply: &Value) -> &Value {
+    &reply["body"]
+}
+
+fn registered(name: &str) -> Value {
+    json!({"event_type": "UserRegistered", "event_data": {"name": name}, "tags": [format!("username:{name}")]})
+}
+
+fn username(name: &str) -> Value {
+    json!({"items": [{"types": ["UserRegistered"], "tags": [format!("username:{name}")]}]})
+}
+
+#[test]
+fn tags_go_in_and_come_back_and_filter_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = StdioNode::start(dir.path(), &[]);
+    let mut append = json!({"type": "append", "msg_id": 1, "aggregate_id": "user-1", "version": "no_stream"});
+    for (k, v) in registered("ann").as_object().unwrap() {
+        append[k] = v.clone();
+    }
+    let r = node.send(append);
+    assert_eq!(body(&r)["type"], "appended", "{r}");
+    let r = node
+        .send(json!({"type": "append_batch", "msg_id": 2, "aggregate_id": "user-2", "version": "no_stream",
+        "events": [registered("bob"), {"event_type": "Noted", "event_data": {}}]}));
+    assert_eq!(body(&r)["type"], "appended_batch", "{r}");
+    let r = node.send(json!({"type": "read_all", "msg_id": 3, "tags": ["username:bob"]}));
+    let events = body(&r)["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{r}");
+    assert_eq!(events[0]["tags"], json!(["username:bob"]));
+    let r = node.send(json!({"type": "read_stream", "msg_id": 4, "aggregate_id": "user-2"}));
+    assert!(body(&r)["events"][1].get("tags").is_none(), "an event without tags has no field: {r}");
+    let r = node.send(json!({"type": "append", "msg_id": 5, "aggregate_id": "x-1", "version": "any",
+        "event_type": "E", "event_data": {}, "tags": ["a", "a"]}));
+    assert_eq!(body(&r)["code"], 12, "a repeated tag is a malformed request: {r}");
+    assert!(body(&r)["text"].as_str().unwrap().contains("listed twice"), "{r}");
+    node.finish();
+}
+
+#[test]
+fn read_query_and_a_conditional_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = StdioNode::start(dir.path(), &[]);
+    let r = node.send(json!({"type": "read_query", "msg_id": 1, "query": username("ann")}));
+    let b = body(&r);
+    assert_eq!((b["type"].as_str(), b["head"].as_u64()), (Some("query_events"), Some(0)), "{r}");
+    let condition = json!({"fail_if_events_match": username("ann"), "after": 0});
+    let r = node
+        .send(json!({"type": "append_batch", "msg_id": 2, "aggregate_id": "user-1", "version": "any",
+        "events": [registered("ann")], "condition": condition}));
+    assert_eq!(body(&r)["type"], "appended_batch", "{r}");
+    // The same decision again fails on the event just written.
+    let r = node.send(json!({"type": "append_many", "msg_id": 3, "condition": condition, "streams": [
+        {"aggregate_id": "user-2", "version": "any", "events": [registered("ann")]}]}));
+    let b = body(&r);
+    assert_eq!((b["type"].as_str(), b["code"].as_u64()), (Some("error"), Some(22)), "{r}");
+    assert!(b["text"].as_str().unwrap().contains("position 1"), "{r}");
+    let r =
+        node.send(json!({"type": "read_query", "msg_id": 4, "query": username("ann"), "backwards": true}));
+    let b = body(&r);
+    assert_eq!((b["events"].as_array().unwrap().len(), b["head"].as_u64()), (1, Some(1)), "{r}");
+    assert_eq!(b["events"][0]["aggregate_id"], "user-1");
+    node.finish();
+}
