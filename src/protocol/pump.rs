@@ -298,10 +298,15 @@ impl Runner {
         let mut caught_up = true;
         for (next, group) in &groups {
             let (next, group) = (*next, group.as_slice());
-            let last = head.min(next.saturating_add(batch.saturating_sub(1)));
-            caught_up &= last == head;
-            let events = match self.read(next, last, group) {
-                Ok(events) => events,
+            let window = head.min(next.saturating_add(batch.saturating_sub(1)));
+            let read = match group {
+                // A subscription of its own whose filter an index serves
+                // reads a batch of its events, not of the log's positions.
+                [one] if self.indexed(*one) => self.read_indexed(next, head, *one),
+                _ => self.read(next, window, group).map(|events| (events, window)),
+            };
+            let (events, last) = match read {
+                Ok(read) => read,
                 Err(e) => {
                     if let Round::Stop = self.fail(group, e) {
                         return Round::Stop;
@@ -309,6 +314,7 @@ impl Runner {
                     continue;
                 }
             };
+            caught_up &= last == head;
             for &i in group {
                 self.subs[i].next = last.saturating_add(1);
             }
@@ -334,11 +340,39 @@ impl Runner {
         if caught_up && !self.added { Round::CaughtUp } else { Round::Progress }
     }
 
+    /// Whether subscription `i`'s filter is served by an index.
+    fn indexed(&self, i: usize) -> bool {
+        self.store.read().is_ok_and(|r| r.uses_index(&self.subs[i].filter))
+    }
+
+    /// Up to a batch of subscription `i`'s events from `from` on, through
+    /// the index, and the position the batch covers the log to: its last
+    /// event when full, else `head`.
+    fn read_indexed(&self, from: u64, head: u64, i: usize) -> Result<(Matched, u64)> {
+        let reader = self.store.read()?;
+        let batch = DEFAULT_SUBSCRIPTION_BATCH;
+        let options = ReadAll::from_position(from)
+            .up_to_position(head)
+            .filter(self.subs[i].filter.clone())
+            .limit(batch);
+        let mut events = Vec::new();
+        let mut last = head;
+        for e in reader.all(options)? {
+            let e = e?;
+            last = e.position();
+            events.push((WireEvent::from_recorded(e.to_owned()?, true)?, vec![i]));
+        }
+        if events.len() < batch {
+            last = head;
+        }
+        Ok((events, last))
+    }
+
     /// The events at positions `from..=to` that match any of the
     /// subscriptions at `group` (positions in the list), each with those it
     /// matches. The read transaction ends before any line is written, so a
     /// slow client never holds it open.
-    fn read(&self, from: u64, to: u64, group: &[usize]) -> Result<Vec<(WireEvent, Vec<usize>)>> {
+    fn read(&self, from: u64, to: u64, group: &[usize]) -> Result<Matched> {
         let reader = self.store.read()?;
         let mut events = Vec::new();
         for e in reader.all(ReadAll::from_position(from).up_to_position(to))? {
@@ -398,6 +432,10 @@ fn pushed_line(src: &str, dest: &str, subscription_id: u64, event: &str) -> Stri
 fn json_string(s: &str) -> String {
     serde_json::Value::from(s).to_string()
 }
+
+/// Events read for a group of subscriptions, each with the subscriptions
+/// (positions in the list) it matches.
+type Matched = Vec<(WireEvent, Vec<usize>)>;
 
 #[cfg(test)]
 mod tests {

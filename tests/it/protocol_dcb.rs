@@ -69,3 +69,43 @@ fn read_query_and_a_conditional_append() {
     assert_eq!(b["events"][0]["aggregate_id"], "user-1");
     node.finish();
 }
+
+/// A subscription by tag catches up through the index, in order, and
+/// then gets live events: every matching event once.
+#[test]
+fn a_subscription_by_tag_catches_up_and_goes_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = StdioNode::start(dir.path(), &[]);
+    let mut want = Vec::new();
+    for i in 0..1200u64 {
+        let hit = i % 97 == 0;
+        let mut e = json!({"event_type": "E", "event_data": {"i": i}});
+        if hit {
+            e["tags"] = json!(["hit:1"]);
+        }
+        let r = node
+            .send(json!({"type": "append_batch", "msg_id": i, "aggregate_id": format!("s-{}", i % 3),
+            "version": "any", "events": [e]}));
+        if hit {
+            want.push(body(&r)["first_sequence_number"].as_u64().unwrap());
+        }
+    }
+    let r = node.send(json!({"type": "subscribe", "msg_id": 5000, "from_sequence": 1, "tags": ["hit:1"]}));
+    assert_eq!(body(&r)["type"], "subscribed", "{r}");
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        let m = node.read_message();
+        assert_eq!(body(&m)["type"], "event", "{m}");
+        got.push(body(&m)["event"]["sequence_number"].as_u64().unwrap());
+    }
+    assert_eq!(got, want);
+    // The reply and the pushed event may come in either order.
+    let msg = json!({"src": "client", "dest": "eventstore", "body": {"type": "append", "msg_id": 6000,
+        "aggregate_id": "s-9", "version": "any", "event_type": "E", "event_data": {}, "tags": ["hit:1"]}});
+    node.write_line(msg.to_string().as_bytes());
+    let two = [node.read_message(), node.read_message()];
+    let reply = two.iter().find(|m| body(m)["type"] == "appended").expect("the reply");
+    let pushed = two.iter().find(|m| body(m)["type"] == "event").expect("the live event");
+    assert_eq!(body(pushed)["event"]["sequence_number"], body(reply)["sequence_number"]);
+    node.finish();
+}
