@@ -34,3 +34,18 @@ fn audit_example_holds_its_invariants() {
     let dir = tempfile::tempdir().unwrap();
     audit::run(dir.path()).unwrap();
 }
+
+#[allow(dead_code)]
+#[path = "../../examples/enrolment.rs"]
+mod enrolment;
+
+/// Many concurrent enrolments: neither a course's capacity nor a student's
+/// limit is ever exceeded (the example replays the log to check), and the
+/// contention was real (some decisions were retried or refused).
+#[test]
+fn enrolment_example_never_exceeds_a_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = enrolment::run(dir.path(), 8, 60).unwrap();
+    assert!(report.enrolled > 0);
+    assert!(report.refused > 0, "the limits were reached: {report:?}");
+}

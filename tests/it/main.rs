@@ -12,6 +12,7 @@ mod core;
 #[cfg(feature = "cli")]
 mod corruption;
 mod crash;
+mod dcb_model;
 mod disk_full;
 mod examples;
 #[cfg(feature = "fault-injection")]
