@@ -108,7 +108,8 @@ pub use read::{
 pub use record::decode as decode_record;
 pub use record::{EventRef, Tags};
 pub use store::{
-    AllBatches, AppendTicket, DEFAULT_MAP_SIZE, QueryResult, Store, StoreBuilder, StoreStats, StreamBatches,
+    AllBatches, AppendTicket, DEFAULT_MAP_SIZE, LIFECYCLE_STREAM, QueryResult, Store, StoreBuilder,
+    StoreStats, StreamBatches,
 };
 #[cfg(feature = "async")]
 pub use store::{AppendFuture, AppendManyFuture};
@@ -120,5 +121,6 @@ pub use vocab::SpanMetadataLayer;
 pub use vocab::{
     AppendCondition, AppendResult, ContentType, Error, EventMetadata, ExpectedVersion, Fault, Filter,
     MAX_CONSUMER_NAME_LEN, MAX_JSON_DEPTH, MAX_METADATA_ID_LEN, MAX_NAME_LEN, MAX_TAG_LEN, MAX_TAGS,
-    MAX_TRACEPARENT_LEN, NewEvent, Query, QueryItem, RecordedEvent, Result, VerifyReport, category_of,
+    MAX_TRACEPARENT_LEN, NewEvent, Query, QueryItem, RecordedEvent, Result, StreamLifecycle, StreamRetention,
+    VerifyReport, category_of,
 };

@@ -143,6 +143,11 @@ impl Reader {
         max_version: u64,
     ) -> Result<Option<FoundSnapshot>> {
         let Some(head) = self.head_of(stream)? else { return Ok(None) };
+        // A snapshot holds the state of every event up to it, served or
+        // not: a stream whose retention hides events is replayed instead.
+        if self.stream_hides_events(stream)? {
+            return Ok(None);
+        }
         let key = stream_version_key(head.stream_no, max_version.min(head.version));
         let (txn, db) = self.side_table(Table::Snapshots);
         let Some((k, v)) = db.get_lower_than_or_equal_to(txn, &key)? else {

@@ -29,10 +29,16 @@ pub(crate) struct Dbs {
     /// The secondary indexes (`index_keys.rs`); `None` only in a store of
     /// format 1 opened read-only, which has none yet.
     pub index: Option<Db>,
+    /// Streams' lifecycle and retention (`stream_meta.rs`); `None` only in
+    /// a store opened read-only that has never had any.
+    pub stream_meta: Option<Db>,
 }
 
 /// The secondary indexes' database, added by format 2.
 const INDEX_NAME: &str = "index";
+
+/// The streams' lifecycle database, added with stream deletion.
+const STREAM_META_NAME: &str = "stream_meta";
 
 const NAMES: [&str; 7] =
     ["events", "streams", "stream_index", "event_ids", "snapshots", "checkpoints", "meta"];
@@ -58,7 +64,17 @@ impl Dbs {
 
     fn from_array(a: [Db; 7]) -> Self {
         let [events, streams, stream_index, event_ids, snapshots, checkpoints, meta] = a;
-        Dbs { events, streams, stream_index, event_ids, snapshots, checkpoints, meta, index: None }
+        Dbs {
+            events,
+            streams,
+            stream_index,
+            event_ids,
+            snapshots,
+            checkpoints,
+            meta,
+            index: None,
+            stream_meta: None,
+        }
     }
 }
 
@@ -297,6 +313,10 @@ pub(crate) fn create_dbs(env: &Env<WithoutTls>) -> Result<Dbs> {
         let [index] = create_named(env, [INDEX_NAME])?;
         dbs.index = Some(index);
     }
+    if dbs.stream_meta.is_none() {
+        let [stream_meta] = create_named(env, [STREAM_META_NAME])?;
+        dbs.stream_meta = Some(stream_meta);
+    }
     Ok(dbs)
 }
 
@@ -309,6 +329,7 @@ pub(crate) fn open_dbs(env: &Env<WithoutTls>) -> Result<Option<Dbs>> {
         Ok(arr) => {
             let mut dbs = Dbs::from_array(arr);
             dbs.index = open_named(env, [INDEX_NAME])?.ok().map(|[index]| index);
+            dbs.stream_meta = open_named(env, [STREAM_META_NAME])?.ok().map(|[db]| db);
             Ok(Some(dbs))
         }
         Err(missing) if missing.len() == NAMES.len() => Ok(None),

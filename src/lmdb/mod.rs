@@ -12,6 +12,7 @@ pub(crate) mod keys;
 pub(crate) mod lock;
 pub(crate) mod map_fault;
 pub(crate) mod meta;
+pub(crate) mod stream_meta;
 
 pub use durability::Durability;
 pub use map_fault::{DAMAGED_FILE_EXIT_CODE, install_damaged_file_handler};

@@ -424,7 +424,7 @@ pub fn error_reply(in_reply_to: Option<u64>, error: Error) -> Reply {
         | Error::AppendConditionFailed { .. }
         | Error::CheckpointNotAdvanced { .. }
         | Error::CheckpointPastHead { .. } => codes::PRECONDITION_FAILED,
-        Error::StreamNotFound { .. } => codes::NOT_FOUND,
+        Error::StreamNotFound { .. } | Error::StreamDeleted { .. } => codes::NOT_FOUND,
         Error::InvalidStreamId { .. }
         | Error::InvalidEventType { .. }
         | Error::InvalidPayload { .. }

@@ -81,6 +81,9 @@ pub struct StreamIter<'t> {
     run_position: u64,
     /// Forward reads: one events cursor walked across runs.
     walker: Option<Walker<'t>>,
+    /// What the stream's retention serves: versions from, times since.
+    served_from: u64,
+    served_since: u64,
     runs: Runs<'t>,
     /// The read has ended or failed.
     done: bool,
@@ -108,8 +111,13 @@ impl<'t> StreamIter<'t> {
         o: ReadStream,
     ) -> Result<Self> {
         let (stream_no, version) = head.map_or((0, 0), |h| (h.stream_no, h.version));
-        let (next, last_version) = o.versions(version);
+        let (mut next, last_version) = o.versions(version);
+        if o.direction == Direction::Forward && next > 0 {
+            next = next.max(o.served_from);
+        }
         Ok(StreamIter {
+            served_from: o.served_from,
+            served_since: o.served_since,
             reader,
             stream: stream.into(),
             stream_no,
@@ -297,6 +305,16 @@ impl<'t> Walk<'t> for StreamIter<'t> {
                 ));
             }
             self.next = self.direction.after(self.next);
+            if event.version() < self.served_from || event.recorded_at() < self.served_since {
+                match self.direction {
+                    // Times grow with versions: what is past retention is a prefix.
+                    Direction::Forward => continue,
+                    Direction::Backward => {
+                        self.next = 0;
+                        return Ok(None);
+                    }
+                }
+            }
             if self.up_to.is_some_and(|u| position > u) {
                 match self.direction {
                     Direction::Forward => {
@@ -413,6 +431,8 @@ impl<'t> RawRecords<'t> {
 /// Records are read ahead and checked in blocks (see `block.rs` for why),
 /// starting small so a short read stays cheap.
 pub struct AllIter<'t> {
+    reader: &'t Reader,
+    served: super::served::Served,
     raw: super::indexed::Records<'t>,
     remaining: usize,
     filter: Filter,
@@ -424,6 +444,8 @@ pub struct AllIter<'t> {
 impl<'t> AllIter<'t> {
     pub(crate) fn new(reader: &'t Reader, o: ReadAll, up_to: Option<u64>) -> Result<Self> {
         Ok(AllIter {
+            reader,
+            served: super::served::Served::new(reader)?,
             raw: super::indexed::Records::new(reader, o.from, up_to, &o.filter)?,
             remaining: o.limit.unwrap_or(usize::MAX),
             filter: o.filter,
@@ -470,7 +492,7 @@ impl<'t> Walk<'t> for AllIter<'t> {
                     continue;
                 }
             };
-            if !event.passes(&self.filter) {
+            if !event.passes(&self.filter) || !self.served.serves(self.reader, &event)? {
                 continue;
             }
             self.remaining = self.remaining.saturating_sub(1);

@@ -8,6 +8,7 @@ mod query;
 
 pub use query::{QueryIter, ReadQuery};
 mod scan;
+pub(crate) mod served;
 
 pub use iter::{AllIter, StreamIter};
 pub(crate) use scan::default_threads;
@@ -94,6 +95,10 @@ pub struct ReadStream {
     pub(crate) up_to_position: Option<u64>,
     pub(crate) up_to_time: Option<u64>,
     pub(crate) to_version: Option<u64>,
+    /// The first version the stream's retention serves (set by the reader).
+    pub(crate) served_from: u64,
+    /// The oldest `recorded_at` the stream's retention serves.
+    pub(crate) served_since: u64,
 }
 
 impl ReadStream {
@@ -258,6 +263,11 @@ impl Reader {
         indexed::driving_terms(filter)
     }
 
+    /// Whether the stream's lifecycle or retention hides any of its events.
+    pub(crate) fn stream_hides_events(&self, stream: &str) -> Result<bool> {
+        Ok(served::meta_of(self, stream)?.is_some_and(|m| m.hides_any()))
+    }
+
     /// Whether a read with `filter` walks the indexes (see
     /// [`ReadAll::filter`]).
     pub fn uses_index(&self, filter: &Filter) -> bool {
@@ -379,6 +389,11 @@ impl Reader {
             let id = std::str::from_utf8(k).map_err(|_| Error::index("streams", "stream id is not UTF-8"))?;
             let head = StreamHead::decode(v)?;
             self.check_head(id, &head)?;
+            // A deleted stream is not listed (a soft-deleted one again after
+            // its next append).
+            if served::meta_of(self, id)?.is_some_and(|m| m.deleted || m.tombstoned) {
+                continue;
+            }
             out.push(info(id.to_string(), head));
         }
         Ok(out)
@@ -424,6 +439,13 @@ impl Reader {
             self.check_head(stream, h)?;
         }
         options.up_to_position = self.position_bound(options.up_to_position, options.up_to_time.take())?;
+        if let Some(meta) = served::meta_of(self, stream)? {
+            if meta.tombstoned {
+                return Err(Error::StreamDeleted { stream: stream.to_string() });
+            }
+            options.served_from = meta.first_served_version(head.map_or(0, |h| h.version));
+            options.served_since = meta.min_recorded_at(crate::vocab::now_micros());
+        }
         StreamIter::new(self, stream, head, options)
     }
 

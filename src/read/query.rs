@@ -47,6 +47,7 @@ pub struct QueryIter<'t> {
     positions: Positions<'t>,
     remaining: usize,
     done: bool,
+    served: super::served::Served,
 }
 
 enum Positions<'t> {
@@ -105,6 +106,7 @@ impl<'t> QueryIter<'t> {
             positions,
             remaining: options.limit.unwrap_or(usize::MAX),
             done: false,
+            served: super::served::Served::new(reader)?,
         })
     }
 
@@ -130,7 +132,9 @@ impl<'t> QueryIter<'t> {
             let event = self.reader.event(p)?.ok_or_else(|| {
                 Error::index("index", format!("an index names position {p}, which is not in the log"))
             })?;
-            if self.query.matches(event.event_type(), event.tags()) {
+            if self.query.matches(event.event_type(), event.tags())
+                && self.served.serves(self.reader, &event)?
+            {
                 self.remaining = self.remaining.saturating_sub(1);
                 return Ok(Some(event));
             }

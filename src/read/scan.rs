@@ -59,12 +59,17 @@ where
     let mut raw = Records::new(reader, options.from, up_to, &filter)?;
     let limit = options.limit.unwrap_or(usize::MAX);
     let mut remaining = limit;
+    let mut served = super::served::Served::new(reader)?;
     let mut deliver = |chunk: Checked<'t>, remaining: &mut usize| -> Result<bool, E> {
         for event in chunk {
             if *remaining == 0 {
                 return Ok(false);
             }
-            f(event?)?;
+            let event = event?;
+            if !served.serves(reader, &event)? {
+                continue;
+            }
+            f(event)?;
             *remaining = remaining.saturating_sub(1);
         }
         Ok(*remaining > 0)

@@ -83,6 +83,12 @@ pub(crate) fn encode(stream: &str, event: NewEvent, max_event_size: usize) -> Re
     if let Some(reason) = name_problem(&event.event_type, MAX_NAME_LEN) {
         return Err(Error::InvalidEventType { event_type: shorten(&event.event_type), reason });
     }
+    if event.event_type.starts_with('$') && !event.system && !event.imported {
+        return Err(Error::InvalidEventType {
+            event_type: shorten(&event.event_type),
+            reason: "names starting with `$` are reserved for the events the store writes itself".into(),
+        });
+    }
     let payload = event
         .payload
         .map_err(|reason| Error::InvalidPayload { event_type: event.event_type.clone(), reason })?;

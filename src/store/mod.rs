@@ -4,11 +4,13 @@
 mod batched;
 mod builder;
 mod dcb;
+mod lifecycle;
 mod open;
 
 pub use batched::{AllBatches, StreamBatches};
 pub use builder::{DEFAULT_MAP_SIZE, StoreBuilder};
 pub use dcb::QueryResult;
+pub use lifecycle::LIFECYCLE_STREAM;
 
 use std::any::Any;
 use std::collections::HashSet;
@@ -277,8 +279,14 @@ impl Store {
         }
         let (reply, ticket) = crate::writer::ticket();
         let submitted = std::time::Instant::now();
-        let mut command =
-            Some(Command::Write(Request { appends, side_writes, condition: None, reply, submitted }));
+        let mut command = Some(Command::Write(Request {
+            appends,
+            side_writes,
+            condition: None,
+            lifecycle: None,
+            reply,
+            submitted,
+        }));
         std::future::poll_fn(|cx| {
             let Some(queued) = command.take() else {
                 return std::task::Poll::Ready(Err(Error::Closed));
@@ -363,6 +371,14 @@ impl Store {
         events: impl IntoIterator<Item = NewEvent>,
     ) -> Result<StreamAppend> {
         crate::vocab::validate_stream_id(stream)?;
+        let events: Vec<NewEvent> = events.into_iter().collect();
+        if stream.starts_with('$') && events.iter().any(|e| !e.system && !e.imported) {
+            return Err(Error::InvalidStreamId {
+                stream: stream.to_string(),
+                reason: "stream ids starting with `$` are reserved for the streams the store writes itself"
+                    .into(),
+            });
+        }
         let events: Vec<EncodedEvent> = events
             .into_iter()
             .map(|e| record::encode(stream, e, self.inner.max_event_size))
@@ -390,12 +406,33 @@ impl Store {
         side_writes: Vec<Box<dyn SideWrite>>,
         condition: Option<crate::vocab::AppendCondition>,
     ) -> Result<AppendTicket> {
+        self.send_full(appends, side_writes, condition, None)
+    }
+
+    /// [`send_request`](Store::send_request) with a change to a stream's
+    /// lifecycle for the writer to make in the same transaction.
+    pub(crate) fn send_full(
+        &self,
+        appends: Vec<StreamAppend>,
+        side_writes: Vec<Box<dyn SideWrite>>,
+        condition: Option<crate::vocab::AppendCondition>,
+        lifecycle: Option<(String, crate::writer::Lifecycle)>,
+    ) -> Result<AppendTicket> {
+        let lifecycle = lifecycle.map(Box::new);
+        let condition = condition.map(Box::new);
         if let Some(reason) = self.inner.shared.poisoned() {
             return Err(Error::Poisoned { reason: reason.to_string() });
         }
         let (reply, ticket) = crate::writer::ticket();
         let submitted = std::time::Instant::now();
-        self.command(Command::Write(Request { appends, side_writes, condition, reply, submitted }))?;
+        self.command(Command::Write(Request {
+            appends,
+            side_writes,
+            condition,
+            lifecycle,
+            reply,
+            submitted,
+        }))?;
         Ok(ticket)
     }
 

@@ -483,6 +483,14 @@ pub enum Error {
         checkpoint: u64,
     },
 
+    /// The stream was deleted for good (a tombstone): it cannot be read or
+    /// written again.
+    #[error("stream {stream:?} was deleted for good (tombstoned): it can be neither read nor written")]
+    StreamDeleted {
+        /// The stream id.
+        stream: String,
+    },
+
     /// The operation needs a stream that has no events yet.
     #[error("stream {stream:?} has no events: append to it first")]
     StreamNotFound {

@@ -181,6 +181,9 @@ pub struct NewEvent {
     /// may be named like metadata fields, as a store written before those
     /// names were refused may hold.
     pub(crate) imported: bool,
+    /// Written by the store itself (a deletion, a retention change): may
+    /// use the reserved `$` names.
+    pub(crate) system: bool,
     pub(crate) event_id: Option<Uuid>,
     pub(crate) schema_version: u32,
     pub(crate) metadata: EventMetadata,
@@ -219,6 +222,7 @@ impl NewEvent {
             content_type,
             json_checked: false,
             imported: false,
+            system: false,
             event_id: None,
             schema_version: 1,
             metadata: EventMetadata::default(),

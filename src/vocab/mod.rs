@@ -13,6 +13,7 @@ pub(crate) mod json_limits;
 pub(crate) mod metadata;
 mod names;
 mod report;
+mod retention;
 #[cfg(feature = "tracing-span")]
 mod span;
 mod version;
@@ -28,6 +29,7 @@ pub use metadata::{MAX_METADATA_ID_LEN, MAX_TRACEPARENT_LEN};
 pub use names::{MAX_CONSUMER_NAME_LEN, MAX_NAME_LEN, MAX_TAG_LEN, MAX_TAGS, category_of};
 pub(crate) use names::{name_problem, shorten, validate_name, validate_stream_id, validate_tags};
 pub use report::{Fault, VerifyReport};
+pub use retention::{StreamLifecycle, StreamRetention};
 #[cfg(feature = "tracing-span")]
 pub use span::SpanMetadataLayer;
 pub use version::ExpectedVersion;

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::batch::Writer;
 use super::{Request, StreamAppend};
 use crate::lmdb::keys::{Run, StreamHead, le_u64, position_key, stream_version_key};
+use crate::lmdb::stream_meta::StreamMeta;
 use crate::record;
 use crate::vocab::{AppendResult, Error, ExpectedVersion};
 
@@ -65,6 +66,54 @@ impl Writer {
         }
     }
 
+    /// The stream's lifecycle and retention, if it has any.
+    fn stream_meta(&self, wtxn: &RwTxn, stream: &str) -> Result<Option<StreamMeta>, Step> {
+        let Some(db) = self.dbs.stream_meta else { return Ok(None) };
+        match db.get(wtxn, stream.as_bytes())? {
+            Some(v) => StreamMeta::decode(stream.as_bytes(), v).map(Some).map_err(Step::Reject),
+            None => Ok(None),
+        }
+    }
+
+    /// The stream's metadata after `change`, checked against the stream as
+    /// this batch sees it: a tombstoned stream takes no change, a deletion
+    /// needs events to delete.
+    fn lifecycle_change(
+        &self,
+        wtxn: &RwTxn,
+        ctx: &mut BatchCtx,
+        stream: &str,
+        change: super::Lifecycle,
+    ) -> Result<StreamMeta, Step> {
+        let mut meta = self.stream_meta(wtxn, stream)?.unwrap_or_default();
+        if meta.tombstoned {
+            return Err(Step::Reject(Error::StreamDeleted { stream: stream.to_string() }));
+        }
+        let version = self.head(wtxn, ctx, stream)?.map_or(0, |h| h.version);
+        match change {
+            super::Lifecycle::SoftDelete | super::Lifecycle::Tombstone if version == 0 => {
+                return Err(Step::Reject(Error::StreamNotFound { stream: stream.to_string() }));
+            }
+            super::Lifecycle::SoftDelete => {
+                meta.deleted = true;
+                meta.truncate_before = meta.truncate_before.max(version.saturating_add(1));
+            }
+            super::Lifecycle::Tombstone => meta.tombstoned = true,
+            super::Lifecycle::Retention { truncate_before, max_count, max_age_us } => {
+                if let Some(t) = truncate_before {
+                    meta.truncate_before = meta.truncate_before.max(t);
+                }
+                if let Some(c) = max_count {
+                    meta.max_count = c;
+                }
+                if let Some(a) = max_age_us {
+                    meta.max_age_us = a;
+                }
+            }
+        }
+        Ok(meta)
+    }
+
     /// Checks a request against the transaction's view and writes it, or
     /// rejects it having written nothing.
     pub(super) fn apply(
@@ -76,6 +125,11 @@ impl Writer {
         let mut plans = Vec::with_capacity(req.appends.len());
         let mut stored = Vec::new();
         for (i, a) in req.appends.iter().enumerate() {
+            if let Some(meta) = self.stream_meta(wtxn, &a.stream_id)?
+                && meta.tombstoned
+            {
+                return Err(Step::Reject(Error::StreamDeleted { stream: a.stream_id.clone() }));
+            }
             let head = self.head(wtxn, ctx, &a.stream_id)?;
             if let Some(original) = self.already_stored(wtxn, a)? {
                 stored.push(original);
@@ -106,10 +160,30 @@ impl Writer {
             let after = condition.after.unwrap_or(0);
             return Err(Step::Reject(Error::AppendConditionFailed { position, after }));
         }
+        let lifecycle = match req.lifecycle.as_deref() {
+            Some((stream, change)) => {
+                Some((stream.as_str(), self.lifecycle_change(wtxn, ctx, stream, *change)?))
+            }
+            None => None,
+        };
         let mut results = stored;
         for (i, head) in plans {
             let a = &mut req.appends[i];
             results.push(self.write_append(wtxn, ctx, a, head)?);
+            // A soft-deleted stream lives again with its next append; what
+            // came before the deletion stays hidden.
+            if let Some(mut meta) = self.stream_meta(wtxn, &a.stream_id)?
+                && meta.deleted
+                && let Some(db) = self.dbs.stream_meta
+            {
+                meta.deleted = false;
+                db.put(wtxn, a.stream_id.as_bytes(), &meta.encode(a.stream_id.as_bytes()))?;
+            }
+        }
+        if let Some((stream, meta)) = lifecycle
+            && let Some(db) = self.dbs.stream_meta
+        {
+            db.put(wtxn, stream.as_bytes(), &meta.encode(stream.as_bytes()))?;
         }
         for w in &req.side_writes {
             w.apply(wtxn, &self.dbs)?;

@@ -519,6 +519,7 @@ mod tests {
                 appends,
                 side_writes: Vec::new(),
                 condition: None,
+                lifecycle: None,
                 reply: tx,
                 submitted: Instant::now(),
             });
@@ -550,6 +551,7 @@ mod tests {
                 appends,
                 side_writes: Vec::new(),
                 condition: None,
+                lifecycle: None,
                 reply: tx,
                 submitted: Instant::now(),
             },

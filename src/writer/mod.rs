@@ -50,10 +50,25 @@ pub(crate) struct Request {
     pub side_writes: Vec<Box<dyn SideWrite>>,
     /// A DCB condition, checked in the batch before anything of the
     /// request is written.
-    pub condition: Option<crate::vocab::AppendCondition>,
+    pub condition: Option<Box<crate::vocab::AppendCondition>>,
+    /// A change to a stream's lifecycle or retention, made in the same
+    /// transaction as the request's appends (the event that records it).
+    pub lifecycle: Option<Box<(String, Lifecycle)>>,
     pub reply: ReplySender,
     /// When it was submitted, for the append latency metrics.
     pub submitted: std::time::Instant,
+}
+
+/// A change to a stream's lifecycle or retention (see `lmdb/stream_meta.rs`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Lifecycle {
+    /// Hide everything up to the stream's version now, and the stream,
+    /// until its next append.
+    SoftDelete,
+    /// Refuse every later read and write of the stream.
+    Tombstone,
+    /// Set the limits given; `None` keeps a limit as it is, 0 lifts it.
+    Retention { truncate_before: Option<u64>, max_count: Option<u64>, max_age_us: Option<u64> },
 }
 
 /// The writer's answer to a request. It carries the request's encoded events

@@ -17,6 +17,7 @@ mod disk_full;
 mod examples;
 #[cfg(feature = "fault-injection")]
 mod faults;
+mod forgetting;
 mod fuzz_corpus;
 mod indexes;
 mod layers;
