@@ -12,11 +12,11 @@ use super::DEFAULT_MAX_SUBSCRIPTIONS;
 use super::appends;
 use super::auth::Token;
 use super::pump::{NewSubscription, Pump};
-use super::reads;
 use super::wire::{
     self, DEFAULT_NODE_ID, DEFAULT_READ_LIMIT, Envelope, MAX_READ_LIMIT, RawJson, ReadStreamRequest, Reply,
     Request, WireEvent, codes,
 };
+use super::{lifecycle, reads};
 use crate::json::JsonState;
 use crate::read::ReadStream;
 use crate::store::Store;
@@ -312,6 +312,11 @@ impl Session {
             Request::ReadStream(r) => self.read_stream(r),
             Request::ReadAll(r) => reads::read_all(&self.store, r),
             Request::ReadQuery(r) => reads::read_query(&self.store, r),
+            Request::DeleteStream(r) => lifecycle::delete_stream(&self.store, r),
+            Request::SetStreamRetention(r) => lifecycle::set_stream_retention(&self.store, r),
+            Request::GetStreamLifecycle(r) => {
+                lifecycle::lifecycle(&self.store, &r.aggregate_id, r.msg_id, None)
+            }
             Request::Stats(_) => self.store.stats().map(|stats| Reply::StatsOk { in_reply_to: id, stats }),
             Request::CreateSnapshot(r) => {
                 self.store.snapshot_json_state(&r.aggregate_id).map(|s| Reply::SnapshotCreated {

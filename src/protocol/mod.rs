@@ -11,6 +11,7 @@
 mod appends;
 mod auth;
 mod dispatch;
+mod lifecycle;
 mod parse;
 mod pump;
 mod reads;

@@ -814,3 +814,29 @@ fn tags_are_appended_read_by_tag_and_reindexed() {
     assert_eq!(ok(run(&dir, &["reindex"])).trim(), "indexed 2 events by type, category and tag");
     assert!(ok(run(&dir, &["verify"])).trim().ends_with(": ok"));
 }
+
+#[test]
+fn delete_and_retention_from_the_command_line() {
+    let (_t, dir) = store_dir();
+    for i in 0..5 {
+        ok(run(&dir, &["append", "log-1", "E", "--payload", &i.to_string()]));
+    }
+    ok(run(&dir, &["append", "cart-1", "E", "--payload", "{}"]));
+    let out = ok(run(
+        &dir,
+        &["retention", "log-1", "--max-count", "2", "--reason", "keep two", "--user-id", "ops"],
+    ));
+    assert!(out.contains("max count 2"), "{out}");
+    assert_eq!(json_lines(&ok(run(&dir, &["--json", "read", "log-1"]))).len(), 2);
+    let out = ok(run(&dir, &["delete", "cart-1", "--reason", "abandoned"]));
+    assert!(out.contains("deleted"), "{out}");
+    assert!(json_lines(&ok(run(&dir, &["--json", "read", "cart-1"]))).is_empty());
+    ok(run(&dir, &["delete", "log-1", "--reason", "gone", "--hard"]));
+    let err = fails(run(&dir, &["read", "log-1"]));
+    assert!(err.contains("deleted for good"), "{err}");
+    let err = fails(run(&dir, &["append", "log-1", "E", "--payload", "{}"]));
+    assert!(err.contains("deleted for good"), "{err}");
+    let changes = json_lines(&ok(run(&dir, &["--json", "read", "$streams"])));
+    assert_eq!(changes.len(), 3);
+    assert_eq!(changes[0]["user_id"], "ops");
+}

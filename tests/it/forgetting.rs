@@ -156,3 +156,22 @@ fn reserved_names_are_refused_to_appenders() {
     let err = store.delete_stream("$streams", "x", EventMetadata::new()).unwrap_err();
     assert!(matches!(err, Error::InvalidStreamId { .. }), "{err}");
 }
+
+/// `verify` checks what is stored, served or not: deleting and limiting
+/// streams leaves a store that verifies.
+#[test]
+fn a_store_with_deleted_and_limited_streams_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for s in ["a-1", "b-1", "c-1"] {
+        store.append(s, ExpectedVersion::Any, (0..5).map(ev)).unwrap();
+    }
+    store.delete_stream("a-1", "x", EventMetadata::new()).unwrap();
+    store.tombstone_stream("b-1", "y", EventMetadata::new()).unwrap();
+    store
+        .set_stream_retention("c-1", StreamRetention::new().max_count(2), "z", EventMetadata::new())
+        .unwrap();
+    store.append("a-1", ExpectedVersion::Any, [ev(9)]).unwrap();
+    let report = store.verify().unwrap();
+    assert!(report.is_ok(), "{:?}", report.faults);
+}

@@ -109,3 +109,37 @@ fn a_subscription_by_tag_catches_up_and_goes_live() {
     assert_eq!(body(pushed)["event"]["sequence_number"], body(reply)["sequence_number"]);
     node.finish();
 }
+
+/// Deleting and limiting streams over the protocol.
+#[test]
+fn delete_stream_and_retention_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = StdioNode::start(dir.path(), &[]);
+    let ev = |n: u64| json!({"event_type": "E", "event_data": {"n": n}});
+    node.send(json!({"type": "append_batch", "msg_id": 1, "aggregate_id": "log-1", "version": "any",
+        "events": [ev(1), ev(2), ev(3), ev(4)]}));
+    let r = node.send(json!({"type": "set_stream_retention", "msg_id": 2, "aggregate_id": "log-1",
+        "max_count": 2, "reason": "keep two", "metadata": {"user_id": "ops"}}));
+    let b = body(&r);
+    assert_eq!(
+        (b["type"].as_str(), b["max_count"].as_u64(), b["sequence_number"].as_u64()),
+        (Some("stream_lifecycle"), Some(2), Some(5)),
+        "{r}"
+    );
+    let r = node.send(json!({"type": "read_stream", "msg_id": 3, "aggregate_id": "log-1"}));
+    assert_eq!(body(&r)["events"].as_array().unwrap().len(), 2, "{r}");
+    let r = node.send(json!({"type": "delete_stream", "msg_id": 4, "aggregate_id": "log-1", "reason": "gone", "hard": true}));
+    assert_eq!(
+        (body(&r)["type"].as_str(), body(&r)["hard"].as_bool()),
+        (Some("stream_deleted"), Some(true)),
+        "{r}"
+    );
+    let r = node.send(json!({"type": "read_stream", "msg_id": 5, "aggregate_id": "log-1"}));
+    assert_eq!(body(&r)["code"], 20, "a tombstoned stream is not found: {r}");
+    assert!(body(&r)["text"].as_str().unwrap().contains("deleted for good"), "{r}");
+    let r = node.send(json!({"type": "get_stream_lifecycle", "msg_id": 6, "aggregate_id": "log-1"}));
+    assert_eq!(body(&r)["tombstoned"], true, "{r}");
+    let r = node.send(json!({"type": "delete_stream", "msg_id": 7, "aggregate_id": "none-1", "reason": "x"}));
+    assert_eq!(body(&r)["code"], 20, "{r}");
+    node.finish();
+}

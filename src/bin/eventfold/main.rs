@@ -6,6 +6,7 @@
 mod append;
 mod backup;
 mod consumers;
+mod delete;
 mod demo;
 mod event;
 mod export;
@@ -82,6 +83,10 @@ enum Command {
     Verify(verify::Args),
     /// Build the indexes by event type, category and tag anew (after `verify` reports index faults).
     Reindex(reindex::Args),
+    /// Delete a stream: hidden at once (appending brings it back), or for good with --hard.
+    Delete(delete::DeleteArgs),
+    /// Limit what of a stream is served: truncate before a version, a maximum count or age.
+    Retention(delete::RetentionArgs),
     /// Write the log as JSON lines (every field kept), to stdout or a file.
     Export(export::Args),
     /// Load an export; importing the same file twice writes nothing new.
@@ -162,6 +167,8 @@ fn main() -> ExitCode {
         Command::Projection(a) => projection::run(&ctx, a),
         Command::Verify(a) => verify::run(&ctx, a),
         Command::Reindex(a) => reindex::run(&ctx, a),
+        Command::Delete(a) => delete::delete(&ctx, a),
+        Command::Retention(a) => delete::retention(&ctx, a),
         Command::Export(a) => export::run(&ctx, a),
         Command::Import(a) => import::run(&ctx, a),
         Command::Backup(a) => backup::run(&ctx, a),

@@ -10,9 +10,10 @@ use serde_json::value::RawValue;
 
 use super::wire::{
     AckRequest, AggregateRequest, AppendBatchRequest, AppendManyRequest, AppendRequest, AuthRequest,
-    ConsumerRequest, EmptyRequest, Envelope, GetEventRequest, GetStateRequest, InitRequest,
-    ListStreamsRequest, RawJson, ReadAllRequest, ReadQueryRequest, ReadStreamRequest, RejectedRequest,
-    Request, SubscribeRequest, UnsubscribeRequest, WireNewEvent, WireStreamAppend, WireVersion, codes,
+    ConsumerRequest, DeleteStreamRequest, EmptyRequest, Envelope, GetEventRequest, GetStateRequest,
+    InitRequest, ListStreamsRequest, RawJson, ReadAllRequest, ReadQueryRequest, ReadStreamRequest,
+    RejectedRequest, Request, SetStreamRetentionRequest, SubscribeRequest, UnsubscribeRequest, WireNewEvent,
+    WireStreamAppend, WireVersion, codes,
 };
 use crate::vocab::ExpectedVersion;
 
@@ -143,6 +144,9 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope<Request>, RejectedRequest> 
         "list_streams" => f.list_streams(msg_id),
         "get_event" => f.get_event(msg_id),
         "read_query" => f.read_query(msg_id),
+        "delete_stream" => f.delete_stream(msg_id),
+        "set_stream_retention" => f.set_stream_retention(msg_id),
+        "get_stream_lifecycle" => f.aggregate(msg_id).map(Request::GetStreamLifecycle),
         "auth" => f.req("token").map(|token| Request::Auth(AuthRequest { msg_id, token })),
         other => {
             return Err(reject(
@@ -401,6 +405,28 @@ impl Fields<'_> {
             from_sequence: self.opt("from_sequence")?,
             limit: self.opt("limit")?,
             backwards: self.opt("backwards")?.unwrap_or(false),
+        }))
+    }
+
+    fn delete_stream(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        Ok(Request::DeleteStream(DeleteStreamRequest {
+            msg_id,
+            aggregate_id: self.req("aggregate_id")?,
+            reason: self.req("reason")?,
+            hard: self.opt("hard")?.unwrap_or(false),
+            metadata: self.opt("metadata")?,
+        }))
+    }
+
+    fn set_stream_retention(&self, msg_id: Option<u64>) -> Result<Request, String> {
+        Ok(Request::SetStreamRetention(SetStreamRetentionRequest {
+            msg_id,
+            aggregate_id: self.req("aggregate_id")?,
+            reason: self.req("reason")?,
+            truncate_before: self.opt("truncate_before")?,
+            max_count: self.opt("max_count")?,
+            max_age_seconds: self.opt("max_age_seconds")?,
+            metadata: self.opt("metadata")?,
         }))
     }
 

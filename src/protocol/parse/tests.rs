@@ -105,6 +105,23 @@ fn parser_agrees_with_serde() {
         Request::GetEvent(GetEventRequest { msg_id: Some(13), event_id: None, sequence_number: Some(1) }),
         Request::Auth(AuthRequest { msg_id: Some(14), token: "s3cret".into() }),
         Request::Stats(EmptyRequest { msg_id: Some(6) }),
+        Request::DeleteStream(DeleteStreamRequest {
+            msg_id: Some(16),
+            aggregate_id: "a-1".into(),
+            reason: "gone".into(),
+            hard: true,
+            metadata: Some(WireMetadata { user_id: Some("ops".into()), ..WireMetadata::default() }),
+        }),
+        Request::SetStreamRetention(SetStreamRetentionRequest {
+            msg_id: Some(17),
+            aggregate_id: "a-1".into(),
+            reason: "tidy".into(),
+            truncate_before: Some(3),
+            max_count: None,
+            max_age_seconds: Some(60),
+            metadata: None,
+        }),
+        Request::GetStreamLifecycle(AggregateRequest { msg_id: Some(18), aggregate_id: "a-1".into() }),
         Request::GetState(GetStateRequest {
             msg_id: Some(7),
             aggregate_id: "a".into(),

@@ -140,6 +140,41 @@ pub enum Reply {
         /// The last sequence number in the store.
         head: u64,
     },
+    /// The answer to `delete_stream`.
+    StreamDeleted {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// The stream deleted.
+        aggregate_id: String,
+        /// Deleted for good.
+        hard: bool,
+        /// Where the event that records the deletion is.
+        sequence_number: u64,
+    },
+    /// The answer to `set_stream_retention` and `get_stream_lifecycle`.
+    StreamLifecycle {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// The stream.
+        aggregate_id: String,
+        /// Soft-deleted and not appended to since.
+        deleted: bool,
+        /// Deleted for good.
+        tombstoned: bool,
+        /// The first version served by truncation.
+        truncate_before: u64,
+        /// Only the newest this many events are served.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_count: Option<u64>,
+        /// Only events younger than this many seconds are served.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_age_seconds: Option<u64>,
+        /// Where the event that records the change is (`set_stream_retention`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sequence_number: Option<u64>,
+    },
     /// The answer to `read_query`.
     QueryEvents {
         /// The request's `msg_id`.

@@ -228,6 +228,48 @@ pub struct ReadAllRequest {
     pub tags: Vec<String>,
 }
 
+/// `delete_stream`: stop serving a stream, soft or for good.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeleteStreamRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// The stream to delete.
+    pub aggregate_id: String,
+    /// Why, recorded in the event that records the deletion.
+    pub reason: String,
+    /// For good (a tombstone).
+    #[serde(default)]
+    pub hard: bool,
+    /// Who asked and the request's ids, for the recording event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<WireMetadata>,
+}
+
+/// `set_stream_retention`: limits on what of a stream is served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetStreamRetentionRequest {
+    /// Request id, echoed as `in_reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// The stream to limit.
+    pub aggregate_id: String,
+    /// Why, recorded in the event that records the change.
+    pub reason: String,
+    /// Stop serving the versions below this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncate_before: Option<u64>,
+    /// Serve only the newest this many events (0 lifts the limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_count: Option<u64>,
+    /// Serve only events younger than this many seconds (0 lifts the limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_seconds: Option<u64>,
+    /// Who asked and the request's ids, for the recording event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<WireMetadata>,
+}
+
 /// `read_query`: a DCB read, the events that match a query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReadQueryRequest {
@@ -382,6 +424,12 @@ pub enum Request {
     Auth(AuthRequest),
     /// A DCB read; answered by `query_events`.
     ReadQuery(ReadQueryRequest),
+    /// Deletes a stream; answered by `stream_deleted`.
+    DeleteStream(DeleteStreamRequest),
+    /// Limits what of a stream is served; answered by `stream_lifecycle`.
+    SetStreamRetention(SetStreamRetentionRequest),
+    /// A stream's lifecycle and retention; answered by `stream_lifecycle`.
+    GetStreamLifecycle(AggregateRequest),
 }
 
 impl Request {
@@ -405,6 +453,9 @@ impl Request {
             Request::GetEvent(r) => r.msg_id,
             Request::Auth(r) => r.msg_id,
             Request::ReadQuery(r) => r.msg_id,
+            Request::DeleteStream(r) => r.msg_id,
+            Request::SetStreamRetention(r) => r.msg_id,
+            Request::GetStreamLifecycle(r) => r.msg_id,
         }
     }
 
@@ -429,6 +480,9 @@ impl Request {
             Request::GetEvent(_) => "get_event",
             Request::Auth(_) => "auth",
             Request::ReadQuery(_) => "read_query",
+            Request::DeleteStream(_) => "delete_stream",
+            Request::SetStreamRetention(_) => "set_stream_retention",
+            Request::GetStreamLifecycle(_) => "get_stream_lifecycle",
         }
     }
 }
