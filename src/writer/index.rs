@@ -176,7 +176,10 @@ impl super::batch::Writer {
                 ))
             })?;
             let event = crate::record::decode(p, value).map_err(Step::Reject)?;
-            Ok(query.matches(event.event_type(), event.tags()))
+            // An event that reads no longer serve (a deleted stream, one
+            // past its retention) does not conflict: a decider that read
+            // the query could not have seen it, and would retry forever.
+            Ok(query.matches(event.event_type(), event.tags()) && self.served(wtxn, ctx, &event)?)
         };
         // Positions up to the last commit are in the stored runs; the
         // batch's own are in its buffer.
@@ -205,5 +208,39 @@ impl super::batch::Writer {
             }
         }
         Ok(None)
+    }
+
+    /// Whether reads serve `event`, by its stream's lifecycle and retention
+    /// as this batch sees them (`read/served.rs` applies the same rules).
+    fn served(
+        &self,
+        wtxn: &RwTxn,
+        ctx: &super::apply::BatchCtx,
+        event: &crate::record::EventRef<'_>,
+    ) -> Result<bool, super::apply::Step> {
+        use super::apply::Step;
+        use crate::lmdb::stream_meta::StreamMeta;
+        let Some(db) = self.dbs.stream_meta else { return Ok(true) };
+        if event.event_type().starts_with('$') {
+            return Ok(true);
+        }
+        let stream = event.stream_id();
+        let meta = match db.get(wtxn, stream.as_bytes())? {
+            Some(v) => StreamMeta::decode(stream.as_bytes(), v).map_err(Step::Reject)?,
+            None => return Ok(true),
+        };
+        if !meta.hides_any() {
+            return Ok(true);
+        }
+        let version = match ctx.heads.get(stream) {
+            Some((h, _)) => h.version,
+            None => match self.dbs.streams.get(wtxn, stream.as_bytes())? {
+                Some(v) => crate::lmdb::keys::StreamHead::decode(v).map_err(Step::Reject)?.version,
+                None => 0,
+            },
+        };
+        Ok(!meta.tombstoned
+            && event.version() >= meta.first_served_version(version)
+            && event.recorded_at() >= meta.min_recorded_at(ctx.now))
     }
 }

@@ -175,3 +175,23 @@ fn a_store_with_deleted_and_limited_streams_verifies() {
     let report = store.verify().unwrap();
     assert!(report.is_ok(), "{:?}", report.faults);
 }
+
+/// Guards DCB against hidden events: a registration in a deleted stream
+/// is not served by `read_query`, so it must not fail a condition either,
+/// or a decider that retries on conflict would retry forever.
+#[test]
+fn hidden_events_do_not_fail_a_dcb_condition() {
+    use eventfold::{AppendCondition, Query, QueryItem, ReadQuery};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let register = || NewEvent::json("UserRegistered", &1).with_tag("username:ann");
+    store.append("user-1", ExpectedVersion::Any, [register()]).unwrap();
+    store.delete_stream("user-1", "account closed", EventMetadata::new()).unwrap();
+    let q = Query::new().item(QueryItem::new().event_type("UserRegistered").tag("username:ann"));
+    assert!(store.read_query(&q, ReadQuery::forward()).unwrap().events.is_empty());
+    let cond = AppendCondition::new(q.clone(), Some(0));
+    store.append_conditional("user-2", ExpectedVersion::NoStream, [register()], cond.clone()).unwrap();
+    // The new registration is served, so it does fail the same condition.
+    let err = store.append_conditional("user-3", ExpectedVersion::NoStream, [register()], cond).unwrap_err();
+    assert!(matches!(err, Error::AppendConditionFailed { position: 3, .. }), "{err}");
+}
