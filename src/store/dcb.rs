@@ -108,27 +108,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use heed::RwTxn;
-
-    use crate::lmdb::env::Dbs;
-    use crate::writer::{SideWrite, boxed};
+    use super::super::held_writer::HeldWriter;
     use crate::{AppendCondition, Error, ExpectedVersion, NewEvent, Query, QueryItem, Store};
-
-    /// Holds the writer inside its transaction until released, so the
-    /// requests queued behind it are taken as one batch.
-    #[derive(Debug)]
-    struct Gate {
-        entered: crossbeam_channel::Sender<()>,
-        release: crossbeam_channel::Receiver<()>,
-    }
-
-    impl SideWrite for Gate {
-        fn apply(&self, _wtxn: &mut RwTxn<'_>, _dbs: &Dbs) -> heed::Result<()> {
-            let _ = self.entered.send(());
-            let _ = self.release.recv();
-            Ok(())
-        }
-    }
 
     /// Guards the check against the batch: two conditional appends taken in
     /// one batch, the second conflicting with the first, which the stored
@@ -137,19 +118,14 @@ mod tests {
     fn a_condition_sees_the_earlier_requests_of_its_batch() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let (entered_tx, entered) = crossbeam_channel::bounded(1);
-        let (release, release_rx) = crossbeam_channel::bounded(1);
-        let held =
-            store.send(Vec::new(), vec![boxed(Gate { entered: entered_tx, release: release_rx })]).unwrap();
-        entered.recv().unwrap();
+        let held = HeldWriter::hold(&store);
         let q = Query::new().item(QueryItem::new().tag("seat:1"));
         let take = || vec![NewEvent::json("SeatTaken", &1).with_tag("seat:1")];
         let cond = AppendCondition::new(q, Some(0));
         let a = store.submit_conditional([("guest-a", ExpectedVersion::Any, take())], cond.clone()).unwrap();
         let b = store.submit_conditional([("guest-b", ExpectedVersion::Any, take())], cond).unwrap();
         let batches = store.stats().unwrap().batches;
-        release.send(()).unwrap();
-        held.wait_many().unwrap();
+        held.release();
         assert_eq!(a.wait_many().unwrap()[0].first_position, 1);
         assert!(matches!(b.wait_many(), Err(Error::AppendConditionFailed { position: 1, after: 0 })));
         assert_eq!(store.stats().unwrap().batches, batches + 1, "both were in one batch");

@@ -657,6 +657,9 @@ pub(crate) fn check_ids(appends: &[StreamAppend]) -> Result<()> {
     Ok(())
 }
 
+#[cfg(test)]
+mod held_writer;
+
 #[cfg(all(test, feature = "async"))]
 mod queue_full_tests;
 

@@ -3,28 +3,10 @@
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use crossbeam_channel::{Receiver, Sender};
-use heed::RwTxn;
+use crossbeam_channel::Sender;
 
+use super::held_writer::HeldWriter;
 use super::*;
-use crate::lmdb::env::Dbs;
-use crate::writer::boxed;
-
-/// A side write that holds the writer inside its transaction until told
-/// to go on, so the queue can be filled behind it.
-#[derive(Debug)]
-struct Gate {
-    entered: Sender<()>,
-    release: Receiver<()>,
-}
-
-impl SideWrite for Gate {
-    fn apply(&self, _wtxn: &mut RwTxn<'_>, _dbs: &Dbs) -> heed::Result<()> {
-        let _ = self.entered.send(());
-        let _ = self.release.recv();
-        Ok(())
-    }
-}
 
 struct Signal(Sender<()>);
 
@@ -41,11 +23,7 @@ impl Wake for Signal {
 fn a_full_queue_parks_the_task_not_the_thread() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::builder(dir.path()).queue_capacity(1).open().unwrap();
-    let (entered_tx, entered) = crossbeam_channel::bounded(1);
-    let (release, release_rx) = crossbeam_channel::bounded(1);
-    let held =
-        store.send(Vec::new(), vec![boxed(Gate { entered: entered_tx, release: release_rx })]).unwrap();
-    entered.recv().unwrap();
+    let held = HeldWriter::hold(&store);
     // The writer is held; this request fills the one-slot queue.
     let queued = store.submit("s-1", ExpectedVersion::Any, [NewEvent::json("E", &1)]).unwrap();
 
@@ -57,9 +35,8 @@ fn a_full_queue_parks_the_task_not_the_thread() {
     assert!(append.as_mut().poll(&mut cx).is_pending(), "a full queue must not block the poll");
     assert!(woken.try_recv().is_err(), "woken before the writer made room");
 
-    release.send(()).unwrap();
+    held.release();
     woken.recv().unwrap();
-    held.wait_many().unwrap();
     queued.wait().unwrap();
     let done = loop {
         match append.as_mut().poll(&mut cx) {
@@ -77,11 +54,7 @@ fn a_full_queue_parks_the_task_not_the_thread() {
 fn a_task_waiting_for_room_learns_of_close() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::builder(dir.path()).queue_capacity(1).open().unwrap();
-    let (entered_tx, entered) = crossbeam_channel::bounded(1);
-    let (release, release_rx) = crossbeam_channel::bounded(1);
-    let held =
-        store.send(Vec::new(), vec![boxed(Gate { entered: entered_tx, release: release_rx })]).unwrap();
-    entered.recv().unwrap();
+    let held = HeldWriter::hold(&store);
     let queued = store.submit("s-1", ExpectedVersion::Any, [NewEvent::json("E", &1)]).unwrap();
     let (woken_tx, woken) = crossbeam_channel::unbounded();
     let waker = Waker::from(Arc::new(Signal(woken_tx)));
@@ -91,8 +64,7 @@ fn a_task_waiting_for_room_learns_of_close() {
 
     let closer = store.clone();
     let closing = std::thread::spawn(move || closer.close());
-    release.send(()).unwrap();
-    held.wait_many().unwrap();
+    held.release();
     queued.wait().unwrap();
     closing.join().unwrap().unwrap();
     let outcome = loop {
