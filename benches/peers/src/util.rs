@@ -31,6 +31,18 @@ pub struct Sizes {
     pub w5_events: u64,
     pub w8_small: u64,
     pub w8_large: u64,
+    /// W9: events in the log; one in `w9_every` is in the rare category.
+    pub w9_events: u64,
+    pub w9_every: u64,
+    /// W10: enrolment decisions, made by `w10_clients` threads.
+    pub w10_attempts: u64,
+    pub w10_clients: u64,
+    pub w10_courses: u64,
+    pub w10_students: u64,
+    /// Seats of every course.
+    pub w10_capacity: u64,
+    /// Courses a student may take at most.
+    pub w10_max_courses: u64,
 }
 
 impl Sizes {
@@ -54,6 +66,14 @@ impl Sizes {
             w5_events: s(2_000_000),
             w8_small: s(2_000_000),
             w8_large: s(8_000_000),
+            w9_events: s(10_000_000),
+            w9_every: 100,
+            w10_attempts: s(100_000),
+            w10_clients: 16,
+            w10_courses: s(2_000),
+            w10_students: s(12_500),
+            w10_capacity: 40,
+            w10_max_courses: 6,
         }
     }
 
@@ -88,6 +108,14 @@ impl Sizes {
             w5_events: 20_000,
             w8_small: 20_000,
             w8_large: 80_000,
+            w9_events: 20_000,
+            w9_every: 100,
+            w10_attempts: 400,
+            w10_clients: 16,
+            w10_courses: 8,
+            w10_students: 50,
+            w10_capacity: 40,
+            w10_max_courses: 6,
         }
     }
 }
