@@ -326,6 +326,7 @@ fn w1t(rep: &mut Report, s: &Sizes, first: bool) {
 /// SQLite's, and by eventfold walking the log.
 fn w9(rep: &mut Report, s: &Sizes, runs: usize) {
     const READ: &str = "W9_filtered_read_indexed";
+    const FIRST: &str = "W9_filtered_read_indexed_first";
     const SCAN: &str = "W9_filtered_read_scan";
     eprintln!(
         "W9 filtered read: one event in {} of {} in category {:?}",
@@ -334,17 +335,26 @@ fn w9(rep: &mut Report, s: &Sizes, runs: usize) {
         ef::W9_RARE
     );
     rep.declare(READ, "ms", false);
+    rep.declare(FIRST, "ms", false);
     rep.declare(SCAN, "ms", false);
+    // The first read of a freshly opened store also maps (eventfold) or
+    // caches (SQLite) the pages it touches; it is reported on its own.
+    let indexed = |peer: &'static str, v: Vec<f64>, rep: &mut Report| {
+        if let Some(&first) = v.first() {
+            rep.record(FIRST, "ms", false, peer, first);
+        }
+        v.into_iter().for_each(|v| rep.record(READ, "ms", false, peer, v));
+    };
     match run("eventfold", || ef::w9(s, runs)) {
-        Ok((indexed, scanned, n)) => {
-            indexed.into_iter().for_each(|v| rep.record(READ, "ms", false, "eventfold", v));
+        Ok((by_index, scanned, n)) => {
+            indexed("eventfold", by_index, rep);
             scanned.into_iter().for_each(|v| rep.record(SCAN, "ms", false, "eventfold", v));
             rep.note(format!("W9: each read returns {n} events"));
         }
         Err(e) => rep.skip("eventfold", "W9", &e),
     }
     match run("sqlite", || sqlite::w9(s, runs)) {
-        Ok(v) => v.into_iter().for_each(|v| rep.record(READ, "ms", false, "sqlite", v)),
+        Ok(v) => indexed("sqlite", v, rep),
         Err(e) => rep.skip("sqlite", "W9", &e),
     }
 }
