@@ -152,6 +152,8 @@ pub struct Outcome {
     pub tally: Tally,
     pub wall: Duration,
     pub broken: Vec<String>,
+    /// How the store grouped the appends, where it says (eventfold).
+    pub writer: Option<String>,
 }
 
 /// Checks every enrolment the store holds against both limits and against

@@ -750,5 +750,6 @@ pub fn w10(s: &Sizes) -> R<Outcome> {
         stored.push(serde_json::from_slice::<Enrolment>(e.payload()).map_err(err("json"))?);
     }
     let broken = dcb::verify(&stored, &tally, s);
-    Ok(Outcome { tally, wall, broken })
+    let writer = Some(describe(&store.stats().map_err(err("eventfold stats"))?));
+    Ok(Outcome { tally, wall, broken, writer })
 }

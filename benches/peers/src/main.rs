@@ -395,6 +395,9 @@ fn w10(rep: &mut Report, s: &Sizes, postgres: Option<&pg::Server>, first: bool) 
                 rep.record(W10[4], "count", false, peer, t.retries as f64);
                 if first {
                     rep.note(format!("{peer} W10: {}", t.describe()));
+                    if let Some(w) = &o.writer {
+                        rep.note(format!("{peer} W10 writer: {w}"));
+                    }
                 }
                 if o.broken.is_empty() {
                     eprintln!("  {peer} W10 checked: no course over capacity, no student over the maximum");

@@ -432,7 +432,7 @@ impl Server {
             })
             .collect::<R<_>>()?;
         let broken = dcb::verify(&stored, &tally, s);
-        Ok(Outcome { tally, wall, broken })
+        Ok(Outcome { tally, wall, broken, writer: None })
     }
 }
 

@@ -571,5 +571,5 @@ pub fn w10(s: &Sizes) -> R<Outcome> {
         .map(|p| serde_json::from_slice(p).map_err(err("json")))
         .collect::<R<_>>()?;
     let broken = dcb::verify(&stored, &tally, s);
-    Ok(Outcome { tally, wall, broken })
+    Ok(Outcome { tally, wall, broken, writer: None })
 }
