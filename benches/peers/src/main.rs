@@ -306,7 +306,7 @@ fn w1t(rep: &mut Report, s: &Sizes, round: usize) {
         ["W1t_bulk_append_2_tags", "W1t_record_bytes_2_tags", "W1t_file_bytes_2_tags"],
     ];
     eprintln!("W1t bulk append with 0 and 2 tags per event: {} events", s.w1_events);
-    let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+    let order = if round.is_multiple_of(2) { [0, 1] } else { [1, 0] };
     for i in order {
         let (tags, [rate, record, file]) = ([0, 2][i], ROWS[i]);
         rep.declare(rate, "events/s", true);
