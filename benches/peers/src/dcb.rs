@@ -190,3 +190,54 @@ pub fn verify(stored: &[Enrolment], tally: &Tally, s: &Sizes) -> Vec<String> {
     broken.truncate(20);
     broken
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizes() -> Sizes {
+        let mut s = Sizes::quick();
+        s.w10_capacity = 2;
+        s.w10_max_courses = 2;
+        s
+    }
+
+    #[test]
+    fn decisions_respect_both_limits() {
+        let s = sizes();
+        let course = course_payload(1, &s).expect("json");
+        let e = |student, course| enrolment_payload(Enrolment { student, course }).expect("json");
+        let (a, b, c) = (e(1, 1), e(2, 1), e(3, 2));
+        let want = Enrolment { student: 3, course: 1 };
+        let read = |evs: &[(&'static str, &[u8])]| decide(want, evs.iter().copied(), &s).expect("decide");
+        assert_eq!(read(&[(COURSE_DEFINED, &course)]), Verdict::Enrol);
+        assert_eq!(read(&[]), Verdict::NoCourse);
+        assert_eq!(
+            read(&[(COURSE_DEFINED, &course), (STUDENT_ENROLLED, &a), (STUDENT_ENROLLED, &b)]),
+            Verdict::CourseFull
+        );
+        let d = e(3, 3);
+        assert_eq!(
+            read(&[(COURSE_DEFINED, &course), (STUDENT_ENROLLED, &c), (STUDENT_ENROLLED, &d)]),
+            Verdict::StudentFull
+        );
+        let again = e(3, 1);
+        assert_eq!(read(&[(COURSE_DEFINED, &course), (STUDENT_ENROLLED, &again)]), Verdict::Already);
+    }
+
+    #[test]
+    fn the_check_finds_every_broken_limit() {
+        let s = sizes();
+        let e = |student, course| Enrolment { student, course };
+        let tally = Tally { enrolled: 3, ..Tally::default() };
+        assert!(verify(&[e(1, 1), e(2, 1), e(1, 2)], &tally, &s).is_empty());
+        let over_capacity = verify(&[e(1, 1), e(2, 1), e(3, 1)], &tally, &s);
+        assert!(over_capacity.iter().any(|b| b.contains("capacity")), "{over_capacity:?}");
+        let over_max = verify(&[e(1, 1), e(1, 2), e(1, 3)], &tally, &s);
+        assert!(over_max.iter().any(|b| b.contains("maximum")), "{over_max:?}");
+        let twice = verify(&[e(1, 1), e(1, 1), e(2, 2)], &tally, &s);
+        assert!(twice.iter().any(|b| b.contains("twice")), "{twice:?}");
+        let lost = verify(&[e(1, 1)], &tally, &s);
+        assert!(lost.iter().any(|b| b.contains("the clients made")), "{lost:?}");
+    }
+}
