@@ -57,7 +57,11 @@ fn w1_tags(stream: u64, tags: usize) -> Vec<String> {
 pub fn w1(s: &Sizes, tags: usize) -> R<W1> {
     const WINDOW: usize = 16;
     let dir = util::tempdir()?;
-    let store = open(dir.path())?;
+    let store = if s.w1_nosync == 1 {
+        Store::builder(dir.path()).durability(Durability::NoSync).open().map_err(err("eventfold open"))?
+    } else {
+        open(dir.path())?
+    };
     let requests = s.w1_events / s.w1_batch;
     let t = Instant::now();
     std::thread::scope(|scope| {

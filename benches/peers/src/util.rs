@@ -19,6 +19,9 @@ pub struct Sizes {
     pub w1_streams: u64,
     pub w1_batch: u64,
     pub w1_threads: u64,
+    /// 1: eventfold's W1 and W1t commit with `Durability::NoSync`, so that
+    /// the writer's work is measured rather than the disk (0: durable).
+    pub w1_nosync: u64,
     pub w2_events: u64,
     pub w2_threads: u64,
     pub w2_streams: u64,
@@ -55,6 +58,7 @@ impl Sizes {
             w1_streams: 1_000,
             w1_batch: 100,
             w1_threads: 4,
+            w1_nosync: 0,
             w2_events: s(200_000),
             w2_threads: 64,
             w2_streams: 10_000,
@@ -97,6 +101,7 @@ impl Sizes {
             w1_streams: 40,
             w1_batch: 100,
             w1_threads: 4,
+            w1_nosync: 0,
             w2_events: 640,
             w2_threads: 64,
             w2_streams: 1_000,
