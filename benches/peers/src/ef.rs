@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eventfold::{
-    Aggregate, AppendTicket, DomainEvent, Durability, ExpectedVersion, Filter, NewEvent, Projection,
-    ProjectionContext, ProjectionRunner, ReadAll, RecordedEvent, Repository, Store, StoreStats,
-    SubscribeFrom,
+    Aggregate, AppendCondition, AppendTicket, DomainEvent, Durability, Error, ExpectedVersion, Filter,
+    NewEvent, Projection, ProjectionContext, ProjectionRunner, Query, QueryItem, ReadAll, ReadQuery,
+    RecordedEvent, Repository, Store, StoreStats, SubscribeFrom,
 };
 use serde::{Deserialize, Serialize};
 
+use crate::dcb::{self, Enrolment, Outcome, Tally, Verdict};
 use crate::util::{self, Lat, R, Sizes, err, lat, payload, rate, share};
 
 fn event(n: u64) -> NewEvent {
@@ -35,11 +36,32 @@ pub fn describe(stats: &StoreStats) -> String {
     )
 }
 
-/// W1: producers each keep up to `WINDOW` requests in flight with `submit`.
-pub fn w1(s: &Sizes) -> R<(f64, String)> {
+/// What W1 measured: events/s, the writer's grouping, and the bytes per
+/// event (record bytes the writer wrote, and the data file's size).
+pub struct W1 {
+    pub rate: f64,
+    pub stats: String,
+    pub record_bytes: f64,
+    pub file_bytes: f64,
+}
+
+/// The tags of W1's events when it runs with `tags` of them: the account
+/// (the stream's entity) and a customer, as a DCB application would tag
+/// them.
+fn w1_tags(stream: u64, tags: usize) -> Vec<String> {
+    [format!("account:{stream}"), format!("customer:{}", stream % 100)].into_iter().take(tags).collect()
+}
+
+/// W1: producers each keep up to `WINDOW` requests in flight with `submit`;
+/// every event carries `tags` tags (0 to 2).
+pub fn w1(s: &Sizes, tags: usize) -> R<W1> {
     const WINDOW: usize = 16;
     let dir = util::tempdir()?;
-    let store = open(dir.path())?;
+    let store = if s.w1_nosync == 1 {
+        Store::builder(dir.path()).durability(Durability::NoSync).open().map_err(err("eventfold open"))?
+    } else {
+        open(dir.path())?
+    };
     let requests = s.w1_events / s.w1_batch;
     let t = Instant::now();
     std::thread::scope(|scope| {
@@ -53,8 +75,10 @@ pub fn w1(s: &Sizes) -> R<(f64, String)> {
                     for r in 0..share(requests, s.w1_threads, p) {
                         let i = (r as usize) % mine.len();
                         let stream = format!("account-{}", mine[i]);
-                        let events: Vec<NewEvent> =
-                            (0..s.w1_batch).map(|j| event(r * s.w1_batch + j)).collect();
+                        let tags = w1_tags(mine[i], tags);
+                        let events: Vec<NewEvent> = (0..s.w1_batch)
+                            .map(|j| event(r * s.w1_batch + j).with_tags(tags.iter().cloned()))
+                            .collect();
                         let ticket = store
                             .submit(&stream, ExpectedVersion::Exact(versions[i]), events)
                             .map_err(err("eventfold submit"))?;
@@ -77,7 +101,13 @@ pub fn w1(s: &Sizes) -> R<(f64, String)> {
     })?;
     let wall = t.elapsed();
     let stats = store.stats().map_err(err("eventfold stats"))?;
-    Ok((rate(s.w1_events, wall), describe(&stats)))
+    let events = stats.events_written.max(1) as f64;
+    Ok(W1 {
+        rate: rate(s.w1_events, wall),
+        stats: describe(&stats),
+        record_bytes: stats.bytes_written as f64 / events,
+        file_bytes: stats.size_on_disk as f64 / stats.head.max(1) as f64,
+    })
 }
 
 /// W2's figures, W7's wake latency (p50, p99 in µs) when asked, and the
@@ -523,4 +553,207 @@ pub fn w6(dir: &Path, events: u64, runs: usize) -> R<Vec<f64>> {
         store.close().map_err(err("close"))?;
     }
     Ok(out)
+}
+
+/// The category that is one event in `w9_every` of W9's log.
+pub const W9_RARE: &str = "rare";
+
+/// Fills W9's log: of every `w9_every` events, one is in a `rare-*`
+/// stream and the others in `account-*` streams (quickly, not durable).
+fn fill_w9(dir: &Path, s: &Sizes) -> R<u64> {
+    let store = Store::builder(dir).durability(Durability::NoSync).open().map_err(err("open"))?;
+    let every = s.w9_every.max(2);
+    let mut inflight = VecDeque::new();
+    let (mut k, mut rare) = (0u64, 0u64);
+    while k < s.w9_events {
+        let m = (s.w9_events - k).min(every - 1);
+        let block = k / every;
+        let events: Vec<NewEvent> = (k..k + m).map(event).collect();
+        inflight.push_back(
+            store
+                .submit(&format!("account-{}", block % 1000), ExpectedVersion::Any, events)
+                .map_err(err("submit"))?,
+        );
+        k += m;
+        if k < s.w9_events {
+            inflight.push_back(
+                store
+                    .submit(&format!("{W9_RARE}-{}", block % 100), ExpectedVersion::Any, [event(k)])
+                    .map_err(err("submit"))?,
+            );
+            k += 1;
+            rare += 1;
+        }
+        while inflight.len() > 128 {
+            if let Some(t) = inflight.pop_front() {
+                t.wait().map_err(err("append"))?;
+            }
+        }
+    }
+    for t in inflight {
+        t.wait().map_err(err("append"))?;
+    }
+    store.close().map_err(err("close"))?;
+    settle(dir)?;
+    Ok(rare)
+}
+
+/// One filtered read of the whole log with `Reader::scan_all`, every field
+/// of each matching event read; returns the events seen.
+fn filtered_read(store: &Store, filter: Filter) -> R<u64> {
+    let reader = store.read().map_err(err("read"))?;
+    let mut acc = 0u64;
+    let n = reader
+        .scan_all(ReadAll::new().filter(filter), |e| -> eventfold::Result<()> {
+            acc = acc
+                .wrapping_add(e.position())
+                .wrapping_add(e.version())
+                .wrapping_add(e.recorded_at())
+                .wrapping_add(e.stream_id().len() as u64)
+                .wrapping_add(e.event_type().len() as u64)
+                .wrapping_add(e.payload().len() as u64)
+                .wrapping_add(e.event_id().as_u128() as u64);
+            Ok(())
+        })
+        .map_err(err("filtered read"))?;
+    black_box(acc);
+    Ok(n)
+}
+
+/// W9: the rare category read whole, through the category index
+/// (`Filter::category`) and by walking the log (`Filter::stream_prefix`,
+/// which no index serves), ms per read, `runs` times each; and the events
+/// each read returned.
+pub fn w9(s: &Sizes, runs: usize) -> R<(Vec<f64>, Vec<f64>, u64)> {
+    let dir = util::tempdir()?;
+    let rare = fill_w9(dir.path(), s)?;
+    let store = open(dir.path())?;
+    let indexed = Filter::new().category(W9_RARE);
+    let scanned = Filter::new().stream_prefix(format!("{W9_RARE}-"));
+    {
+        let reader = store.read().map_err(err("read"))?;
+        if !reader.uses_index(&indexed) || reader.uses_index(&scanned) {
+            return Err("W9: the category filter does not use the index, or the prefix filter does".into());
+        }
+    }
+    let (mut by_index, mut by_scan) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        for (filter, out) in [(&indexed, &mut by_index), (&scanned, &mut by_scan)] {
+            let t = Instant::now();
+            let n = filtered_read(&store, filter.clone())?;
+            out.push(t.elapsed().as_secs_f64() * 1e3);
+            if n != rare {
+                return Err(format!("W9 read {n} events of the category, not {rare}"));
+            }
+        }
+    }
+    Ok((by_index, by_scan, rare))
+}
+
+/// The DCB query of one enrolment decision: the course's definition and
+/// enrolments, and the student's enrolments.
+fn w10_query(want: Enrolment) -> Query {
+    Query::new()
+        .item(
+            QueryItem::new()
+                .event_types([dcb::COURSE_DEFINED, dcb::STUDENT_ENROLLED])
+                .tag(dcb::course_tag(want.course)),
+        )
+        .item(QueryItem::new().event_type(dcb::STUDENT_ENROLLED).tag(dcb::student_tag(want.student)))
+}
+
+/// One client of W10: its decisions, each a DCB read, a decision and, to
+/// enrol, an append with the read's condition, read and decided again when
+/// the condition fails.
+fn w10_client(store: &Store, s: &Sizes, p: u64) -> R<Tally> {
+    let mut tally = Tally::default();
+    for i in 0..share(s.w10_attempts, s.w10_clients, p) {
+        let want = dcb::pair(s, p, i);
+        let query = w10_query(want);
+        let t0 = Instant::now();
+        let mut tries = 0;
+        loop {
+            let seen = store.read_query(&query, ReadQuery::forward()).map_err(err("eventfold read_query"))?;
+            let verdict = dcb::decide(
+                want,
+                seen.events.iter().map(|e| (e.event_type.as_str(), e.payload.as_slice())),
+                s,
+            )?;
+            if verdict != Verdict::Enrol {
+                tally.count(verdict)?;
+                break;
+            }
+            let enrol = NewEvent::json_bytes(dcb::STUDENT_ENROLLED, dcb::enrolment_payload(want)?)
+                .with_tags([dcb::student_tag(want.student), dcb::course_tag(want.course)]);
+            match store.append_conditional(
+                &format!("student-{}", want.student),
+                ExpectedVersion::Any,
+                [enrol],
+                AppendCondition::new(query.clone(), Some(seen.head)),
+            ) {
+                Ok(_) => {
+                    tally.count(Verdict::Enrol)?;
+                    break;
+                }
+                Err(Error::AppendConditionFailed { .. }) => {
+                    tally.retries += 1;
+                    tries += 1;
+                    if tries > dcb::MAX_RETRIES {
+                        return Err("W10: a decision failed its condition too often".into());
+                    }
+                }
+                Err(e) => return Err(format!("eventfold append_conditional: {e}")),
+            }
+        }
+        tally.latencies.push(t0.elapsed());
+    }
+    Ok(tally)
+}
+
+/// W10: course enrolments from `w10_clients` threads with DCB reads and
+/// conditional appends, durable; then every enrolment in the store checked
+/// against both limits.
+pub fn w10(s: &Sizes) -> R<Outcome> {
+    let dir = util::tempdir()?;
+    let store = open(dir.path())?;
+    let mut inflight = VecDeque::new();
+    for c in 0..s.w10_courses {
+        let define = NewEvent::json_bytes(dcb::COURSE_DEFINED, dcb::course_payload(c, s)?)
+            .with_tag(dcb::course_tag(c));
+        inflight.push_back(
+            store
+                .submit(&format!("course-{c}"), ExpectedVersion::NoStream, [define])
+                .map_err(err("submit"))?,
+        );
+    }
+    for t in inflight {
+        t.wait().map_err(err("define courses"))?;
+    }
+    let t = Instant::now();
+    let tally = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..s.w10_clients)
+            .map(|p| {
+                let store = store.clone();
+                scope.spawn(move || w10_client(&store, s, p))
+            })
+            .collect();
+        let mut all = Tally::default();
+        for h in handles {
+            all.add(h.join().map_err(|_| "client panicked".to_string())??);
+        }
+        Ok::<_, String>(all)
+    })?;
+    let wall = t.elapsed();
+    let reader = store.read().map_err(err("read"))?;
+    let mut stored = Vec::new();
+    for e in reader
+        .all(ReadAll::new().filter(Filter::new().event_type(dcb::STUDENT_ENROLLED)))
+        .map_err(err("read enrolments"))?
+    {
+        let e = e.map_err(err("read enrolments"))?;
+        stored.push(serde_json::from_slice::<Enrolment>(e.payload()).map_err(err("json"))?);
+    }
+    let broken = dcb::verify(&stored, &tally, s);
+    let writer = Some(describe(&store.stats().map_err(err("eventfold stats"))?));
+    Ok(Outcome { tally, wall, broken, writer })
 }

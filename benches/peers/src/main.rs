@@ -1,11 +1,12 @@
 //! `eventfold-bench`: eventfold against other event stores, side by side, on
-//! the workloads W1–W8 and W2a (see `docs/benchmarks.md`, "Comparison with peers").
+//! the workloads W1–W10, W1t and W2a (see `docs/benchmarks.md`, "Comparison with peers").
 //!
 //! ```sh
-//! cargo run --release -p eventfold-bench -- [--quick] [--json] [--only W1,W5] [--runs N] [--scale F]
+//! cargo run --release -p eventfold-bench -- [--quick] [--json] [--only W1,W9,W10] [--runs N] [--scale F]
 //!     [--set w2_events=6400] [--peers eventfold,sqlite]
 //! ```
 
+mod dcb;
 mod ef;
 mod naive;
 mod pg;
@@ -50,6 +51,8 @@ struct Workload {
 struct Report {
     workloads: Vec<Workload>,
     notes: Vec<String>,
+    /// Invariants a run broke (W10): the harness fails when there are any.
+    broken: Vec<String>,
 }
 
 impl Report {
@@ -144,7 +147,7 @@ fn parse() -> R<Options> {
             "--set" => o.set.push(args.next().ok_or("--set needs NAME=COUNT")?),
             "-h" | "--help" => {
                 println!(
-                    "eventfold-bench [--quick] [--json] [--only W1,W5] [--runs N (default 3)] [--scale F (default 1)] [--set NAME=COUNT]... [--peers eventfold,sqlite]"
+                    "eventfold-bench [--quick] [--json] [--only W1,W1t,W2,W2a,W3,...,W10] [--runs N (default 3)] [--scale F (default 1)] [--set NAME=COUNT]... [--peers eventfold,sqlite]"
                 );
                 std::process::exit(0);
             }
@@ -208,6 +211,12 @@ fn main() -> ExitCode {
         if want("W3") {
             w3(&mut rep, &sizes, postgres.as_ref());
         }
+        if want("W1T") && run("eventfold", || Ok(())).is_ok() {
+            w1t(&mut rep, &sizes, round);
+        }
+        if want("W10") {
+            w10(&mut rep, &sizes, postgres.as_ref(), round == 0);
+        }
         if want("W7") && run("eventfold", || Ok(())).is_ok() {
             eprintln!("W7 subscription wake latency during W2");
             rep.declare("W7_wake_p50", "µs", false);
@@ -231,6 +240,9 @@ fn main() -> ExitCode {
     if want("W8") && run("eventfold", || Ok(())).is_ok() {
         w8(&mut rep, &sizes, o.runs);
     }
+    if want("W9") {
+        w9(&mut rep, &sizes, o.runs);
+    }
     drop(postgres);
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
 
@@ -238,6 +250,13 @@ fn main() -> ExitCode {
         println!("{}", serde_json::to_string_pretty(&to_json(&rep, &o, &sizes)).unwrap_or_default());
     } else {
         print_tables(&rep, &o, &sizes);
+    }
+    if !rep.broken.is_empty() {
+        eprintln!("\nFAILED: a run broke an invariant:");
+        for b in &rep.broken {
+            eprintln!("  {b}");
+        }
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }
@@ -249,11 +268,11 @@ fn w1(rep: &mut Report, s: &Sizes, postgres: Option<&pg::Server>, first: bool) {
         s.w1_events, s.w1_streams, s.w1_batch, s.w1_threads
     );
     rep.declare(N, "events/s", true);
-    match run("eventfold", || ef::w1(s)) {
-        Ok((v, stats)) => {
-            rep.record(N, "events/s", true, "eventfold", v);
+    match run("eventfold", || ef::w1(s, 0)) {
+        Ok(w) => {
+            rep.record(N, "events/s", true, "eventfold", w.rate);
             if first {
-                rep.note(format!("eventfold W1 writer: {stats}"));
+                rep.note(format!("eventfold W1 writer: {}", w.stats));
             }
         }
         Err(e) => rep.skip("eventfold", "W1", &e),
@@ -273,6 +292,124 @@ fn w1(rep: &mut Report, s: &Sizes, postgres: Option<&pg::Server>, first: bool) {
         match run("postgres", || pg.w1(s)) {
             Ok(v) => rep.record(N, "events/s", true, "postgres", v),
             Err(e) => rep.skip("postgres", "W1", &e),
+        }
+    }
+}
+
+/// W1t: W1 on eventfold with events that carry no tag and two tags, run
+/// one after the other (which goes first alternates between rounds, so
+/// that neither always follows the other's write-back), with the bytes
+/// written per event.
+fn w1t(rep: &mut Report, s: &Sizes, round: usize) {
+    const ROWS: [[&str; 3]; 2] = [
+        ["W1t_bulk_append_0_tags", "W1t_record_bytes_0_tags", "W1t_file_bytes_0_tags"],
+        ["W1t_bulk_append_2_tags", "W1t_record_bytes_2_tags", "W1t_file_bytes_2_tags"],
+    ];
+    eprintln!("W1t bulk append with 0 and 2 tags per event: {} events", s.w1_events);
+    let order = if round.is_multiple_of(2) { [0, 1] } else { [1, 0] };
+    for i in order {
+        let (tags, [rate, record, file]) = ([0, 2][i], ROWS[i]);
+        rep.declare(rate, "events/s", true);
+        rep.declare(record, "bytes", false);
+        rep.declare(file, "bytes", false);
+        match ef::w1(s, tags) {
+            Ok(w) => {
+                rep.record(rate, "events/s", true, "eventfold", w.rate);
+                rep.record(record, "bytes", false, "eventfold", w.record_bytes);
+                rep.record(file, "bytes", false, "eventfold", w.file_bytes);
+                if round == 0 {
+                    rep.note(format!("eventfold W1t ({tags} tags) writer: {}", w.stats));
+                }
+            }
+            Err(e) => rep.skip("eventfold", "W1t", &e),
+        }
+    }
+}
+
+/// W9: one category of the log read whole, through eventfold's index and
+/// SQLite's, and by eventfold walking the log.
+fn w9(rep: &mut Report, s: &Sizes, runs: usize) {
+    const READ: &str = "W9_filtered_read_indexed";
+    const FIRST: &str = "W9_filtered_read_indexed_first";
+    const SCAN: &str = "W9_filtered_read_scan";
+    eprintln!(
+        "W9 filtered read: one event in {} of {} in category {:?}",
+        s.w9_every,
+        s.w9_events,
+        ef::W9_RARE
+    );
+    rep.declare(READ, "ms", false);
+    rep.declare(FIRST, "ms", false);
+    rep.declare(SCAN, "ms", false);
+    // The first read of a freshly opened store also maps (eventfold) or
+    // caches (SQLite) the pages it touches; it is reported on its own.
+    let indexed = |peer: &'static str, v: Vec<f64>, rep: &mut Report| {
+        if let Some(&first) = v.first() {
+            rep.record(FIRST, "ms", false, peer, first);
+        }
+        v.into_iter().for_each(|v| rep.record(READ, "ms", false, peer, v));
+    };
+    match run("eventfold", || ef::w9(s, runs)) {
+        Ok((by_index, scanned, n)) => {
+            indexed("eventfold", by_index, rep);
+            scanned.into_iter().for_each(|v| rep.record(SCAN, "ms", false, "eventfold", v));
+            rep.note(format!("W9: each read returns {n} events"));
+        }
+        Err(e) => rep.skip("eventfold", "W9", &e),
+    }
+    match run("sqlite", || sqlite::w9(s, runs)) {
+        Ok(v) => indexed("sqlite", v, rep),
+        Err(e) => rep.skip("sqlite", "W9", &e),
+    }
+}
+
+const W10: [&str; 5] =
+    ["W10_dcb_enrolments", "W10_dcb_decisions", "W10_decision_p50", "W10_decision_p99", "W10_retries"];
+
+/// W10: course enrolments with DCB reads and conditional appends from
+/// concurrent clients; a peer whose store breaks a limit fails the run.
+fn w10(rep: &mut Report, s: &Sizes, postgres: Option<&pg::Server>, first: bool) {
+    eprintln!(
+        "W10 DCB enrolments: {} decisions from {} clients, {} courses of {} seats, {} students of at most {} courses",
+        s.w10_attempts, s.w10_clients, s.w10_courses, s.w10_capacity, s.w10_students, s.w10_max_courses
+    );
+    rep.declare(W10[0], "enrolments/s", true);
+    rep.declare(W10[1], "decisions/s", true);
+    rep.declare(W10[2], "µs", false);
+    rep.declare(W10[3], "µs", false);
+    rep.declare(W10[4], "count", false);
+    let mut all: Vec<(&'static str, R<dcb::Outcome>)> =
+        vec![("eventfold", run("eventfold", || ef::w10(s))), ("sqlite", run("sqlite", || sqlite::w10(s)))];
+    if let Some(pg) = postgres {
+        all.push(("postgres", run("postgres", || pg.w10(s))));
+    }
+    for (peer, r) in all {
+        match r {
+            Ok(mut o) => {
+                let t = &mut o.tally;
+                let decisions = t.enrolled + t.course_full + t.student_full + t.already;
+                rep.record(W10[0], "enrolments/s", true, peer, util::rate(t.enrolled, o.wall));
+                rep.record(W10[1], "decisions/s", true, peer, util::rate(decisions, o.wall));
+                rep.record(W10[2], "µs", false, peer, util::quantile_us(&mut t.latencies, 0.5));
+                rep.record(W10[3], "µs", false, peer, util::quantile_us(&mut t.latencies, 0.99));
+                rep.record(W10[4], "count", false, peer, t.retries as f64);
+                if first {
+                    rep.note(format!("{peer} W10: {}", t.describe()));
+                    if let Some(w) = &o.writer {
+                        rep.note(format!("{peer} W10 writer: {w}"));
+                    }
+                }
+                if o.broken.is_empty() {
+                    eprintln!("  {peer} W10 checked: no course over capacity, no student over the maximum");
+                } else {
+                    for b in o.broken {
+                        let b = format!("{peer} W10: {b}");
+                        rep.note(format!("INVARIANT BROKEN: {b}"));
+                        rep.broken.push(b);
+                    }
+                }
+            }
+            Err(e) => rep.skip(peer, "W10", &e),
         }
     }
 }
@@ -556,10 +693,13 @@ fn to_json(rep: &Report, o: &Options, sizes: &Sizes) -> Value {
 }
 
 fn human(v: f64, unit: &str) -> String {
+    let rate = unit.ends_with("/s");
     match unit {
-        "events/s" if v >= 1e6 => format!("{:.2} M/s", v / 1e6),
-        "events/s" if v >= 1e3 => format!("{:.1} K/s", v / 1e3),
-        "events/s" => format!("{v:.0} /s"),
+        _ if rate && v >= 1e6 => format!("{:.2} M/s", v / 1e6),
+        _ if rate && v >= 1e3 => format!("{:.1} K/s", v / 1e3),
+        _ if rate => format!("{v:.0} /s"),
+        "bytes" => format!("{v:.0} B"),
+        "count" => format!("{v:.0}"),
         "µs" if v < 10.0 => format!("{v:.1} µs"),
         "µs" => format!("{v:.0} µs"),
         "ms" if v < 10.0 => format!("{v:.3} ms"),

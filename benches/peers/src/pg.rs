@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 
+use crate::dcb::{self, Enrolment, Outcome, Tally, Verdict};
 use crate::util::{self, Lat, R, Sizes, err, lat, payload, rate, share};
 
 /// A PostgreSQL server this harness started; stopped on drop.
@@ -268,6 +269,170 @@ impl Server {
             }
         }
         Ok((zc, owned))
+    }
+}
+
+/// W10's tables, as SQL implementations of DCB keep them: the events, and
+/// one row per (tag, event).
+const W10_SCHEMA: &str = "DROP TABLE IF EXISTS dcb_tags, dcb_events;
+    CREATE TABLE dcb_events(
+        position BIGSERIAL PRIMARY KEY,
+        stream_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        payload BYTEA NOT NULL);
+    CREATE TABLE dcb_tags(
+        tag TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        PRIMARY KEY(tag, position));";
+
+/// The DCB read of one decision: the course's definition and enrolments
+/// ($1 = its tag), the student's enrolments ($2 = its tag).
+const W10_READ: &str = "SELECT e.position, e.event_type, e.payload FROM dcb_events e
+     WHERE e.position IN (SELECT position FROM dcb_tags WHERE tag = $1)
+       AND e.event_type IN ('CourseDefined', 'StudentEnrolled')
+   UNION
+   SELECT e.position, e.event_type, e.payload FROM dcb_events e
+     WHERE e.position IN (SELECT position FROM dcb_tags WHERE tag = $2)
+       AND e.event_type = 'StudentEnrolled'
+   ORDER BY 1";
+
+fn insert_tagged(
+    tx: &mut postgres::Transaction<'_>,
+    stream: &str,
+    ty: &str,
+    payload: &[u8],
+    tags: &[String],
+) -> Result<(), postgres::Error> {
+    let position: i64 = tx
+        .query_one(
+            "INSERT INTO dcb_events(stream_id, event_type, payload) VALUES ($1, $2, $3) RETURNING position",
+            &[&stream, &ty, &payload],
+        )?
+        .try_get(0)?;
+    for tag in tags {
+        tx.execute("INSERT INTO dcb_tags(tag, position) VALUES ($1, $2)", &[tag, &position])?;
+    }
+    Ok(())
+}
+
+/// Whether PostgreSQL refused a transaction for a conflict with another:
+/// a serialisation failure or a deadlock (the client retries).
+fn is_conflict(e: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    e.code()
+        .is_some_and(|c| *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
+}
+
+/// One decision in one `SERIALIZABLE` transaction: the DCB read, the
+/// decision and, to enrol, the insert of the event and its tags. The
+/// transaction's read is the append condition: SSI refuses the commit
+/// (40001) when a concurrent one wrote an event the read would have seen.
+fn w10_decision(c: &mut Client, s: &Sizes, want: Enrolment) -> R<Result<Verdict, postgres::Error>> {
+    let (course, student) = (dcb::course_tag(want.course), dcb::student_tag(want.student));
+    let mut tx = match c.build_transaction().isolation_level(postgres::IsolationLevel::Serializable).start() {
+        Ok(tx) => tx,
+        Err(e) => return Ok(Err(e)),
+    };
+    let rows = match tx.query(W10_READ, &[&course, &student]) {
+        Ok(rows) => rows,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut events: Vec<(String, Vec<u8>)> = Vec::with_capacity(rows.len());
+    for r in &rows {
+        events.push((
+            r.try_get(1).map_err(err("postgres column"))?,
+            r.try_get(2).map_err(err("postgres column"))?,
+        ));
+    }
+    let verdict = dcb::decide(want, events.iter().map(|(t, p)| (t.as_str(), p.as_slice())), s)?;
+    if verdict == Verdict::Enrol {
+        let payload = dcb::enrolment_payload(want)?;
+        let stream = format!("student-{}", want.student);
+        if let Err(e) = insert_tagged(&mut tx, &stream, dcb::STUDENT_ENROLLED, &payload, &[student, course]) {
+            return Ok(Err(e));
+        }
+    }
+    Ok(tx.commit().map(|()| verdict))
+}
+
+impl Server {
+    /// W10: the enrolment workload from `w10_clients` threads, one
+    /// connection each, every decision one `SERIALIZABLE` transaction
+    /// retried on a serialisation failure; then every enrolment checked
+    /// against both limits.
+    pub fn w10(&self, s: &Sizes) -> R<Outcome> {
+        let mut c = self.client()?;
+        c.batch_execute(W10_SCHEMA).map_err(err("postgres schema"))?;
+        {
+            let mut tx = c.transaction().map_err(err("postgres begin"))?;
+            for k in 0..s.w10_courses {
+                let payload = dcb::course_payload(k, s)?;
+                insert_tagged(
+                    &mut tx,
+                    &format!("course-{k}"),
+                    dcb::COURSE_DEFINED,
+                    &payload,
+                    &[dcb::course_tag(k)],
+                )
+                .map_err(err("postgres insert"))?;
+            }
+            tx.commit().map_err(err("postgres commit"))?;
+        }
+        c.batch_execute("ANALYZE dcb_events; ANALYZE dcb_tags").map_err(err("postgres analyze"))?;
+        let t = Instant::now();
+        let tally = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..s.w10_clients)
+                .map(|p| {
+                    scope.spawn(move || -> R<Tally> {
+                        let mut c = self.client()?;
+                        // SSI locks what a plan reads: a sequential scan locks the
+                        // whole table, so every pair of decisions would conflict.
+                        c.batch_execute("SET enable_seqscan = off").map_err(err("postgres set"))?;
+                        let mut tally = Tally::default();
+                        for i in 0..share(s.w10_attempts, s.w10_clients, p) {
+                            let want = dcb::pair(s, p, i);
+                            let t0 = Instant::now();
+                            let mut tries = 0;
+                            loop {
+                                match w10_decision(&mut c, s, want)? {
+                                    Ok(v) => {
+                                        tally.count(v)?;
+                                        break;
+                                    }
+                                    Err(e) if is_conflict(&e) => {
+                                        tally.retries += 1;
+                                        tries += 1;
+                                        if tries > dcb::MAX_RETRIES {
+                                            return Err("W10: a decision conflicted too often".into());
+                                        }
+                                    }
+                                    Err(e) => return Err(format!("postgres W10: {e}")),
+                                }
+                            }
+                            tally.latencies.push(t0.elapsed());
+                        }
+                        Ok(tally)
+                    })
+                })
+                .collect();
+            let mut all = Tally::default();
+            for h in handles {
+                all.add(h.join().map_err(|_| "client panicked".to_string())??);
+            }
+            Ok::<_, String>(all)
+        })?;
+        let wall = t.elapsed();
+        let stored: Vec<Enrolment> = c
+            .query("SELECT payload FROM dcb_events WHERE event_type = 'StudentEnrolled'", &[])
+            .map_err(err("postgres read enrolments"))?
+            .iter()
+            .map(|r| {
+                let p: &[u8] = r.try_get(0).map_err(err("postgres column"))?;
+                serde_json::from_slice(p).map_err(err("json"))
+            })
+            .collect::<R<_>>()?;
+        let broken = dcb::verify(&stored, &tally, s);
+        Ok(Outcome { tally, wall, broken, writer: None })
     }
 }
 

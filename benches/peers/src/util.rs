@@ -19,6 +19,9 @@ pub struct Sizes {
     pub w1_streams: u64,
     pub w1_batch: u64,
     pub w1_threads: u64,
+    /// 1: eventfold's W1 and W1t commit with `Durability::NoSync`, so that
+    /// the writer's work is measured rather than the disk (0: durable).
+    pub w1_nosync: u64,
     pub w2_events: u64,
     pub w2_threads: u64,
     pub w2_streams: u64,
@@ -31,6 +34,18 @@ pub struct Sizes {
     pub w5_events: u64,
     pub w8_small: u64,
     pub w8_large: u64,
+    /// W9: events in the log; one in `w9_every` is in the rare category.
+    pub w9_events: u64,
+    pub w9_every: u64,
+    /// W10: enrolment decisions, made by `w10_clients` threads.
+    pub w10_attempts: u64,
+    pub w10_clients: u64,
+    pub w10_courses: u64,
+    pub w10_students: u64,
+    /// Seats of every course.
+    pub w10_capacity: u64,
+    /// Courses a student may take at most.
+    pub w10_max_courses: u64,
 }
 
 impl Sizes {
@@ -43,6 +58,7 @@ impl Sizes {
             w1_streams: 1_000,
             w1_batch: 100,
             w1_threads: 4,
+            w1_nosync: 0,
             w2_events: s(200_000),
             w2_threads: 64,
             w2_streams: 10_000,
@@ -54,6 +70,14 @@ impl Sizes {
             w5_events: s(2_000_000),
             w8_small: s(2_000_000),
             w8_large: s(8_000_000),
+            w9_events: s(10_000_000),
+            w9_every: 100,
+            w10_attempts: s(100_000),
+            w10_clients: 16,
+            w10_courses: s(2_000),
+            w10_students: s(12_500),
+            w10_capacity: 40,
+            w10_max_courses: 6,
         }
     }
 
@@ -77,6 +101,7 @@ impl Sizes {
             w1_streams: 40,
             w1_batch: 100,
             w1_threads: 4,
+            w1_nosync: 0,
             w2_events: 640,
             w2_threads: 64,
             w2_streams: 1_000,
@@ -88,6 +113,14 @@ impl Sizes {
             w5_events: 20_000,
             w8_small: 20_000,
             w8_large: 80_000,
+            w9_events: 20_000,
+            w9_every: 100,
+            w10_attempts: 400,
+            w10_clients: 16,
+            w10_courses: 8,
+            w10_students: 50,
+            w10_capacity: 40,
+            w10_max_courses: 6,
         }
     }
 }
