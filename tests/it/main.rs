@@ -37,4 +37,6 @@ mod protocol_backend;
 mod protocol_dcb;
 #[cfg(feature = "cli")]
 mod protocol_security;
+#[cfg(feature = "cli")]
+mod python_client;
 mod subscriptions;

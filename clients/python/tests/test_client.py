@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 from pathlib import Path
 
@@ -34,6 +35,8 @@ class ClientTest(unittest.TestCase):
         match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
         self.assertIsNotNone(match, line)
         self.port = int(match.group(1)) if match else 0
+        # Keep reading the node's log, so a full pipe never blocks it.
+        threading.Thread(target=self.node.stderr.read, daemon=True).start()
         self.client = Client.connect("127.0.0.1", self.port)
 
     def tearDown(self) -> None:
