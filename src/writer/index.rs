@@ -9,6 +9,7 @@
 //! stored runs and the buffer together ([`IndexBuffer::positions_after`]).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use heed::RwTxn;
 
@@ -20,10 +21,31 @@ use crate::vocab::category_of;
 #[derive(Debug, Default)]
 pub(crate) struct IndexBuffer {
     /// Term prefix → runs `(first position, count)`, in position order.
-    runs: HashMap<Vec<u8>, Vec<(u64, u64)>>,
+    runs: HashMap<Vec<u8>, Vec<(u64, u64)>, BuildHasherDefault<Fnv>>,
     /// Where a term's prefix is built for the lookup, so that only a term
     /// new to the batch allocates: the writer adds every event's terms.
     scratch: Vec<u8>,
+}
+
+/// FNV-1a for the batch's term lookups: short keys, looked up for every
+/// term of every event on the writer thread, where SipHash's resistance
+/// to chosen keys buys nothing.
+#[derive(Default)]
+pub(crate) struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
 }
 
 /// The terms an event is indexed under: its type, its stream's category
@@ -59,7 +81,10 @@ impl IndexBuffer {
     /// Writes the buffered runs into `db`, extending a term's last stored
     /// run when the first buffered run continues it.
     pub(crate) fn flush(&self, wtxn: &mut RwTxn, db: Db) -> heed::Result<()> {
-        for (prefix, runs) in &self.runs {
+        // In key order, so the puts walk the B-tree's pages in order.
+        let mut terms: Vec<(&Vec<u8>, &Vec<(u64, u64)>)> = self.runs.iter().collect();
+        terms.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (prefix, runs) in terms {
             let mut runs = runs.as_slice();
             if let Some(&(first, count)) = runs.first() {
                 let probe = run_key(prefix, first);
