@@ -24,7 +24,8 @@ pub(crate) enum IndexKind {
 }
 
 impl IndexKind {
-    fn byte(self) -> u8 {
+    /// The byte that starts the index's keys.
+    pub(crate) fn byte(self) -> u8 {
         match self {
             IndexKind::EventType => 1,
             IndexKind::Category => 2,

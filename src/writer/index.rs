@@ -20,10 +20,17 @@ use crate::vocab::category_of;
 /// The index entries of one batch, not yet written.
 #[derive(Debug, Default)]
 pub(crate) struct IndexBuffer {
-    /// Term prefix → runs `(first position, count)`, in position order.
-    runs: HashMap<Vec<u8>, Vec<(u64, u64)>, BuildHasherDefault<Fnv>>,
-    /// Where a term's prefix is built for the lookup, so that only a term
-    /// new to the batch allocates: the writer adds every event's terms.
+    /// Each term's prefix and its runs `(first position, count)`, in
+    /// position order.
+    entries: Vec<(Vec<u8>, Vec<(u64, u64)>)>,
+    /// Term prefix → its place in `entries`.
+    lookup: HashMap<Vec<u8>, usize, BuildHasherDefault<Fnv>>,
+    /// The entry the previous event used for each of its terms (type,
+    /// category, tags in order): the events of a request mostly share
+    /// them, and a hit costs one comparison instead of a hash lookup.
+    recent: Vec<usize>,
+    /// Where a term's prefix is built for a lookup, so that only a term
+    /// new to the batch allocates.
     scratch: Vec<u8>,
 }
 
@@ -48,6 +55,14 @@ impl Hasher for Fnv {
     }
 }
 
+/// Whether `prefix` is `[kind][term][0x00]`, compared in place.
+fn is_prefix_of(prefix: &[u8], kind: IndexKind, term: &str) -> bool {
+    prefix.len() == term.len().saturating_add(2)
+        && prefix.first() == Some(&kind.byte())
+        && prefix.last() == Some(&0)
+        && prefix.get(1..prefix.len().saturating_sub(1)) == Some(term.as_bytes())
+}
+
 /// The terms an event is indexed under: its type, its stream's category
 /// and each of its tags.
 pub(crate) fn terms<'a>(
@@ -63,12 +78,30 @@ pub(crate) fn terms<'a>(
 impl IndexBuffer {
     /// Records that the event at `position` has the given terms.
     pub(crate) fn add<'a>(&mut self, position: u64, terms: impl Iterator<Item = (IndexKind, &'a str)>) {
-        for (kind, term) in terms {
-            write_prefix(&mut self.scratch, kind, term);
-            let runs = match self.runs.get_mut(self.scratch.as_slice()) {
-                Some(runs) => runs,
-                None => self.runs.entry(self.scratch.clone()).or_default(),
+        for (slot, (kind, term)) in terms.enumerate() {
+            let cached = self.recent.get(slot).copied().filter(|&i| {
+                self.entries.get(i).is_some_and(|(prefix, _)| is_prefix_of(prefix, kind, term))
+            });
+            let i = match cached {
+                Some(i) => i,
+                None => {
+                    write_prefix(&mut self.scratch, kind, term);
+                    match self.lookup.get(self.scratch.as_slice()) {
+                        Some(&i) => i,
+                        None => {
+                            self.entries.push((self.scratch.clone(), Vec::new()));
+                            let i = self.entries.len().saturating_sub(1);
+                            self.lookup.insert(self.scratch.clone(), i);
+                            i
+                        }
+                    }
+                }
             };
+            match self.recent.get_mut(slot) {
+                Some(r) => *r = i,
+                None => self.recent.push(i),
+            }
+            let Some((_, runs)) = self.entries.get_mut(i) else { continue };
             match runs.last_mut() {
                 Some((first, count)) if first.checked_add(*count) == Some(position) => {
                     *count = count.saturating_add(1);
@@ -82,8 +115,8 @@ impl IndexBuffer {
     /// run when the first buffered run continues it.
     pub(crate) fn flush(&self, wtxn: &mut RwTxn, db: Db) -> heed::Result<()> {
         // In key order, so the puts walk the B-tree's pages in order.
-        let mut terms: Vec<(&Vec<u8>, &Vec<(u64, u64)>)> = self.runs.iter().collect();
-        terms.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut terms: Vec<&(Vec<u8>, Vec<(u64, u64)>)> = self.entries.iter().collect();
+        terms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (prefix, runs) in terms {
             let mut runs = runs.as_slice();
             if let Some(&(first, count)) = runs.first() {
@@ -110,7 +143,7 @@ impl IndexBuffer {
 
     /// The buffered runs of the term `prefix`, in position order.
     pub(crate) fn runs_of(&self, prefix: &[u8]) -> &[(u64, u64)] {
-        self.runs.get(prefix).map_or(&[], Vec::as_slice)
+        self.lookup.get(prefix).and_then(|&i| self.entries.get(i)).map_or(&[], |(_, runs)| runs.as_slice())
     }
 }
 
