@@ -2,14 +2,16 @@
 //! covered by the runs of each of its terms, and the runs cover nothing
 //! else.
 //!
-//! The first direction seeks each event's terms; the second needs no
-//! record read when the counts agree: runs of one term never overlap
-//! (checked), so if the runs cover exactly as many positions as the
-//! events have terms, and every term of every event is covered, they
-//! cover nothing else. Only when the counts disagree are the runs walked
-//! against the events, to name the entries that are wrong.
+//! The first direction looks up each event's terms; the second needs no
+//! record read when the counts agree: a position is named at most once
+//! per term (one bit of one block), so if the blocks name exactly as many
+//! positions as the events have terms, and every term of every event is
+//! named, they name nothing else. Only when the counts disagree are the
+//! blocks walked against the events, to name the entries that are wrong.
 
-use crate::lmdb::index_keys::{IndexKind, Runs, parse_run_key, parse_run_value, term_prefix};
+use crate::lmdb::index_keys::{
+    BLOCK, IndexKind, block_key, block_of, block_runs, parse_block_key, parse_block_value, term_prefix,
+};
 use crate::read::Reader;
 use crate::record::EventRef;
 use crate::vocab::{Result, VerifyReport, category_of};
@@ -32,44 +34,39 @@ pub(super) fn walk_indexes(reader: &Reader, report: &mut VerifyReport) -> Result
     let Some(db) = dbs.index else { return Ok(()) };
     let head = reader.head()?;
 
-    // The runs: well formed, in the log, not overlapping; how much they cover.
+    // The blocks: well formed, within the log; how many positions they name.
     let mut covered = 0u64;
-    let mut last: Option<(Vec<u8>, u64)> = None;
     for entry in db.iter(txn)? {
         let (k, v) = entry?;
-        report.term_runs = report.term_runs.saturating_add(1);
-        let (kind, term, first) = match parse_run_key(k) {
+        report.term_blocks = report.term_blocks.saturating_add(1);
+        let (kind, term, block) = match parse_block_key(k) {
             Ok(parsed) => parsed,
             Err(e) => {
                 report.fault(AREA, None, None, e.to_string());
                 continue;
             }
         };
-        let count = match parse_run_value(k, v) {
-            Ok(c) => c,
+        let bits = match parse_block_value(k, v) {
+            Ok(bits) => bits,
             Err(e) => {
-                report.fault(AREA, Some(first), None, e.to_string());
+                report.fault(AREA, Some(block.saturating_mul(BLOCK)), None, e.to_string());
                 continue;
             }
         };
-        let end = first.saturating_add(count);
-        if end.saturating_sub(1) > head {
+        let last =
+            block.saturating_mul(BLOCK).saturating_add(63u64.saturating_sub(u64::from(bits.leading_zeros())));
+        if last > head {
             report.fault(
                 AREA,
-                Some(first),
+                Some(last),
                 None,
-                format!("the {} {term:?} run of {count} at {first} goes past the head {head}", kind.name()),
+                format!(
+                    "the {} index names position {last} under {term:?}, past the head {head}",
+                    kind.name()
+                ),
             );
         }
-        let prefix = term_prefix(kind, term);
-        if let Some((prev, prev_end)) = &last
-            && *prev == prefix
-            && first < *prev_end
-        {
-            report.fault(AREA, Some(first), None, format!("runs of the {} {term:?} overlap", kind.name()));
-        }
-        last = Some((prefix, end));
-        covered = covered.saturating_add(count);
+        covered = covered.saturating_add(u64::from(bits.count_ones()));
     }
 
     // Every event, under each of its terms.
@@ -85,10 +82,11 @@ pub(super) fn walk_indexes(reader: &Reader, report: &mut VerifyReport) -> Result
         let terms = [(IndexKind::EventType, event.event_type()), (IndexKind::Category, event.category())];
         for (kind, term) in terms.into_iter().chain(event.tags().map(|t| (IndexKind::Tag, t))) {
             needed = needed.saturating_add(1);
-            let mut runs = Runs::new(txn, db, term_prefix(kind, term), p)?;
-            let found = match runs.next() {
-                Some(Ok((first, count))) => first <= p && p < first.saturating_add(count),
-                _ => false,
+            let (block, bit) = block_of(p);
+            let key = block_key(&term_prefix(kind, term), block);
+            let found = match db.get(txn, &key)? {
+                Some(v) => parse_block_value(&key, v).is_ok_and(|bits| bits & (1 << bit) != 0),
+                None => false,
             };
             if !found {
                 report.fault(
@@ -105,45 +103,44 @@ pub(super) fn walk_indexes(reader: &Reader, report: &mut VerifyReport) -> Result
             AREA,
             None,
             None,
-            format!("the index runs cover {covered} positions, the events' terms need {needed}"),
+            format!("the index blocks name {covered} positions, the events' terms need {needed}"),
         );
         name_wrong_entries(reader, report)?;
     }
     Ok(())
 }
 
-/// Walks every run against the events it covers and reports each position
-/// whose event does not have the run's term.
+/// Walks every block against the events it names and reports each position
+/// whose event does not have the block's term.
 fn name_wrong_entries(reader: &Reader, report: &mut VerifyReport) -> Result<()> {
     let (txn, dbs) = reader.raw();
     let Some(db) = dbs.index else { return Ok(()) };
-    let head = reader.head()?;
     for entry in db.iter(txn)? {
         let (k, v) = entry?;
-        let (Ok((kind, term, first)), Ok(count)) = (parse_run_key(k), parse_run_value(k, v)) else {
+        let (Ok((kind, term, block)), Ok(bits)) = (parse_block_key(k), parse_block_value(k, v)) else {
             continue;
         };
-        // A run past the head was reported already; walking it to its end
-        // could take forever.
-        for p in first..first.saturating_add(count).min(head.saturating_add(1)) {
-            match reader.event(p) {
-                Ok(Some(e)) if has_term(&e, kind, term) => {}
-                Ok(Some(e)) => report.fault(
-                    AREA,
-                    Some(p),
-                    Some(e.stream_id()),
-                    format!(
-                        "the {} index lists the event under {term:?}, which it does not have",
-                        kind.name()
+        for (first, count) in block_runs(block, bits) {
+            for p in first..first.saturating_add(count) {
+                match reader.event(p) {
+                    Ok(Some(e)) if has_term(&e, kind, term) => {}
+                    Ok(Some(e)) => report.fault(
+                        AREA,
+                        Some(p),
+                        Some(e.stream_id()),
+                        format!(
+                            "the {} index lists the event under {term:?}, which it does not have",
+                            kind.name()
+                        ),
                     ),
-                ),
-                Ok(None) => report.fault(
-                    AREA,
-                    Some(p),
-                    None,
-                    format!("the {} index lists position {p} under {term:?}, past the log", kind.name()),
-                ),
-                Err(_) => {}
+                    Ok(None) => report.fault(
+                        AREA,
+                        Some(p),
+                        None,
+                        format!("the {} index lists position {p} under {term:?}, past the log", kind.name()),
+                    ),
+                    Err(_) => {}
+                }
             }
         }
     }
@@ -153,7 +150,7 @@ fn name_wrong_entries(reader: &Reader, report: &mut VerifyReport) -> Result<()> 
 #[cfg(test)]
 #[allow(clippy::arithmetic_side_effects)]
 mod tests {
-    use crate::lmdb::index_keys::{IndexKind, run_key, run_value, term_prefix};
+    use crate::lmdb::index_keys::{IndexKind, block_key, block_value, term_prefix};
     use crate::{ExpectedVersion, NewEvent, Store};
 
     fn store() -> (tempfile::TempDir, Store) {
@@ -182,9 +179,8 @@ mod tests {
         let (_d, store) = store();
         let report = store.verify().unwrap();
         assert!(report.is_ok(), "{:?}", report.faults);
-        // Runs: X at 1 and at 3, Y at 2, category a at 1 and at 3, b at 2,
-        // tag t:1 at 1 and at 3.
-        assert_eq!(report.term_runs, 8);
+        // One block each: X, Y, categories a and b, tag t:1.
+        assert_eq!(report.term_blocks, 5);
     }
 
     /// Guards both directions of the index check: a missing entry (an
@@ -195,7 +191,8 @@ mod tests {
     fn missing_extra_and_damaged_entries_are_faults() {
         let (_d, store) = store();
         damage(&store, |w, db| {
-            assert!(db.delete(w, &run_key(&term_prefix(IndexKind::Tag, "t:1"), 3)).unwrap());
+            let key = block_key(&term_prefix(IndexKind::Tag, "t:1"), 0);
+            db.put(w, &key, &block_value(&key, 1 << 1)).unwrap();
         });
         let text = faults(&store);
         assert!(
@@ -205,16 +202,16 @@ mod tests {
 
         let (_d, store) = self::store();
         damage(&store, |w, db| {
-            let key = run_key(&term_prefix(IndexKind::EventType, "Y"), 3);
-            db.put(w, &key, &run_value(&key, 1)).unwrap();
+            let key = block_key(&term_prefix(IndexKind::EventType, "Y"), 0);
+            db.put(w, &key, &block_value(&key, (1 << 2) | (1 << 3))).unwrap();
         });
         let text = faults(&store);
         assert!(text.iter().any(|f| f.contains("position 3") && f.contains("does not have")), "{text:?}");
 
         let (_d, store) = self::store();
         damage(&store, |w, db| {
-            let key = run_key(&term_prefix(IndexKind::Category, "b"), 2);
-            let mut v = run_value(&key, 1);
+            let key = block_key(&term_prefix(IndexKind::Category, "b"), 0);
+            let mut v = block_value(&key, 1 << 2);
             v[0] = 9;
             db.put(w, &key, &v).unwrap();
         });

@@ -1,12 +1,14 @@
 //! Keys and values of the `index` database: the secondary indexes by event
 //! type, by category and by tag (see `docs/format.md`).
 //!
-//! An entry is a run of consecutive positions whose events share a term:
-//! key `[kind][term][0x00][first position u64 BE]`, value `[count u64 LE]
-//! [checksum u64 LE]`. Terms are names and tags, which hold no control
-//! character, so the `0x00` ends the term and a term's runs are one range
-//! of keys in position order. A run instead of an entry per event keeps a
-//! bulk load of one type to a few puts per commit.
+//! An entry is a block of 64 positions and which of them have a term: key
+//! `[kind][term][0x00][block u64 BE]` (block = position / 64), value
+//! `[bits u64 LE][checksum u64 LE]` (bit `i`: position `64 × block + i`).
+//! Terms are names and tags, which hold no control character, so the
+//! `0x00` ends the term and a term's blocks are one range of keys in
+//! position order. A block instead of an entry per event keeps a log of
+//! interleaved types to one put per term and 64 positions, and a sparse
+//! tag to one entry per event, as small as a count would be.
 
 use crate::lmdb::env::Db;
 use crate::lmdb::keys::{be_u64, le_u64};
@@ -67,28 +69,36 @@ pub(crate) fn write_prefix(out: &mut Vec<u8>, kind: IndexKind, term: &str) {
     out.push(0);
 }
 
-/// The key of the run of `prefix`'s term that starts at `first`.
-pub(crate) fn run_key(prefix: &[u8], first: u64) -> Vec<u8> {
+/// Positions per block.
+pub(crate) const BLOCK: u64 = 64;
+
+/// The block that holds `position`, and its bit in the block.
+pub(crate) fn block_of(position: u64) -> (u64, u64) {
+    (position / BLOCK, position % BLOCK)
+}
+
+/// The key of block `block` of `prefix`'s term.
+pub(crate) fn block_key(prefix: &[u8], block: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len().saturating_add(8));
     k.extend_from_slice(prefix);
-    k.extend_from_slice(&first.to_be_bytes());
+    k.extend_from_slice(&block.to_be_bytes());
     k
 }
 
-/// Whether `key` is a run key of the term `prefix` starts.
-pub(crate) fn is_run_of(key: &[u8], prefix: &[u8]) -> bool {
+/// Whether `key` is a block key of the term `prefix` starts.
+pub(crate) fn is_block_of(key: &[u8], prefix: &[u8]) -> bool {
     key.len() == prefix.len().saturating_add(8) && key.starts_with(prefix)
 }
 
-/// A key taken apart: its index, its term and its run's first position.
-pub(crate) fn parse_run_key(key: &[u8]) -> Result<(IndexKind, &str, u64)> {
+/// A key taken apart: its index, its term and its block.
+pub(crate) fn parse_block_key(key: &[u8]) -> Result<(IndexKind, &str, u64)> {
     let bad = |why: &str| Error::index("index", format!("key {:?}: {why}", String::from_utf8_lossy(key)));
     let n = key.len();
-    if n < 10 {
-        return Err(bad("too short for a run key"));
+    if n < 11 {
+        return Err(bad("too short for a block key"));
     }
     let kind = IndexKind::from_byte(key[0]).ok_or_else(|| bad("unknown index kind"))?;
-    let (head, first) = key.split_at(n.saturating_sub(8));
+    let (head, block) = key.split_at(n.saturating_sub(8));
     if head.last() != Some(&0) {
         return Err(bad("the term is not followed by a zero byte"));
     }
@@ -97,45 +107,63 @@ pub(crate) fn parse_run_key(key: &[u8]) -> Result<(IndexKind, &str, u64)> {
     if term.is_empty() || term.contains('\0') {
         return Err(bad("empty term, or a zero byte inside it"));
     }
-    let first = be_u64(first);
-    if first == 0 {
-        return Err(bad("a run cannot start at position 0"));
-    }
-    Ok((kind, term, first))
+    Ok((kind, term, be_u64(block)))
 }
 
-/// The value of a run of `count` events under `key`: the count and a
-/// checksum over both, so a damaged count (or a value found under another
-/// key) is reported rather than served as a shorter or longer run.
-pub(crate) fn run_value(key: &[u8], count: u64) -> [u8; 16] {
+/// The value of a block under `key`: its bits and a checksum over both,
+/// so a flipped bit (or a value found under another key) is reported
+/// rather than served as another set of positions.
+pub(crate) fn block_value(key: &[u8], bits: u64) -> [u8; 16] {
     let mut v = [0u8; 16];
-    v[..8].copy_from_slice(&count.to_le_bytes());
-    v[8..].copy_from_slice(&value_sum(key, count).to_le_bytes());
+    v[..8].copy_from_slice(&bits.to_le_bytes());
+    v[8..].copy_from_slice(&value_sum(key, bits).to_le_bytes());
     v
 }
 
-fn value_sum(key: &[u8], count: u64) -> u64 {
-    xxhash_rust::xxh3::xxh3_64_with_seed(&count.to_le_bytes(), xxhash_rust::xxh3::xxh3_64(key))
+fn value_sum(key: &[u8], bits: u64) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(&bits.to_le_bytes(), xxhash_rust::xxh3::xxh3_64(key))
 }
 
-/// The count of the run under `key`; damage when the value fails its
-/// checksum or counts no event.
-pub(crate) fn parse_run_value(key: &[u8], value: &[u8]) -> Result<u64> {
-    let bad = |why: &str| Error::index("index", format!("run {:?}: {why}", String::from_utf8_lossy(key)));
+/// The bits of the block under `key`; damage when the value fails its
+/// checksum, names no position, or names position 0 (never a position).
+pub(crate) fn parse_block_value(key: &[u8], value: &[u8]) -> Result<u64> {
+    let bad = |why: &str| Error::index("index", format!("block {:?}: {why}", String::from_utf8_lossy(key)));
     if value.len() != 16 {
         return Err(bad("value is not 16 bytes"));
     }
-    let count = le_u64(&value[..8]);
-    if le_u64(&value[8..]) != value_sum(key, count) {
+    let bits = le_u64(&value[..8]);
+    if le_u64(&value[8..]) != value_sum(key, bits) {
         return Err(bad("checksum mismatch"));
     }
-    if count == 0 {
-        return Err(bad("a run of no events"));
+    if bits == 0 {
+        return Err(bad("a block of no positions"));
     }
-    Ok(count)
+    let block = be_u64(&key[key.len().saturating_sub(8)..]);
+    if block == 0 && bits & 1 != 0 {
+        return Err(bad("position 0 is no position"));
+    }
+    if block.checked_mul(BLOCK).and_then(|p| p.checked_add(BLOCK - 1)).is_none() {
+        return Err(bad("a block past the last position there can be"));
+    }
+    Ok(bits)
 }
 
-/// The terms whose runs hold every event a DCB `query` can match, or
+/// The runs of consecutive positions a block's bits name, in order.
+pub(crate) fn block_runs(block: u64, mut bits: u64) -> Vec<(u64, u64)> {
+    let base = block.saturating_mul(BLOCK);
+    let mut out = Vec::new();
+    while bits != 0 {
+        let start = u64::from(bits.trailing_zeros());
+        let ones = u64::from((bits >> start).trailing_ones());
+        out.push((base.saturating_add(start), ones));
+        // `start + ones` ≤ 64; a shift by 64 would overflow.
+        let end = start.saturating_add(ones);
+        bits = if end >= BLOCK { 0 } else { bits & (u64::MAX << end) };
+    }
+    out
+}
+
+/// The terms whose blocks hold every event a DCB `query` can match, or
 /// `None` when it matches every event. An item with tags is found through
 /// its first tag (the others are checked on the event), an item without
 /// through its types.
@@ -155,23 +183,20 @@ pub(crate) fn query_prefixes(query: &crate::vocab::Query) -> Option<Vec<Vec<u8>>
     Some(out)
 }
 
-/// The stored runs of one term from the run that covers position `from`
+/// The stored runs of one term from the block that holds position `from`
 /// on, in position order: `(first position, count)`.
 pub(crate) struct Runs<'t> {
     range: heed::RoRange<'t, heed::types::Bytes, heed::types::Bytes>,
     prefix: Vec<u8>,
+    pending: std::vec::IntoIter<(u64, u64)>,
     done: bool,
 }
 
 impl<'t> Runs<'t> {
     pub(crate) fn new(txn: &'t heed::RoTxn, db: Db, prefix: Vec<u8>, from: u64) -> Result<Self> {
-        // The run that covers `from` starts at or before it.
-        let start = match db.get_lower_than_or_equal_to(txn, &run_key(&prefix, from))? {
-            Some((k, _)) if is_run_of(k, &prefix) => k.to_vec(),
-            _ => run_key(&prefix, from),
-        };
+        let start = block_key(&prefix, block_of(from).0);
         let range = (std::ops::Bound::Included(&start[..]), std::ops::Bound::Unbounded);
-        Ok(Runs { range: db.range(txn, &range)?, prefix, done: false })
+        Ok(Runs { range: db.range(txn, &range)?, prefix, pending: Vec::new().into_iter(), done: false })
     }
 }
 
@@ -179,29 +204,29 @@ impl Iterator for Runs<'_> {
     type Item = Result<(u64, u64)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let step = match self.range.next()? {
-            Ok((k, v)) if is_run_of(k, &self.prefix) => {
-                let first = be_u64(&k[self.prefix.len()..]);
-                parse_run_value(k, v).and_then(|count| match first.checked_add(count) {
-                    Some(_) => Ok(Some((first, count))),
-                    None => Err(Error::index("index", "a run goes past the last position there can be")),
-                })
+        loop {
+            if let Some(run) = self.pending.next() {
+                return Some(Ok(run));
             }
-            Ok(_) => Ok(None),
-            Err(e) => Err(e.into()),
-        };
-        match step {
-            Ok(Some(run)) => Some(Ok(run)),
-            Ok(None) => {
-                self.done = true;
-                None
+            if self.done {
+                return None;
             }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
+            let step = match self.range.next() {
+                None => Ok(None),
+                Some(Ok((k, v))) if is_block_of(k, &self.prefix) => {
+                    let block = be_u64(&k[self.prefix.len()..]);
+                    parse_block_value(k, v).map(|bits| Some(block_runs(block, bits)))
+                }
+                Some(Ok(_)) => Ok(None),
+                Some(Err(e)) => Err(e.into()),
+            };
+            match step {
+                Ok(Some(runs)) => self.pending = runs.into_iter(),
+                Ok(None) => self.done = true,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
             }
         }
     }
@@ -289,24 +314,35 @@ impl<'t> IndexedPositions<'t> {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 
     #[test]
     fn keys_round_trip_and_order_by_position() {
         let p = term_prefix(IndexKind::Tag, "student:42");
-        let (a, b) = (run_key(&p, 7), run_key(&p, 300));
-        assert!(a < b, "runs of one term sort by position");
-        assert_eq!(parse_run_key(&a).unwrap(), (IndexKind::Tag, "student:42", 7));
-        assert!(is_run_of(&a, &p));
+        let (a, b) = (block_key(&p, 0), block_key(&p, 4));
+        assert!(a < b, "blocks of one term sort by position");
+        assert_eq!(parse_block_key(&b).unwrap(), (IndexKind::Tag, "student:42", 4));
+        assert!(is_block_of(&a, &p));
         // A term that extends another is another range.
-        assert!(!is_run_of(&run_key(&term_prefix(IndexKind::Tag, "student:420"), 7), &p));
-        let v = run_value(&a, 5);
-        assert_eq!(parse_run_value(&a, &v).unwrap(), 5);
-        assert!(parse_run_value(&b, &v).is_err(), "a value under another key fails");
+        assert!(!is_block_of(&block_key(&term_prefix(IndexKind::Tag, "student:420"), 0), &p));
+        let v = block_value(&b, 0b1011);
+        assert_eq!(parse_block_value(&b, &v).unwrap(), 0b1011);
+        assert!(parse_block_value(&a, &v).is_err(), "a value under another key fails");
         let mut flipped = v;
         flipped[0] ^= 1;
-        assert!(parse_run_value(&a, &flipped).is_err());
-        assert!(parse_run_key(&[9, b'x', 0, 0, 0, 0, 0, 0, 0, 0, 1]).is_err());
+        assert!(parse_block_value(&b, &flipped).is_err());
+        assert!(parse_block_value(&a, &block_value(&a, 1)).is_err(), "position 0 is none");
+        assert!(parse_block_key(&[9, b'x', 0, 0, 0, 0, 0, 0, 0, 0, 1]).is_err());
+    }
+
+    #[test]
+    fn a_block_names_its_runs() {
+        assert_eq!(block_runs(2, 0b1011), [(128, 2), (131, 1)]);
+        assert_eq!(block_runs(0, u64::MAX << 1), [(1, 63)]);
+        assert_eq!(block_runs(1, 1 << 63), [(127, 1)]);
+        assert_eq!(block_runs(1, u64::MAX), [(64, 64)]);
+        assert!(block_runs(5, 0).is_empty());
     }
 }

@@ -50,9 +50,9 @@ pub struct VerifyReport {
     pub index_runs: u64,
     /// Event-id entries read.
     pub event_ids: u64,
-    /// Runs of the secondary indexes (by type, category and tag) read.
+    /// Blocks of the secondary indexes (by type, category and tag) read.
     #[serde(default)]
-    pub term_runs: u64,
+    pub term_blocks: u64,
     /// Durable consumers' checkpoint and dedup entries read.
     #[serde(default)]
     pub checkpoints: u64,

@@ -14,15 +14,20 @@ use std::hash::{BuildHasherDefault, Hasher};
 use heed::RwTxn;
 
 use crate::lmdb::env::Db;
-use crate::lmdb::index_keys::{IndexKind, is_run_of, parse_run_value, run_key, run_value, write_prefix};
+use crate::lmdb::index_keys::{
+    IndexKind, block_key, block_of, block_runs, block_value, parse_block_value, write_prefix,
+};
 use crate::vocab::category_of;
+
+/// A term's prefix and its blocks `(block, bits)`.
+type Term = (Vec<u8>, Vec<(u64, u64)>);
 
 /// The index entries of one batch, not yet written.
 #[derive(Debug, Default)]
 pub(crate) struct IndexBuffer {
-    /// Each term's prefix and its runs `(first position, count)`, in
-    /// position order.
-    entries: Vec<(Vec<u8>, Vec<(u64, u64)>)>,
+    /// Each term's prefix and its blocks `(block, bits)`, in position
+    /// order.
+    entries: Vec<Term>,
     /// Term prefix → its place in `entries`.
     lookup: HashMap<Vec<u8>, usize, BuildHasherDefault<Fnv>>,
     /// The entry the previous event used for each of its terms (type,
@@ -79,9 +84,10 @@ impl IndexBuffer {
     /// Records that the event at `position` has the given terms.
     pub(crate) fn add<'a>(&mut self, position: u64, terms: impl Iterator<Item = (IndexKind, &'a str)>) {
         for (slot, (kind, term)) in terms.enumerate() {
-            let cached = self.recent.get(slot).copied().filter(|&i| {
-                self.entries.get(i).is_some_and(|(prefix, _)| is_prefix_of(prefix, kind, term))
-            });
+            let cached =
+                self.recent.get(slot).copied().filter(|&i| {
+                    self.entries.get(i).is_some_and(|(prefix, _)| is_prefix_of(prefix, kind, term))
+                });
             let i = match cached {
                 Some(i) => i,
                 None => {
@@ -101,49 +107,49 @@ impl IndexBuffer {
                 Some(r) => *r = i,
                 None => self.recent.push(i),
             }
-            let Some((_, runs)) = self.entries.get_mut(i) else { continue };
-            match runs.last_mut() {
-                Some((first, count)) if first.checked_add(*count) == Some(position) => {
-                    *count = count.saturating_add(1);
-                }
-                _ => runs.push((position, 1)),
+            let Some((_, blocks)) = self.entries.get_mut(i) else { continue };
+            let (block, bit) = block_of(position);
+            match blocks.last_mut() {
+                Some((b, bits)) if *b == block => *bits |= 1 << bit,
+                _ => blocks.push((block, 1 << bit)),
             }
         }
     }
 
-    /// Writes the buffered runs into `db`, extending a term's last stored
-    /// run when the first buffered run continues it.
+    /// Writes the buffered blocks into `db`, merging a term's first one
+    /// with the stored block it shares (the last commit's positions).
     pub(crate) fn flush(&self, wtxn: &mut RwTxn, db: Db) -> heed::Result<()> {
         // In key order, so the puts walk the B-tree's pages in order.
-        let mut terms: Vec<&(Vec<u8>, Vec<(u64, u64)>)> = self.entries.iter().collect();
+        let mut terms: Vec<&Term> = self.entries.iter().collect();
         terms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (prefix, runs) in terms {
-            let mut runs = runs.as_slice();
-            if let Some(&(first, count)) = runs.first() {
-                let probe = run_key(prefix, first);
-                let before = db.get_lower_than(wtxn, &probe)?.and_then(|(k, v)| {
-                    let stored = is_run_of(k, prefix).then(|| parse_run_value(k, v).ok()).flatten()?;
-                    Some((k.to_vec(), stored))
-                });
-                if let Some((key, stored)) = before {
-                    let start = crate::lmdb::keys::be_u64(&key[key.len().saturating_sub(8)..]);
-                    if start.checked_add(stored) == Some(first) {
-                        db.put(wtxn, &key, &run_value(&key, stored.saturating_add(count)))?;
-                        runs = &runs[1..];
-                    }
+        for (prefix, blocks) in terms {
+            for (k, &(block, bits)) in blocks.iter().enumerate() {
+                let key = block_key(prefix, block);
+                let mut bits = bits;
+                if k == 0
+                    && let Some(stored) = db.get(wtxn, &key)?
+                {
+                    // Rewriting a damaged block would drop its positions
+                    // from every filtered read without a word: refuse, so
+                    // the appends fail until `eventfold reindex`.
+                    bits |= parse_block_value(&key, stored).map_err(|e| {
+                        heed::Error::Io(std::io::Error::other(format!(
+                            "{e}: run `eventfold verify`, then `eventfold reindex`"
+                        )))
+                    })?;
                 }
-            }
-            for &(first, count) in runs {
-                let key = run_key(prefix, first);
-                db.put(wtxn, &key, &run_value(&key, count))?;
+                db.put(wtxn, &key, &block_value(&key, bits))?;
             }
         }
         Ok(())
     }
 
     /// The buffered runs of the term `prefix`, in position order.
-    pub(crate) fn runs_of(&self, prefix: &[u8]) -> &[(u64, u64)] {
-        self.lookup.get(prefix).and_then(|&i| self.entries.get(i)).map_or(&[], |(_, runs)| runs.as_slice())
+    pub(crate) fn runs_of(&self, prefix: &[u8]) -> Vec<(u64, u64)> {
+        match self.lookup.get(prefix).and_then(|&i| self.entries.get(i)) {
+            Some((_, blocks)) => blocks.iter().flat_map(|&(block, bits)| block_runs(block, bits)).collect(),
+            None => Vec::new(),
+        }
     }
 }
 
@@ -255,7 +261,7 @@ impl super::batch::Writer {
         let mut in_batch: Vec<u64> = prefixes
             .iter()
             .flat_map(|prefix| ctx.index.runs_of(prefix))
-            .flat_map(|&(first, count)| first..first.saturating_add(count))
+            .flat_map(|(first, count)| first..first.saturating_add(count))
             .filter(|&p| p > after)
             .collect();
         in_batch.sort_unstable();

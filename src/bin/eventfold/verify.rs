@@ -29,12 +29,12 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<Outcome> {
         }
         writeln!(
             out,
-            "checked {} events, {} streams, {} index runs, {} event ids, {} term index runs: {}",
+            "checked {} events, {} streams, {} index runs, {} event ids, {} term index blocks: {}",
             report.events,
             report.streams,
             report.index_runs,
             report.event_ids,
-            report.term_runs,
+            report.term_blocks,
             if report.is_ok() { "ok".to_string() } else { format!("{} faults", report.fault_count) }
         )?;
     }
