@@ -98,6 +98,7 @@ impl Store {
 
     /// [`append_with_checkpoint`](Store::append_with_checkpoint) with a
     /// DCB condition checked in the same commit.
+    #[cfg(feature = "protocol")]
     pub(crate) fn append_with_checkpoint_if<S: AsRef<str>>(
         &self,
         consumer: &str,

@@ -216,9 +216,20 @@ pub type W2a = (Lat, Option<(f64, f64)>, u64, String);
 /// latency is measured as in W7, from the commit hook to the task holding
 /// the event.
 pub fn w2a(s: &Sizes, subscribe: bool) -> R<W2a> {
+    w2a_with(s, subscribe.then_some(false))
+}
+
+/// [`w2a`] with the subscriber on a current-thread runtime of its own (one
+/// more OS thread), apart from the appending tasks' two workers.
+pub fn w2a_own_runtime(s: &Sizes) -> R<W2a> {
+    w2a_with(s, Some(true))
+}
+
+/// W2a; `subscribe` is `None` for no subscriber, `Some(own_runtime)`.
+fn w2a_with(s: &Sizes, subscribe: Option<bool>) -> R<W2a> {
     use futures_util::StreamExt;
     let dir = util::tempdir()?;
-    let (store, base, marks) = open_marked(dir.path(), s, subscribe)?;
+    let (store, base, marks) = open_marked(dir.path(), s, subscribe.is_some())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -228,16 +239,19 @@ pub fn w2a(s: &Sizes, subscribe: bool) -> R<W2a> {
     // tasks than streams.
     let tasks = s.w2a_tasks.clamp(1, s.w2_streams.max(1));
     let (latencies, wall, got, threads) = runtime.block_on(async {
-        let sub = if subscribe {
-            let mut events =
-                store.subscribe(SubscribeFrom::Start, Filter::new()).map_err(err("subscribe"))?.into_stream();
-            let n = s.w2_events;
-            // One deadline for the whole run, not one per event: a tokio
-            // timer around each `next` spends the task's cooperative budget
-            // and sends it to the back of the run queue, behind every
-            // appender, every 128 events: that was most of the measured
-            // wake latency, and is not the store's.
-            Some(tokio::spawn(async move {
+        let sub = match subscribe {
+            None => None,
+            Some(own_runtime) => {
+                let mut events = store
+                    .subscribe(SubscribeFrom::Start, Filter::new())
+                    .map_err(err("subscribe"))?
+                    .into_stream();
+                let n = s.w2_events;
+                // One deadline for the whole run, not one per event: a tokio
+                // timer around each `next` spends the task's cooperative budget
+                // and sends it to the back of the run queue, behind every
+                // appender, every 128 events: that was most of the measured
+                // wake latency, and is not the store's.
                 let collect = async move {
                     let mut got = Vec::with_capacity(n as usize);
                     while (got.len() as u64) < n {
@@ -249,12 +263,21 @@ pub fn w2a(s: &Sizes, subscribe: bool) -> R<W2a> {
                     }
                     Ok(got)
                 };
-                tokio::time::timeout(Duration::from_secs(600), collect)
-                    .await
-                    .unwrap_or_else(|_| Err("subscription timed out".to_string()))
-            }))
-        } else {
-            None
+                let timed = async move {
+                    tokio::time::timeout(Duration::from_secs(600), collect)
+                        .await
+                        .unwrap_or_else(|_| Err("subscription timed out".to_string()))
+                };
+                Some(if own_runtime {
+                    let own = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(err("the subscriber's runtime"))?;
+                    Sub::Own(std::thread::spawn(move || own.block_on(timed)))
+                } else {
+                    Sub::Shared(tokio::spawn(timed))
+                })
+            }
         };
         let t = Instant::now();
         let handles: Vec<_> = (0..tasks)
@@ -289,7 +312,8 @@ pub fn w2a(s: &Sizes, subscribe: bool) -> R<W2a> {
         }
         let wall = t.elapsed();
         let got = match sub {
-            Some(h) => Some(h.await.map_err(|_| "subscriber task panicked".to_string())??),
+            Some(Sub::Shared(h)) => Some(h.await.map_err(|_| "subscriber task panicked".to_string())??),
+            Some(Sub::Own(h)) => Some(h.join().map_err(|_| "subscriber thread panicked".to_string())??),
             None => None,
         };
         Ok::<_, String>((all, wall, got, threads))
@@ -301,6 +325,13 @@ pub fn w2a(s: &Sizes, subscribe: bool) -> R<W2a> {
         util::wake_us(&got, &marks)
     });
     Ok((lat(s.w2_events, wall, latencies), wake, threads, describe(&stats)))
+}
+
+/// W2a's subscriber: a task on the appenders' runtime, or a thread
+/// running a runtime of its own.
+enum Sub {
+    Shared(tokio::task::JoinHandle<Result<Vec<(u64, Duration)>, String>>),
+    Own(std::thread::JoinHandle<Result<Vec<(u64, Duration)>, String>>),
 }
 
 /// W3: one client, one-event appends in a row.

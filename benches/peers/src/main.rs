@@ -449,6 +449,16 @@ fn w2a(rep: &mut Report, s: &Sizes, first: bool) {
         Ok(_) => rep.skip("eventfold", "W2a", "no subscriber figures"),
         Err(e) => rep.skip("eventfold", "W2a", &e),
     }
+    rep.declare("W2a_own_runtime_wake_p50", "µs", false);
+    rep.declare("W2a_own_runtime_wake_p99", "µs", false);
+    match ef::w2a_own_runtime(s) {
+        Ok((_, Some((p50, p99)), _, _)) => {
+            rep.record("W2a_own_runtime_wake_p50", "µs", false, "eventfold", p50);
+            rep.record("W2a_own_runtime_wake_p99", "µs", false, "eventfold", p99);
+        }
+        Ok(_) => rep.skip("eventfold", "W2a", "no subscriber figures"),
+        Err(e) => rep.skip("eventfold", "W2a", &e),
+    }
 }
 
 const W3: [&str; 3] = ["W3_throughput", "W3_p50_latency", "W3_p99_latency"];
