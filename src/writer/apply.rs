@@ -125,9 +125,8 @@ impl Writer {
         let mut plans = Vec::with_capacity(req.appends.len());
         let mut stored = Vec::new();
         for (i, a) in req.appends.iter().enumerate() {
-            if let Some(meta) = self.stream_meta(wtxn, &a.stream_id)?
-                && meta.tombstoned
-            {
+            let meta = self.stream_meta(wtxn, &a.stream_id)?;
+            if meta.is_some_and(|m| m.tombstoned) {
                 return Err(Step::Reject(Error::StreamDeleted { stream: a.stream_id.clone() }));
             }
             let head = self.head(wtxn, ctx, &a.stream_id)?;
@@ -143,7 +142,7 @@ impl Writer {
                     actual,
                 }));
             }
-            plans.push((i, head));
+            plans.push((i, head, meta));
         }
         if !stored.is_empty() && !plans.is_empty() {
             let first = &stored[0];
@@ -167,12 +166,13 @@ impl Writer {
             None => None,
         };
         let mut results = stored;
-        for (i, head) in plans {
+        for (i, head, meta) in plans {
             let a = &mut req.appends[i];
             results.push(self.write_append(wtxn, ctx, a, head)?);
             // A soft-deleted stream lives again with its next append; what
-            // came before the deletion stays hidden.
-            if let Some(mut meta) = self.stream_meta(wtxn, &a.stream_id)?
+            // came before the deletion stays hidden. (A request names each
+            // stream once, so the metadata read above is still current.)
+            if let Some(mut meta) = meta
                 && meta.deleted
                 && let Some(db) = self.dbs.stream_meta
             {
