@@ -7,6 +7,7 @@
 //! index entry that names the wrong event cannot make a read return it.
 
 use super::Reader;
+use super::iter::WalkEnd;
 use crate::lmdb::index_keys::{IndexKind, IndexedPositions, term_prefix};
 use crate::lmdb::keys::position_key;
 use crate::vocab::{Error, Filter, Result};
@@ -34,8 +35,7 @@ pub(crate) fn driving_terms(filter: &Filter) -> Option<Vec<Vec<u8>>> {
 pub(super) struct IndexedRecords<'t> {
     reader: &'t Reader,
     positions: IndexedPositions<'t>,
-    done: bool,
-    error: Option<Error>,
+    end_state: WalkEnd,
 }
 
 impl<'t> IndexedRecords<'t> {
@@ -48,21 +48,20 @@ impl<'t> IndexedRecords<'t> {
                     dbs.index.ok_or_else(|| Error::internal("an indexed read of a store without indexes"))?;
                 IndexedPositions::new(txn, db, prefixes, from, end)?
             },
-            done: false,
-            error: None,
+            end_state: WalkEnd::default(),
         })
     }
 
     pub(super) fn done(&self) -> bool {
-        self.done
+        self.end_state.done
     }
 
     pub(super) fn take_error(&mut self) -> Option<Error> {
-        self.error.take()
+        self.end_state.error.take()
     }
 
     pub(super) fn next(&mut self) -> Option<(u64, &'t [u8])> {
-        if self.done {
+        if self.end_state.done {
             return None;
         }
         let step = self.positions.next_position().and_then(|p| match p {
@@ -78,18 +77,7 @@ impl<'t> IndexedRecords<'t> {
                 }
             }
         });
-        match step {
-            Ok(Some(record)) => Some(record),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.error = Some(e);
-                self.done = true;
-                None
-            }
-        }
+        self.end_state.settle(step)
     }
 }
 

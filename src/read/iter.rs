@@ -354,10 +354,7 @@ pub(crate) struct RawRecords<'t> {
     /// The last position this walk must yield.
     end: u64,
     expected: u64,
-    /// The cursor has nothing more to give (or failed, see `error`).
-    done: bool,
-    /// A cursor error, for the caller to raise after the records read before it.
-    error: Option<Error>,
+    end_state: WalkEnd,
 }
 
 impl<'t> RawRecords<'t> {
@@ -370,37 +367,26 @@ impl<'t> RawRecords<'t> {
             cursor: reader.dbs.events.range(&reader.txn, &range)?,
             end,
             expected: from,
-            done: false,
-            error: None,
+            end_state: WalkEnd::default(),
         })
     }
     /// Whether the walk has ended (at the log's end, the bound, or an error).
     pub(super) fn done(&self) -> bool {
-        self.done
+        self.end_state.done
     }
 
     /// The error that ended the walk, if one did.
     pub(super) fn take_error(&mut self) -> Option<Error> {
-        self.error.take()
+        self.end_state.error.take()
     }
 
     /// The next raw record, or `None` once the walk has ended.
     pub(super) fn next(&mut self) -> Option<(u64, &'t [u8])> {
-        if self.done {
+        if self.end_state.done {
             return None;
         }
-        match self.advance() {
-            Ok(Some(record)) => Some(record),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.error = Some(e);
-                self.done = true;
-                None
-            }
-        }
+        let step = self.advance();
+        self.end_state.settle(step)
     }
 
     fn advance(&mut self) -> Result<Option<(u64, &'t [u8])>> {
@@ -423,6 +409,32 @@ impl<'t> RawRecords<'t> {
         }
         self.expected = self.expected.saturating_add(1);
         Ok(Some((position, v)))
+    }
+}
+
+/// How a walk of raw records ended: it ends for good at its end or at its
+/// first error, which the caller raises after the records read before it.
+#[derive(Debug, Default)]
+pub(super) struct WalkEnd {
+    pub(super) done: bool,
+    pub(super) error: Option<Error>,
+}
+
+impl WalkEnd {
+    /// The item of a step, ending the walk when the step had none or failed.
+    pub(super) fn settle<T>(&mut self, step: Result<Option<T>>) -> Option<T> {
+        match step {
+            Ok(Some(item)) => Some(item),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.error = Some(e);
+                self.done = true;
+                None
+            }
+        }
     }
 }
 
