@@ -108,8 +108,8 @@ pub use read::{
 pub use record::decode as decode_record;
 pub use record::{EventRef, Tags};
 pub use store::{
-    AllBatches, AppendTicket, DEFAULT_MAP_SIZE, LIFECYCLE_STREAM, QueryResult, Store, StoreBuilder,
-    StoreStats, StreamBatches,
+    AllBatches, AppendTicket, DEFAULT_MAP_SIZE, LIFECYCLE_STREAM, QueryResult, SCAVENGE_STEP,
+    ScavengeProgress, ScavengeReport, Store, StoreBuilder, StoreStats, StreamBatches,
 };
 #[cfg(feature = "async")]
 pub use store::{AppendFuture, AppendManyFuture};

@@ -14,6 +14,9 @@ use std::collections::HashMap;
 #[derive(Default)]
 struct Seen {
     count: u64,
+    /// The stream's first version in the log: 1, or the first one left
+    /// after scavenging.
+    first_version: u64,
     last_version: u64,
     last_position: u64,
     /// `recorded_at` of the stream's first and last events in the log.
@@ -133,7 +136,8 @@ fn walk_events(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Resu
             }
         };
         report.events = report.events.saturating_add(1);
-        if position != expected {
+        let hole = position.saturating_sub(1);
+        if position != expected && !(position > expected && reader.is_removed_range(expected, hole)?) {
             report.fault(
                 "events",
                 Some(expected),
@@ -152,7 +156,12 @@ fn walk_events(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Resu
             }
         };
         let s = w.seen.entry(event.stream_id().to_string()).or_default();
-        if event.version() != s.last_version.saturating_add(1) && w.unreadable == 0 {
+        // Scavenging removes a prefix of a stream's versions, and raises
+        // its truncation to the first version it left.
+        let scavenged = s.count == 0
+            && event.version() > 1
+            && floor_of(reader, event.stream_id()).is_ok_and(|floor| event.version() <= floor);
+        if event.version() != s.last_version.saturating_add(1) && w.unreadable == 0 && !scavenged {
             report.fault(
                 "events",
                 Some(position),
@@ -162,6 +171,7 @@ fn walk_events(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Resu
         }
         if s.count == 0 {
             s.first_recorded_at = event.recorded_at();
+            s.first_version = event.version();
         }
         s.count = s.count.saturating_add(1);
         s.last_version = event.version();
@@ -185,7 +195,52 @@ fn walk_events(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Resu
         }
     }
     check_count(report, "events", dbs.events.len(txn)?, walked);
+    walk_removed(reader, w.head, report)
+}
+
+/// The record of removed positions: each range sound, within the log,
+/// holding no record.
+fn walk_removed(reader: &Reader, head: u64, report: &mut VerifyReport) -> Result<()> {
+    let (txn, dbs) = reader.raw();
+    let Some(db) = dbs.removed else { return Ok(()) };
+    for item in db.iter(txn)? {
+        let (k, v) = item?;
+        let (first, last) = match crate::lmdb::removed::decode(k, v) {
+            Ok(range) => range,
+            Err(e) => {
+                report.fault("removed", None, None, e.to_string());
+                continue;
+            }
+        };
+        report.removed = report.removed.saturating_add(last.saturating_sub(first).saturating_add(1));
+        if last >= head {
+            report.fault(
+                "removed",
+                Some(first),
+                None,
+                format!("positions {first}..={last} are recorded as removed, the log's last is {head}"),
+            );
+        }
+        let (from, to) = (position_key(first), position_key(last));
+        let bounds = (std::ops::Bound::Included(&from[..]), std::ops::Bound::Included(&to[..]));
+        if let Some(entry) = dbs.events.range(txn, &bounds)?.next() {
+            let (k, _) = entry?;
+            let p = parse_position_key(k).unwrap_or(0);
+            report.fault(
+                "removed",
+                Some(p),
+                None,
+                format!("position {p} holds a record, inside the removed range {first}..={last}"),
+            );
+        }
+    }
     Ok(())
+}
+
+/// The version below which scavenging may have removed the stream's
+/// events: its truncation (0 for a stream without metadata).
+fn floor_of(reader: &Reader, stream: &str) -> Result<u64> {
+    Ok(crate::read::served::meta_of(reader, stream)?.map_or(0, |m| m.truncate_before))
 }
 
 /// LMDB keeps each database's number of entries in the database's record
@@ -218,7 +273,10 @@ fn walk_streams(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Res
                 continue;
             }
         };
+        // A stream whose every event was scavenged keeps its head.
+        let all_removed = floor_of(reader, &id).is_ok_and(|floor| floor > head.version);
         match w.seen.get(&id) {
+            None if all_removed => {}
             None => report.fault("streams", None, Some(&id), "head of a stream with no events in the log"),
             Some(s) if s.last_version != head.version || s.last_position != head.last_position => report
                 .fault(
@@ -233,7 +291,8 @@ fn walk_streams(reader: &Reader, w: &mut Walk, report: &mut VerifyReport) -> Res
             // The writer sets a head's times from its first and last events.
             Some(s)
                 if w.unreadable == 0
-                    && (s.first_recorded_at != head.created_at || s.last_recorded_at != head.updated_at) =>
+                    && ((s.first_version <= 1 && s.first_recorded_at != head.created_at)
+                        || s.last_recorded_at != head.updated_at) =>
             {
                 report.fault(
                     "streams",
@@ -298,7 +357,8 @@ fn walk_stream_index(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Re
             );
             continue;
         };
-        let want = next_version.entry(no).or_insert(1);
+        let first = w.seen.get(id).map_or(1, |s| s.first_version.max(1));
+        let want = next_version.entry(no).or_insert(first);
         if first_version != *want {
             report.fault(
                 "stream_index",
@@ -364,7 +424,19 @@ fn walk_stream_index(reader: &Reader, w: &Walk, report: &mut VerifyReport) -> Re
     }
     check_count(report, "stream_index", dbs.stream_index.len(txn)?, walked);
     for (no, (id, head)) in &w.by_number {
-        let indexed_to = next_version.get(no).copied().unwrap_or(1).saturating_sub(1);
+        let Some(&next) = next_version.get(no) else {
+            // No runs: right only when scavenging removed every event.
+            if w.seen.contains_key(id) || head.run_first_version != head.version.saturating_add(1) {
+                report.fault(
+                    "stream_index",
+                    None,
+                    Some(id),
+                    format!("no versions are indexed, the stream has {}", head.version),
+                );
+            }
+            continue;
+        };
+        let indexed_to = next.saturating_sub(1);
         if indexed_to != head.version {
             report.fault(
                 "stream_index",

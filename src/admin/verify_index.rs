@@ -73,11 +73,16 @@ pub(super) fn walk_indexes(reader: &Reader, report: &mut VerifyReport) -> Result
     let mut needed = 0u64;
     let mut unreadable = 0u64;
     for p in 1..=head {
-        let Some(event) = reader.event(p).ok().flatten() else {
+        let event = match reader.event(p) {
+            Ok(Some(event)) => event,
+            // Scavenged, and recorded as removed: nothing to index.
+            Ok(None) => continue,
             // A damaged or missing record is the log walk's fault to report;
             // its terms are unknown, so the counts below cannot agree.
-            unreadable = unreadable.saturating_add(1);
-            continue;
+            Err(_) => {
+                unreadable = unreadable.saturating_add(1);
+                continue;
+            }
         };
         let terms = [(IndexKind::EventType, event.event_type()), (IndexKind::Category, event.category())];
         for (kind, term) in terms.into_iter().chain(event.tags().map(|t| (IndexKind::Tag, t))) {
@@ -137,7 +142,10 @@ fn name_wrong_entries(reader: &Reader, report: &mut VerifyReport) -> Result<()> 
                         AREA,
                         Some(p),
                         None,
-                        format!("the {} index lists position {p} under {term:?}, past the log", kind.name()),
+                        format!(
+                            "the {} index lists position {p} under {term:?}, which holds no event",
+                            kind.name()
+                        ),
                     ),
                     Err(_) => {}
                 }

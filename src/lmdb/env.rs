@@ -32,6 +32,9 @@ pub(crate) struct Dbs {
     /// Streams' lifecycle and retention (`stream_meta.rs`); `None` only in
     /// a store opened read-only that has never had any.
     pub stream_meta: Option<Db>,
+    /// The ranges of positions scavenging removed (`removed.rs`); `None`
+    /// only in a store opened read-only that has never scavenged.
+    pub removed: Option<Db>,
 }
 
 /// The secondary indexes' database, added by format 2.
@@ -39,6 +42,9 @@ const INDEX_NAME: &str = "index";
 
 /// The streams' lifecycle database, added with stream deletion.
 const STREAM_META_NAME: &str = "stream_meta";
+
+/// The removed positions' database, added with scavenging.
+const REMOVED_NAME: &str = "removed";
 
 const NAMES: [&str; 7] =
     ["events", "streams", "stream_index", "event_ids", "snapshots", "checkpoints", "meta"];
@@ -74,6 +80,7 @@ impl Dbs {
             meta,
             index: None,
             stream_meta: None,
+            removed: None,
         }
     }
 }
@@ -317,6 +324,10 @@ pub(crate) fn create_dbs(env: &Env<WithoutTls>) -> Result<Dbs> {
         let [stream_meta] = create_named(env, [STREAM_META_NAME])?;
         dbs.stream_meta = Some(stream_meta);
     }
+    if dbs.removed.is_none() {
+        let [removed] = create_named(env, [REMOVED_NAME])?;
+        dbs.removed = Some(removed);
+    }
     Ok(dbs)
 }
 
@@ -330,6 +341,7 @@ pub(crate) fn open_dbs(env: &Env<WithoutTls>) -> Result<Option<Dbs>> {
             let mut dbs = Dbs::from_array(arr);
             dbs.index = open_named(env, [INDEX_NAME])?.ok().map(|[index]| index);
             dbs.stream_meta = open_named(env, [STREAM_META_NAME])?.ok().map(|[db]| db);
+            dbs.removed = open_named(env, [REMOVED_NAME])?.ok().map(|[db]| db);
             Ok(Some(dbs))
         }
         Err(missing) if missing.len() == NAMES.len() => Ok(None),

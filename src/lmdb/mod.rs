@@ -12,6 +12,7 @@ pub(crate) mod keys;
 pub(crate) mod lock;
 pub(crate) mod map_fault;
 pub(crate) mod meta;
+pub(crate) mod removed;
 pub(crate) mod stream_meta;
 
 pub use durability::Durability;

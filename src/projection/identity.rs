@@ -39,6 +39,10 @@ pub(crate) fn checkpoint_mismatch(
             "its checkpoint is position {checkpoint}, the log's durable head is {durable}"
         )));
     }
+    if reader.is_removed(checkpoint)? {
+        // Scavenged since: the log keeps the record that it was there.
+        return Ok(None);
+    }
     let Some(id) = id else {
         return Ok(Some(format!("its checkpoint {checkpoint} names no event")));
     };

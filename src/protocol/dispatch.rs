@@ -317,6 +317,12 @@ impl Session {
             Request::GetStreamLifecycle(r) => {
                 lifecycle::lifecycle(&self.store, &r.aggregate_id, r.msg_id, None)
             }
+            Request::Scavenge(_) => self.store.scavenge().map(|r| Reply::Scavenged {
+                in_reply_to: id,
+                streams: r.streams,
+                events_removed: r.events_removed,
+                steps: r.steps,
+            }),
             Request::Stats(_) => self.store.stats().map(|stats| Reply::StatsOk { in_reply_to: id, stats }),
             Request::CreateSnapshot(r) => {
                 self.store.snapshot_json_state(&r.aggregate_id).map(|s| Reply::SnapshotCreated {

@@ -226,14 +226,15 @@ impl<'t> StreamIter<'t> {
             && w.next <= position
             && position.saturating_sub(w.next) <= MAX_SKIP
         {
-            while w.next < position {
-                if w.range.next().transpose()?.is_none() {
-                    return Ok(None);
+            // Stepped by key, not by count: scavenging leaves holes
+            // between a stream's events.
+            loop {
+                let Some(item) = keyed(w.range.next())? else { return Ok(None) };
+                if item.0 >= position {
+                    w.next = item.0.saturating_add(1);
+                    return Ok(Some(item));
                 }
-                w.next = w.next.saturating_add(1);
             }
-            w.next = w.next.saturating_add(1);
-            return keyed(w.range.next());
         }
         let from = position_key(position);
         let bounds = (Bound::Included(&from[..]), Bound::Unbounded);
@@ -346,10 +347,12 @@ impl<'t> Iterator for StreamIter<'t> {
 /// [`Reader::scan_all`](super::Reader::scan_all) share.
 ///
 /// Every position from `from` to the end (the head, or the bound when it is
-/// lower) must be there, in order: the log is gapless, so a key that is not
-/// the expected one, or a cursor that ends early, is damage (a flipped bit in
-/// a key), never the end of the log.
+/// lower) must be there, in order, but for the ranges scavenging removed
+/// and recorded (`lmdb/removed.rs`): any other missing key, or a cursor
+/// that ends early, is damage (a flipped bit in a key), never the end of
+/// the log.
 pub(crate) struct RawRecords<'t> {
+    reader: &'t Reader,
     cursor: RoRange<'t, Bytes, Bytes>,
     /// The last position this walk must yield.
     end: u64,
@@ -364,6 +367,7 @@ impl<'t> RawRecords<'t> {
         let key = position_key(from);
         let range = (Bound::Included(&key[..]), Bound::Unbounded);
         Ok(RawRecords {
+            reader,
             cursor: reader.dbs.events.range(&reader.txn, &range)?,
             end,
             expected: from,
@@ -402,12 +406,19 @@ impl<'t> RawRecords<'t> {
         let (k, v) = item?;
         let position = parse_position_key(k)?;
         if position != self.expected {
-            return Err(Error::corruption(
-                self.expected,
-                format!("log has a gap: next stored position is {position}"),
-            ));
+            // A hole scavenging made is recorded; any other is damage.
+            let last = position.saturating_sub(1);
+            if position < self.expected || !self.reader.is_removed_range(self.expected, last)? {
+                return Err(Error::corruption(
+                    self.expected,
+                    format!("log has a gap: next stored position is {position}"),
+                ));
+            }
+            if position > self.end {
+                return Ok(None);
+            }
         }
-        self.expected = self.expected.saturating_add(1);
+        self.expected = position.saturating_add(1);
         Ok(Some((position, v)))
     }
 }

@@ -296,17 +296,32 @@ impl Reader {
         }
     }
 
-    /// The event at `position`, if any (`None` past the head and for 0).
-    /// A position within the log that is not stored is damage: the log is
-    /// gapless, so it is [`Error::Corruption`], never `None`.
+    /// The event at `position`, if any (`None` past the head, for 0, and
+    /// for a position scavenging removed: [`Reader::is_removed`] tells).
+    /// Any other position within the log that is not stored is damage:
+    /// [`Error::Corruption`], never `None`.
     pub fn event(&self, position: u64) -> Result<Option<EventRef<'_>>> {
         match self.dbs.events.get(&self.txn, &position_key(position))? {
             Some(v) => record::decode(position, v).map(Some),
-            None if position >= 1 && position <= self.head()? => {
-                Err(Error::corruption(position, "position missing from a gapless log"))
+            None if position >= 1 && position <= self.head()? && !self.is_removed(position)? => {
+                Err(Error::corruption(position, "position missing from the log and not recorded as removed"))
             }
             None => Ok(None),
         }
+    }
+
+    /// Whether scavenging removed the event at `position` (see
+    /// `docs/forgetting.md`): positions are never reused, and the store
+    /// keeps a durable record of the ones it removed, so that a removed
+    /// event is never taken for a damaged one.
+    pub fn is_removed(&self, position: u64) -> Result<bool> {
+        Ok(crate::lmdb::removed::range_holding(&self.txn, self.dbs.removed, position)?.is_some())
+    }
+
+    /// Whether the hole `first..=last` between stored records is exactly
+    /// what scavenging removed.
+    pub(crate) fn is_removed_range(&self, first: u64, last: u64) -> Result<bool> {
+        crate::lmdb::removed::is_removed(&self.txn, self.dbs.removed, first, last)
     }
 
     /// The event with this id, if any.
@@ -413,6 +428,9 @@ impl Reader {
             {
                 Ok(())
             }
+            // Every event of the stream was scavenged: nothing to check
+            // the head against but the record of what was removed.
+            None if self.is_removed(head.last_position)? => Ok(()),
             _ => Err(Error::index(
                 "streams",
                 format!(
@@ -523,18 +541,39 @@ impl Reader {
         let (mut lo, mut hi) = (0u64, self.head()?);
         while lo < hi {
             let mid = lo.saturating_add(hi.saturating_sub(lo).div_ceil(2));
-            let v = self
-                .dbs
-                .events
-                .get(&self.txn, &position_key(mid))?
-                .ok_or_else(|| Error::corruption(mid, "position missing from a gapless log"))?;
-            if record::recorded_at(mid, v)? <= micros {
-                lo = mid;
+            // A removed position has no time: the first stored record at
+            // or after it stands in for it (times never decrease, and the
+            // head is never removed, so there is one at or below `hi`).
+            let (at, v) = self.stored_from(mid)?;
+            if record::recorded_at(at, v)? <= micros {
+                lo = at;
             } else {
                 hi = mid.saturating_sub(1);
             }
         }
         Ok(lo)
+    }
+}
+
+impl Reader {
+    /// The first stored record at or after `position`, which must be
+    /// within the log: `position` itself, or the first after the removed
+    /// range that holds it.
+    fn stored_from(&self, position: u64) -> Result<(u64, &[u8])> {
+        if let Some(v) = self.dbs.events.get(&self.txn, &position_key(position))? {
+            return Ok((position, v));
+        }
+        let missing =
+            || Error::corruption(position, "position missing from the log and not recorded as removed");
+        let Some((_, last)) = crate::lmdb::removed::range_holding(&self.txn, self.dbs.removed, position)?
+        else {
+            return Err(missing());
+        };
+        let next = last.saturating_add(1);
+        match self.dbs.events.get(&self.txn, &position_key(next))? {
+            Some(v) => Ok((next, v)),
+            None => Err(missing()),
+        }
     }
 }
 

@@ -6,11 +6,13 @@ mod builder;
 mod dcb;
 mod lifecycle;
 mod open;
+mod scavenge;
 
 pub use batched::{AllBatches, StreamBatches};
 pub use builder::{DEFAULT_MAP_SIZE, StoreBuilder};
 pub use dcb::QueryResult;
 pub use lifecycle::LIFECYCLE_STREAM;
+pub use scavenge::{SCAVENGE_STEP, ScavengeProgress, ScavengeReport};
 
 use std::any::Any;
 use std::collections::HashSet;

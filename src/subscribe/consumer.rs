@@ -391,6 +391,8 @@ pub(crate) fn verify_checkpoints(reader: &crate::read::Reader, report: &mut crat
                 Some(position) => match decode_dedup(&name, k, v) {
                     Ok(id) => match reader.event(position) {
                         Ok(Some(e)) if e.event_id() == id => {}
+                        // Scavenged since it was acknowledged.
+                        Ok(None) if reader.is_removed(position).unwrap_or(false) => {}
                         Ok(_) => report.fault(
                             &area,
                             Some(position),

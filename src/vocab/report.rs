@@ -62,6 +62,9 @@ pub struct VerifyReport {
     /// Read-model documents read (both slots of every projection).
     #[serde(default)]
     pub documents: u64,
+    /// Positions recorded as removed by scavenging (holes on purpose).
+    #[serde(default)]
+    pub removed: u64,
     /// Faults found (at most 1000 listed; see `fault_count`).
     pub faults: Vec<Fault>,
     /// Number of faults found in all.

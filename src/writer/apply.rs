@@ -99,6 +99,9 @@ impl Writer {
                 meta.truncate_before = meta.truncate_before.max(version.saturating_add(1));
             }
             super::Lifecycle::Tombstone => meta.tombstoned = true,
+            super::Lifecycle::Scavenge { .. } => {
+                return Err(Step::Reject(Error::internal("a scavenge step is not a lifecycle change")));
+            }
             super::Lifecycle::Retention { truncate_before, max_count, max_age_us } => {
                 if let Some(t) = truncate_before {
                     meta.truncate_before = meta.truncate_before.max(t);
@@ -160,6 +163,13 @@ impl Writer {
             return Err(Step::Reject(Error::AppendConditionFailed { position, after }));
         }
         let lifecycle = match req.lifecycle.as_deref() {
+            Some((stream, super::Lifecycle::Scavenge { below })) => {
+                if self.scavenge(wtxn, ctx, stream, *below)? > 0 {
+                    // Something to commit, though the head did not move.
+                    ctx.side_writes = ctx.side_writes.saturating_add(1);
+                }
+                None
+            }
             Some((stream, change)) => {
                 Some((stream.as_str(), self.lifecycle_change(wtxn, ctx, stream, *change)?))
             }
@@ -248,7 +258,11 @@ impl Writer {
             ctx.bytes = ctx.bytes.saturating_add(ev.value.len() as u64);
             ids.push(ev.event_id);
         }
-        let adjacent = h.version > 0 && h.last_position.checked_add(1) == Some(first_pos);
+        // A stream whose every event was scavenged has no run to extend
+        // (its latest run's first version is past its version).
+        let adjacent = h.version > 0
+            && h.run_first_version <= h.version
+            && h.last_position.checked_add(1) == Some(first_pos);
         let run = if adjacent {
             let in_run = h
                 .version

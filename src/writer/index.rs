@@ -144,6 +144,36 @@ impl IndexBuffer {
         Ok(())
     }
 
+    /// Clears the buffered positions from the blocks stored in `db`
+    /// (scavenging), deleting a block left empty. Every position must be
+    /// in its stored block: one that is not means the index is damaged,
+    /// and the step is refused rather than leaving it so.
+    pub(crate) fn clear(&self, wtxn: &mut RwTxn, db: Db) -> Result<(), super::apply::Step> {
+        use crate::vocab::Error;
+        let refuse = |why: String| super::apply::Step::Reject(Error::index("index", why));
+        for (prefix, blocks) in &self.entries {
+            for &(block, bits) in blocks {
+                let key = block_key(prefix, block);
+                let stored = match db.get(wtxn, &key)? {
+                    Some(v) => parse_block_value(&key, v).map_err(|e| refuse(e.to_string()))?,
+                    None => 0,
+                };
+                if stored & bits != bits {
+                    return Err(refuse(format!(
+                        "block {block} of a term lacks positions being removed: run `eventfold verify`, then `eventfold reindex`"
+                    )));
+                }
+                match stored & !bits {
+                    0 => {
+                        db.delete(wtxn, &key)?;
+                    }
+                    left => db.put(wtxn, &key, &block_value(&key, left))?,
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The buffered runs of the term `prefix`, in position order.
     pub(crate) fn runs_of(&self, prefix: &[u8]) -> Vec<(u64, u64)> {
         match self.lookup.get(prefix).and_then(|&i| self.entries.get(i)) {
@@ -187,10 +217,12 @@ pub(crate) fn rebuild(
         for entry in dbs.events.range(&wtxn, &range)? {
             let (k, v) = entry?;
             let p = parse_position_key(k)?;
-            if p != expected {
+            if p != expected && !removed_hole(&wtxn, dbs, expected, p)? {
                 return Err(crate::vocab::Error::corruption(
                     expected,
-                    format!("position missing from a gapless log (the next record is at {p})"),
+                    format!(
+                        "position missing from the log and not recorded as removed (the next record is at {p})"
+                    ),
                 ));
             }
             expected = p.saturating_add(1);
@@ -207,6 +239,18 @@ pub(crate) fn rebuild(
     crate::lmdb::meta::set_indexed(&mut wtxn, dbs)?;
     wtxn.commit()?;
     Ok(done)
+}
+
+/// Whether the positions `expected..next` missing from the log are a
+/// range scavenging removed.
+fn removed_hole(
+    txn: &heed::RoTxn<'_, heed::WithoutTls>,
+    dbs: &crate::lmdb::env::Dbs,
+    expected: u64,
+    next: u64,
+) -> crate::vocab::Result<bool> {
+    Ok(next > expected
+        && crate::lmdb::removed::is_removed(txn, dbs.removed, expected, next.saturating_sub(1))?)
 }
 
 impl super::batch::Writer {

@@ -11,6 +11,7 @@
 mod apply;
 mod batch;
 mod index;
+mod scavenge;
 pub(crate) mod shared;
 mod side;
 mod ticket;
@@ -69,6 +70,9 @@ pub(crate) enum Lifecycle {
     Tombstone,
     /// Set the limits given; `None` keeps a limit as it is, 0 lifts it.
     Retention { truncate_before: Option<u64>, max_count: Option<u64>, max_age_us: Option<u64> },
+    /// Remove the stream's stored events below this version, which must
+    /// all be hidden already (`scavenge.rs`); the request has no appends.
+    Scavenge { below: u64 },
 }
 
 /// The writer's answer to a request. It carries the request's encoded events

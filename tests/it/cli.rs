@@ -839,4 +839,12 @@ fn delete_and_retention_from_the_command_line() {
     let changes = json_lines(&ok(run(&dir, &["--json", "read", "$streams"])));
     assert_eq!(changes.len(), 3);
     assert_eq!(changes[0]["user_id"], "ops");
+    let out = ok(run(&dir, &["scavenge", "--dry-run"]));
+    assert!(out.starts_with("6 events are no longer served"), "{out}");
+    let out = ok(run(&dir, &["scavenge"]));
+    assert!(out.starts_with("removed 6 events of 2 streams"), "{out}");
+    let out = ok(run(&dir, &["verify"]));
+    assert!(out.contains(": ok") && out.contains("6 positions were removed by scavenging"), "{out}");
+    let report = json_lines(&ok(run(&dir, &["--json", "scavenge"])));
+    assert_eq!(report[0]["events_removed"], 0);
 }

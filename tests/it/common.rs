@@ -43,6 +43,28 @@ impl Rng {
 /// disk could: its checksum no longer matches. Only while no process has
 /// the store open.
 pub fn flip_record_byte(dir: &std::path::Path, position: u64) {
+    let (env, events) = events_db(dir);
+    let mut wtxn = env.write_txn().unwrap();
+    let key = position.to_be_bytes();
+    let mut value = events.get(&wtxn, &key).unwrap().unwrap().to_vec();
+    value[10] ^= 0x40;
+    events.put(&mut wtxn, &key, &value).unwrap();
+    wtxn.commit().unwrap();
+}
+
+/// Deletes the record at `position` through LMDB, as a lost page or a
+/// flipped key could, without recording it as removed. Only while no
+/// process has the store open.
+pub fn delete_record(dir: &std::path::Path, position: u64) {
+    let (env, events) = events_db(dir);
+    let mut wtxn = env.write_txn().unwrap();
+    assert!(events.delete(&mut wtxn, &position.to_be_bytes()).unwrap());
+    wtxn.commit().unwrap();
+}
+
+type Events = heed::Database<'static, heed::types::Bytes, heed::types::Bytes>;
+
+fn events_db(dir: &std::path::Path) -> (heed::Env, Events) {
     let mut options = heed::EnvOpenOptions::new();
     options.max_dbs(16).map_size(eventfold::DEFAULT_MAP_SIZE);
     // SAFETY: the test owns the directory and no other process has it open.
@@ -56,10 +78,5 @@ pub fn flip_record_byte(dir: &std::path::Path, position: u64) {
         .unwrap()
         .unwrap_commit()
         .expect("the events database exists");
-    let mut wtxn = env.write_txn().unwrap();
-    let key = position.to_be_bytes();
-    let mut value = events.get(&wtxn, &key).unwrap().unwrap().to_vec();
-    value[10] ^= 0x40;
-    events.put(&mut wtxn, &key, &value).unwrap();
-    wtxn.commit().unwrap();
+    (env, events)
 }

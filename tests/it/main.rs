@@ -39,4 +39,5 @@ mod protocol_dcb;
 mod protocol_security;
 #[cfg(feature = "cli")]
 mod python_client;
+mod scavenge;
 mod subscriptions;

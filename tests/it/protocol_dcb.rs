@@ -141,5 +141,14 @@ fn delete_stream_and_retention_messages() {
     assert_eq!(body(&r)["tombstoned"], true, "{r}");
     let r = node.send(json!({"type": "delete_stream", "msg_id": 7, "aggregate_id": "none-1", "reason": "x"}));
     assert_eq!(body(&r)["code"], 20, "{r}");
+    let r = node.send(json!({"type": "scavenge", "msg_id": 8}));
+    assert_eq!(
+        (body(&r)["type"].as_str(), body(&r)["in_reply_to"].as_u64()),
+        (Some("scavenged"), Some(8)),
+        "{r}"
+    );
+    assert!(body(&r)["events_removed"].as_u64().unwrap() > 0, "{r}");
+    let r = node.send(json!({"type": "scavenge", "msg_id": 9}));
+    assert_eq!(body(&r)["events_removed"], 0, "nothing left: {r}");
     node.finish();
 }

@@ -10,6 +10,7 @@ mod dcb;
 mod ef;
 mod naive;
 mod pg;
+mod scavenge;
 mod sqlite;
 mod util;
 mod varve;
@@ -147,7 +148,7 @@ fn parse() -> R<Options> {
             "--set" => o.set.push(args.next().ok_or("--set needs NAME=COUNT")?),
             "-h" | "--help" => {
                 println!(
-                    "eventfold-bench [--quick] [--json] [--only W1,W1t,W2,W2a,W3,...,W10] [--runs N (default 3)] [--scale F (default 1)] [--set NAME=COUNT]... [--peers eventfold,sqlite]"
+                    "eventfold-bench [--quick] [--json] [--only W1,W1t,W2,W2a,W3,...,W11] [--runs N (default 3)] [--scale F (default 1)] [--set NAME=COUNT]... [--peers eventfold,sqlite]"
                 );
                 std::process::exit(0);
             }
@@ -243,6 +244,11 @@ fn main() -> ExitCode {
     if want("W9") {
         w9(&mut rep, &sizes, o.runs);
     }
+    if want("W11") && run("eventfold", || Ok(())).is_ok() {
+        for _ in 0..o.runs {
+            w11(&mut rep, &sizes);
+        }
+    }
     drop(postgres);
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
 
@@ -328,6 +334,27 @@ fn w1t(rep: &mut Report, s: &Sizes, round: usize) {
 
 /// W9: one category of the log read whole, through eventfold's index and
 /// SQLite's, and by eventfold walking the log.
+const W11: [&str; 3] = ["W11_appends_during_scavenge", "W11_append_p50", "W11_append_p99"];
+
+fn w11(rep: &mut Report, s: &Sizes) {
+    eprintln!(
+        "W11 scavenge: {} events in {} streams, half deleted, while {} threads append",
+        s.w11_events, s.w11_streams, s.w2_threads
+    );
+    rep.declare("W11_scavenge", "events/s", true);
+    rep.declare(W11[0], "events/s", true);
+    rep.declare(W11[1], "µs", false);
+    rep.declare(W11[2], "µs", false);
+    match scavenge::w11(s) {
+        Ok(w) => {
+            rep.record("W11_scavenge", "events/s", true, "eventfold", w.removed_per_s);
+            rep.lat(&W11, "eventfold", w.appends);
+            rep.note(format!("W11: each scavenge removes {} events", w.removed));
+        }
+        Err(e) => rep.skip("eventfold", "W11", &e),
+    }
+}
+
 fn w9(rep: &mut Report, s: &Sizes, runs: usize) {
     const READ: &str = "W9_filtered_read_indexed";
     const FIRST: &str = "W9_filtered_read_indexed_first";

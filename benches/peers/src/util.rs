@@ -46,6 +46,10 @@ pub struct Sizes {
     pub w10_capacity: u64,
     /// Courses a student may take at most.
     pub w10_max_courses: u64,
+    /// W11: events in the log before the scavenge, in `w11_streams`
+    /// streams, of which every other one is deleted.
+    pub w11_events: u64,
+    pub w11_streams: u64,
 }
 
 impl Sizes {
@@ -78,6 +82,8 @@ impl Sizes {
             w10_students: s(12_500),
             w10_capacity: 40,
             w10_max_courses: 6,
+            w11_events: s(1_000_000),
+            w11_streams: 1_000,
         }
     }
 
@@ -121,6 +127,8 @@ impl Sizes {
             w10_students: 50,
             w10_capacity: 40,
             w10_max_courses: 6,
+            w11_events: 10_000,
+            w11_streams: 20,
         }
     }
 }

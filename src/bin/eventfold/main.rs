@@ -16,6 +16,7 @@ mod output;
 mod projection;
 mod read;
 mod reindex;
+mod scavenge;
 mod serve;
 mod snapshot;
 mod state;
@@ -87,6 +88,8 @@ enum Command {
     Delete(delete::DeleteArgs),
     /// Limit what of a stream is served: truncate before a version, a maximum count or age.
     Retention(delete::RetentionArgs),
+    /// Remove from the file the events deletions and retention no longer serve.
+    Scavenge(scavenge::Args),
     /// Write the log as JSON lines (every field kept), to stdout or a file.
     Export(export::Args),
     /// Load an export; importing the same file twice writes nothing new.
@@ -169,6 +172,7 @@ fn main() -> ExitCode {
         Command::Reindex(a) => reindex::run(&ctx, a),
         Command::Delete(a) => delete::delete(&ctx, a),
         Command::Retention(a) => delete::retention(&ctx, a),
+        Command::Scavenge(a) => scavenge::run(&ctx, a),
         Command::Export(a) => export::run(&ctx, a),
         Command::Import(a) => import::run(&ctx, a),
         Command::Backup(a) => backup::run(&ctx, a),

@@ -37,6 +37,9 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<Outcome> {
             report.term_blocks,
             if report.is_ok() { "ok".to_string() } else { format!("{} faults", report.fault_count) }
         )?;
+        if report.removed > 0 {
+            writeln!(out, "{} positions were removed by scavenging (recorded, not damage)", report.removed)?;
+        }
     }
     out.flush()?;
     if report.is_ok() {

@@ -147,6 +147,7 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope<Request>, RejectedRequest> 
         "delete_stream" => f.delete_stream(msg_id),
         "set_stream_retention" => f.set_stream_retention(msg_id),
         "get_stream_lifecycle" => f.aggregate(msg_id).map(Request::GetStreamLifecycle),
+        "scavenge" => Ok(Request::Scavenge(EmptyRequest { msg_id })),
         "auth" => f.req("token").map(|token| Request::Auth(AuthRequest { msg_id, token })),
         other => {
             return Err(reject(

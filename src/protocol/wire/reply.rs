@@ -152,6 +152,18 @@ pub enum Reply {
         /// Where the event that records the deletion is.
         sequence_number: u64,
     },
+    /// The answer to `scavenge`: what it removed.
+    Scavenged {
+        /// The request's `msg_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<u64>,
+        /// Streams with events removed.
+        streams: u64,
+        /// Events removed.
+        events_removed: u64,
+        /// Steps committed.
+        steps: u64,
+    },
     /// The answer to `set_stream_retention` and `get_stream_lifecycle`.
     StreamLifecycle {
         /// The request's `msg_id`.

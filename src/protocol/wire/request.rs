@@ -430,6 +430,8 @@ pub enum Request {
     SetStreamRetention(SetStreamRetentionRequest),
     /// A stream's lifecycle and retention; answered by `stream_lifecycle`.
     GetStreamLifecycle(AggregateRequest),
+    /// Removes what is no longer served; answered by `scavenged`.
+    Scavenge(EmptyRequest),
 }
 
 impl Request {
@@ -456,6 +458,7 @@ impl Request {
             Request::DeleteStream(r) => r.msg_id,
             Request::SetStreamRetention(r) => r.msg_id,
             Request::GetStreamLifecycle(r) => r.msg_id,
+            Request::Scavenge(r) => r.msg_id,
         }
     }
 
@@ -483,6 +486,7 @@ impl Request {
             Request::DeleteStream(_) => "delete_stream",
             Request::SetStreamRetention(_) => "set_stream_retention",
             Request::GetStreamLifecycle(_) => "get_stream_lifecycle",
+            Request::Scavenge(_) => "scavenge",
         }
     }
 }
