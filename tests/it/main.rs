@@ -28,6 +28,7 @@ mod model;
 mod multiprocess;
 mod payload_limits;
 mod powercut;
+mod powercut_scavenge;
 mod projections;
 #[cfg(feature = "cli")]
 mod protocol;
