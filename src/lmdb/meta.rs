@@ -7,13 +7,18 @@ use super::env::Dbs;
 use crate::lmdb::keys::le_u64;
 use crate::vocab::{Error, Result};
 
-/// The on-disk format version this build writes: 2, a log with tags and
-/// secondary indexes. A store of format 1 is read as it is, and is brought
-/// to format 2 (its indexes built) by its first writable open.
-pub const FORMAT_VERSION: u32 = 2;
+/// The on-disk format version this build writes: 3, a log with tags,
+/// secondary indexes and record format 3. A store of format 2 or 1 is read
+/// as it is, and is brought to format 3 by its first writable open (for
+/// format 1, by building its indexes).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The format of stores written before tags and indexes.
 pub(crate) const FORMAT_V1: u32 = 1;
+/// A store written before record format 3: read as it is; its first
+/// writable open marks it 3, since new records will be of format 3 and a
+/// build before them must refuse the store rather than call them damage.
+pub(crate) const FORMAT_V2: u32 = 2;
 
 const KEY_FORMAT: &[u8] = b"format_version";
 const KEY_ARCHIVE: &[u8] = b"archive_format";
@@ -86,7 +91,11 @@ pub(crate) fn init_or_check(wtxn: &mut RwTxn, dbs: &Dbs, now: u64) -> Result<Met
         dbs.meta.put(wtxn, KEY_CREATED, &now.to_le_bytes())?;
         dbs.meta.put(wtxn, KEY_NEXT_STREAM, &1u64.to_le_bytes())?;
     }
-    let info = check(wtxn, dbs)?;
+    let mut info = check(wtxn, dbs)?;
+    if info.format == FORMAT_V2 {
+        dbs.meta.put(wtxn, KEY_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
+        info.format = FORMAT_VERSION;
+    }
     // Stores made before the checksum get it at their first writable open.
     if dbs.meta.get(wtxn, KEY_IDENTITY_SUM)?.is_none() {
         dbs.meta.put(wtxn, KEY_IDENTITY_SUM, &identity_sum(info.store_id, info.created_at).to_le_bytes())?;
@@ -113,7 +122,7 @@ pub(crate) fn check(rtxn: &RoTxn, dbs: &Dbs) -> Result<MetaInfo> {
     if format == 0 || format > MAX_PLAUSIBLE_FORMAT {
         return Err(Error::index("meta", format!("format_version {format} is not a format version")));
     }
-    if format != FORMAT_VERSION && format != FORMAT_V1 {
+    if format != FORMAT_VERSION && format != FORMAT_V2 && format != FORMAT_V1 {
         return Err(Error::UnsupportedFormat { found: format, supported: FORMAT_VERSION });
     }
     let archive =
@@ -149,7 +158,7 @@ pub(crate) fn check(rtxn: &RoTxn, dbs: &Dbs) -> Result<MetaInfo> {
     })
 }
 
-/// Marks the store as of format 2: its indexes are complete. Written in
+/// Marks the store as of the current format: its indexes are complete. Written in
 /// the transaction that completes them.
 pub(crate) fn set_indexed(wtxn: &mut RwTxn, dbs: &Dbs) -> Result<()> {
     dbs.meta.put(wtxn, KEY_FORMAT, &FORMAT_VERSION.to_le_bytes())?;

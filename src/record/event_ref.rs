@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::legacy::ArchivedEventBodyV1;
-use super::{ArchivedEventBody, EventBody, Trailer, reserved_string};
+use super::{ArchivedEventBody, ArchivedStoredBody, EventBody, Trailer, reserved_string, unpack_ids};
 use crate::vocab::metadata::{CAUSATION_KEY, CORRELATION_KEY, TRACEPARENT_KEY};
 use crate::vocab::{ContentType, RecordedEvent};
 use crate::vocab::{Error, Result};
@@ -15,19 +15,22 @@ use crate::vocab::{Error, Result};
 pub(crate) enum Body<'a> {
     /// A format-1 record (no tags), read in place from the memory map.
     V1(&'a ArchivedEventBodyV1),
-    /// A format-2 record, read in place: no copy, no allocation.
+    /// A format-2 record, read in place.
     V2(&'a ArchivedEventBody),
+    /// A format-3 record, read in place: no copy, no allocation.
+    V3(&'a ArchivedStoredBody),
     /// Copied out because the stored bytes were not aligned for in-place access.
     Owned(Box<EventBody>),
 }
 
-/// A field read the same way from either archived body (their common
+/// A field read the same way from every archived body (their common
 /// fields have the same names and types), or from the owned copy.
 macro_rules! field {
     ($body:expr, $b:ident => $archived:expr, $o:ident => $owned:expr) => {
         match $body {
             Body::V1($b) => $archived,
             Body::V2($b) => $archived,
+            Body::V3($b) => $archived,
             Body::Owned($o) => $owned,
         }
     };
@@ -158,8 +161,7 @@ impl<'a> EventRef<'a> {
     /// or made from its 16 bytes when it is a UUID (then its hyphenated
     /// text, as it was appended).
     pub fn correlation_id(&self) -> Option<Cow<'_, str>> {
-        let field = field!(&self.body, b => b.correlation_id.as_ref().copied(), b => b.correlation_id);
-        match field {
+        match self.id_fields().0 {
             Some(bytes) => Some(Cow::Owned(Uuid::from_bytes(bytes).hyphenated().to_string())),
             None => reserved_string(self.metadata_bytes(), CORRELATION_KEY),
         }
@@ -167,10 +169,21 @@ impl<'a> EventRef<'a> {
 
     /// The causation id, exactly as appended (see [`correlation_id`](Self::correlation_id)).
     pub fn causation_id(&self) -> Option<Cow<'_, str>> {
-        let field = field!(&self.body, b => b.causation_id.as_ref().copied(), b => b.causation_id);
-        match field {
+        match self.id_fields().1 {
             Some(bytes) => Some(Cow::Owned(Uuid::from_bytes(bytes).hyphenated().to_string())),
             None => reserved_string(self.metadata_bytes(), CAUSATION_KEY),
+        }
+    }
+
+    /// The 16-byte correlation and causation id fields (set for ids that
+    /// are UUIDs in canonical text).
+    fn id_fields(&self) -> super::IdFields {
+        match &self.body {
+            Body::V1(b) => (b.correlation_id.as_ref().copied(), b.causation_id.as_ref().copied()),
+            Body::V2(b) => (b.correlation_id.as_ref().copied(), b.causation_id.as_ref().copied()),
+            // Checked by `decode`.
+            Body::V3(b) => unpack_ids(b.ids.as_slice()).unwrap_or((None, None)),
+            Body::Owned(b) => (b.correlation_id, b.causation_id),
         }
     }
 
@@ -190,6 +203,7 @@ impl<'a> EventRef<'a> {
         let inner = match &self.body {
             Body::V1(_) => TagsInner::Owned([].iter()),
             Body::V2(b) => TagsInner::Archived(b.tags.iter()),
+            Body::V3(b) => TagsInner::Archived(b.tags.iter()),
             Body::Owned(b) => TagsInner::Owned(b.tags.iter()),
         };
         Tags { inner }
@@ -250,7 +264,7 @@ impl<'a> EventRef<'a> {
         let causation_key = take(CAUSATION_KEY);
         let traceparent = take(TRACEPARENT_KEY);
         let uuid_text = |field: Option<[u8; 16]>| field.map(|b| Uuid::from_bytes(b).hyphenated().to_string());
-        let (correlation_field, causation_field) = field!(&self.body, b => (b.correlation_id.as_ref().copied(), b.causation_id.as_ref().copied()), b => (b.correlation_id, b.causation_id));
+        let (correlation_field, causation_field) = self.id_fields();
         Ok(RecordedEvent {
             position: self.position(),
             stream_id: self.stream_id().to_string(),

@@ -1,5 +1,6 @@
 //! Record format 1: the body written before events carried tags. Stores
-//! keep such records; they read as events without tags.
+//! keep such records; they read as events without tags. (Format 2 is
+//! [`EventBody`]'s own archive.)
 
 use super::EventBody;
 
@@ -42,21 +43,36 @@ impl From<EventBodyV1> for EventBody {
 #[cfg(test)]
 pub(crate) fn encode_v1(body: &EventBodyV1) -> Vec<u8> {
     use rkyv::rancor;
-    let mut value = rkyv::to_bytes::<rancor::Error>(body).map(|v| v.to_vec()).unwrap_or_default();
+    let value = rkyv::to_bytes::<rancor::Error>(body).map(|v| v.to_vec()).unwrap_or_default();
+    seal_old(value, super::RECORD_FORMAT_V1, body.event_id, &body.event_type)
+}
+
+/// Encodes a format-2 record ([`EventBody`]'s archive), as a build before
+/// format 3 wrote it, for tests of reading old stores.
+#[cfg(test)]
+pub(crate) fn encode_v2(body: &EventBody) -> Vec<u8> {
+    use rkyv::rancor;
+    let value = rkyv::to_bytes::<rancor::Error>(body).map(|v| v.to_vec()).unwrap_or_default();
+    seal_old(value, super::RECORD_FORMAT_V2, body.event_id, &body.event_type)
+}
+
+/// An archived body made into a record of `format` at position 1.
+#[cfg(test)]
+fn seal_old(mut value: Vec<u8>, format: u8, event_id: [u8; 16], event_type: &str) -> Vec<u8> {
     let body_len = value.len();
     let body_hash = xxhash_rust::xxh3::xxh3_64(&value);
     value.resize(super::align_up(body_len), 0);
     let mut trailer = [0u8; super::TRAILER_LEN];
-    trailer[24] = super::RECORD_FORMAT_V1;
+    trailer[24] = format;
     trailer[28..32].copy_from_slice(&u32::try_from(body_len).unwrap_or(u32::MAX).to_le_bytes());
     value.extend_from_slice(&trailer);
     let mut enc = super::EncodedEvent {
-        event_id: uuid::Uuid::from_bytes(body.event_id),
+        event_id: uuid::Uuid::from_bytes(event_id),
         caller_id: true,
         value,
         body_hash,
         recorded_at: None,
-        event_type: body.event_type.clone(),
+        event_type: event_type.to_string(),
         tags: Vec::new(),
     };
     super::seal(&mut enc, 1, 1, 1);

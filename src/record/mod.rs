@@ -24,9 +24,13 @@ use crate::vocab::metadata::{CAUSATION_KEY, CORRELATION_KEY, TRACEPARENT_KEY};
 use crate::vocab::{ContentType, EventMetadata, MAX_NAME_LEN, NewEvent, name_problem, shorten};
 use crate::vocab::{Error, Result};
 
-/// The record format this build writes: 2, a body with tags. Records of
-/// format 1 (without tags, `legacy.rs`) are still read.
-pub(crate) const RECORD_FORMAT: u8 = 2;
+/// The record format this build writes: 3, a body whose UUID metadata
+/// ids take no room when absent ([`StoredBody`]). Records of format 2
+/// ([`EventBody`]'s archive) and 1 (without tags, `legacy.rs`) are still
+/// read.
+pub(crate) const RECORD_FORMAT: u8 = 3;
+/// The format of records written with tags before format 3.
+pub(crate) const RECORD_FORMAT_V2: u8 = 2;
 /// The format of records written before tags.
 pub(crate) const RECORD_FORMAT_V1: u8 = 1;
 /// Size of the trailer that follows the archived body.
@@ -34,7 +38,8 @@ pub(crate) const TRAILER_LEN: usize = 40;
 /// Alignment the archive needs to be read in place.
 pub(crate) const ARCHIVE_ALIGN: usize = 8;
 
-/// The archived part of a record: everything the appender decides.
+/// Everything the appender decides, in memory; archived as is, it is the
+/// body of a format-2 record (its layout is frozen).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 pub(crate) struct EventBody {
     pub event_id: [u8; 16],
@@ -56,6 +61,100 @@ pub(crate) struct EventBody {
     pub payload: Vec<u8>,
     /// The event's tags (format 2 on).
     pub tags: Vec<String>,
+}
+
+/// The archived body of a format-3 record: [`EventBody`] with the two
+/// 16-byte UUID id fields, 34 bytes in every record even when empty, folded
+/// into one vector that is empty when neither id is a UUID.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub(crate) struct StoredBody {
+    pub event_id: [u8; 16],
+    pub schema_version: u32,
+    pub content_type: u8,
+    pub stream_id: String,
+    pub event_type: String,
+    /// Empty, or `[flags]` (bit 0: a correlation id, bit 1: a causation id)
+    /// followed by the 16 bytes of each id the flags name, in that order.
+    pub ids: Vec<u8>,
+    pub user_id: Option<String>,
+    pub metadata: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub tags: Vec<String>,
+}
+
+/// A record's correlation and causation id fields (16-byte UUIDs).
+pub(crate) type IdFields = (Option<[u8; 16]>, Option<[u8; 16]>);
+
+const HAS_CORRELATION: u8 = 1;
+const HAS_CAUSATION: u8 = 2;
+
+/// The `ids` field of a format-3 body.
+fn pack_ids(correlation: Option<[u8; 16]>, causation: Option<[u8; 16]>) -> Vec<u8> {
+    let flags = (if correlation.is_some() { HAS_CORRELATION } else { 0 })
+        | (if causation.is_some() { HAS_CAUSATION } else { 0 });
+    if flags == 0 {
+        return Vec::new();
+    }
+    let mut ids = Vec::with_capacity(33);
+    ids.push(flags);
+    ids.extend(correlation.iter().chain(causation.iter()).flatten());
+    ids
+}
+
+/// The correlation and causation ids of a format-3 body's `ids`; `None`
+/// when the bytes are not a valid `ids` field.
+pub(crate) fn unpack_ids(ids: &[u8]) -> Option<IdFields> {
+    let Some((&flags, rest)) = ids.split_first() else { return Some((None, None)) };
+    if flags == 0 || flags & !(HAS_CORRELATION | HAS_CAUSATION) != 0 {
+        return None;
+    }
+    let mut chunks = rest.chunks_exact(16);
+    let mut take = |bit: u8| -> Option<Option<[u8; 16]>> {
+        if flags & bit == 0 {
+            return Some(None);
+        }
+        chunks.next().and_then(|c| <[u8; 16]>::try_from(c).ok()).map(Some)
+    };
+    let correlation = take(HAS_CORRELATION)?;
+    let causation = take(HAS_CAUSATION)?;
+    let expected = 1usize.saturating_add(16usize.saturating_mul(flags.count_ones() as usize));
+    (ids.len() == expected).then_some((correlation, causation))
+}
+
+impl From<StoredBody> for EventBody {
+    fn from(b: StoredBody) -> Self {
+        let (correlation_id, causation_id) = unpack_ids(&b.ids).unwrap_or((None, None));
+        EventBody {
+            event_id: b.event_id,
+            schema_version: b.schema_version,
+            content_type: b.content_type,
+            stream_id: b.stream_id,
+            event_type: b.event_type,
+            correlation_id,
+            causation_id,
+            user_id: b.user_id,
+            metadata: b.metadata,
+            payload: b.payload,
+            tags: b.tags,
+        }
+    }
+}
+
+impl From<EventBody> for StoredBody {
+    fn from(b: EventBody) -> Self {
+        StoredBody {
+            event_id: b.event_id,
+            schema_version: b.schema_version,
+            content_type: b.content_type,
+            stream_id: b.stream_id,
+            event_type: b.event_type,
+            ids: pack_ids(b.correlation_id, b.causation_id),
+            user_id: b.user_id,
+            metadata: b.metadata,
+            payload: b.payload,
+            tags: b.tags,
+        }
+    }
 }
 
 /// An event encoded by the appender, waiting for the writer to seal it.
@@ -203,6 +302,7 @@ pub(crate) fn reserved_string<'a>(metadata: &'a [u8], key: &str) -> Option<Cow<'
 }
 
 pub(crate) fn encode_body(body: EventBody, event_id: Uuid, max_event_size: usize) -> Result<EncodedEvent> {
+    let body = StoredBody::from(body);
     let capacity = body.payload.len().saturating_add(body.metadata.len()).saturating_add(256);
     let mut value = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&body, Vec::with_capacity(capacity))
         .map_err(|e| Error::InvalidPayload {
@@ -260,7 +360,7 @@ pub(crate) struct Trailer {
     pub version: u64,
     pub recorded_at: u64,
     pub body_len: usize,
-    /// The record format: [`RECORD_FORMAT`] or [`RECORD_FORMAT_V1`].
+    /// The record format: [`RECORD_FORMAT`], [`RECORD_FORMAT_V2`] or [`RECORD_FORMAT_V1`].
     pub format: u8,
 }
 
@@ -274,7 +374,7 @@ pub(crate) fn check(position: u64, value: &[u8]) -> Result<Trailer> {
     let body_end = n.saturating_sub(TRAILER_LEN);
     let trailer = &value[body_end..];
     let format = trailer[24];
-    if format != RECORD_FORMAT && format != RECORD_FORMAT_V1 {
+    if !matches!(format, RECORD_FORMAT | RECORD_FORMAT_V2 | RECORD_FORMAT_V1) {
         return Err(Error::corruption(position, format!("unknown record format {format}")));
     }
     let mut len = [0u8; 4];
@@ -340,16 +440,36 @@ pub fn decode(position: u64, value: &[u8]) -> Result<EventRef<'_>> {
         (RECORD_FORMAT_V1, true) => event_ref::Body::V1(
             rkyv::access::<legacy::ArchivedEventBodyV1, rancor::Error>(body).map_err(invalid)?,
         ),
-        (_, true) => {
+        (RECORD_FORMAT_V2, true) => {
             event_ref::Body::V2(rkyv::access::<ArchivedEventBody, rancor::Error>(body).map_err(invalid)?)
+        }
+        (_, true) => {
+            let b = rkyv::access::<ArchivedStoredBody, rancor::Error>(body).map_err(invalid)?;
+            if unpack_ids(b.ids.as_slice()).is_none() {
+                return Err(Error::corruption(position, "invalid archive: the ids field is malformed"));
+            }
+            event_ref::Body::V3(b)
         }
         (format, false) => {
             let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
             aligned.extend_from_slice(body);
-            let owned = if format == RECORD_FORMAT_V1 {
-                rkyv::from_bytes::<legacy::EventBodyV1, rancor::Error>(&aligned).map_err(invalid)?.into()
-            } else {
-                rkyv::from_bytes::<EventBody, rancor::Error>(&aligned).map_err(invalid)?
+            let owned = match format {
+                RECORD_FORMAT_V1 => {
+                    rkyv::from_bytes::<legacy::EventBodyV1, rancor::Error>(&aligned).map_err(invalid)?.into()
+                }
+                RECORD_FORMAT_V2 => {
+                    rkyv::from_bytes::<EventBody, rancor::Error>(&aligned).map_err(invalid)?
+                }
+                _ => {
+                    let b = rkyv::from_bytes::<StoredBody, rancor::Error>(&aligned).map_err(invalid)?;
+                    if unpack_ids(&b.ids).is_none() {
+                        return Err(Error::corruption(
+                            position,
+                            "invalid archive: the ids field is malformed",
+                        ));
+                    }
+                    b.into()
+                }
             };
             event_ref::Body::Owned(Box::new(owned))
         }
@@ -465,7 +585,7 @@ mod tests {
         let body_len = u32::from_le_bytes(enc.value[n - 12..n - 8].try_into().unwrap()) as usize;
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(&enc.value[..body_len]);
-        (rkyv::from_bytes::<EventBody, rancor::Error>(&aligned).unwrap(), owned)
+        (rkyv::from_bytes::<StoredBody, rancor::Error>(&aligned).unwrap().into(), owned)
     }
 
     /// Each id comes back as the exact text appended; only a UUID in
@@ -610,6 +730,100 @@ mod tests {
             flipped[i] ^= 0x40;
             assert!(decode(1, &flipped).is_err(), "flip at byte {i} went unnoticed");
         }
+    }
+
+    /// Guards reading format-2 records (the body before the ids were
+    /// folded): every field reads as it was written, in place and copied.
+    #[test]
+    fn a_format_2_record_reads_as_before() {
+        let body = EventBody {
+            event_id: [7; 16],
+            schema_version: 2,
+            content_type: 0,
+            stream_id: "order-1".into(),
+            event_type: "Placed".into(),
+            correlation_id: Some([1; 16]),
+            causation_id: None,
+            user_id: Some("ann".into()),
+            metadata: br#"{"ip":"10.0.0.1"}"#.to_vec(),
+            payload: br#"{"total":5}"#.to_vec(),
+            tags: vec!["customer:7".into()],
+        };
+        let value = legacy::encode_v2(&body);
+        for offset in [0, 1] {
+            let mut buf = rkyv::util::AlignedVec::<16>::new();
+            buf.extend_from_slice(&vec![0u8; offset]);
+            buf.extend_from_slice(&value);
+            let ev = decode(1, &buf[offset..]).unwrap();
+            assert_eq!(ev.is_zero_copy(), offset == 0);
+            let owned = ev.to_owned().unwrap();
+            assert_eq!(owned.correlation_id, Some(Uuid::from_bytes([1; 16]).to_string()));
+            assert_eq!((owned.causation_id, owned.user_id.as_deref()), (None, Some("ann")));
+            assert_eq!((owned.tags, owned.schema_version), (vec!["customer:7".to_string()], 2));
+            assert_eq!(owned.payload, br#"{"total":5}"#);
+        }
+    }
+
+    /// Guards the format-3 `ids` field: every combination round-trips, and
+    /// a malformed one is refused, never read as no ids.
+    #[test]
+    fn the_ids_field_round_trips_and_refuses_damage() {
+        for (c, k) in
+            [(None, None), (Some([1; 16]), None), (None, Some([2; 16])), (Some([3; 16]), Some([4; 16]))]
+        {
+            let ids = pack_ids(c, k);
+            assert_eq!(
+                ids.len(),
+                if c.is_none() && k.is_none() {
+                    0
+                } else {
+                    1 + 16 * (c.is_some() as usize + k.is_some() as usize)
+                }
+            );
+            assert_eq!(unpack_ids(&ids), Some((c, k)));
+        }
+        assert_eq!(unpack_ids(&[0]), None, "flags without ids");
+        assert_eq!(unpack_ids(&[4; 17]), None, "an unknown flag");
+        assert_eq!(unpack_ids(&[1; 16]), None, "an id cut short");
+        assert_eq!(unpack_ids(&[1; 33]), None, "bytes left over");
+        // Through a whole record: bytes that pass the checksum (a writer
+        // bug, or a collision) but hold a malformed `ids` are corruption.
+        let mut body = StoredBody::from(EventBody {
+            event_id: [7; 16],
+            schema_version: 1,
+            content_type: 0,
+            stream_id: "s-1".into(),
+            event_type: "E".into(),
+            correlation_id: None,
+            causation_id: None,
+            user_id: None,
+            metadata: Vec::new(),
+            payload: b"{}".to_vec(),
+            tags: Vec::new(),
+        });
+        body.ids = vec![1, 2, 3];
+        let bytes = rkyv::to_bytes::<rancor::Error>(&body).unwrap();
+        let body_len = bytes.len();
+        let mut value = bytes.to_vec();
+        value.resize(align_up(body_len), 0);
+        let mut trailer = [0u8; TRAILER_LEN];
+        trailer[24] = RECORD_FORMAT;
+        trailer[28..32].copy_from_slice(&(body_len as u32).to_le_bytes());
+        value.extend_from_slice(&trailer);
+        let mut enc = EncodedEvent {
+            event_id: Uuid::from_bytes([7; 16]),
+            caller_id: true,
+            value,
+            body_hash: xxhash_rust::xxh3::xxh3_64(&bytes),
+            recorded_at: None,
+            event_type: "E".into(),
+            tags: Vec::new(),
+        };
+        seal(&mut enc, 1, 1, 1);
+        let mut buf = rkyv::util::AlignedVec::<16>::new();
+        buf.extend_from_slice(&enc.value);
+        let err = decode(1, &buf).unwrap_err();
+        assert!(err.to_string().contains("ids field"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod examples;
 #[cfg(feature = "fault-injection")]
 mod faults;
 mod forgetting;
+mod formats;
 mod fuzz_corpus;
 mod indexes;
 mod layers;
